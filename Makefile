@@ -1,0 +1,29 @@
+# Two commands: `make demo` and `make test`. Both create .venv on first use.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml constraints-dev.txt
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints-dev.txt torch==2.13.0
+	$(BIN)/pip install -q -c constraints-dev.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m titans.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check titans tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/memory_op.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

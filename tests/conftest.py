@@ -1,0 +1,22 @@
+"""Shared test helpers: a relative-error measure (FLA-style) and deterministic seeding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b||, with 0/0 = 0 (both exactly zero)."""
+    a, b = a.detach().double(), b.detach().double()
+    assert not torch.isnan(a).any() and not torch.isnan(b).any(), "NaN in compared tensors"
+    den = b.norm()
+    num = (a - b).norm()
+    if den == 0:
+        return float(num)
+    return float(num / den)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(42)

@@ -1,0 +1,236 @@
+"""The memory op: chunk == naive (outputs, final state, every gradient), the paper's recurrence, causality,
+split-anywhere continuation, gradcheck, and the errors on bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from titans.ops import MemoryState, memory_update
+from titans.ops.memory.common import memory_forward
+
+from ..conftest import rel_err
+from .memory_cases import make_inputs
+
+TOL = 1e-9  # SPEC §1.3, float64
+
+
+def _run(impl, inp, chunk_size, activation="gelu"):
+    return memory_update(inp["q"], inp["k"], inp["v"], inp["alpha"], inp["eta"], inp["theta"], inp["params"],
+                         inp["momentum"], chunk_size=chunk_size, activation=activation, norm=inp["norm"],
+                         residual=inp["residual"], impl=impl)
+
+
+def _backward(o, state, leaves, seed=1):
+    """Random cotangents on the output and every tensor of the final state; returns the leaves' gradients."""
+    g = torch.Generator().manual_seed(seed)
+    outs = [o, *state.params, *state.momentum, *state.chunk_params]
+    total = sum((x * torch.randn(x.shape, generator=g, dtype=x.dtype)).sum() for x in outs)
+    grads = torch.autograd.grad(total, leaves, allow_unused=True)
+    return [torch.zeros_like(x) if gr is None else gr for gr, x in zip(grads, leaves)]
+
+
+CASES = [
+    # (L, chunk, T, norm+residual, per-layer gates, activation)
+    (1, 1, 9, False, False, "gelu"),
+    (1, 4, 16, False, True, "gelu"),
+    (1, 5, 23, True, False, "gelu"),
+    (1, 16, 37, False, False, "silu"),
+    (2, 1, 11, False, True, "gelu"),
+    (2, 1, 11, True, True, "gelu"),
+    (2, 2, 15, True, False, "gelu"),
+    (2, 5, 23, False, True, "gelu"),
+    (2, 5, 25, True, True, "gelu"),
+    (2, 16, 37, True, True, "gelu"),
+    (2, 16, 32, False, False, "relu"),
+    (2, 16, 7, True, True, "silu"),
+    (3, 1, 9, True, True, "gelu"),
+    (3, 2, 14, False, False, "gelu"),
+    (3, 5, 23, True, True, "silu"),
+    (3, 16, 37, True, False, "gelu"),
+    (3, 16, 48, False, True, "gelu"),
+]
+
+
+@pytest.mark.parametrize("L,chunk,T,nr,per_layer,act", CASES,
+                         ids=[f"L{c[0]}-b{c[1]}-T{c[2]}-{'ln' if c[3] else 'plain'}-{'pl' if c[4] else 'ph'}-{c[5]}"
+                              for c in CASES])
+def test_chunk_matches_naive(L, chunk, T, nr, per_layer, act):
+    inp, leaves = make_inputs(T=T, L=L, norm=nr, residual=nr, per_layer=per_layer, requires_grad=True)
+    o_n, s_n = _run("naive", inp, chunk, act)
+    o_c, s_c = _run("chunk", inp, chunk, act)
+    assert s_c.offset == s_n.offset == T % chunk
+    assert rel_err(o_c, o_n) <= TOL
+    for name in ("params", "momentum", "chunk_params"):
+        for x, y in zip(getattr(s_c, name), getattr(s_n, name)):
+            assert rel_err(x, y) <= TOL, name
+    g_n = _backward(o_n, s_n, leaves)
+    g_c = _backward(o_c, s_c, leaves)
+    names = ["q", "k", "v", "alpha", "eta", "theta"] + [f"W{i}" for i in range(L)] + [f"S{i}" for i in range(L)]
+    names += ["ln_w", "ln_b"] if nr else []
+    for name, x, y in zip(names, g_c, g_n):
+        assert rel_err(x, y) <= TOL, name
+
+
+def test_chunk_size_one_is_the_paper_recurrence():
+    """chunk_size=1 equals Eqs. 13-15 written out here for a 2-layer GELU MLP, one (batch, head) at a time."""
+    inp, _ = make_inputs(B=1, T=10, H=2, L=2, per_layer=False)
+    o, state = _run("chunk", inp, 1)
+    for h in range(2):
+        W1, W2 = (p[0, h].clone() for p in inp["params"])
+        S1, S2 = (m[0, h].clone() for m in inp["momentum"])
+        for t in range(10):
+            k, v, q = (inp[x][0, t, h] for x in ("k", "v", "q"))
+            a, e, th = (inp[x][0, t, h] for x in ("alpha", "eta", "theta"))
+            W1_, W2_ = W1.clone().requires_grad_(), W2.clone().requires_grad_()
+            loss = ((torch.nn.functional.gelu(k @ W1_) @ W2_ - v) ** 2).sum()
+            u1, u2 = torch.autograd.grad(loss, (W1_, W2_))
+            S1, S2 = e * S1 - th * u1, e * S2 - th * u2
+            W1, W2 = (1 - a) * W1 + S1, (1 - a) * W2 + S2
+            assert rel_err(o[0, t, h], torch.nn.functional.gelu(q @ W1) @ W2) <= TOL
+        assert rel_err(state.params[0][0, h], W1) <= TOL and rel_err(state.params[1][0, h], W2) <= TOL
+
+
+def test_linear_memory_without_momentum_or_forgetting_is_the_delta_rule():
+    """L=1, eta=0, alpha=0: W_t = W_{t-1} - 2 theta_t k_t^T (k_t W_{t-1} - v_t) (the delta rule, beta = 2 theta)."""
+    inp, _ = make_inputs(B=2, T=12, H=3, L=1, momentum=False, per_layer=False)
+    inp["alpha"] = torch.zeros_like(inp["alpha"])
+    inp["eta"] = torch.zeros_like(inp["eta"])
+    for impl in ("naive", "chunk"):
+        o, state = _run(impl, inp, 1)
+        W = inp["params"][0].clone()  # [B, H, D, D]
+        for t in range(12):
+            k, v, q = (inp[x][:, t, :, None, :] for x in ("k", "v", "q"))  # [B, H, 1, D]
+            beta = 2 * inp["theta"][:, t, :, None, None]
+            W = W - beta * k.mT @ (k @ W - v)
+            assert rel_err(o[:, t], (q @ W)[:, :, 0]) <= TOL
+        assert rel_err(state.params[0], W) <= TOL
+
+
+@pytest.mark.parametrize("impl", ["naive", "chunk"])
+def test_causal(impl):
+    inp, _ = make_inputs(T=20, L=2, norm=True, residual=True)
+    o, _ = _run(impl, inp, 5)
+    for t in (0, 4, 5, 13, 19):
+        for name in ("q", "k", "v", "alpha", "eta", "theta"):
+            pert = dict(inp)
+            x = inp[name].clone()
+            x[:, t] = x[:, t] * 0.5 + 0.01
+            pert[name] = x
+            o2, _ = _run(impl, pert, 5)
+            assert torch.equal(o2[:, :t], o[:, :t]), (name, t)
+            if name in ("k", "v", "alpha", "eta", "theta", "q") and t < 19:
+                assert not torch.equal(o2[:, t:], o[:, t:]), (name, t)
+
+
+def _split_run(impl, inp, cuts, chunk):
+    """Run the sequence in pieces at ``cuts``, carrying the state."""
+    bounds = [0, *cuts, inp["q"].shape[1]]
+    state, outs = inp["params"], []
+    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        sl = {k: (v[:, a:b] if k in ("q", "k", "v", "alpha", "eta", "theta") else v) for k, v in inp.items()}
+        o, state = memory_update(sl["q"], sl["k"], sl["v"], sl["alpha"], sl["eta"], sl["theta"], state,
+                                 inp["momentum"] if i == 0 else None, chunk_size=chunk, norm=inp["norm"],
+                                 residual=inp["residual"], impl=impl)
+        outs.append(o)
+    return torch.cat(outs, 1), state
+
+
+@pytest.mark.parametrize("impl", ["naive", "chunk"])
+@pytest.mark.parametrize("cuts", [[3], [5], [7, 8], [1, 2, 12, 13, 14], list(range(1, 22))],
+                         ids=["mid", "boundary", "two", "mixed", "token-by-token"])
+def test_split_anywhere_same_result(impl, cuts):
+    inp, _ = make_inputs(T=22, L=2, norm=True, residual=True)
+    o_full, s_full = _run(impl, inp, 5)
+    o_split, s_split = _split_run(impl, inp, cuts, 5)
+    assert rel_err(o_split, o_full) <= TOL
+    assert s_split.offset == s_full.offset
+    for name in ("params", "momentum", "chunk_params"):
+        for x, y in zip(getattr(s_split, name), getattr(s_full, name)):
+            assert rel_err(x, y) <= TOL, name
+
+
+def test_state_moves_between_impls():
+    """A state written by one implementation continues exactly in the other."""
+    inp, _ = make_inputs(T=17, L=3)
+    o_full, _ = _run("chunk", inp, 4)
+    first = {k: (v[:, :6] if torch.is_tensor(v) and v.dim() >= 3 and v.shape[1] == 17 else v) for k, v in inp.items()}
+    o1, st = _run("naive", first, 4)
+    rest = [inp[x][:, 6:] for x in ("q", "k", "v", "alpha", "eta", "theta")]
+    o2, _ = memory_update(*rest, st, chunk_size=4, impl="chunk")
+    assert rel_err(torch.cat([o1, o2], 1), o_full) <= TOL
+
+
+def test_empty_sequence_returns_the_state_unchanged():
+    inp, _ = make_inputs(T=0, L=2)
+    o, st = _run("chunk", inp, 4)
+    assert o.shape == (2, 0, 2, 6) and st.offset == 0
+    assert all(torch.equal(a, b) for a, b in zip(st.params, inp["params"]))
+
+
+@pytest.mark.parametrize("impl", ["naive", "chunk"])
+def test_gradcheck(impl):
+    inp, leaves = make_inputs(B=1, T=5, H=1, D=3, L=2, hidden=4, norm=True, residual=True, requires_grad=True)
+
+    def f(*xs):
+        q, k, v, a, e, th, w1, w2, s1, s2, nw, nb = xs
+        o, st = memory_update(q, k, v, a, e, th, (w1, w2), (s1, s2), chunk_size=2, norm=(nw, nb), residual=True,
+                              impl=impl)
+        return o, *st.params, *st.momentum
+
+    assert torch.autograd.gradcheck(f, tuple(leaves), eps=1e-6, atol=1e-6)
+
+
+def test_retrieve_reads_without_writing():
+    inp, _ = make_inputs(T=4, L=2)
+    from titans.ops import memory_retrieve
+
+    out = memory_retrieve(inp["q"], inp["params"])
+    ref = memory_forward(inp["q"].transpose(1, 2), inp["params"]).transpose(1, 2)
+    assert torch.equal(out, ref)
+
+
+def test_float32_agrees_with_float64():
+    inp64, _ = make_inputs(T=40, L=2, norm=True, residual=True)
+    inp32 = {k: (v.float() if torch.is_tensor(v) else tuple(x.float() for x in v) if isinstance(v, tuple) else v)
+             for k, v in inp64.items()}
+    o64, _ = _run("chunk", inp64, 16)
+    o32, _ = _run("chunk", inp32, 16)
+    assert rel_err(o32, o64) <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (lambda d: d.update(q=d["q"][..., :5]), "q: shape"),
+        (lambda d: d.update(v=d["v"].float()), "v: dtype"),
+        (lambda d: d.update(alpha=d["alpha"][:, :3]), "alpha"),
+        (lambda d: d.update(theta=d["theta"][..., :1].repeat(1, 1, 1, 5)), "theta: last dim"),
+        (lambda d: d.update(params=(d["params"][0],)), r"params\[0\]: last layer"),
+        (lambda d: d.update(params=(d["params"][0][:, :, :3], d["params"][1])), r"params\[0\]"),
+        (lambda d: d.update(chunk=0), "chunk_size"),
+        (lambda d: d.update(act="tanh"), "activation"),
+        (lambda d: d.update(impl="fast"), "impl"),
+        (lambda d: d.update(norm=(torch.ones(3, 6, dtype=torch.float64),) * 2), "norm weight"),
+    ],
+    ids=["q-shape", "v-dtype", "alpha-T", "theta-L", "params-depth", "params-din", "chunk", "act", "impl", "norm"],
+)
+def test_bad_input_is_named(change, match):
+    inp, _ = make_inputs(T=6, L=2)
+    d = dict(inp, chunk=4, act="gelu", impl="chunk")
+    change(d)
+    with pytest.raises((ValueError, TypeError), match=match):
+        memory_update(d["q"], d["k"], d["v"], d["alpha"], d["eta"], d["theta"], d["params"], d["momentum"],
+                      chunk_size=d["chunk"], activation=d["act"], norm=d["norm"], residual=d["residual"],
+                      impl=d["impl"])
+
+
+def test_continuation_rejects_other_chunk_size_and_momentum():
+    inp, _ = make_inputs(T=6, L=2)
+    _, st = _run("chunk", inp, 4)
+    args = [inp[x] for x in ("q", "k", "v", "alpha", "eta", "theta")]
+    with pytest.raises(ValueError, match="chunk_size"):
+        memory_update(*args, st, chunk_size=8)
+    with pytest.raises(ValueError, match="momentum"):
+        memory_update(*args, st, inp["momentum"], chunk_size=4)
+    assert isinstance(st, MemoryState)

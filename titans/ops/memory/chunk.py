@@ -1,0 +1,169 @@
+"""Chunk-parallel memory op: the dual form of SPEC §1.3, matmuls inside a chunk, a Python loop over chunks only.
+
+Inside a piece of n tokens that takes its gradients at ``G`` and starts from weights ``W`` and momentum ``S``
+(``G = W`` at a chunk start; ``G`` is the weights before the chunk when a call resumes mid-chunk), for every
+memory layer (each with its own gates):
+
+    W_i = beta_i W + gamma_i S - sum_{j<=i} C_ij u_j          u_j = a_j^T delta_j  (rank one)
+    S_i = H_i S - sum_{j<=i} theta_j (H_i / H_j) u_j
+
+with ``A_i = prod_{k<=i}(1 - alpha_k)``, ``H_i = prod_{k<=i} eta_k``, ``beta_i = A_i``,
+``gamma_i = sum_{m<=i} (A_i/A_m) H_m`` and ``C_ij = theta_j sum_{m=j..i} (A_i/A_m)(H_m/H_j)``. The per-token
+gradients are rank one (``a_j``: the layer's input at key j, ``delta_j``: the back-propagated error), so a row
+``x_i`` of queries multiplies ``W_i`` without ever forming it:
+
+    x_i W_i = beta_i x_i W + gamma_i x_i S - sum_j C_ij (x_i . a_j) delta_j.
+
+All products of decays are exponentials of sums of logs over a segment (no division by small products).
+The derivation is in ``README.md`` beside this file.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .common import MemoryState, activation, activation_grad, gates_per_layer, layer_norm, layer_norm_backward
+
+
+def segsum(x: torch.Tensor) -> torch.Tensor:
+    """``[..., n] -> [..., n, n]`` with ``out[i, j] = sum_{j<k<=i} x[k]`` for ``j <= i`` and ``-inf`` above.
+
+    Summed directly per segment (a masked cumsum), not as a difference of prefix sums, so ``exp(out)`` is an
+    exact product of decays even when the prefix products underflow.
+    """
+    n = x.shape[-1]
+    xx = x.unsqueeze(-1).expand(*x.shape, n)  # xx[..., d, e] = x[d]
+    ones = torch.ones(n, n, dtype=torch.bool, device=x.device)
+    out = xx.masked_fill(~torch.tril(ones, -1), 0).cumsum(-2)
+    return out.masked_fill(~torch.tril(ones), -math.inf)
+
+
+def decay_coefficients(alpha: torch.Tensor, eta: torch.Tensor, theta: torch.Tensor):
+    """Coefficients of the dual form for pieces of ``n`` tokens; gates ``[..., n]``.
+
+    Returns ``(beta [..., n], gamma [..., n], C [..., n, n], hv [..., n], M [..., n, n])`` where
+    ``hv_i = H_i`` and ``M_ij = theta_j H_i / H_j`` (the momentum's weight on token j's gradient after token i).
+    Row ``i`` depends on gates ``<= i`` only, so a shorter piece uses the leading block.
+    """
+    # A gate of exactly 0 (eta) or 1 (alpha) would give log(0); clamping at the dtype's smallest normal changes
+    # the products by less than that number, but the gradient with respect to such a gate is then 0.
+    tiny = torch.finfo(alpha.dtype).tiny
+    la = torch.log((1 - alpha).clamp_min(tiny))
+    le = torch.log(eta.clamp_min(tiny))
+    DA = torch.exp(segsum(la))  # [..., n, n]: A_i / A_m
+    DH = torch.exp(segsum(le))  # [..., n, n]: H_i / H_j
+    beta = torch.exp(torch.cumsum(la, -1))
+    hv = torch.exp(torch.cumsum(le, -1))
+    gamma = (DA @ hv.unsqueeze(-1)).squeeze(-1)
+    th = theta.unsqueeze(-2)
+    return beta, gamma, (DA @ DH) * th, hv, DH * th
+
+
+def _piece(G, W, S, q, k, v, coef, n, act, norm, residual):
+    """One chunk (or the part of one) of ``n`` tokens.
+
+    G, W, S: lists of L tensors ``[B, H, d_in, d_out]``. q, k: ``[B, H, n, Dk]``; v: ``[B, H, n, Dv]``.
+    coef: per-layer coefficients from :func:`decay_coefficients`, each ``[L, B, H, >=n(, >=n)]``.
+    Returns ``o [B, H, n, Dv]`` and the weights and momentum after the piece.
+    """
+    beta, gamma, C, hv, M = coef
+    L = len(W)
+    # Forward of the keys at G, keeping what the analytic backward needs.
+    a = [k]  # inputs of each layer
+    zs = []
+    h = k
+    for l in range(L):
+        z = h @ G[l]
+        zs.append(z)
+        if l < L - 1:
+            h = activation(z, act)
+            a.append(h)
+    if norm is not None:
+        y, xhat, rstd = layer_norm(z, *norm)
+    else:
+        y = z
+    out = y + k if residual else y
+    # Per-token errors delta_l [B, H, n, d_out]: grad of ||M(k_j) - v_j||^2 w.r.t. layer l's pre-activation.
+    g = 2 * (out - v)
+    if norm is not None:
+        g = layer_norm_backward(g, xhat, rstd, norm[0])
+    deltas = [g] * L
+    for l in range(L - 1, 0, -1):
+        g = (g @ G[l].mT) * activation_grad(zs[l - 1], act)
+        deltas[l - 1] = g
+    # Queries through the per-token weights W_i, layer by layer, in the dual form.
+    h = q
+    W_new, S_new = [], []
+    for l in range(L):
+        b_l, g_l, C_l = beta[l][..., :n, None], gamma[l][..., :n, None], C[l][..., :n, :n]
+        z = b_l * (h @ W[l]) + g_l * (h @ S[l]) - (C_l * (h @ a[l].mT)) @ deltas[l]
+        h = activation(z, act) if l < L - 1 else z
+        # End of the piece: row n-1 of the coefficients.
+        c_end = C[l][..., n - 1, :n, None]  # [B, H, n, 1]
+        m_end = M[l][..., n - 1, :n, None]
+        at = a[l].mT
+        W_new.append(beta[l][..., n - 1, None, None] * W[l] + gamma[l][..., n - 1, None, None] * S[l]
+                     - at @ (c_end * deltas[l]))
+        S_new.append(hv[l][..., n - 1, None, None] * S[l] - at @ (m_end * deltas[l]))
+    if norm is not None:
+        h = layer_norm(h, *norm)[0]
+    o = h + q if residual else h
+    return o, W_new, S_new
+
+
+def memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum=None, *, chunk_size=16, activation="gelu",
+                        norm=None, residual=False):
+    """Same contract as :func:`titans.ops.memory_update` (inputs are assumed validated)."""
+    B, T, H, _ = k.shape
+    b = chunk_size
+    if isinstance(params, MemoryState):
+        W, S, G, offset = list(params.params), list(params.momentum), list(params.chunk_params), params.offset
+    else:
+        W = list(params)
+        S = list(momentum) if momentum is not None else [torch.zeros_like(w) for w in W]
+        G, offset = list(W), 0
+    L = len(W)
+    # Gates -> [B, H, L, T]; tokens -> [B, H, T, D].
+    gates = [gates_per_layer(g, L, name).permute(0, 2, 3, 1)
+             for g, name in ((alpha, "alpha"), (eta, "eta"), (theta, "theta"))]
+    q, k, v = (x.transpose(1, 2) for x in (q, k, v))
+    outs = []
+    pos = 0
+
+    if offset > 0 and T > 0:
+        # Resume the chunk in progress: its remaining tokens take gradients at G, start from (W, S).
+        n = min(b - offset, T)
+        coef = [c.movedim(2, 0) for c in decay_coefficients(*(g[..., :n] for g in gates))]
+        o, W, S = _piece(G, W, S, q[:, :, :n], k[:, :, :n], v[:, :, :n], coef, n, activation, norm, residual)
+        outs.append(o)
+        offset = (offset + n) % b
+        pos = n
+        if offset == 0:
+            G = W
+
+    rest = T - pos
+    if rest > 0:
+        N = -(-rest // b)
+        pad = N * b - rest
+        # Neutral padding keeps the logs finite; padded rows are never read.
+        ga, ge, gt = (F.pad(g[..., pos:], (0, pad), value=val) for g, val in zip(gates, (0.0, 1.0, 0.0)))
+        # Coefficients of every chunk at once: [B, H, L, N, b(, b)] -> [N, L, B, H, b(, b)].
+        coef = decay_coefficients(*(g.reshape(B, H, L, N, b) for g in (ga, ge, gt)))
+        coef = [c.permute(3, 2, 0, 1, *range(4, c.dim())).contiguous() for c in coef]
+        qs, ks, vs = (F.pad(x[:, :, pos:], (0, 0, 0, pad)).reshape(B, H, N, b, -1).permute(2, 0, 1, 3, 4).contiguous()
+                      for x in (q, k, v))
+        for c in range(N):
+            n = b if c < N - 1 else b - pad
+            G = W
+            o, W, S = _piece(G, W, S, qs[c, :, :, :n], ks[c, :, :, :n], vs[c, :, :, :n], [t[c] for t in coef], n,
+                             activation, norm, residual)
+            outs.append(o)
+        offset = rest % b
+        if offset == 0:
+            G = W
+
+    o = torch.cat(outs, dim=2).transpose(1, 2) if outs else v.transpose(1, 2).new_zeros(v.transpose(1, 2).shape)
+    return o, MemoryState(tuple(W), tuple(S), tuple(G), offset, b)
