@@ -152,13 +152,14 @@ def memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum=None, *, ch
         ga, ge, gt = (F.pad(g[..., pos:], (0, pad), value=val) for g, val in zip(gates, (0.0, 1.0, 0.0)))
         # Coefficients of every chunk at once: [B, H, L, N, b(, b)] -> [N, L, B, H, b(, b)].
         coef = decay_coefficients(*(g.reshape(B, H, L, N, b) for g in (ga, ge, gt)))
-        coef = [c.permute(3, 2, 0, 1, *range(4, c.dim())).contiguous() for c in coef]
-        qs, ks, vs = (F.pad(x[:, :, pos:], (0, 0, 0, pad)).reshape(B, H, N, b, -1).permute(2, 0, 1, 3, 4).contiguous()
-                      for x in (q, k, v))
+        # unbind, not indexing: its backward stacks the chunks' gradients once instead of zero-filling a
+        # full-size tensor per chunk.
+        coef = [c.permute(3, 2, 0, 1, *range(4, c.dim())).unbind(0) for c in coef]
+        qs, ks, vs = (F.pad(x[:, :, pos:], (0, 0, 0, pad)).reshape(B, H, N, b, -1).unbind(2) for x in (q, k, v))
         for c in range(N):
             n = b if c < N - 1 else b - pad
             G = W
-            o, W, S = _piece(G, W, S, qs[c, :, :, :n], ks[c, :, :, :n], vs[c, :, :, :n], [t[c] for t in coef], n,
+            o, W, S = _piece(G, W, S, qs[c][:, :, :n], ks[c][:, :, :n], vs[c][:, :, :n], [t[c] for t in coef], n,
                              activation, norm, residual)
             outs.append(o)
         offset = rest % b

@@ -1,0 +1,37 @@
+"""Causal depthwise 1-D convolution with a streaming cache (the short convolution after q/k/v, paper §4.4)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CausalDepthwiseConv1d(nn.Module):
+    """``y_t = sum_{i<K} w_i * x_{t-i}`` per channel, zeros before the first token.
+
+    Args:
+        channels (int): features C. kernel_size (int): K. Default: 4.
+    Shapes:
+        ``x``: ``[B, T, C]``; ``cache``: ``[B, K-1, C]`` (the last K-1 inputs seen) or None at the start.
+        Returns ``(y [B, T, C], new_cache [B, K-1, C])``.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 4):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.weight = nn.Parameter(torch.empty(channels, 1, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        # Start near identity (last tap ~1) so the mixer sees its own token at initialization.
+        nn.init.normal_(self.weight, std=0.02)
+        with torch.no_grad():
+            self.weight[:, 0, -1] += 1.0
+
+    def forward(self, x: torch.Tensor, cache: torch.Tensor | None = None):
+        B, T, C = x.shape
+        K = self.kernel_size
+        if cache is None:
+            cache = x.new_zeros(B, K - 1, C)
+        xx = torch.cat([cache, x], dim=1)  # [B, K-1+T, C]
+        y = F.conv1d(xx.transpose(1, 2), self.weight, self.bias, groups=C).transpose(1, 2)
+        return y, xx[:, xx.shape[1] - (K - 1):]
