@@ -15,7 +15,7 @@ gradients are rank one (``a_j``: the layer's input at key j, ``delta_j``: the ba
     x_i W_i = beta_i x_i W + gamma_i x_i S - sum_j C_ij (x_i . a_j) delta_j.
 
 All products of decays are exponentials of sums of logs over a segment (no division by small products).
-The derivation is in ``README.md`` beside this file.
+The derivation is in ``README.md`` beside this file; the per-piece forward and backward are in ``piece.py``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .common import MemoryState, activation, activation_grad, gates_per_layer, layer_norm, layer_norm_backward
+from .common import MemoryState, gates_per_layer
+from .piece import ChunkPiece, piece_forward
 
 
 def segsum(x: torch.Tensor) -> torch.Tensor:
@@ -62,61 +63,27 @@ def decay_coefficients(alpha: torch.Tensor, eta: torch.Tensor, theta: torch.Tens
     return beta, gamma, (DA @ DH) * th, hv, DH * th
 
 
-def _piece(G, W, S, q, k, v, coef, n, act, norm, residual):
-    """One chunk (or the part of one) of ``n`` tokens.
-
-    G, W, S: lists of L tensors ``[B, H, d_in, d_out]``. q, k: ``[B, H, n, Dk]``; v: ``[B, H, n, Dv]``.
-    coef: per-layer coefficients from :func:`decay_coefficients`, each ``[L, B, H, >=n(, >=n)]``.
-    Returns ``o [B, H, n, Dv]`` and the weights and momentum after the piece.
-    """
+def _run_piece(G, W, S, q, k, v, coef, n, act, norm, residual, fused_backward):
+    """One piece of ``n`` tokens; ``coef`` from :func:`decay_coefficients`, each ``[L, B, H, >=n(, >=n)]``."""
     beta, gamma, C, hv, M = coef
-    L = len(W)
-    # Forward of the keys at G, keeping what the analytic backward needs.
-    a = [k]  # inputs of each layer
-    zs = []
-    h = k
-    for l in range(L):
-        z = h @ G[l]
-        zs.append(z)
-        if l < L - 1:
-            h = activation(z, act)
-            a.append(h)
-    if norm is not None:
-        y, xhat, rstd = layer_norm(z, *norm)
-    else:
-        y = z
-    out = y + k if residual else y
-    # Per-token errors delta_l [B, H, n, d_out]: grad of ||M(k_j) - v_j||^2 w.r.t. layer l's pre-activation.
-    g = 2 * (out - v)
-    if norm is not None:
-        g = layer_norm_backward(g, xhat, rstd, norm[0])
-    deltas = [g] * L
-    for l in range(L - 1, 0, -1):
-        g = (g @ G[l].mT) * activation_grad(zs[l - 1], act)
-        deltas[l - 1] = g
-    # Queries through the per-token weights W_i, layer by layer, in the dual form.
-    h = q
-    W_new, S_new = [], []
-    for l in range(L):
-        b_l, g_l, C_l = beta[l][..., :n, None], gamma[l][..., :n, None], C[l][..., :n, :n]
-        z = b_l * (h @ W[l]) + g_l * (h @ S[l]) - (C_l * (h @ a[l].mT)) @ deltas[l]
-        h = activation(z, act) if l < L - 1 else z
-        # End of the piece: row n-1 of the coefficients.
-        c_end = C[l][..., n - 1, :n, None]  # [B, H, n, 1]
-        m_end = M[l][..., n - 1, :n, None]
-        at = a[l].mT
-        W_new.append(beta[l][..., n - 1, None, None] * W[l] + gamma[l][..., n - 1, None, None] * S[l]
-                     - at @ (c_end * deltas[l]))
-        S_new.append(hv[l][..., n - 1, None, None] * S[l] - at @ (m_end * deltas[l]))
-    if norm is not None:
-        h = layer_norm(h, *norm)[0]
-    o = h + q if residual else h
-    return o, W_new, S_new
+    c8 = (beta[..., :n], gamma[..., :n], C[..., :n, :n], beta[..., n - 1], gamma[..., n - 1], C[..., n - 1, :n],
+          hv[..., n - 1], M[..., n - 1, :n])
+    tensors = [q, k, v, *c8, *G, *W, *S, *(norm or ())]
+    if fused_backward and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        lnw, lnb = norm if norm is not None else (None, None)
+        outs = ChunkPiece.apply((len(W), act, residual), q, k, v, lnw, lnb, *c8, *G, *W, *S)
+        L = len(W)
+        return outs[0], list(outs[1:1 + L]), list(outs[1 + L:])
+    return piece_forward(q, k, v, c8, G, W, S, norm, act, residual)
 
 
 def memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum=None, *, chunk_size=16, activation="gelu",
-                        norm=None, residual=False):
-    """Same contract as :func:`titans.ops.memory_update` (inputs are assumed validated)."""
+                        norm=None, residual=False, fused_backward=True):
+    """Same contract as :func:`titans.ops.memory_update` (inputs are assumed validated).
+
+    ``fused_backward=False`` lets autograd differentiate the forward instead of the hand-written backward
+    (more memory and slower, but twice differentiable).
+    """
     B, T, H, _ = k.shape
     b = chunk_size
     if isinstance(params, MemoryState):
@@ -137,7 +104,8 @@ def memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum=None, *, ch
         # Resume the chunk in progress: its remaining tokens take gradients at G, start from (W, S).
         n = min(b - offset, T)
         coef = [c.movedim(2, 0) for c in decay_coefficients(*(g[..., :n] for g in gates))]
-        o, W, S = _piece(G, W, S, q[:, :, :n], k[:, :, :n], v[:, :, :n], coef, n, activation, norm, residual)
+        o, W, S = _run_piece(G, W, S, q[:, :, :n], k[:, :, :n], v[:, :, :n], coef, n, activation, norm, residual,
+                             fused_backward)
         outs.append(o)
         offset = (offset + n) % b
         pos = n
@@ -159,8 +127,8 @@ def memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum=None, *, ch
         for c in range(N):
             n = b if c < N - 1 else b - pad
             G = W
-            o, W, S = _piece(G, W, S, qs[c][:, :, :n], ks[c][:, :, :n], vs[c][:, :, :n], [t[c] for t in coef], n,
-                             activation, norm, residual)
+            o, W, S = _run_piece(G, W, S, qs[c][:, :, :n], ks[c][:, :, :n], vs[c][:, :, :n], [t[c] for t in coef],
+                                 n, activation, norm, residual, fused_backward)
             outs.append(o)
         offset = rest % b
         if offset == 0:

@@ -54,16 +54,24 @@ def activation(x: torch.Tensor, name: str) -> torch.Tensor:
     return F.relu(x)
 
 
-def activation_grad(x: torch.Tensor, name: str) -> torch.Tensor:
-    """d sigma / dx, written with differentiable ops so that autograd can take the outer (second-order) gradient."""
+def activation_backward(g: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
+    """``g * sigma'(x)`` through ATen's fused backward kernels (exact, and themselves differentiable, so autograd can
+    take the outer, second-order gradient through them)."""
     if name == "gelu":
-        cdf = 0.5 * (1.0 + torch.erf(x * (1.0 / math.sqrt(2.0))))
-        pdf = torch.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
-        return cdf + x * pdf
+        return torch.ops.aten.gelu_backward(g, x)
+    if name == "silu":
+        return torch.ops.aten.silu_backward(g, x)
+    return torch.ops.aten.threshold_backward(g, x, 0)
+
+
+def activation_grad2(x: torch.Tensor, name: str) -> torch.Tensor:
+    """sigma''(x), for the second-order term of the inner gradient in the hand-written backward."""
+    if name == "gelu":
+        return torch.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi)) * (2.0 - x * x)
     if name == "silu":
         s = torch.sigmoid(x)
-        return s * (1.0 + x * (1.0 - s))
-    return (x > 0).to(x.dtype)
+        return s * (1.0 - s) * (2.0 + x * (1.0 - 2.0 * s))
+    return torch.zeros_like(x)
 
 
 def layer_norm(f: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
@@ -112,7 +120,8 @@ def gates_per_layer(g: torch.Tensor, n_layers: int, name: str) -> torch.Tensor:
     if g.dim() == 3:
         return g.unsqueeze(-1).expand(*g.shape, n_layers)
     if g.shape[-1] not in (1, n_layers):
-        raise ValueError(f"{name}: last dim must be 1 or the number of memory layers {n_layers}, got shape {tuple(g.shape)}")
+        raise ValueError(f"{name}: last dim must be 1 or the number of memory layers {n_layers}, "
+                         f"got shape {tuple(g.shape)}")
     return g.expand(*g.shape[:-1], n_layers)
 
 
@@ -168,7 +177,8 @@ def check_inputs(q, k, v, alpha, eta, theta, params, momentum, chunk_size, activ
             raise ValueError(f"momentum: expected {L} tensors like params, got {len(tuple(momentum))}")
         for i, (s, w) in enumerate(zip(momentum, weights)):
             if s.shape != w.shape or s.dtype != dtype:
-                raise ValueError(f"momentum[{i}]: expected shape {tuple(w.shape)} {dtype}, got {tuple(s.shape)} {s.dtype}")
+                raise ValueError(f"momentum[{i}]: expected shape {tuple(w.shape)} {dtype}, "
+                                 f"got {tuple(s.shape)} {s.dtype}")
 
     for name, g in (("alpha", alpha), ("eta", eta), ("theta", theta)):
         if not isinstance(g, torch.Tensor) or g.dim() not in (3, 4) or g.shape[:3] != (B, T, H):
