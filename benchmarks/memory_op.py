@@ -135,15 +135,15 @@ def measure(spec: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _fmt(val) -> str:
+    if isinstance(val, float):
+        return f"{val:,.0f}" if abs(val) >= 100 else f"{val:.3g}"
+    return str(val)
+
+
 def _table(rows, cols):
     lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
-    for r in rows:
-        cells = []
-        for c in cols:
-            val = r.get(c, "")
-            cells.append(f"{val:,.0f}" if isinstance(val, float) and c != "peak_mib" else
-                         f"{val:.0f}" if isinstance(val, float) else str(val))
-        lines.append(" | ".join(cells))
+    lines += [" | ".join(_fmt(r.get(c, "")) for c in cols) for r in rows]
     return "\n".join(lines)
 
 

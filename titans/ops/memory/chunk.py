@@ -28,6 +28,9 @@ import torch.nn.functional as F
 from .common import MemoryState, gates_per_layer
 from .piece import ChunkPiece, piece_forward
 
+# Tokens whose decay coefficients are built at once (memory O(COEF_GROUP_TOKENS * chunk_size) per head).
+COEF_GROUP_TOKENS = 1024
+
 
 def segsum(x: torch.Tensor) -> torch.Tensor:
     """``[..., n] -> [..., n, n]`` with ``out[i, j] = sum_{j<k<=i} x[k]`` for ``j <= i`` and ``-inf`` above.
@@ -118,18 +121,23 @@ def memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum=None, *, ch
         pad = N * b - rest
         # Neutral padding keeps the logs finite; padded rows are never read.
         ga, ge, gt = (F.pad(g[..., pos:], (0, pad), value=val) for g, val in zip(gates, (0.0, 1.0, 0.0)))
-        # Coefficients of every chunk at once: [B, H, L, N, b(, b)] -> [N, L, B, H, b(, b)].
-        coef = decay_coefficients(*(g.reshape(B, H, L, N, b) for g in (ga, ge, gt)))
-        # unbind, not indexing: its backward stacks the chunks' gradients once instead of zero-filling a
-        # full-size tensor per chunk.
-        coef = [c.permute(3, 2, 0, 1, *range(4, c.dim())).unbind(0) for c in coef]
+        gates_c = [g.reshape(B, H, L, N, b) for g in (ga, ge, gt)]
         qs, ks, vs = (F.pad(x[:, :, pos:], (0, 0, 0, pad)).reshape(B, H, N, b, -1).unbind(2) for x in (q, k, v))
-        for c in range(N):
-            n = b if c < N - 1 else b - pad
-            G = W
-            o, W, S = _run_piece(G, W, S, qs[c][:, :, :n], ks[c][:, :, :n], vs[c][:, :, :n], [t[c] for t in coef],
-                                 n, activation, norm, residual, fused_backward)
-            outs.append(o)
+        # Coefficients of a group of chunks at once (vectorized), groups of about COEF_GROUP_TOKENS tokens so that
+        # their [.., b, b] matrices stay bounded however long the sequence.
+        group = max(1, COEF_GROUP_TOKENS // b)
+        for c0 in range(0, N, group):
+            c1 = min(N, c0 + group)
+            # [B, H, L, g, b(, b)] -> g tuples of [L, B, H, b(, b)]; unbind, not indexing: its backward stacks the
+            # chunks' gradients once instead of zero-filling a full-size tensor per chunk.
+            coef = [c.permute(3, 2, 0, 1, *range(4, c.dim())).unbind(0)
+                    for c in decay_coefficients(*(g[..., c0:c1, :] for g in gates_c))]
+            for c in range(c0, c1):
+                n = b if c < N - 1 else b - pad
+                G = W
+                o, W, S = _run_piece(G, W, S, qs[c][:, :, :n], ks[c][:, :, :n], vs[c][:, :, :n],
+                                     [t[c - c0] for t in coef], n, activation, norm, residual, fused_backward)
+                outs.append(o)
         offset = rest % b
         if offset == 0:
             G = W
