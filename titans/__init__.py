@@ -1,7 +1,9 @@
 """titans: Titans (Behrouz, Zhong, Mirrokni, "Learning to Memorize at Test Time") in PyTorch."""
 
-from . import layers, ops
+from . import layers, models, ops
+from .models import MemoryConfig, ModelConfig, TitansLM
 from .ops import MemoryState, memory_retrieve, memory_update
 
-__all__ = ["layers", "ops", "MemoryState", "memory_update", "memory_retrieve"]
+__all__ = ["layers", "models", "ops", "MemoryConfig", "ModelConfig", "TitansLM", "MemoryState", "memory_update",
+           "memory_retrieve"]
 __version__ = "0.1.0"

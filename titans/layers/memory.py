@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.memory import MemoryState, memory_update
+from ..ops.memory import MemoryState, memory_retrieve, memory_update
 from .conv import CausalDepthwiseConv1d
 
 # Initial gate values (gate projections start near zero, so the biases set them): an inner learning rate of
@@ -133,6 +133,11 @@ class NeuralMemory(nn.Module):
         params = tuple(w.unsqueeze(0).expand(batch_size, *w.shape) for w in self.init_params)
         zeros = tuple(torch.zeros_like(p) for p in params)
         return MemoryState(params, zeros, params, 0, self.chunk_size)
+
+    def read(self, q: torch.Tensor, memory: MemoryState) -> torch.Tensor:
+        """``M*(q)``: the memory network at ``memory``'s current weights, no write. ``q [B, T, H, D] -> [B, T, H, D]``."""
+        norm = None if self.mem_norm_weight is None else (self.mem_norm_weight, self.mem_norm_bias)
+        return memory_retrieve(q, memory, activation=self.activation, norm=norm, residual=self.residual)
 
     def _gates(self, x, state):
         """theta, eta, alpha: each ``[B, T, H, Lg]``, and the chunk-gate cache to carry."""

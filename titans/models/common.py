@@ -1,0 +1,40 @@
+"""Pieces shared by the variants: building the memory layer from the config, and the memory gate of MAC/MAG."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..layers import Attention, NeuralMemory
+from .config import ModelConfig
+
+
+def make_memory(cfg: ModelConfig) -> NeuralMemory:
+    m = cfg.memory
+    return NeuralMemory(cfg.d_model, m.heads or cfg.n_heads, depth=m.depth, expansion=m.expansion,
+                        activation=m.activation, residual=m.residual, layer_norm=m.layer_norm, chunk_size=m.chunk_size,
+                        conv=m.conv, momentum=m.momentum, forgetting=m.forgetting, per_layer_gates=m.per_layer_gates,
+                        chunk_gates=m.chunk_gates, theta_max=m.theta_max, impl=m.impl)
+
+
+def make_attention(cfg: ModelConfig, *, window: int | None, persistent: bool = True) -> Attention:
+    return Attention(cfg.d_model, cfg.n_heads, window=window, n_persistent=cfg.n_persistent if persistent else 0,
+                     rope_base=cfg.rope_base, impl=cfg.attn_impl)
+
+
+class MemoryGate(nn.Module):
+    """``o = RMSNorm_y(y) * sigmoid(RMSNorm_m(m))``: the attention branch gated by the memory branch.
+
+    The paper (MAG, §4.2) normalizes both branches "using learnable vector-valued weights, followed by a
+    non-linearity"; which branch the non-linearity acts on is not stated. **Decision**: a sigmoid on the memory
+    branch, so that the memory decides how much of the (precise, short-range) attention output passes. Used by
+    MAG (Eq. 28) and by MAC's output ``y ⊗ M*(y)`` (Eq. 25).
+    """
+
+    def __init__(self, d_model: int, eps: float = 1e-6):
+        super().__init__()
+        self.norm_y = nn.RMSNorm(d_model, eps=eps)
+        self.norm_m = nn.RMSNorm(d_model, eps=eps)
+
+    def forward(self, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return self.norm_y(y) * torch.sigmoid(self.norm_m(m))
