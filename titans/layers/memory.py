@@ -135,7 +135,7 @@ class NeuralMemory(nn.Module):
         return MemoryState(params, zeros, params, 0, self.chunk_size)
 
     def read(self, q: torch.Tensor, memory: MemoryState) -> torch.Tensor:
-        """``M*(q)``: the memory network at ``memory``'s current weights, no write. ``q [B, T, H, D] -> [B, T, H, D]``."""
+        """``M*(q)`` at ``memory``'s current weights, no write: ``q [B, T, H, D] -> [B, T, H, D]``."""
         norm = None if self.mem_norm_weight is None else (self.mem_norm_weight, self.mem_norm_bias)
         return memory_retrieve(q, memory, activation=self.activation, norm=norm, residual=self.residual)
 

@@ -6,7 +6,7 @@ from .transformer import TransformerBlock
 
 
 class SWABlock(TransformerBlock):
-    """As :class:`TransformerBlock`, attention restricted to ``cfg.window``; the KV cache keeps ``window - 1`` tokens."""
+    """:class:`TransformerBlock` with attention restricted to ``cfg.window``; the cache keeps ``window - 1`` tokens."""
 
     def _window(self, cfg):
         return cfg.window
