@@ -23,19 +23,13 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import reset_peak, rss_kib, run_isolated, table  # noqa: E402
+
 THREADS = 2
-
-
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 def flops_per_token(D: int, depth: int, expansion: int, chunk: int) -> float:
@@ -112,13 +106,12 @@ def _measure(spec: dict) -> dict:
 
     ctx = torch.enable_grad() if grad else torch.no_grad()
     with ctx:
-        base = _rss_kib("VmRSS")
-        with open("/proc/self/clear_refs", "w") as f:  # reset the high-water mark
-            f.write("5")
+        base = rss_kib("VmRSS")
+        reset_peak()
         t0 = time.perf_counter()
         run()
         first = time.perf_counter() - t0
-        peak = (_rss_kib("VmHWM") - base) / 1024
+        peak = (rss_kib("VmHWM") - base) / 1024
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -129,22 +122,7 @@ def _measure(spec: dict) -> dict:
 
 
 def measure(spec: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True)
-    if out.returncode != 0:
-        return {**spec, "error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _fmt(val) -> str:
-    if isinstance(val, float):
-        return f"{val:,.0f}" if abs(val) >= 100 else f"{val:.3g}"
-    return str(val)
-
-
-def _table(rows, cols):
-    lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
-    lines += [" | ".join(_fmt(r.get(c, "")) for c in cols) for r in rows]
-    return "\n".join(lines)
+    return run_isolated(__file__, spec)
 
 
 def main():
@@ -201,17 +179,17 @@ def main():
     result["forward_memory"] = fwd_mem
 
     print("\n## Op grid (B=1, H=4, D=64, residual+LN, fp32)\n")
-    print(_table(grid, ["kind", "mode", "depth", "chunk", "T", "tokens_per_s", "peak_mib", "mflop_per_token_fwd",
+    print(table(grid, ["kind", "mode", "depth", "chunk", "T", "tokens_per_s", "peak_mib", "mflop_per_token_fwd",
                         "matmul_fraction"]))
     print("\n## Matched layer (dim 256, 4x64 heads, depth 2, exp 4, chunk 64, batch 4x1024, fp32)\n")
-    print(_table(matched, ["kind", "mode", "tokens_per_s", "peak_mib"]))
+    print(table(matched, ["kind", "mode", "tokens_per_s", "peak_mib"]))
     ours = {r["mode"]: r for r in matched if r["kind"] == "titans"}
     theirs = {r["mode"]: r for r in matched if r["kind"] == "titans_pytorch" and "tokens_per_s" in r}
     for mode in theirs:
         print(f"{mode}: speed x{ours[mode]['tokens_per_s'] / theirs[mode]['tokens_per_s']:.2f}, "
               f"memory x{ours[mode]['peak_mib'] / max(theirs[mode]['peak_mib'], 1e-9):.2f} of titans-pytorch")
     print("\n## Forward-only layer memory vs length (B=1)\n")
-    print(_table(fwd_mem, ["T", "tokens_per_s", "peak_mib"]))
+    print(table(fwd_mem, ["T", "tokens_per_s", "peak_mib"]))
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)

@@ -5,15 +5,29 @@ import pytest
 from titans.cli import main
 
 
-def test_help_works(capsys):
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["eval", "--help"], ["generate", "--help"],
+                                  ["data", "prepare", "--help"], ["demo", "--help"], ["memorize", "--help"]])
+def test_help_works(argv, capsys):
     with pytest.raises(SystemExit) as e:
-        main(["--help"])
+        main(argv)
     assert e.value.code == 0
-    assert "demo" in capsys.readouterr().out
+    assert "usage" in capsys.readouterr().out
 
 
-def test_demo_help_works(capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["demo", "--help"])
-    assert e.value.code == 0
-    assert "--theta" in capsys.readouterr().out
+def test_memorize_runs(capsys):
+    from titans.memorize import recall
+
+    assert recall(16, 1, 4) == 1.0
+
+
+def test_train_eval_generate_end_to_end(tmp_path, capsys):
+    from .text_corpus import write_corpus
+
+    corpus = write_corpus(str(tmp_path / "c"))
+    run = str(tmp_path / "run")
+    main(["train", "--preset", "tiny", "--out-dir", run, "--quiet", "--set", f"data.corpus={corpus!r}",
+          "--set", f"data.data_dir={str(tmp_path / 'd')!r}", "--set", "train.max_steps=4"])
+    main(["eval", "--ckpt", run, "--length", "128", "--piece", "64", "--max-windows", "2"])
+    main(["generate", "--ckpt", run, "--prompt", "the memory", "--max-new-tokens", "8"])
+    out = capsys.readouterr().out
+    assert '"bpb"' in out and "the memory" in out

@@ -1,21 +1,161 @@
-"""The ``titans`` command line. Subcommands so far: ``demo`` (test-time memorization table)."""
+"""The ``titans`` command line.
+
+    titans data prepare [--corpus shakespeare] [--tokenizer byte]
+    titans train --preset small --set model.variant='mag' --set train.max_steps=500 [--resume]
+    torchrun --nproc_per_node=2 -m titans.cli train --preset small          (DDP; --set train.fsdp=True for FSDP2)
+    titans eval --ckpt runs/small [--split test | --file notes.txt] [--length 1024] [--piece 256]
+    titans generate --ckpt runs/small --prompt "ROMEO:" [--max-new-tokens 200] [--temperature 0.8] [--top-k 40]
+    titans demo                      (the main job; make demo)
+    titans memorize                  (test-time memorization table)
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 
 
-def main(argv=None) -> int:
+def _load(ckpt: str):
+    """A trained model and its run config from a run folder (its latest checkpoint) or a checkpoint folder."""
+    from .models import ModelConfig, TitansLM
+    from .train import RunConfig, latest_checkpoint, load_checkpoint
+    from .train.checkpoint import load_model_weights
+
+    path = ckpt if os.path.exists(os.path.join(ckpt, "meta.json")) else latest_checkpoint(ckpt)
+    if path is None:
+        raise SystemExit(f"--ckpt {ckpt}: no checkpoint found (expected a run folder or a checkpoint folder)")
+    weights, _, config = load_checkpoint(path)
+    cfg = RunConfig.from_dict(config)
+    model = TitansLM(ModelConfig.from_dict(config["model"]))
+    load_model_weights(model, weights, path)
+    return model.eval(), cfg, path
+
+
+def cmd_data(args):
+    from .data import prepare
+
+    d = prepare(args.corpus, args.tokenizer, args.data_dir, force=args.force)
+    print(json.dumps({"path": d.path, **d.meta}, indent=1))
+
+
+def cmd_train(args):
+    from .train import PRESETS, apply_overrides, train
+
+    cfg = PRESETS[args.preset]()
+    apply_overrides(cfg, args.set or [])
+    if args.out_dir:
+        cfg.train.out_dir = args.out_dir
+    os.makedirs(cfg.train.out_dir, exist_ok=True)
+    with open(os.path.join(cfg.train.out_dir, "config.json"), "w") as f:
+        json.dump(cfg.to_dict(), f, indent=1)
+    result = train(cfg, resume=args.resume, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(result, indent=1))
+
+
+def cmd_eval(args):
+    import numpy as np
+
+    from .data import get_tokenizer, prepare
+    from .train import evaluate_split
+
+    model, cfg, path = _load(args.ckpt)
+    length = args.length or cfg.data.seq_len
+    if args.file:
+        tok = get_tokenizer(cfg.data.tokenizer)
+        with open(args.file, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        tokens = np.asarray(tok.encode(text), dtype=np.int64)
+        bpt = len(text.encode("utf-8")) / max(1, len(tokens))
+    else:
+        data = prepare(cfg.data.corpus, cfg.data.tokenizer, cfg.data.data_dir, cfg.data.val_fraction,
+                       cfg.data.test_fraction)
+        tokens, bpt = data.split(args.split), data.meta["bytes_per_token"]
+    res = evaluate_split(model, tokens, length=length, max_windows=args.max_windows, bytes_per_token=bpt,
+                         piece=args.piece or cfg.data.seq_len)
+    print(json.dumps({"checkpoint": path, "length": length, **res}, indent=1))
+
+
+def cmd_generate(args):
+    import torch
+
+    from .data import get_tokenizer
+
+    model, cfg, _ = _load(args.ckpt)
+    tok = get_tokenizer(cfg.data.tokenizer)
+    ids = tok.encode(args.prompt) or [0]
+    g = torch.Generator().manual_seed(args.seed)
+    out, _ = model.generate(torch.tensor([ids]), args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                            generator=g)
+    print(tok.decode(out[0].tolist()))
+
+
+def cmd_demo(args):
+    from .demo import main as demo_main
+
+    demo_main(args.rest)
+
+
+def cmd_memorize(args):
+    from .memorize import main as memorize_main
+
+    memorize_main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="titans", description="Titans: learning to memorize at test time.")
     sub = ap.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="test-time memorization: recall vs stream length and memory depth",
-                   add_help=False)
-    args, rest = ap.parse_known_args(argv)
-    if args.command == "demo":
-        from .demo import main as demo_main
 
-        demo_main(rest)
+    p = sub.add_parser("data", help="prepare token files from an offline corpus")
+    dsub = p.add_subparsers(dest="action", required=True)
+    pp = dsub.add_parser("prepare", help="tokenize a corpus into memory-mapped train/val/test files")
+    pp.add_argument("--corpus", default="shakespeare", help="shakespeare | essays | a folder of .txt/.jsonl")
+    pp.add_argument("--tokenizer", default="byte", help="byte | gpt2")
+    pp.add_argument("--data-dir", default=None, help="cache folder (default: $TITANS_DATA_DIR or ~/.cache/titans)")
+    pp.add_argument("--force", action="store_true", help="prepare again even if cached")
+    pp.set_defaults(fn=cmd_data)
+
+    p = sub.add_parser("train", help="train a model (resumable; works under torchrun)")
+    p.add_argument("--preset", default="small", choices=["tiny", "small"], help="starting configuration")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set train.lr=3e-4")
+    p.add_argument("--out-dir", default=None, help="run folder (default: the preset's train.out_dir)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("eval", help="loss / perplexity / bits per byte of a checkpoint, streamed")
+    p.add_argument("--ckpt", required=True, help="run folder or checkpoint folder")
+    p.add_argument("--split", default="val", choices=["train", "val", "test"])
+    p.add_argument("--file", default=None, help="evaluate on this text file instead of a split")
+    p.add_argument("--length", type=int, default=None, help="context per window (default: the training length)")
+    p.add_argument("--piece", type=int, default=None, help="tokens per forward call (default: training length)")
+    p.add_argument("--max-windows", type=int, default=None, help="evaluate at most this many windows")
+    p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("generate", help="sample text from a checkpoint")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--prompt", default="\n")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_generate)
+
+    p = sub.add_parser("demo", help="the main job: MAC vs Transformer++ on Shakespeare (make demo)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of python -m titans.demo (--steps, --out)")
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("memorize", help="test-time memorization: recall vs stream length and memory depth")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of python -m titans.memorize")
+    p.set_defaults(fn=cmd_memorize)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    args.fn(args)
     return 0
 
 

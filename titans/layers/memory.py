@@ -70,7 +70,9 @@ class NeuralMemory(nn.Module):
             Default: ``depth > 1``.
         chunk_gates (bool): gates constant within a chunk, taken from the chunk's first token (the paper's
             "parameters as functions of chunks"; from the first token so that the layer stays causal). Default: False.
-        theta_max (float): ceiling of the inner learning rate. Default: 1.0.
+        theta_max (float): ceiling of the inner learning rate (hidden memory layers: divided by their fan-in).
+            Default: 0.1 (1.0 diverged when training MAC: keys of attention outputs are alike within a chunk, so
+            their gradients, all taken at the chunk-start weights, add up).
         impl (str): memory op implementation, naive | chunk. Default: chunk.
     Shapes:
         ``x``: ``[B, T, d_model]`` -> ``y``: ``[B, T, d_model]``, plus the :class:`NeuralMemoryState` to continue from.
@@ -79,7 +81,7 @@ class NeuralMemory(nn.Module):
     def __init__(self, d_model: int, n_heads: int, head_dim: int | None = None, *, depth: int = 2, expansion: int = 4,
                  activation: str = "gelu", residual: bool = True, layer_norm: bool = True, chunk_size: int = 16,
                  conv: bool = True, conv_kernel: int = 4, momentum: bool = True, forgetting: bool = True,
-                 per_layer_gates: bool | None = None, chunk_gates: bool = False, theta_max: float = 1.0,
+                 per_layer_gates: bool | None = None, chunk_gates: bool = False, theta_max: float = 0.1,
                  impl: str = "chunk"):
         super().__init__()
         for name, val in (("d_model", d_model), ("n_heads", n_heads), ("depth", depth), ("expansion", expansion),
@@ -111,8 +113,17 @@ class NeuralMemory(nn.Module):
         self.out_proj = nn.Linear(inner, d_model, bias=False)
 
         dims = [head_dim] + [expansion * head_dim] * (depth - 1) + [head_dim]
+        # W_0: keys are unit vectors, so the first layer gets unit-variance entries (its outputs are then O(1));
+        # later layers the usual 1/sqrt(fan_in). A small first layer would make the memory's output tiny and its
+        # LayerNorm's 1/std huge: an ill-conditioned inner problem.
         self.init_params = nn.ParameterList(
-            [nn.Parameter(torch.randn(n_heads, dims[i], dims[i + 1]) / math.sqrt(dims[i])) for i in range(depth)])
+            [nn.Parameter(torch.randn(n_heads, dims[i], dims[i + 1]) / (1.0 if i == 0 else math.sqrt(dims[i])))
+             for i in range(depth)])
+        # Inner learning-rate scale per memory layer: the curvature of ||M(k) - v||^2 in W_l grows with the squared
+        # norm of the layer's input, 1 for the unit-norm keys and about fan_in for a hidden layer (O(1) entries), so
+        # theta of a hidden layer is divided by its fan-in (as TTT divides its inner rate by the width). One
+        # theta_max then suits every width.
+        self.register_buffer("theta_scale", torch.tensor([1.0] + [1.0 / d for d in dims[1:-1]]), persistent=False)
         if layer_norm:
             self.mem_norm_weight = nn.Parameter(torch.ones(n_heads, head_dim))
             self.mem_norm_bias = nn.Parameter(torch.zeros(n_heads, head_dim))
@@ -154,7 +165,7 @@ class NeuralMemory(nn.Module):
                 picked = torch.where((start < 0).view(1, T, 1, 1, 1), prev, picked)
             raw = picked
             cache = tuple(raw[:, -1].unbind(1)) if T > 0 else (state.gates if state is not None else None)
-        theta = self.theta_max * torch.sigmoid(raw[:, :, 0])
+        theta = self.theta_max * torch.sigmoid(raw[:, :, 0]) * self.theta_scale.to(raw.dtype)  # [B, T, H, L]
         eta = torch.sigmoid(raw[:, :, 1]) if self.momentum else torch.zeros_like(raw[:, :, 1])
         alpha = torch.sigmoid(raw[:, :, 2]) if self.forgetting else torch.zeros_like(raw[:, :, 2])
         return theta, eta, alpha, cache

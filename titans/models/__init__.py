@@ -2,7 +2,7 @@
 
 from .config import VARIANTS, MemoryConfig, ModelConfig
 from .lm import BLOCKS, LMOutput, ModelState, TitansLM, count_params, detach_state, state_nbytes, stream
-from .presets import PAPER_SIZES, paper, small, tiny
+from .presets import PAPER_SIZES, match_params, paper, small, tiny
 
 __all__ = ["VARIANTS", "MemoryConfig", "ModelConfig", "BLOCKS", "LMOutput", "ModelState", "TitansLM", "count_params",
-           "detach_state", "state_nbytes", "stream", "PAPER_SIZES", "paper", "small", "tiny"]
+           "detach_state", "state_nbytes", "stream", "PAPER_SIZES", "match_params", "paper", "small", "tiny"]

@@ -32,7 +32,7 @@ class MemoryConfig:
     forgetting: bool = True  # False = ablation "w/o weight decay" (alpha = 0)
     per_layer_gates: bool | None = None  # one theta/eta/alpha per memory layer; None = depth > 1
     chunk_gates: bool = False  # gates constant within a chunk (from its first token)
-    theta_max: float = 1.0  # ceiling of the inner learning rate
+    theta_max: float = 0.1  # ceiling of the inner learning rate (hidden memory layers: divided by fan-in)
     impl: str = "chunk"  # memory op: "chunk" | "naive"
 
     def __post_init__(self):

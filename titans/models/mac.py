@@ -5,7 +5,7 @@ segment with normalized input ``x``:
 
     h = M*_{s-1}(q(x))                        retrieval with the memory as it was before the segment (Eq. 21)
     y = Attn([persistent || h || x])           outputs at the segment's token positions (Eqs. 22-23)
-    m = Memory(y)                              the memory is written with y, token by token, chunk size b (Eq. 24),
+    m = Memory(RMSNorm(y))                     the memory is written with y, token by token, chunk size b (Eq. 24),
                                                each token reading it after its own write
     o = gate(y, m)                             y ⊗ M*(y) (Eq. 25), with MemoryGate
 
@@ -52,6 +52,8 @@ class MACBlock(nn.Module):
         self.retrieve_out = nn.Linear(H * D, cfg.d_model, bias=False)
         # Full attention inside a segment; segments never see each other (reset of the cache).
         self.attn = make_attention(cfg, window=None)
+        # The memory writes the attention output; normalized first, as every sublayer input is (pre-norm).
+        self.norm_mem = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.gate = MemoryGate(cfg.d_model, cfg.norm_eps)
         self.norm2 = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.mlp = SwiGLU(cfg.d_model, cfg.ffn_hidden)
@@ -78,7 +80,7 @@ class MACBlock(nn.Module):
         if cache is not None:
             k, v, kpos = torch.cat([cache.k, k], 1), torch.cat([cache.v, v], 1), torch.cat([cache.pos, kpos])
         y = self.attn.attend(q, positions, k, v, kpos)
-        m, mem_state = self.mem(y, mem_state)
+        m, mem_state = self.mem(self.norm_mem(y), mem_state)
         offset = (offset + x.shape[1]) % self.segment_len
         return self.gate(y, m), MACState(mem_state, seg_mem, KVCache(k, v, kpos), offset)
 

@@ -43,6 +43,15 @@ def _count(cfg: ModelConfig) -> int:
         return count_params(TitansLM(cfg))
 
 
+def match_params(cfg: ModelConfig, target: float, multiple: int = 64) -> ModelConfig:
+    """``cfg`` with the SwiGLU width chosen so that the whole model has about ``target`` parameters."""
+    base_cfg = replace(cfg, mlp_hidden=multiple)
+    base = _count(base_cfg)
+    per_unit = 3 * cfg.d_model * cfg.n_layers  # SwiGLU parameters per unit of hidden width
+    hidden = max(multiple, round(((target - base) / per_unit + multiple) / multiple) * multiple)
+    return replace(cfg, mlp_hidden=hidden)
+
+
 def paper(size: str, variant: str = "mac", vocab_size: int = 32000, **kw) -> ModelConfig:
     """The paper's model at ``size`` (one of PAPER_SIZES) for ``variant``, MLP width solved to the named count."""
     if size not in PAPER_SIZES:
@@ -51,11 +60,7 @@ def paper(size: str, variant: str = "mac", vocab_size: int = 32000, **kw) -> Mod
     cfg = ModelConfig(variant=variant, vocab_size=vocab_size, d_model=d, n_layers=n_layers, n_heads=heads,
                       window=2048, segment_len=512, n_persistent=128, mlp_hidden=64,
                       memory=MemoryConfig(chunk_size=16, depth=2, expansion=4))
-    cfg = replace(cfg, **kw)
-    base = _count(cfg)
-    per_unit = 3 * d * n_layers  # SwiGLU parameters per unit of hidden width
-    hidden = max(64, round(((target - base) / per_unit + cfg.mlp_hidden) / 64) * 64)
-    return replace(cfg, mlp_hidden=hidden)
+    return match_params(replace(cfg, **kw), target)
 
 
 PRESETS = {"tiny": tiny, "small": small}

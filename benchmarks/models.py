@@ -1,0 +1,142 @@
+"""Benchmark of the models on CPU: training throughput per variant, and constant-memory streaming.
+
+    python benchmarks/models.py                              # training table + 1M-token streams (~15 min, 2 cores)
+    python benchmarks/models.py --stream-tokens 100000       # shorter streams
+    python benchmarks/models.py --out FILE.json
+
+1. Training: one forward+backward+AdamW step on a batch of 1 x ``--context`` tokens at the ``small`` preset widened
+   to d 256 / 4 layers (every variant at the same width and depth; attention window 512, MAC segment 512), tokens/s
+   (best of 2 after a warm-up) and the peak resident memory of the step over the model's, each in its own process.
+2. Streaming: a ``small`` LMM and MAC read ``--stream-tokens`` random tokens in pieces of 1024 (no gradients),
+   carrying the state; prints seconds per 1K tokens and resident memory over the first and the last pieces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import reset_peak, rss_kib, run_isolated, table  # noqa: E402
+
+THREADS = 2
+
+
+def _config(variant: str, context: int):
+    from titans.models import small
+
+    return small(variant, d_model=256, n_layers=4, n_heads=4, window=512, segment_len=512)
+
+
+def _train_step(spec: dict) -> dict:
+    import torch
+
+    from titans.models import TitansLM, count_params
+
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    model = TitansLM(_config(spec["variant"], spec["context"]))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    idx = torch.randint(0, 256, (1, spec["context"] + 1))
+
+    def step():
+        out = model(idx[:, :-1], targets=idx[:, 1:])
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+
+    base = rss_kib()
+    reset_peak()
+    step()  # warm-up; its peak includes the optimizer's first allocation of its moments
+    peak = (rss_kib("VmHWM") - base) / 1024
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return {**spec, "params_m": count_params(model) / 1e6, "tokens_per_s": spec["context"] / min(times),
+            "peak_mib": peak}
+
+
+def _stream(spec: dict) -> dict:
+    import torch
+
+    from titans.models import TitansLM, small, state_nbytes
+
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    model = TitansLM(small(spec["variant"])).eval()
+    piece, total = 1024, spec["tokens"]
+    g = torch.Generator().manual_seed(0)
+    state, rows = None, []
+    base = rss_kib()
+    with torch.no_grad():
+        for start in range(0, total, piece):
+            idx = torch.randint(0, 256, (1, min(piece, total - start)), generator=g)
+            t0 = time.perf_counter()
+            out = model(idx, state=state)
+            state = out.state
+            dt = time.perf_counter() - t0
+            rows.append({"tokens": start + idx.shape[1], "s_per_1k": dt * 1000 / idx.shape[1],
+                         "rss_mib": (rss_kib() - base) / 1024, "state_kib": state_nbytes(state) / 1024})
+    k = min(16, len(rows) // 2 or 1)
+    first, last = rows[:k], rows[-k:]
+
+    def avg(rs, key):
+        return sum(r[key] for r in rs) / len(rs)
+
+    return {**spec, "start_s_per_1k": avg(first, "s_per_1k"), "end_s_per_1k": avg(last, "s_per_1k"),
+            "start_rss_mib": avg(first, "rss_mib"), "end_rss_mib": avg(last, "rss_mib"),
+            "peak_rss_mib": max(r["rss_mib"] for r in rows), "state_kib": rows[-1]["state_kib"],
+            "trace": rows[:: max(1, len(rows) // 64)]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--context", type=int, default=4096, help="training context (tokens)")
+    ap.add_argument("--stream-tokens", type=int, default=1_000_000, help="tokens per streaming run")
+    ap.add_argument("--variants", default="lmm,mac,mag,mal,swa,transformer")
+    ap.add_argument("--sections", default="train,stream", help="which sections to run")
+    ap.add_argument("--out", default="benchmarks/results/models.json")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        spec = json.loads(args.one)
+        print(json.dumps(_train_step(spec) if spec["task"] == "train" else _stream(spec)))
+        return
+
+    result = {"machine": {"platform": platform.platform(), "threads": THREADS, "cpus": os.cpu_count()}}
+    if os.path.exists(args.out):  # keep the other section's results when running one section
+        with open(args.out) as f:
+            result = {**json.load(f), **result}
+    sections = args.sections.split(",")
+    train = result.get("train", []) if "train" not in sections else []
+    for v in (args.variants.split(",") if "train" in sections else []):
+        r = run_isolated(__file__, {"task": "train", "variant": v, "context": args.context})
+        print(r, flush=True)
+        train.append(r)
+    result["train"] = train
+    streams = result.get("stream", []) if "stream" not in sections else []
+    for v in (("lmm", "mac") if "stream" in sections else ()):
+        r = run_isolated(__file__, {"task": "stream", "variant": v, "tokens": args.stream_tokens})
+        print({k: val for k, val in r.items() if k != "trace"}, flush=True)
+        streams.append(r)
+    result["stream"] = streams
+
+    print(f"\n## Training step (d 256, 4 layers, 1 x {args.context} tokens, fp32, {THREADS} threads)\n")
+    print(table(train, ["variant", "params_m", "tokens_per_s", "peak_mib"]))
+    print(f"\n## Streaming {args.stream_tokens:,} tokens (small preset, pieces of 1024, no gradients)\n")
+    print(table(streams, ["variant", "tokens", "start_s_per_1k", "end_s_per_1k", "start_rss_mib", "end_rss_mib",
+                          "peak_rss_mib", "state_kib"]))
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

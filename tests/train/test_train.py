@@ -1,0 +1,135 @@
+"""Training: loss falls, resume is bit-identical (also after SIGKILL), bad checkpoints are rejected, DDP matches
+one process."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from titans.train import CheckpointError, apply_overrides, latest_checkpoint, load_checkpoint, train
+from titans.train.config import preset_tiny
+
+from ..text_corpus import write_corpus
+
+
+def _cfg(tmp_path, **over):
+    corpus = write_corpus(str(tmp_path / "corpus"))
+    cfg = preset_tiny()
+    items = [f"data.corpus={corpus!r}", f"data.data_dir={str(tmp_path / 'data')!r}",
+             f"train.out_dir={str(tmp_path / 'run')!r}"] + [f"{k}={v!r}" for k, v in over.items()]
+    return apply_overrides(cfg, items)
+
+
+def _losses(out_dir, split="train"):
+    return [(int(r["step"]), r["loss"]) for r in csv.DictReader(open(os.path.join(out_dir, "log.csv")))
+            if r["split"] == split]
+
+
+def test_tiny_model_learns(tmp_path):
+    cfg = _cfg(tmp_path, **{"train.log_every": 1})
+    res = train(cfg, progress=False)
+    losses = [float(v) for _, v in _losses(cfg.train.out_dir)]
+    assert len(losses) == 30 and losses[-1] < losses[0] - 0.5
+    assert res["val_loss"] < losses[0]
+    assert os.path.exists(os.path.join(cfg.train.out_dir, "loss.png"))
+
+
+def test_resume_is_bit_identical(tmp_path):
+    full = _cfg(tmp_path, **{"train.log_every": 1, "train.out_dir": str(tmp_path / "full")})
+    train(full, progress=False)
+    part = _cfg(tmp_path, **{"train.log_every": 1, "train.out_dir": str(tmp_path / "part"), "train.stop_at": 10})
+    train(part, progress=False)
+    part.train.stop_at = None
+    train(part, resume=True, progress=False)
+    assert _losses(full.train.out_dir) == _losses(part.train.out_dir)  # the logged strings: bit-identical
+    assert _losses(full.train.out_dir, "val") == _losses(part.train.out_dir, "val")
+
+
+def test_truncated_or_mismatched_checkpoint_is_rejected(tmp_path):
+    cfg = _cfg(tmp_path, **{"train.stop_at": 10})
+    train(cfg, progress=False)
+    ckpt = latest_checkpoint(cfg.train.out_dir)
+    path = os.path.join(ckpt, "model.safetensors")
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(ckpt)
+    with pytest.raises(CheckpointError, match="meta.json"):
+        load_checkpoint(str(tmp_path))
+    with pytest.raises(CheckpointError, match="truncated"):  # --resume never restarts silently from scratch
+        train(cfg, resume=True, progress=False)
+
+
+def test_resume_rejects_another_model(tmp_path):
+    cfg = _cfg(tmp_path, **{"train.stop_at": 10})
+    train(cfg, progress=False)
+    other = _cfg(tmp_path, **{"model.d_model": 32})
+    with pytest.raises(ValueError, match="another model config"):
+        train(other, resume=True, progress=False)
+
+
+def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path):
+    ref = _cfg(tmp_path, **{"train.log_every": 1, "train.out_dir": str(tmp_path / "ref"), "train.max_steps": 40})
+    train(ref, progress=False)
+    run_dir = str(tmp_path / "killed")
+    corpus, data = str(tmp_path / "corpus"), str(tmp_path / "data")
+    sets = ["--set", f"data.corpus={corpus!r}", "--set", f"data.data_dir={data!r}", "--set", "train.log_every=1",
+            "--set", "train.max_steps=40"]
+    cmd = [sys.executable, "-m", "titans.cli", "train", "--preset", "tiny", "--out-dir", run_dir, "--quiet", *sets]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while latest_checkpoint(run_dir) is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert latest_checkpoint(run_dir) is not None
+    subprocess.run(cmd + ["--resume"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    got = _losses(run_dir)
+    assert [s for s, _ in got] == list(range(1, 41))  # every step once
+    assert got == _losses(ref.train.out_dir)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, cfg_dict, q):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from titans.train import RunConfig
+
+    res = train(RunConfig.from_dict(cfg_dict), progress=False)
+    q.put((rank, res["train_loss"]))
+
+
+def test_ddp_two_processes_match_one(tmp_path):
+    import torch.multiprocessing as mp
+
+    one = _cfg(tmp_path, **{"train.log_every": 1, "train.out_dir": str(tmp_path / "one"), "train.max_steps": 8})
+    train(one, progress=False)
+    two = _cfg(tmp_path, **{"train.log_every": 1, "train.out_dir": str(tmp_path / "two"), "train.max_steps": 8})
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, two.to_dict(), q)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(180)
+        assert p.exitcode == 0
+    a = [float(v) for _, v in _losses(one.train.out_dir)]
+    b = [float(v) for _, v in _losses(two.train.out_dir)]
+    assert len(a) == len(b) == 8
+    for x, y in zip(a, b):
+        assert abs(x - y) <= 1e-4 * abs(x)
