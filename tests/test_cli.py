@@ -6,7 +6,8 @@ from titans.cli import main
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["eval", "--help"], ["generate", "--help"],
-                                  ["data", "prepare", "--help"], ["demo", "--help"], ["memorize", "--help"]])
+                                  ["data", "prepare", "--help"], ["demo", "--help"], ["memorize", "--help"],
+                                  ["forecast", "--help"], ["study", "lm", "--help"]])
 def test_help_works(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)

@@ -7,6 +7,8 @@
     titans generate --ckpt runs/small --prompt "ROMEO:" [--max-new-tokens 200] [--temperature 0.8] [--top-k 40]
     titans demo                      (the main job; make demo)
     titans memorize                  (test-time memorization table)
+    titans forecast --data vic_elec --horizon 96 --model lmm   (or --all: the whole table)
+    titans study lm [--steps 1000]   (every variant, same size and tokens; resumable)
 """
 
 from __future__ import annotations
@@ -98,6 +100,19 @@ def cmd_demo(args):
     demo_main(args.rest)
 
 
+def cmd_study(args):
+    if args.name == "lm":
+        from .studies.lm import main as study_main
+
+        study_main(args.rest)
+
+
+def cmd_forecast(args):
+    from .forecast.run import main as forecast_main
+
+    forecast_main(args.rest)
+
+
 def cmd_memorize(args):
     from .memorize import main as memorize_main
 
@@ -146,6 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job: MAC vs Transformer++ on Shakespeare (make demo)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of python -m titans.demo (--steps, --out)")
     p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("study", help="resumable experiment: lm (every variant, same size and tokens)")
+    p.add_argument("name", choices=["lm"])
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the study (--steps, --out, --variants)")
+    p.set_defaults(fn=cmd_study)
+
+    p = sub.add_parser("forecast", help="long-term time-series forecasting (--data, --horizon, --model, --all)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of python -m titans.forecast.run")
+    p.set_defaults(fn=cmd_forecast)
 
     p = sub.add_parser("memorize", help="test-time memorization: recall vs stream length and memory depth")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of python -m titans.memorize")

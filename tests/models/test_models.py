@@ -150,3 +150,16 @@ def test_config_round_trips_through_a_dict():
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown"):
         ModelConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+@pytest.mark.parametrize("variant", ["mac", "swa"])
+def test_stream_helper_gives_the_per_position_losses_of_one_call(variant):
+    from titans.models import stream
+
+    model = _model(variant)
+    tokens = torch.randint(0, 256, (2, 90))
+    losses, state = stream(model, tokens, piece=17)
+    logits = model(tokens[:, :-1]).logits
+    ref = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")
+    assert losses.shape == (2, 89) and rel_err(losses, ref) <= 1e-9
+    assert state.pos == 89

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
-from ..layers import Attention, NeuralMemory
+from ..layers import Attention, KVCache, NeuralMemory, NeuralMemoryState
 from .config import ModelConfig
+
+
+class MemoryAttentionState(NamedTuple):
+    """Streaming state of a block holding a memory and a sliding-window attention (MAG, MAL)."""
+
+    memory: NeuralMemoryState
+    cache: KVCache
 
 
 def make_memory(cfg: ModelConfig) -> NeuralMemory:

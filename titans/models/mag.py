@@ -9,18 +9,11 @@ memory branch). The memory runs on the tokens only: its learnable ``W_0`` plays 
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from torch import nn
 
-from ..layers import KVCache, NeuralMemoryState, SwiGLU
-from .common import MemoryGate, make_attention, make_memory
+from ..layers import SwiGLU
+from .common import MemoryAttentionState, MemoryGate, make_attention, make_memory
 from .config import ModelConfig
-
-
-class MAGState(NamedTuple):
-    memory: NeuralMemoryState
-    cache: KVCache
 
 
 class MAGBlock(nn.Module):
@@ -33,9 +26,9 @@ class MAGBlock(nn.Module):
         self.norm2 = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.mlp = SwiGLU(cfg.d_model, cfg.ffn_hidden)
 
-    def forward(self, x, positions, state: MAGState | None = None):
+    def forward(self, x, positions, state: MemoryAttentionState | None = None):
         h = self.norm1(x)
         y, cache = self.attn(h, positions, state.cache if state is not None else None)
         m, mem_state = self.mem(h, state.memory if state is not None else None)
         x = x + self.gate(y, m)
-        return x + self.mlp(self.norm2(x)), MAGState(mem_state, cache)
+        return x + self.mlp(self.norm2(x)), MemoryAttentionState(mem_state, cache)

@@ -9,18 +9,11 @@ plays their role for the memory.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from torch import nn
 
-from ..layers import KVCache, NeuralMemoryState, SwiGLU
-from .common import make_attention, make_memory
+from ..layers import SwiGLU
+from .common import MemoryAttentionState, make_attention, make_memory
 from .config import ModelConfig
-
-
-class MALState(NamedTuple):
-    memory: NeuralMemoryState
-    cache: KVCache
 
 
 class MALBlock(nn.Module):
@@ -33,9 +26,9 @@ class MALBlock(nn.Module):
         self.norm_mlp = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.mlp = SwiGLU(cfg.d_model, cfg.ffn_hidden)
 
-    def forward(self, x, positions, state: MALState | None = None):
+    def forward(self, x, positions, state: MemoryAttentionState | None = None):
         m, mem_state = self.mem(self.norm_mem(x), state.memory if state is not None else None)
         x = x + m
         y, cache = self.attn(self.norm_attn(x), positions, state.cache if state is not None else None)
         x = x + y
-        return x + self.mlp(self.norm_mlp(x)), MALState(mem_state, cache)
+        return x + self.mlp(self.norm_mlp(x)), MemoryAttentionState(mem_state, cache)

@@ -20,6 +20,7 @@ from .checkpoint import latest_checkpoint, load_checkpoint, load_model_weights, 
 from .config import RunConfig
 from .evaluate import evaluate_split
 from .parallel import all_reduce_mean, cleanup, init_distributed, wrap
+from .plots import plot_runs
 
 
 def resolve_device(name: str) -> torch.device:
@@ -185,27 +186,5 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> dic
 
 
 def plot_losses(csv_path: str, png_path: str, title: str | None = None) -> str | None:
-    """Train and validation loss against tokens, from a run's log.csv (skipped without matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    with open(csv_path) as f:
-        rows = list(csv.DictReader(f))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for split in ("train", "val"):
-        pts = [(int(r["tokens"]), float(r["bpb"])) for r in rows if r["split"] == split]
-        if pts:
-            ax.plot(*zip(*pts), label=split, marker="o" if split == "val" else None, ms=3)
-    ax.set_xlabel("tokens")
-    ax.set_ylabel("bits per byte")
-    ax.set_title(title or os.path.basename(os.path.dirname(png_path)))
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=120)
-    plt.close(fig)
-    return png_path
+    """The loss curves of one run (see :func:`titans.train.plots.plot_runs`)."""
+    return plot_runs({"": csv_path}, png_path, title or os.path.basename(os.path.dirname(png_path)))

@@ -1,0 +1,1 @@
+"""Resumable experiment commands that write their results as they go (``titans study NAME``)."""
