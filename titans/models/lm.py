@@ -43,6 +43,11 @@ class LMOutput(NamedTuple):
     state: ModelState
 
 
+def upcast_logits(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits to float32 for the loss; float32 and float64 stay as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def state_nbytes(state) -> int:
     """Bytes held by the tensors of a (nested) state."""
     if isinstance(state, torch.Tensor):
@@ -124,7 +129,8 @@ class TitansLM(nn.Module):
         logits = self.head(self.norm(x))
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100)
+            flat = upcast_logits(logits).reshape(-1, logits.shape[-1])
+            loss = F.cross_entropy(flat, targets.reshape(-1), ignore_index=-100)
         return LMOutput(logits, loss, ModelState(pos0 + T, tuple(new_states)))
 
     @torch.no_grad()
@@ -168,7 +174,7 @@ def stream(model: TitansLM, tokens: torch.Tensor, *, piece: int = 1024, state: M
         end = min(start + piece, N - 1)
         out = model(tokens[:, start:end], state=state)
         state = out.state
-        nll = F.cross_entropy(out.logits.float().transpose(1, 2), tokens[:, start + 1:end + 1], reduction="none")
+        nll = F.cross_entropy(upcast_logits(out.logits).transpose(1, 2), tokens[:, start + 1:end + 1], reduction="none")
         losses.append(nll)
         if callback is not None:
             callback(end, N - 1, state)

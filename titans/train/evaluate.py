@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import eval_windows
+from ..models.lm import upcast_logits
 
 
 @torch.no_grad()
@@ -23,7 +24,7 @@ def window_nll(model, x: torch.Tensor, y: torch.Tensor, piece: int) -> torch.Ten
     for s in range(0, x.shape[1], piece):
         out = model(x[:, s:s + piece], state=state)
         state = out.state
-        nll = F.cross_entropy(out.logits.float().transpose(1, 2), y[:, s:s + piece], reduction="none")
+        nll = F.cross_entropy(upcast_logits(out.logits).transpose(1, 2), y[:, s:s + piece], reduction="none")
         total += nll.sum(1).double()
     return total
 
