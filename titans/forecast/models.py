@@ -39,38 +39,47 @@ class RevIN(nn.Module):
         return (y - self.bias) / (self.weight + self.eps * self.eps) * self.sigma + self.mu
 
 
-def _patches(x, patch: int, stride: int):
-    """``[B, L, C] -> [B * C, N, patch]`` channel-independent patches (the last value repeated to fill)."""
-    B, L, C = x.shape
-    x = x.permute(0, 2, 1)  # [B, C, L]
-    x = F.pad(x, (0, stride), mode="replicate")
-    return x.unfold(-1, patch, stride).reshape(B * C, -1, patch)
+class PatchedInput(nn.Module):
+    """RevIN, channel-independent patches (the last value repeated to fill the final stride), a linear patch
+    embedding plus a learned position: ``[B, L, C] -> [B * C, N, d_model]``; ``head`` maps ``[B * C, N * d_model]``
+    back to ``[B, H, C]`` and undoes the normalization. Shared by the memory forecaster and PatchTST."""
+
+    def __init__(self, lookback: int, horizon: int, channels: int, d_model: int, patch: int, stride: int):
+        super().__init__()
+        self.patch, self.stride, self.horizon = patch, stride, horizon
+        self.n_patches = (lookback + stride - patch) // stride + 1
+        self.revin = RevIN(channels)
+        self.embed = nn.Linear(patch, d_model)
+        self.pos = nn.Parameter(torch.randn(self.n_patches, d_model) * 0.02)
+        self.out = nn.Linear(self.n_patches * d_model, horizon)
+
+    def forward(self, x):
+        B, L, C = x.shape
+        x = F.pad(self.revin.norm(x).permute(0, 2, 1), (0, self.stride), mode="replicate")  # [B, C, L + stride]
+        return self.embed(x.unfold(-1, self.patch, self.stride).reshape(B * C, -1, self.patch)) + self.pos
+
+    def head(self, z, B: int, C: int):
+        return self.revin.denorm(self.out(z.flatten(1)).view(B, C, self.horizon).permute(0, 2, 1))
 
 
 class MemoryForecaster(nn.Module):
     def __init__(self, lookback: int, horizon: int, channels: int, *, d_model: int = 64, n_layers: int = 2,
                  n_heads: int = 4, patch: int = 16, stride: int = 8, chunk_size: int = 4, depth: int = 2):
         super().__init__()
-        self.patch, self.stride, self.horizon = patch, stride, horizon
-        n_patches = (lookback + stride - patch) // stride + 1
-        self.revin = RevIN(channels)
-        self.embed = nn.Linear(patch, d_model)
-        self.pos = nn.Parameter(torch.randn(n_patches, d_model) * 0.02)
+        self.inp = PatchedInput(lookback, horizon, channels, d_model, patch, stride)
         self.norms1 = nn.ModuleList([nn.RMSNorm(d_model) for _ in range(n_layers)])
         self.mems = nn.ModuleList([NeuralMemory(d_model, n_heads, depth=depth, chunk_size=chunk_size)
                                    for _ in range(n_layers)])
         self.norms2 = nn.ModuleList([nn.RMSNorm(d_model) for _ in range(n_layers)])
         self.mlps = nn.ModuleList([SwiGLU(d_model, 2 * d_model) for _ in range(n_layers)])
-        self.head = nn.Linear(n_patches * d_model, horizon)
 
     def forward(self, x):
         B, L, C = x.shape
-        z = self.embed(_patches(self.revin.norm(x), self.patch, self.stride)) + self.pos  # [B*C, N, d]
+        z = self.inp(x)  # [B*C, N, d]
         for n1, mem, n2, mlp in zip(self.norms1, self.mems, self.norms2, self.mlps):
             z = z + mem(n1(z))[0]
             z = z + mlp(n2(z))
-        y = self.head(z.flatten(1)).view(B, C, self.horizon).permute(0, 2, 1)
-        return self.revin.denorm(y)
+        return self.inp.head(z, B, C)
 
 
 class DLinear(nn.Module):
@@ -93,19 +102,13 @@ class PatchTST(nn.Module):
     def __init__(self, lookback: int, horizon: int, channels: int, *, d_model: int = 64, n_layers: int = 2,
                  n_heads: int = 4, patch: int = 16, stride: int = 8, dropout: float = 0.1):
         super().__init__()
-        self.patch, self.stride, self.horizon = patch, stride, horizon
-        n_patches = (lookback + stride - patch) // stride + 1
-        self.revin = RevIN(channels)
-        self.embed = nn.Linear(patch, d_model)
-        self.pos = nn.Parameter(torch.randn(n_patches, d_model) * 0.02)
+        self.inp = PatchedInput(lookback, horizon, channels, d_model, patch, stride)
         layer = nn.TransformerEncoderLayer(d_model, n_heads, 2 * d_model, dropout, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
-        self.head = nn.Linear(n_patches * d_model, horizon)
 
     def forward(self, x):
         B, L, C = x.shape
-        z = self.encoder(self.embed(_patches(self.revin.norm(x), self.patch, self.stride)) + self.pos)
-        return self.revin.denorm(self.head(z.flatten(1)).view(B, C, self.horizon).permute(0, 2, 1))
+        return self.inp.head(self.encoder(self.inp(x)), B, C)
 
 
 class TransformerForecaster(nn.Module):
