@@ -68,6 +68,9 @@ def train_step(model, opt, batches, cfg, lr: float, autocast) -> tuple[float, fl
     return total, float(norm)
 
 
+FIELDS = ["step", "split", "loss", "ppl", "bpb", "lr", "tokens", "seconds"]
+
+
 class _Log:
     """CSV log (appending on resume, dropping rows past the resumed step) and optional TensorBoard."""
 
@@ -82,7 +85,7 @@ class _Log:
             with open(self.path) as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
         with open(self.path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["step", "split", "loss", "bpb", "lr", "tokens", "seconds"])
+            w = csv.DictWriter(f, fieldnames=FIELDS)
             w.writeheader()
             w.writerows(rows)
         try:
@@ -96,7 +99,7 @@ class _Log:
         if not self.enabled:
             return
         with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=["step", "split", "loss", "bpb", "lr", "tokens", "seconds"]).writerow(row)
+            csv.DictWriter(f, fieldnames=FIELDS).writerow(row)
         if self.tb is not None:
             self.tb.add_scalar(f"loss/{row['split']}", row["loss"], row["step"])
 
@@ -157,7 +160,8 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> dic
         loss = all_reduce_mean(loss, info)
         done = step + 1
         if done % t.log_every == 0 or done == t.max_steps:
-            log.write(step=done, split="train", loss=loss, bpb=loss / math.log(2) / data.meta["bytes_per_token"],
+            log.write(step=done, split="train", loss=loss, ppl=math.exp(min(loss, 50)),
+                      bpb=loss / math.log(2) / data.meta["bytes_per_token"],
                       lr=lr, tokens=done * tokens_per_step, seconds=round(time.time() - t0, 3))
         if bar is not None:
             bar.update(1)
@@ -168,8 +172,9 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> dic
             ev = evaluate_split(model, val_tokens, length=cfg.data.seq_len, max_windows=t.eval_batches * t.batch_size,
                                 bytes_per_token=data.meta["bytes_per_token"], device=device)
             ev = {k: all_reduce_mean(v, info) for k, v in ev.items()}
-            last.update(val_loss=ev["loss"], val_bpb=ev["bpb"])
-            log.write(step=done, split="val", loss=ev["loss"], bpb=ev["bpb"], lr=lr, tokens=done * tokens_per_step,
+            last.update(val_loss=ev["loss"], val_ppl=ev["ppl"], val_bpb=ev["bpb"])
+            log.write(step=done, split="val", loss=ev["loss"], ppl=ev["ppl"], bpb=ev["bpb"], lr=lr,
+                      tokens=done * tokens_per_step,
                       seconds=round(time.time() - t0, 3))
         if info.is_main and (done % t.ckpt_every == 0 or done == end):
             save_checkpoint(t.out_dir, done, model, {"optimizer": opt.state_dict(), "step": done,
