@@ -15,6 +15,24 @@ def test_help_works(argv, capsys):
     assert "usage" in capsys.readouterr().out
 
 
+PASSTHROUGH = [(["demo", "--help"], "--steps"), (["forecast", "--help"], "--horizon"),
+               (["memorize", "--help"], "--theta"), (["study", "lm", "--help"], "--variants")]
+
+
+@pytest.mark.parametrize("argv,option", PASSTHROUGH)
+def test_passthrough_commands_show_their_own_options(argv, option, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0
+    assert option in capsys.readouterr().out
+
+
+def test_unknown_option_is_an_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--ckpt", "x", "--bogus"])
+    assert e.value.code == 2
+
+
 def test_memorize_runs(capsys):
     from titans.memorize import recall
 

@@ -158,27 +158,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=cmd_generate)
 
-    p = sub.add_parser("demo", help="the main job: MAC vs Transformer++ on Shakespeare (make demo)")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of python -m titans.demo (--steps, --out)")
-    p.set_defaults(fn=cmd_demo)
-
-    p = sub.add_parser("study", help="resumable experiment: lm (every variant, same size and tokens)")
+    # Commands that hand their own arguments (and --help) to another module's parser.
+    p = sub.add_parser("demo", help="the main job: MAC vs Transformer++ on Shakespeare (make demo)", add_help=False)
+    p.set_defaults(fn=cmd_demo, passthrough=True)
+    p = sub.add_parser("study", help="resumable experiment: lm (every variant, same size and tokens)", add_help=False)
     p.add_argument("name", choices=["lm"])
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the study (--steps, --out, --variants)")
-    p.set_defaults(fn=cmd_study)
-
-    p = sub.add_parser("forecast", help="long-term time-series forecasting (--data, --horizon, --model, --all)")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of python -m titans.forecast.run")
-    p.set_defaults(fn=cmd_forecast)
-
-    p = sub.add_parser("memorize", help="test-time memorization: recall vs stream length and memory depth")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of python -m titans.memorize")
-    p.set_defaults(fn=cmd_memorize)
+    p.set_defaults(fn=cmd_study, passthrough=True)
+    p = sub.add_parser("forecast", help="long-term time-series forecasting (--data, --horizon, --model, --all)",
+                       add_help=False)
+    p.set_defaults(fn=cmd_forecast, passthrough=True)
+    p = sub.add_parser("memorize", help="test-time memorization: recall vs stream length and memory depth",
+                       add_help=False)
+    p.set_defaults(fn=cmd_memorize, passthrough=True)
     return ap
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "passthrough", False):
+        args.rest = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.fn(args)
     return 0
 
