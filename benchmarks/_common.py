@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -29,6 +30,14 @@ def run_isolated(script: str, spec: dict) -> dict:
         lines = out.stderr.strip().splitlines()
         return {**spec, "error": lines[-1] if lines else "failed"}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def write_results(path: str, result: dict) -> None:
+    """Write a benchmark's JSON (creating its folder) and say where."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"\nwrote {path}")
 
 
 def fmt(val) -> str:

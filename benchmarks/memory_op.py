@@ -27,7 +27,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import reset_peak, rss_kib, run_isolated, table  # noqa: E402
+from _common import reset_peak, rss_kib, run_isolated, table, write_results  # noqa: E402
 
 THREADS = 2
 
@@ -190,10 +190,7 @@ def main():
               f"memory x{ours[mode]['peak_mib'] / max(theirs[mode]['peak_mib'], 1e-9):.2f} of titans-pytorch")
     print("\n## Forward-only layer memory vs length (B=1)\n")
     print(table(fwd_mem, ["T", "tokens_per_s", "peak_mib"]))
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"\nwrote {args.out}")
+    write_results(args.out, result)
 
 
 if __name__ == "__main__":

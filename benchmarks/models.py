@@ -21,7 +21,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import reset_peak, rss_kib, run_isolated, table  # noqa: E402
+from _common import reset_peak, rss_kib, run_isolated, table, write_results  # noqa: E402
 
 THREADS = 2
 
@@ -132,10 +132,7 @@ def main():
     print(f"\n## Streaming {args.stream_tokens:,} tokens (small preset, pieces of 1024, no gradients)\n")
     print(table(streams, ["variant", "tokens", "start_s_per_1k", "end_s_per_1k", "start_rss_mib", "end_rss_mib",
                           "peak_rss_mib", "state_kib"]))
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"\nwrote {args.out}")
+    write_results(args.out, result)
 
 
 if __name__ == "__main__":
