@@ -7,7 +7,8 @@ from titans.cli import main
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["eval", "--help"], ["generate", "--help"],
                                   ["data", "prepare", "--help"], ["demo", "--help"], ["memorize", "--help"],
-                                  ["forecast", "--help"], ["study", "lm", "--help"]])
+                                  ["forecast", "--help"], ["study", "lm", "--help"],
+                                  ["study", "niah", "--help"], ["study", "mqar", "--help"]])
 def test_help_works(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
@@ -16,7 +17,8 @@ def test_help_works(argv, capsys):
 
 
 PASSTHROUGH = [(["demo", "--help"], "--steps"), (["forecast", "--help"], "--horizon"),
-               (["memorize", "--help"], "--theta"), (["study", "lm", "--help"], "--variants")]
+               (["memorize", "--help"], "--theta"), (["study", "lm", "--help"], "--variants"),
+               (["study", "niah", "--help"], "--long"), (["study", "mqar", "--help"], "--depths")]
 
 
 @pytest.mark.parametrize("argv,option", PASSTHROUGH)

@@ -4,11 +4,13 @@
     titans train --preset small --set model.variant='mag' --set train.max_steps=500 [--resume]
     torchrun --nproc_per_node=2 -m titans.cli train --preset small          (DDP; --set train.fsdp=True for FSDP2)
     titans eval --ckpt runs/small [--split test | --file notes.txt] [--length 1024] [--piece 256]
+    titans eval niah|babilong|mqar --ckpt runs/niah --lengths 256,1k,4k,64k   (long-context tasks, streamed)
     titans generate --ckpt runs/small --prompt "ROMEO:" [--max-new-tokens 200] [--temperature 0.8] [--top-k 40]
     titans demo                      (the main job; make demo)
     titans memorize                  (test-time memorization table)
     titans forecast --data vic_elec --horizon 96 --model lmm   (or --all: the whole table)
     titans study lm [--steps 1000]   (every variant, same size and tokens; resumable)
+    titans study niah | mqar         (long context and ablations | memory depth on MQAR; resumable)
 """
 
 from __future__ import annotations
@@ -105,6 +107,10 @@ def cmd_study(args):
         from .studies.lm import main as study_main
 
         study_main(args.rest)
+    else:
+        from .studies.longctx import main as longctx_main
+
+        longctx_main(args.rest, which=args.name)
 
 
 def cmd_forecast(args):
@@ -133,14 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     pp.set_defaults(fn=cmd_data)
 
     p = sub.add_parser("train", help="train a model (resumable; works under torchrun)")
-    p.add_argument("--preset", default="small", choices=["tiny", "small"], help="starting configuration")
+    p.add_argument("--preset", default="small", choices=["tiny", "small", "niah", "babilong", "mqar"],
+                   help="starting configuration (niah / babilong / mqar: a synthetic task)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set train.lr=3e-4")
     p.add_argument("--out-dir", default=None, help="run folder (default: the preset's train.out_dir)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("eval", help="loss / perplexity / bits per byte of a checkpoint, streamed")
+    p = sub.add_parser("eval", help="loss / perplexity / bits per byte of a checkpoint, streamed; or a long-context "
+                                    "task: titans eval niah|babilong|mqar --help")
     p.add_argument("--ckpt", required=True, help="run folder or checkpoint folder")
     p.add_argument("--split", default="val", choices=["train", "val", "test"])
     p.add_argument("--file", default=None, help="evaluate on this text file instead of a split")
@@ -161,8 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     # Commands that hand their own arguments (and --help) to another module's parser.
     p = sub.add_parser("demo", help="the main job: MAC vs Transformer++ on Shakespeare (make demo)", add_help=False)
     p.set_defaults(fn=cmd_demo, passthrough=True)
-    p = sub.add_parser("study", help="resumable experiment: lm (every variant, same size and tokens)", add_help=False)
-    p.add_argument("name", choices=["lm"])
+    p = sub.add_parser("study", help="resumable experiments: lm (every variant, same size and tokens), niah (long "
+                                     "context, ablations), mqar (memory depth)", add_help=False)
+    p.add_argument("name", choices=["lm", "niah", "mqar"])
     p.set_defaults(fn=cmd_study, passthrough=True)
     p = sub.add_parser("forecast", help="long-term time-series forecasting (--data, --horizon, --model, --all)",
                        add_help=False)
@@ -174,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) >= 2 and argv[0] == "eval" and argv[1] in ("niah", "babilong", "mqar"):
+        from .eval.longctx import main as longctx_main
+
+        longctx_main(argv[1:], load=_load)
+        return 0
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if getattr(args, "passthrough", False):

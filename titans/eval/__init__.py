@@ -1,5 +1,7 @@
-"""Evaluation: scoring of synthetic long-context tasks (the runners come with the long-context study)."""
+"""Evaluation: scoring and the streamed long-context runner (``titans eval niah|babilong|mqar``)."""
 
+from .answers import answer_batch, answer_logprob, greedy, prompt_state, recall_accuracy
 from .scoring import exact_match, normalize_answer
 
-__all__ = ["exact_match", "normalize_answer"]
+__all__ = ["answer_batch", "answer_logprob", "greedy", "prompt_state", "recall_accuracy", "exact_match",
+           "normalize_answer"]

@@ -96,6 +96,7 @@ def run(data: str, horizon: int, model_name: str, *, lookback: int = 96, date_co
         preds = model.eval()(torch.from_numpy(xte[pick])).numpy()
     return {"data": data, "horizon": horizon, "model": model_name, "lookback": lookback, "channels": len(cols),
             "params": n_params(model), "epochs": epochs_run, "train_seconds": round(time.time() - t0, 1),
+            "threads": torch.get_num_threads(),
             "val_mse": best if params else score(model, xva, yva)["mse"], **{f"test_{k}": v for k, v in test.items()},
             "examples": {"x": xte[pick].tolist(), "y": yte[pick].tolist(), "pred": preds.tolist()}}
 

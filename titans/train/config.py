@@ -31,8 +31,18 @@ class DataConfig:
     seq_len: int = 256  # training context in tokens
     val_fraction: float = 0.05  # contiguous tail splits of the token stream
     test_fraction: float = 0.05
+    task: str | None = None  # a synthetic task instead of the corpus: "niah", "babilong:qa1", "mqar:32" (see below)
+    task_loss: str = "all"  # synthetic tasks: "all" next tokens of prompt and answer, or the "answer" tokens only
 
     def __post_init__(self):
+        _check(self.task_loss in ("all", "answer"), "data.task_loss", self.task_loss, "must be 'all' or 'answer'")
+        if self.task is not None:  # titans.data.synthetic.tasks: an infinite seeded source of short instances
+            from ..data.synthetic.tasks import parse_task
+
+            try:
+                parse_task(self.task)
+            except ValueError as e:
+                raise ValueError(f"data.task={self.task!r}: {e}") from None
         _check(self.seq_len >= 2, "data.seq_len", self.seq_len, "must be >= 2")
         for name in ("val_fraction", "test_fraction"):
             val = getattr(self, name)
@@ -172,4 +182,31 @@ def preset_small() -> RunConfig:
                      train=TrainConfig(batch_size=8, max_steps=300, out_dir="runs/small"))
 
 
-PRESETS = {"tiny": preset_tiny, "small": preset_small}
+def _task_preset(task: str, seq_len: int, steps: int, out_dir: str, *, vocab_size: int = 256) -> RunConfig:
+    """The small model of ``titans study lm`` (MAC, d 128, 2 layers, window and segment 64, chunk 16) trained on a
+    synthetic task's short instances (loss on the answers only); validation reports answer accuracy."""
+    model = ModelConfig(variant="mac", vocab_size=vocab_size, d_model=128, n_layers=2, n_heads=4, window=64,
+                        segment_len=64, n_persistent=4, memory=MemoryConfig(chunk_size=16))
+    return RunConfig(model=model, data=DataConfig(seq_len=seq_len, task=task),
+                     train=TrainConfig(batch_size=16, max_steps=steps, lr=3e-3, warmup_steps=30, eval_every=100,
+                                       eval_batches=4, ckpt_every=100, keep_last=1, log_every=10, out_dir=out_dir))
+
+
+def preset_niah() -> RunConfig:
+    """S-NIAH-1/2/3 mixed, 512-byte instances (needle at a uniform depth; the UUID question alone is 228 bytes):
+    ``titans eval niah`` tests it longer. ``--set data.task='niah:passkey' --set data.seq_len=256`` for S-NIAH-1."""
+    return _task_preset("niah", 512, 1000, "runs/niah")
+
+
+def preset_babilong() -> RunConfig:
+    """bAbI qa1-qa3 mixed in Shakespeare, 512-byte instances (the shortest that hold a qa3 story)."""
+    return _task_preset("babilong", 512, 1000, "runs/babilong")
+
+
+def preset_mqar() -> RunConfig:
+    """Multi-query associative recall, 32 key/value pairs in 128 tokens (vocab 256)."""
+    return _task_preset("mqar:32", 128, 1000, "runs/mqar")
+
+
+PRESETS = {"tiny": preset_tiny, "small": preset_small, "niah": preset_niah, "babilong": preset_babilong,
+           "mqar": preset_mqar}

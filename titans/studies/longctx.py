@@ -1,0 +1,217 @@
+"""Long-context studies: every variant trained on short S-NIAH instances, tested far past the training length; the
+paper's Table-5 ablations on the same task; memory depth 1-4 on MQAR.
+
+    titans study niah [--steps 500] [--variants lmm,mac,mag,mal,swa,transformer,mac-linear,mac-noconv,...]
+    titans study mqar [--steps 500] [--depths 1,2,3,4]
+
+Every model is the LM study's size (MAC at d 128, 2 layers; the others matched to its parameter count), trained with
+the same batches (16 x 256 tokens of ``niah:passkey``, loss on every next token) for the same steps, then evaluated
+by ``titans eval niah`` in streaming mode at 1x-16x the training length (5 depths) and, for every model with a
+constant-size state (all but ``transformer``), at 64K tokens. Ablations are MAC with one part removed:
+``-linear`` (memory depth 1), ``-noconv``, ``-nomomentum``, ``-noforget`` (alpha = 0), ``-nopersist`` (no persistent
+tokens). Each model trains into ``<out>/<name>/`` with ``--resume`` semantics and the evaluations are resumable, so
+the command can be stopped and run again at any time; ``<out>/results.json``, ``results.md`` and ``accuracy.png`` are
+rewritten after each model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from ..eval.longctx import run as eval_run
+from ..models import TitansLM, count_params
+from ..train import RunConfig, TrainConfig, latest_checkpoint, load_checkpoint, train
+from ..train.checkpoint import load_model_weights
+from ..train.config import DataConfig
+from .lm import model_config
+
+ABLATIONS = {"linear": {"depth": 1}, "noconv": {"conv": False}, "nomomentum": {"momentum": False},
+             "noforget": {"forgetting": False}, "nopersist": None}
+SHORT_LENGTHS = (256, 512, 1024, 2048, 4096)
+LONG_LENGTHS = (65536,)
+
+
+def named_model(name: str):
+    """``"mag"`` -> the matched MAG config; ``"mac-noconv"`` -> MAC without the convolution (see ABLATIONS)."""
+    variant, _, ablation = name.partition("-")
+    cfg = model_config(variant)
+    if not ablation:
+        return cfg
+    if ablation not in ABLATIONS:
+        raise ValueError(f"--variants: {name!r}: unknown ablation {ablation!r}; choose from {sorted(ABLATIONS)}")
+    if ablation == "nopersist":
+        return dataclasses.replace(cfg, n_persistent=0)
+    return dataclasses.replace(cfg, memory=dataclasses.replace(cfg.memory, **ABLATIONS[ablation]))
+
+
+def run_config(model, task: str, seq_len: int, steps: int, out_dir: str, seed: int, batch: int = 16) -> RunConfig:
+    return RunConfig(model=model, data=DataConfig(seq_len=seq_len, task=task),
+                     train=TrainConfig(seed=seed, batch_size=batch, max_steps=steps, lr=3e-3,
+                                       warmup_steps=min(30, steps // 10), eval_every=max(1, steps // 5),
+                                       eval_batches=4, ckpt_every=max(1, steps // 5), keep_last=1,
+                                       log_every=max(1, steps // 50), out_dir=out_dir))
+
+
+def trained(cfg: RunConfig):
+    """Train (or resume, or skip when finished) and return ``(model, checkpoint path, train summary or None)``."""
+    ckpt = latest_checkpoint(cfg.train.out_dir)
+    summary = None
+    if ckpt is None or load_checkpoint(ckpt)[1]["step"] < cfg.train.max_steps:
+        summary = train(cfg, resume=True)
+        ckpt = latest_checkpoint(cfg.train.out_dir)
+    model = TitansLM(cfg.model)
+    load_model_weights(model, load_checkpoint(ckpt)[0], ckpt)
+    return model.eval(), ckpt, summary
+
+
+def _save(out: str, results: dict, table: str):
+    tmp = os.path.join(out, "results.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(tmp, os.path.join(out, "results.json"))
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(table + "\n")
+
+
+def niah(args):
+    os.makedirs(args.out, exist_ok=True)
+    res_path = os.path.join(args.out, "results.json")
+    results = json.loads(Path(res_path).read_text()) if os.path.exists(res_path) else {}
+    for name in args.variants.split(","):
+        model_cfg = named_model(name)
+        cfg = run_config(model_cfg, args.task, args.seq_len, args.steps, os.path.join(args.out, name), args.seed)
+        t0 = time.time()
+        model, ckpt, summary = trained(cfg)
+        entry = results.get(name, {})
+        if summary is not None:
+            entry.update(train_tokens_per_s=summary["tokens_per_s"], train_seconds=round(time.time() - t0, 1),
+                         val_acc=summary.get("val_acc"))
+        entry.update(params=count_params(model), steps=args.steps, config=model_cfg.to_dict())
+        short = eval_run("niah", model, cfg, ckpt, out=os.path.join(args.out, name, "eval"), lengths=args.lengths,
+                         depths=(0.0, 0.25, 0.5, 0.75, 1.0), kinds=[args.task.split(":")[1]], samples=args.samples)
+        entry["accuracy"] = {str(s["length"]): s["accuracy"] for s in short["summary"]}
+        entry["logprob"] = {str(s["length"]): s["logprob"] for s in short["summary"]}
+        entry["peak_rss_mib"] = dict(short["meta"]["peak_rss_mib"])
+        if model_cfg.variant != "transformer" and args.long:
+            long = eval_run("niah", model, cfg, ckpt, out=os.path.join(args.out, name, "eval_long"),
+                            lengths=args.long, depths=(0.1, 0.5, 0.9), kinds=[args.task.split(":")[1]], samples=1,
+                            batch=3)
+            entry["accuracy"].update({str(s["length"]): s["accuracy"] for s in long["summary"]})
+            entry["logprob"].update({str(s["length"]): s["logprob"] for s in long["summary"]})
+            entry["peak_rss_mib"].update(long["meta"]["peak_rss_mib"])
+        results[name] = entry
+        _save(args.out, results, niah_table(results, args.seq_len))
+        plot_accuracy(results, os.path.join(args.out, "accuracy.png"), f"S-NIAH ({args.task}), trained at "
+                      f"{args.seq_len} tokens")
+    print(niah_table(results, args.seq_len))
+
+
+def niah_table(results: dict, train_len: int) -> str:
+    lengths = sorted({int(n) for r in results.values() for n in r.get("accuracy", {})})
+    head = " | ".join(f"{n // 1024}K" if n >= 1024 else str(n) for n in lengths)
+    lines = [f"| model | params | val acc @ {train_len} | {head} |", "|---|---|---|" + "---|" * len(lengths)]
+    for name, r in results.items():
+        acc = r.get("accuracy", {})
+        cells = [f"{acc[str(n)]:.2f}" if str(n) in acc else "-" for n in lengths]
+        va = r.get("val_acc")
+        lines.append(f"| {name} | {r['params']:,} | {'-' if va is None else f'{va:.2f}'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_accuracy(results: dict, path: str, title: str, key: str = "accuracy", xlabel: str = "context length (tokens)"):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for name, r in results.items():
+        pts = sorted((int(n), a) for n, a in r.get(key, {}).items())
+        if pts:
+            ax.plot(*zip(*pts), marker="o", lw=1.2, label=name, ls="--" if "-" in name else "-")
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel=xlabel, ylabel="exact-match accuracy" if key == "accuracy" else key, ylim=(-0.02, 1.02),
+           title=title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def mqar(args):
+    """LMM with memory depth 1-4 on MQAR (Figure 7's capacity question): accuracy against key/value pairs."""
+    os.makedirs(args.out, exist_ok=True)
+    res_path = os.path.join(args.out, "results.json")
+    results = json.loads(Path(res_path).read_text()) if os.path.exists(res_path) else {}
+    base = model_config("lmm")
+    for depth in [int(d) for d in args.depths.split(",")]:
+        name = f"lmm-depth{depth}"
+        model_cfg = dataclasses.replace(base, memory=dataclasses.replace(base.memory, depth=depth))
+        cfg = run_config(model_cfg, f"mqar:{args.pairs}", 4 * args.pairs, args.steps, os.path.join(args.out, name),
+                         args.seed)
+        model, ckpt, summary = trained(cfg)
+        res = eval_run("mqar", model, cfg, ckpt, out=os.path.join(args.out, name, "eval"),
+                       pairs=args.eval_pairs, samples=args.samples)
+        entry = results.get(name, {})
+        if summary is not None:
+            entry.update(train_tokens_per_s=summary["tokens_per_s"], val_acc=summary.get("val_acc"))
+        entry.update(params=count_params(model), steps=args.steps, memory_depth=depth,
+                     accuracy={str(s["pairs"]): s["accuracy"] for s in res["summary"]})
+        results[name] = entry
+        _save(args.out, results, mqar_table(results, args.pairs))
+        plot_accuracy(results, os.path.join(args.out, "accuracy.png"), f"MQAR, trained with {args.pairs} pairs",
+                      xlabel="key/value pairs")
+    print(mqar_table(results, args.pairs))
+
+
+def mqar_table(results: dict, train_pairs: int) -> str:
+    pairs = sorted({int(n) for r in results.values() for n in r["accuracy"]})
+    lines = ["| memory depth | params | " + " | ".join(f"{p} pairs" for p in pairs) + " |",
+             "|---|---|" + "---|" * len(pairs)]
+    for r in results.values():
+        cells = [f"{r['accuracy'][str(p)]:.3f}" if str(p) in r["accuracy"] else "-" for p in pairs]
+        lines.append(f"| {r['memory_depth']} | {r['params']:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\nTrained with {train_pairs} pairs; accuracy over every recalled value."
+
+
+def main(argv=None, which: str = "niah"):
+    from ..eval.longctx import parse_lengths
+
+    ap = argparse.ArgumentParser(prog=f"titans study {which}", description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=500, help="optimizer steps per model (16 sequences each)")
+    ap.add_argument("--seed", type=int, default=1337)
+    ap.add_argument("--samples", type=int, default=2, help="instances per (length, depth) cell / MQAR sequences")
+    if which == "niah":
+        ap.add_argument("--variants", default="lmm,mac,mag,mal,swa,transformer,"
+                                               + ",".join(f"mac-{a}" for a in ABLATIONS))
+        ap.add_argument("--task", default="niah:passkey", help="niah:passkey | niah:number | niah:uuid")
+        ap.add_argument("--seq-len", type=int, default=256, help="training length")
+        ap.add_argument("--lengths", default=",".join(map(str, SHORT_LENGTHS)), help="evaluation lengths (5 depths)")
+        ap.add_argument("--long", default=",".join(map(str, LONG_LENGTHS)),
+                        help="long lengths for constant-state models (3 depths, 1 sample); '' to skip")
+        ap.add_argument("--out", default="runs/study_niah")
+    else:
+        ap.add_argument("--depths", default="1,2,3,4", help="memory depths")
+        ap.add_argument("--pairs", type=int, default=32, help="key/value pairs in training sequences")
+        ap.add_argument("--eval-pairs", default="8,16,32,48,64,96", help="pairs at evaluation")
+        ap.add_argument("--out", default="runs/study_mqar")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    if which == "niah":
+        args.lengths = parse_lengths(args.lengths)
+        args.long = parse_lengths(args.long) if args.long else []
+        for name in args.variants.split(","):
+            named_model(name)  # fail on a bad name before any training
+        niah(args)
+    else:
+        args.eval_pairs = [int(p) for p in args.eval_pairs.split(",")]
+        mqar(args)
