@@ -7,7 +7,8 @@
 Every prompt is fed ``--piece`` tokens at a time with the model's carried state, so the length is bounded by time,
 not memory (``peak_rss_mib`` is recorded after each length: lengths run in increasing order and the high-water mark
 stays flat when memory does not grow with length). NIAH and BABILong are scored by exact match of the greedy answer
-and by the answer's log-likelihood; MQAR by the accuracy of every recalled value. ``<out>/results.json`` gains a
+(as many tokens as the answer has; ``continued`` keeps two more for inspection) and by the answer's
+log-likelihood; MQAR by the accuracy of every recalled value. ``<out>/results.json`` gains a
 record per instance as it goes (an interrupted run continues where it stopped); ``results.md`` (accuracy per kind
 and length) and heatmaps (``heatmap_<kind>.png``: depth x length for NIAH, task x length for BABILong, accuracy
 against pairs for MQAR) are rewritten after each length.
@@ -76,8 +77,11 @@ def evaluate_qa(model, task: str, *, kinds, lengths, depths, samples: int, seed:
                 gen, logprob, nbytes = answer_batch(model, prompts, [ex.answer_tokens for _, ex in group],
                                                     piece=piece)
                 for j, (meta, ex) in enumerate(group):
-                    pred = tokenizer.decode(gen[j].tolist())
+                    # Scored on as many generated tokens as the answer has (what a caller that budgets the answer's
+                    # length would read; RULER-style containment would also accept "123456" for "12345").
+                    pred = tokenizer.decode(gen[j, :len(ex.answer_tokens)].tolist())
                     done[_key(meta)] = {**meta, "answer": ex.answer, "prediction": pred,
+                                        "continued": tokenizer.decode(gen[j].tolist()),
                                         "correct": exact_match([pred], [ex.answer]) == 1.0,
                                         "logprob": float(logprob[j]), "answer_tokens": len(ex.answer_tokens),
                                         "state_bytes": nbytes}

@@ -128,8 +128,20 @@ def report(out: str) -> str:
                              if rs else "n/a")
             lines.append(f"| {d} | {h} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
+    timing = ["| data | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    for d in datasets:
+        cells = []
+        for m in models:
+            rs = [r for r in rows if r["data"] == d and r["model"] == m and "train_seconds" in r]
+            cells.append(f"{np.mean([r['train_seconds'] for r in rs]):.0f} s ({np.mean([r['epochs'] for r in rs]):.1f})"
+                         if rs else "n/a")
+        timing.append(f"| {d} | " + " | ".join(cells) + " |")
+    threads = sorted({r.get("threads") for r in rows if r.get("threads")})
+    skipped = [f"- {r['data']} H={r['horizon']} {r['model']}: {r['skipped']}" for r in rows if "skipped" in r]
     with open(os.path.join(out, "results.md"), "w") as f:
-        f.write("MSE / MAE on the standardized test split (lookback 96).\n\n" + table + "\n")
+        f.write("MSE / MAE on the standardized test split (lookback 96).\n\n" + table + "\n\n"
+                f"Training time per run, mean over horizons (mean epochs run), CPU threads {threads}:\n\n"
+                + "\n".join(timing) + "\n" + ("\nSkipped:\n" + "\n".join(skipped) + "\n" if skipped else ""))
     _plot_examples(rows, out)
     return table
 

@@ -73,7 +73,8 @@ class NeuralMemory(nn.Module):
         theta_max (float): ceiling of the inner learning rate (hidden memory layers: divided by their fan-in).
             Default: 0.1 (1.0 diverged when training MAC: keys of attention outputs are alike within a chunk, so
             their gradients, all taken at the chunk-start weights, add up).
-        impl (str): memory op implementation, naive | chunk. Default: chunk.
+        impl (str): memory op implementation, naive | chunk | triton (falls back to chunk where the kernel
+            cannot run). Default: chunk.
     Shapes:
         ``x``: ``[B, T, d_model]`` -> ``y``: ``[B, T, d_model]``, plus the :class:`NeuralMemoryState` to continue from.
     """
@@ -94,8 +95,8 @@ class NeuralMemory(nn.Module):
             head_dim = d_model // n_heads
         if activation not in ("gelu", "silu", "relu"):
             raise ValueError(f"NeuralMemory: activation must be gelu|silu|relu, got {activation!r}")
-        if impl not in ("naive", "chunk"):
-            raise ValueError(f"NeuralMemory: impl must be naive|chunk, got {impl!r}")
+        if impl not in ("naive", "chunk", "triton"):
+            raise ValueError(f"NeuralMemory: impl must be naive|chunk|triton, got {impl!r}")
         if theta_max <= 0:
             raise ValueError(f"NeuralMemory: theta_max must be > 0, got {theta_max!r}")
         self.n_heads, self.head_dim, self.depth = n_heads, head_dim, depth

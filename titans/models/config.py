@@ -33,7 +33,7 @@ class MemoryConfig:
     per_layer_gates: bool | None = None  # one theta/eta/alpha per memory layer; None = depth > 1
     chunk_gates: bool = False  # gates constant within a chunk (from its first token)
     theta_max: float = 0.1  # ceiling of the inner learning rate (hidden memory layers: divided by fan-in)
-    impl: str = "chunk"  # memory op: "chunk" | "naive"
+    impl: str = "chunk"  # memory op: "chunk" | "naive" | "triton" (GPU kernel; falls back to chunk)
 
     def __post_init__(self):
         for name in ("depth", "expansion", "chunk_size"):
@@ -43,7 +43,8 @@ class MemoryConfig:
                "must be None or an int >= 1")
         _check(self.activation in ACTIVATIONS, "memory.activation", self.activation, f"must be one of {ACTIVATIONS}")
         _check(self.theta_max > 0, "memory.theta_max", self.theta_max, "must be > 0")
-        _check(self.impl in ("chunk", "naive"), "memory.impl", self.impl, "must be 'chunk' or 'naive'")
+        _check(self.impl in ("chunk", "naive", "triton"), "memory.impl", self.impl,
+               "must be 'chunk', 'naive' or 'triton'")
 
 
 @dataclass(kw_only=True)

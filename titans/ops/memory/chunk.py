@@ -66,26 +66,30 @@ def decay_coefficients(alpha: torch.Tensor, eta: torch.Tensor, theta: torch.Tens
     return beta, gamma, (DA @ DH) * th, hv, DH * th
 
 
-def _run_piece(G, W, S, q, k, v, coef, n, act, norm, residual, fused_backward):
-    """One piece of ``n`` tokens; ``coef`` from :func:`decay_coefficients`, each ``[L, B, H, >=n(, >=n)]``."""
+def _run_piece(G, W, S, q, k, v, coef, n, act, norm, residual, fused_backward, fwd=piece_forward):
+    """One piece of ``n`` tokens; ``coef`` from :func:`decay_coefficients`, each ``[L, B, H, >=n(, >=n)]``.
+    ``fwd``: the per-piece forward (``piece_forward`` or the Triton kernel of the same signature)."""
     beta, gamma, C, hv, M = coef
     c8 = (beta[..., :n], gamma[..., :n], C[..., :n, :n], beta[..., n - 1], gamma[..., n - 1], C[..., n - 1, :n],
           hv[..., n - 1], M[..., n - 1, :n])
     tensors = [q, k, v, *c8, *G, *W, *S, *(norm or ())]
     if fused_backward and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         lnw, lnb = norm if norm is not None else (None, None)
-        outs = ChunkPiece.apply((len(W), act, residual), q, k, v, lnw, lnb, *c8, *G, *W, *S)
+        outs = ChunkPiece.apply((len(W), act, residual, fwd), q, k, v, lnw, lnb, *c8, *G, *W, *S)
         L = len(W)
         return outs[0], list(outs[1:1 + L]), list(outs[1 + L:])
-    return piece_forward(q, k, v, c8, G, W, S, norm, act, residual)
+    if fwd is not piece_forward and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        raise ValueError("a kernel forward needs fused_backward=True (autograd cannot differentiate it)")
+    return fwd(q, k, v, c8, G, W, S, norm, act, residual)
 
 
 def memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum=None, *, chunk_size=16, activation="gelu",
-                        norm=None, residual=False, fused_backward=True):
+                        norm=None, residual=False, fused_backward=True, piece=piece_forward):
     """Same contract as :func:`titans.ops.memory_update` (inputs are assumed validated).
 
     ``fused_backward=False`` lets autograd differentiate the forward instead of the hand-written backward
-    (more memory and slower, but twice differentiable).
+    (more memory and slower, but twice differentiable). ``piece``: the per-piece forward, ``piece_forward`` or
+    ``triton_piece.piece_forward_triton`` (same signature; the backward is the hand-written one either way).
     """
     B, T, H, _ = k.shape
     b = chunk_size
@@ -108,7 +112,7 @@ def memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum=None, *, ch
         n = min(b - offset, T)
         coef = [c.movedim(2, 0) for c in decay_coefficients(*(g[..., :n] for g in gates))]
         o, W, S = _run_piece(G, W, S, q[:, :, :n], k[:, :, :n], v[:, :, :n], coef, n, activation, norm, residual,
-                             fused_backward)
+                             fused_backward, piece)
         outs.append(o)
         offset = (offset + n) % b
         pos = n
@@ -136,7 +140,8 @@ def memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum=None, *, ch
                 n = b if c < N - 1 else b - pad
                 G = W
                 o, W, S = _run_piece(G, W, S, qs[c][:, :, :n], ks[c][:, :, :n], vs[c][:, :, :n],
-                                     [t[c - c0] for t in coef], n, activation, norm, residual, fused_backward)
+                                     [t[c - c0] for t in coef], n, activation, norm, residual, fused_backward,
+                                     piece)
                 outs.append(o)
         offset = rest % b
         if offset == 0:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 ACTIVATIONS = ("gelu", "silu", "relu")
-IMPLS = ("naive", "chunk")
+IMPLS = ("naive", "chunk", "triton")
 LN_EPS = 1e-5
 
 
@@ -142,6 +142,9 @@ def check_inputs(q, k, v, alpha, eta, theta, params, momentum, chunk_size, activ
     for name, t in (("q", q), ("v", v)):
         if t.dtype != dtype:
             raise TypeError(f"{name}: dtype {t.dtype} differs from k's {dtype}")
+    first = params.params[0] if isinstance(params, MemoryState) else next(iter(params), None)
+    if impl == "triton" and dtype in (torch.float16, torch.bfloat16) and getattr(first, "dtype", None) == torch.float32:
+        dtype = torch.float32  # half-precision tokens, float32 memory, gates and state (the kernel accumulates in fp32)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size: expected an int >= 1, got {chunk_size!r}")
     if activation_name not in ACTIVATIONS:
@@ -168,7 +171,7 @@ def check_inputs(q, k, v, alpha, eta, theta, params, momentum, chunk_size, activ
         if w.dim() != 4 or w.shape[:2] != (B, H) or w.shape[2] != d_prev:
             raise ValueError(f"params[{i}]: expected [B={B}, H={H}, d_in={d_prev}, d_out], got {tuple(w.shape)}")
         if w.dtype != dtype:
-            raise TypeError(f"params[{i}]: dtype {w.dtype} differs from k's {dtype}")
+            raise TypeError(f"params[{i}]: dtype {w.dtype} differs from k's {k.dtype}")
         d_prev = w.shape[3]
     if d_prev != Dv:
         raise ValueError(f"params[{L - 1}]: last layer outputs {d_prev} features but v has Dv={Dv}")
@@ -187,7 +190,7 @@ def check_inputs(q, k, v, alpha, eta, theta, params, momentum, chunk_size, activ
         if g.dim() == 4 and g.shape[-1] not in (1, L):
             raise ValueError(f"{name}: last dim must be 1 or L={L}, got {tuple(g.shape)}")
         if g.dtype != dtype:
-            raise TypeError(f"{name}: dtype {g.dtype} differs from k's {dtype}")
+            raise TypeError(f"{name}: dtype {g.dtype} differs from the memory's {dtype}")
 
     if norm is not None:
         if len(norm) != 2:

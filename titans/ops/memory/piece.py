@@ -201,10 +201,10 @@ class ChunkPiece(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, meta, q, k, v, lnw, lnb, *rest):
-        L, act, residual = meta
+        L, act, residual, fwd = meta  # fwd: piece_forward, or a kernel with its signature (triton_piece.py)
         coef, G, W, S = rest[:8], rest[8:8 + L], rest[8 + L:8 + 2 * L], rest[8 + 2 * L:]
         norm = None if lnw is None else (lnw, lnb)
-        o, W_new, S_new = piece_forward(q, k, v, coef, G, W, S, norm, act, residual)
+        o, W_new, S_new = fwd(q, k, v, coef, G, W, S, norm, act, residual)
         ctx.meta = meta
         ctx.save_for_backward(q, k, v, lnw, lnb, *rest)
         return (o, *W_new, *S_new)
@@ -212,10 +212,12 @@ class ChunkPiece(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, do, *dstate):
-        L, act, residual = ctx.meta
+        L, act, residual, _ = ctx.meta
         q, k, v, lnw, lnb, *rest = ctx.saved_tensors
         coef, G, W, S = rest[:8], rest[8:8 + L], rest[8 + L:8 + 2 * L], rest[8 + 2 * L:]
         norm = None if lnw is None else (lnw, lnb)
+        low = q.dtype  # half-precision tokens with a float32 memory (impl="triton"): the backward runs in float32
+        q, k, v, do = (x.to(W[0].dtype) for x in (q, k, v, do))
         dq, dk, dv, dcoef, dG, dW, dS, (dlnw, dlnb) = piece_backward(
             do, dstate[:L], dstate[L:], q, k, v, coef, G, W, S, norm, act, residual)
-        return (None, dq, dk, dv, dlnw, dlnb, *dcoef, *dG, *dW, *dS)
+        return (None, dq.to(low), dk.to(low), dv.to(low), dlnw, dlnb, *dcoef, *dG, *dW, *dS)

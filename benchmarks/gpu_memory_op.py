@@ -1,0 +1,192 @@
+"""GPU benchmark of the memory op: ``chunk`` vs ``triton``, beside titans-pytorch and (depth 1) fla's gated delta rule.
+
+    python benchmarks/gpu_memory_op.py                 # the table (minutes on one GPU)
+    python benchmarks/gpu_memory_op.py --quick         # two sizes, as a smoke run
+    python benchmarks/gpu_memory_op.py --out FILE.json
+
+Needs a CUDA device (without one it says so and exits 0). For every size it first checks ``triton`` against
+``chunk`` (forward output and final weights, relative RMS error), then times forward and forward+backward
+(median of ``--repeats`` after warm-up, CUDA events) and records the peak allocated memory. Sizes follow the
+paper: head dim 64 and 128, memory depth 1 and 2 (expansion 4), chunk 16 and 64, sequences of 2K-32K tokens, the
+batch filling ``--tokens`` tokens per call. Beside them, when installed: ``titans_pytorch.NeuralMemory`` at the same
+dims (its ``batch_size`` = our chunk) and, for depth 1, ``fla``'s ``chunk_gated_delta_rule`` (the closest fused
+kernel; a linear memory without momentum). The card's two ceilings (a large device copy in GB/s, a large bf16 matmul
+in TFLOP/s) are measured first, and the triton kernel's achieved fraction of the matmul ceiling is reported from the
+analytic FLOPs of the chunked form.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from functools import partial
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import table, write_results  # noqa: E402
+
+from titans.ops import memory_update  # noqa: E402
+
+
+def cuda_time(fn, repeats: int) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` calls after two warm-ups."""
+    for _ in range(2):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b) / 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def ceilings() -> dict:
+    x = torch.empty(1 << 28, dtype=torch.float32, device="cuda")  # 1 GiB
+    y = torch.empty_like(x)
+    t = cuda_time(lambda: y.copy_(x), 5)
+    a = torch.randn(8192, 8192, dtype=torch.bfloat16, device="cuda")
+    tm = cuda_time(lambda: a @ a, 5)
+    return {"copy_GBps": 2 * x.numel() * 4 / t / 1e9, "bf16_matmul_TFLOPs": 2 * 8192**3 / tm / 1e12}
+
+
+def flops_per_token(D: int, depth: int, chunk: int, backward: bool) -> float:
+    """Matmul FLOPs per token per head of the chunked form (forward; about 3x with the recomputing backward)."""
+    dims = [D] + [4 * D] * (depth - 1) + [D]
+    f = 0.0
+    for l in range(depth):
+        din, dout = dims[l], dims[l + 1]
+        f += 3 * din * dout + chunk * (din + dout) + 4 * din * dout / chunk + (din * dout if l > 0 else 0)
+    return 2 * f * (3 if backward else 1)
+
+
+def inputs(B, T, H, D, depth, dtype=torch.float32, grad=False):
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k = (torch.nn.functional.normalize(torch.randn(B, T, H, D, device="cuda", generator=g), dim=-1)
+            for _ in range(2))
+    v = torch.randn(B, T, H, D, device="cuda", generator=g)
+    gates = [torch.rand(B, T, H, depth, device="cuda", generator=g) * s for s in (0.05, 1.0, 0.1)]
+    dims = [D] + [4 * D] * (depth - 1) + [D]
+    W = tuple(torch.randn(B, H, dims[i], dims[i + 1], device="cuda", generator=g) / dims[i] ** 0.5
+              for i in range(depth))
+    norm = (torch.ones(H, D, device="cuda"), torch.zeros(H, D, device="cuda"))
+    leaves = [q.to(dtype), k.to(dtype), v.to(dtype), *gates, *W]
+    if grad:
+        for t in leaves:
+            t.requires_grad_()
+    return leaves, norm
+
+
+def run_ours(impl, B, T, H, D, depth, chunk, backward):
+    leaves, norm = inputs(B, T, H, D, depth, grad=backward)
+    q, k, v, a, e, th, *W = leaves
+
+    def step():
+        o, _ = memory_update(q, k, v, a, e, th, tuple(W), chunk_size=chunk, norm=norm, residual=True, impl=impl)
+        if backward:
+            o.sum().backward()
+    return step
+
+
+def run_titans_pytorch(B, T, H, D, depth, chunk, backward):
+    from titans_pytorch import NeuralMemory
+
+    mem = NeuralMemory(dim=H * D, heads=H, dim_head=D, chunk_size=chunk, batch_size=chunk,
+                       default_model_kwargs={"depth": depth, "expansion_factor": 4}).cuda()
+    x = torch.randn(B, T, H * D, device="cuda", requires_grad=backward)
+
+    def step():
+        out = mem(x)[0]
+        if backward:
+            out.sum().backward()
+    return step
+
+
+def run_fla(B, T, H, D, backward):
+    from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+
+    q, k, v = (torch.nn.functional.normalize(torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16), dim=-1)
+               .requires_grad_(backward) for _ in range(3))
+    g = (-torch.rand(B, T, H, device="cuda") * 0.05).requires_grad_(backward)
+    beta = torch.rand(B, T, H, device="cuda").requires_grad_(backward)
+
+    def step():
+        o, _ = chunk_gated_delta_rule(q, k, v, g, beta)
+        if backward:
+            o.float().sum().backward()
+    return step
+
+
+def measure(make, tokens, repeats):
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    try:
+        step = make()
+        t = cuda_time(step, repeats)
+    except Exception as exc:  # out of memory, a missing package, a kernel that does not compile at this size
+        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
+    return {"tok_s": tokens / t, "peak_MiB": torch.cuda.max_memory_allocated() / 2**20}
+
+
+def check(B, T, H, D, depth, chunk) -> float:
+    leaves, norm = inputs(B, T, H, D, depth)
+    q, k, v, a, e, th, *W = leaves
+    with torch.no_grad():
+        o_c, s_c = memory_update(q, k, v, a, e, th, tuple(W), chunk_size=chunk, norm=norm, residual=True)
+        o_t, s_t = memory_update(q, k, v, a, e, th, tuple(W), chunk_size=chunk, norm=norm, residual=True,
+                                 impl="triton")
+    errs = [(x - y).norm() / y.norm() for x, y in [(o_t, o_c), *zip(s_t.params, s_c.params)]]
+    return float(max(errs))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--tokens", type=int, default=1 << 17, help="tokens per call (batch = tokens / sequence)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", default="benchmarks/results/gpu_memory_op.json")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("gpu_memory_op: no CUDA device here; nothing to measure (the interpreter tests cover correctness).")
+        return
+    H = 4
+    sizes = [(D, depth, chunk, T) for D in (64, 128) for depth in (1, 2) for chunk in (16, 64)
+             for T in (2048, 8192, 32768)]
+    if args.quick:
+        sizes = [(64, 2, 16, 2048), (64, 1, 64, 8192)]
+    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "ceilings": ceilings(), "rows": []}
+    print(json.dumps(result["ceilings"]))
+    for D, depth, chunk, T in sizes:
+        B = max(1, args.tokens // T)
+        row = {"D": D, "depth": depth, "chunk": chunk, "T": T, "B": B, "max_rel_err": check(1, min(T, 1024), H, D,
+                                                                                               depth, chunk)}
+        for name, fwd_bwd in (("fwd", False), ("fwd+bwd", True)):
+            for impl in ("chunk", "triton"):
+                r = measure(partial(run_ours, impl, B, T, H, D, depth, chunk, fwd_bwd), B * T, args.repeats)
+                row.update({f"{impl} {name} {k}": v for k, v in r.items()})
+            r = measure(partial(run_titans_pytorch, B, T, H, D, depth, chunk, fwd_bwd), B * T, args.repeats)
+            row.update({f"titans-pytorch {name} {k}": v for k, v in r.items()})
+            if depth == 1:
+                r = measure(partial(run_fla, B, T, H, D, fwd_bwd), B * T, args.repeats)
+                row.update({f"fla-gdn {name} {k}": v for k, v in r.items()})
+            tok = row.get(f"triton {name} tok_s")
+            if tok:
+                flops = flops_per_token(D, depth, chunk, fwd_bwd) * H * tok
+                row[f"triton {name} fraction of matmul ceiling"] = flops / (result["ceilings"]["bf16_matmul_TFLOPs"]
+                                                                            * 1e12)
+        result["rows"].append(row)
+        print(json.dumps(row))
+    cols = ["D", "depth", "chunk", "T", "B", "max_rel_err"] + [f"{i} {n} tok_s" for n in ("fwd", "fwd+bwd")
+                                                               for i in ("chunk", "triton", "titans-pytorch")]
+    print(table(result["rows"], cols))
+    write_results(args.out, result)
+
+
+if __name__ == "__main__":
+    main()
