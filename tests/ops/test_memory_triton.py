@@ -146,3 +146,37 @@ def test_model_with_the_triton_memory_matches_chunk(caplog, monkeypatch):
     gb = torch.autograd.grad(lb, list(b.parameters()))
     for x, y in zip(gb, ga):
         assert rel_err(x, y) <= TOL
+
+
+@pytest.mark.parametrize("L,n,nr,act", [(1, 16, True, "gelu"), (2, 11, True, "silu"), (2, 16, False, "gelu")])
+def test_piece_kernels_match_the_pytorch_piece(L, n, nr, act):
+    """One piece, both directions, every output of ``piece_forward`` / ``piece_backward`` (coefficient gradients
+    included) against the Triton kernels."""
+    from titans.ops.memory.chunk import decay_coefficients
+    from titans.ops.memory.piece import piece_backward, piece_forward
+    from titans.ops.memory.triton_piece import piece_forward_triton
+    from titans.ops.memory.triton_piece_bwd import piece_backward_triton
+
+    g = torch.Generator().manual_seed(3)
+    B, H, D, Dh = 2, 2, 16, 32
+    rnd = lambda *s, scale=1.0: torch.randn(*s, generator=g) * scale  # noqa: E731
+    q, k = (torch.nn.functional.normalize(rnd(B, H, n, D), dim=-1) for _ in range(2))
+    v = rnd(B, H, n, D)
+    dims = [D] + [Dh] * (L - 1) + [D]
+    G = [rnd(B, H, dims[i], dims[i + 1], scale=1.5 / dims[i] ** 0.5) for i in range(L)]
+    W = [x + rnd(*x.shape, scale=0.01) for x in G]
+    S = [rnd(*x.shape, scale=0.01) for x in G]
+    gates = [torch.rand(L, B, H, n, generator=g) * s for s in (0.05, 1.0, 0.1)]
+    beta, gamma, C, hv, M = decay_coefficients(*gates)
+    coef = (beta, gamma, C, beta[..., -1], gamma[..., -1], C[..., -1, :], hv[..., -1], M[..., -1, :])
+    norm = (1 + rnd(H, D, scale=0.1), rnd(H, D, scale=0.1)) if nr else None
+    ref = piece_forward(q, k, v, coef, G, W, S, norm, act, nr)
+    out = piece_forward_triton(q, k, v, coef, G, W, S, norm, act, nr)
+    for a, b in zip([out[0], *out[1], *out[2]], [ref[0], *ref[1], *ref[2]]):
+        assert rel_err(a, b) <= TOL
+    do, dWp, dSp = rnd(B, H, n, D), [rnd(*x.shape) for x in W], [rnd(*x.shape) for x in S]
+    ref = piece_backward(do, dWp, dSp, q, k, v, coef, G, W, S, norm, act, nr)
+    out = piece_backward_triton(do, dWp, dSp, q, k, v, coef, G, W, S, norm, act, nr)
+    flat = lambda r: [*r[:3], *r[3], *r[4], *r[5], *r[6], *(x for x in r[7] if x is not None)]  # noqa: E731
+    for i, (a, b) in enumerate(zip(flat(out), flat(ref))):
+        assert rel_err(a, b) <= TOL, i

@@ -30,7 +30,7 @@ def memory_update_triton(q, k, v, alpha, eta, theta, params, momentum=None, **kw
     """``impl="triton"``: the chunk driver with the Triton per-piece forward (``triton_piece.py``); where the kernel
     cannot run (no triton, no CUDA and no interpreter, an uncovered configuration) the plain chunk form, with a
     warning logged once per reason. Same results within the dtype's tolerance either way."""
-    from . import triton_piece
+    from . import triton_piece, triton_piece_bwd
 
     weights = params.params if isinstance(params, MemoryState) else params
     why = triton_piece.supported(q, weights, kw.get("activation", "gelu"))
@@ -44,7 +44,7 @@ def memory_update_triton(q, k, v, alpha, eta, theta, params, momentum=None, **kw
         o, state = memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum, **kw)
         return (o if low is None else o.to(low)), state
     return memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum, piece=triton_piece.piece_forward_triton,
-                               **kw)
+                               piece_bwd=triton_piece_bwd.piece_backward_triton, **kw)
 
 
 _IMPLS = {"naive": memory_update_naive, "chunk": memory_update_chunk, "triton": memory_update_triton}

@@ -201,7 +201,7 @@ class ChunkPiece(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, meta, q, k, v, lnw, lnb, *rest):
-        L, act, residual, fwd = meta  # fwd: piece_forward, or a kernel with its signature (triton_piece.py)
+        L, act, residual, fwd, _ = meta  # fwd/bwd: piece_forward/backward or kernels of the same signatures
         coef, G, W, S = rest[:8], rest[8:8 + L], rest[8 + L:8 + 2 * L], rest[8 + 2 * L:]
         norm = None if lnw is None else (lnw, lnb)
         o, W_new, S_new = fwd(q, k, v, coef, G, W, S, norm, act, residual)
@@ -212,12 +212,12 @@ class ChunkPiece(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, do, *dstate):
-        L, act, residual, _ = ctx.meta
+        L, act, residual, _, bwd = ctx.meta
         q, k, v, lnw, lnb, *rest = ctx.saved_tensors
         coef, G, W, S = rest[:8], rest[8:8 + L], rest[8 + L:8 + 2 * L], rest[8 + 2 * L:]
         norm = None if lnw is None else (lnw, lnb)
         low = q.dtype  # half-precision tokens with a float32 memory (impl="triton"): the backward runs in float32
         q, k, v, do = (x.to(W[0].dtype) for x in (q, k, v, do))
-        dq, dk, dv, dcoef, dG, dW, dS, (dlnw, dlnb) = piece_backward(
+        dq, dk, dv, dcoef, dG, dW, dS, (dlnw, dlnb) = bwd(
             do, dstate[:L], dstate[L:], q, k, v, coef, G, W, S, norm, act, residual)
         return (None, dq.to(low), dk.to(low), dv.to(low), dlnw, dlnb, *dcoef, *dG, *dW, *dS)

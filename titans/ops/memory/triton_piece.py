@@ -4,7 +4,8 @@ One program per (batch, head) computes, in one launch, what ``piece_forward`` do
 the keys through the memory at ``G`` and their errors ``delta_l`` (LayerNorm backward and activation derivative
 included), the queries through the per-token weights without forming them, and the weights and momentum after the
 piece. Everything is accumulated in float32 (matmuls with ``input_precision="ieee"``: no TF32), whatever the input
-dtype; outputs take the dtype of their inputs. The backward is the hand-written ``piece.piece_backward`` (PyTorch).
+dtype; outputs take the dtype of their inputs. The backward kernel, the same derivation as ``piece.piece_backward``,
+is in ``triton_piece_bwd.py``.
 
 Scope of this kernel: memory depth 1 or 2; ``Dk``, ``Dv`` and the hidden width powers of two >= 16; gelu, silu or
 relu; optional LayerNorm and residual. ``supported`` says why a configuration is not covered, and the dispatcher
@@ -237,3 +238,4 @@ def piece_forward_triton(q, k, v, coef, G, W, S, norm, act, residual):
         lnw.contiguous(), lnb.contiguous(), n, B * H, H,
         L=L, BN=BN, DK=DK, DH=DH, DV=DV, ACT=_ACT[act], NORM=norm is not None, RES=residual)
     return o, W_new, S_new
+
