@@ -129,3 +129,11 @@ def test_report_tables_every_result(tmp_path):
     table = report(str(tmp_path))
     assert "| x | 96 | 0.100 / 0.050 | 0.200 / 0.100 |" in table
     assert "| x | avg | n/a | 0.300 / 0.150 |" in table
+
+
+def test_ett_files_get_the_ett_split_by_name():
+    from titans.forecast.run import default_protocol
+
+    assert default_protocol("/data/ETTh1.csv") == "ett_hour"
+    assert default_protocol("ETTm2.csv") == "ett_minute"
+    assert default_protocol("weather.csv") == "ratio" and default_protocol("vic_elec") == "ratio"

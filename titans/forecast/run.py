@@ -51,13 +51,20 @@ def score(model, x, y, batch=256):
     return {"mse": se / n, "mae": ae / n}
 
 
+def default_protocol(data: str) -> str:
+    """The reference split for a file: ETT-hour / ETT-minute by name (``ETTh1.csv``, ``ETTm2.csv``), else 7:1:2."""
+    name = os.path.basename(data)
+    return "ett_hour" if name.startswith("ETTh") else "ett_minute" if name.startswith("ETTm") else "ratio"
+
+
 def run(data: str, horizon: int, model_name: str, *, lookback: int = 96, date_col: str | None = None, epochs: int = 10,
         patience: int = 3, batch: int = 32, lr: float = 1e-3, seed: int = 0, max_train_windows: int | None = None,
-        log=print) -> dict:
+        protocol: str | None = None, log=print) -> dict:
     """Train and test one (dataset, horizon, model); returns the metrics and the test predictions of 3 windows."""
     torch.manual_seed(seed)
     values, cols, period = load(data, date_col)
-    splits = make_splits(values, cols, lookback=lookback, horizon=horizon)
+    protocol = protocol or default_protocol(data)
+    splits = make_splits(values, cols, lookback=lookback, horizon=horizon, protocol=protocol)
     kw = {"period": period} if model_name == "seasonal_naive" else {}
     model = build_forecaster(model_name, lookback, horizon, len(cols), **kw)
     xtr, ytr = splits.windows("train")
@@ -95,6 +102,7 @@ def run(data: str, horizon: int, model_name: str, *, lookback: int = 96, date_co
         pick = np.linspace(0, len(xte) - 1, 3).round().astype(int)
         preds = model.eval()(torch.from_numpy(xte[pick])).numpy()
     return {"data": data, "horizon": horizon, "model": model_name, "lookback": lookback, "channels": len(cols),
+            "protocol": protocol,
             "params": n_params(model), "epochs": epochs_run, "train_seconds": round(time.time() - t0, 1),
             "threads": torch.get_num_threads(),
             "val_mse": best if params else score(model, xva, yva)["mse"], **{f"test_{k}": v for k, v in test.items()},
@@ -115,7 +123,7 @@ def report(out: str) -> str:
     lines = ["| data | horizon | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
     for d in datasets:
         by = {(r["horizon"], r["model"]): r for r in rows if r["data"] == d}
-        horizons = sorted({h for h, _ in by})
+        horizons = sorted({h for (h, _), r in by.items() if "test_mse" in r})  # skipped horizons are left out
         for h in [*horizons, "avg"]:
             cells = []
             for m in models:
@@ -184,6 +192,8 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--max-train-windows", type=int, default=None, help="subsample training windows (quick runs)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--protocol", default=None, choices=["ratio", "ett_hour", "ett_minute"],
+                    help="splits (default: ett_hour / ett_minute for ETTh* / ETTm* files, else 7:1:2)")
     ap.add_argument("--all", action="store_true", help="every preset x horizon x model; resumable")
     ap.add_argument("--out", default="runs/forecast")
     args = ap.parse_args(argv)
@@ -197,7 +207,7 @@ def main(argv=None):
             continue
         try:
             res = run(d, h, m, lookback=args.lookback, date_col=args.date_col, epochs=args.epochs, seed=args.seed,
-                      max_train_windows=args.max_train_windows)
+                      max_train_windows=args.max_train_windows, protocol=args.protocol)
         except ForecastDataError as e:
             if not args.all:
                 raise
