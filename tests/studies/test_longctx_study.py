@@ -12,7 +12,9 @@ from titans.studies.longctx import main, named_model
 
 
 def test_named_models():
-    assert named_model("mac-linear").memory.depth == 1
+    assert named_model("lmm-linear").memory.depth == 1
+    with pytest.raises(ValueError, match="no persistent"):
+        named_model("lmm-nopersist")
     assert named_model("mac-nopersist").n_persistent == 0
     assert named_model("mac-noforget").memory.forgetting is False
     with pytest.raises(ValueError, match="mac-bogus"):
