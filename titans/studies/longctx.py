@@ -6,14 +6,15 @@ paper's Table-5 ablations on the same task; memory depth 1-4 on MQAR.
 
 Every model is the LM study's size (MAC at d 128, 2 layers; the others matched to its parameter count), trained with
 the same batches (4 x 256 tokens of ``niah:passkey``, loss on the answer tokens; a Transformer++ needed about 1,000
-such steps before its first correct answer) for the same steps, then evaluated
-by ``titans eval niah`` in streaming mode at 1x-16x the training length (5 depths) and, for every model with a
-constant-size state (all but ``transformer``), at 64K tokens. Ablations (the paper's Table 5) are a variant with one
-part removed: ``lmm-linear`` (memory depth 1), ``lmm-noconv``, ``lmm-nomomentum``, ``lmm-noforget`` (alpha = 0),
-``mac-nopersist`` (no persistent tokens; only the attention variants have them). Each model trains into ``<out>/<name>/`` with ``--resume`` semantics and the evaluations are resumable, so
-the command can be stopped and run again at any time; ``<out>/results.json``, ``results.md`` and ``accuracy.png`` are
-rewritten after each model. Memory against length is measured in a fresh process (the training in this one sets
-the high-water mark): ``titans eval niah --ckpt <out>/mac --lengths 1k,4k,16k,64k`` records it per length.
+such steps before its first correct answer) for the same steps, then evaluated by ``titans eval niah`` in streaming
+mode at 1x-16x the training length (5 depths) and, for every model with a constant-size state (all but
+``transformer``), at 64K tokens. Ablations (the paper's Table 5) are a variant with one part removed: ``lmm-linear``
+(memory depth 1), ``lmm-noconv``, ``lmm-nomomentum``, ``lmm-noforget`` (alpha = 0), ``mac-nopersist`` (no persistent
+tokens; only the attention variants have them). Each model trains into ``<out>/<name>/`` with ``--resume`` semantics
+and the evaluations are resumable, so the command can be stopped and run again at any time; ``<out>/results.json``,
+``results.md`` and ``accuracy.png`` are rewritten after each model. Memory against length is measured in a fresh
+process (the training in this one sets the high-water mark): ``titans eval niah --ckpt <out>/mac --lengths
+1k,4k,16k,64k`` records it per length.
 """
 
 from __future__ import annotations

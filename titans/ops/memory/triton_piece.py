@@ -82,6 +82,13 @@ if HAS_TRITON:
         return tl.dot(a, b, input_precision="ieee")
 
     @triton.jit
+    def _load_rows(ptr, b, h, s_b, s_h, s_n, rn, mask_n, D: tl.constexpr):
+        """Rows ``rn`` of the ``[n, D]`` tile of (batch b, head h), float32, zero past ``n``."""
+        rd = tl.arange(0, D)
+        return tl.load(ptr + b * s_b + h * s_h + rn[:, None] * s_n + rd[None, :], mask=mask_n[:, None],
+                       other=0.0).to(tl.float32)
+
+    @triton.jit
     def _load_mat(ptr, R: tl.constexpr, K: tl.constexpr):
         r = tl.arange(0, R)
         c = tl.arange(0, K)
@@ -127,14 +134,10 @@ if HAS_TRITON:
         h = pid % H
         rn = tl.arange(0, BN)
         mask_n = rn < n
-        rk = tl.arange(0, DK)
         rv = tl.arange(0, DV)
-        q = tl.load(q_ptr + b * sq_b + h * sq_h + rn[:, None] * sq_n + rk[None, :], mask=mask_n[:, None],
-                    other=0.0).to(tl.float32)
-        k = tl.load(k_ptr + b * sk_b + h * sk_h + rn[:, None] * sk_n + rk[None, :], mask=mask_n[:, None],
-                    other=0.0).to(tl.float32)
-        v = tl.load(v_ptr + b * sv_b + h * sv_h + rn[:, None] * sv_n + rv[None, :], mask=mask_n[:, None],
-                    other=0.0).to(tl.float32)
+        q = _load_rows(q_ptr, b, h, sq_b, sq_h, sq_n, rn, mask_n, DK)
+        k = _load_rows(k_ptr, b, h, sk_b, sk_h, sk_n, rn, mask_n, DK)
+        v = _load_rows(v_ptr, b, h, sv_b, sv_h, sv_n, rn, mask_n, DV)
         D0: tl.constexpr = DH if L == 2 else DV
         G0 = _load_mat(G0_ptr + pid * DK * D0, DK, D0)
         W0 = _load_mat(W0_ptr + pid * DK * D0, DK, D0)
@@ -201,6 +204,23 @@ def _block(n: int) -> int:
     return max(16, 1 << (n - 1).bit_length())
 
 
+def pack_coefficients(coef, L: int, BH: int, n: int, BN: int):
+    """The kernels' coefficient layout, float32, zero-padded from ``n`` to ``BN`` tokens: ``(beta|gamma [L, BH, 2,
+    BN], C [L, BH, BN, BN], c_n [L, BH, BN], m_n [L, BH, BN], beta_n|gamma_n|h_n [L, BH, 3])``."""
+    beta, gamma, C, beta_n, gamma_n, c_n, h_n, m_n = coef
+    f32 = torch.float32
+
+    def rows(x):  # [L, B, H, n] -> [L, B*H, BN]
+        out = x.new_zeros(L, BH, BN, dtype=f32)
+        out[..., :n] = x.reshape(L, BH, n)
+        return out
+
+    Cp = C.new_zeros(L, BH, BN, BN, dtype=f32)
+    Cp[..., :n, :n] = C.reshape(L, BH, n, n)
+    scal = torch.stack([beta_n, gamma_n, h_n], -1).reshape(L, BH, 3).to(f32).contiguous()
+    return torch.stack([rows(beta), rows(gamma)], 2).contiguous(), Cp, rows(c_n), rows(m_n), scal
+
+
 def piece_forward_triton(q, k, v, coef, G, W, S, norm, act, residual):
     """Same contract as :func:`titans.ops.memory.piece.piece_forward` (without ``keep``): ``(o, W_new, S_new)``.
 
@@ -212,18 +232,8 @@ def piece_forward_triton(q, k, v, coef, G, W, S, norm, act, residual):
     DV = v.shape[-1]
     L = len(W)
     BN = _block(n)
-    f32 = torch.float32
 
-    def rows(x):  # [L, B, H, n] -> [L, B*H, BN] float32, zero-padded
-        out = x.new_zeros(L, B * H, BN, dtype=f32)
-        out[..., :n] = x.reshape(L, B * H, n)
-        return out
-
-    coef_bg = torch.stack([rows(beta), rows(gamma)], 2).contiguous()  # [L, BH, 2, BN]
-    Cp = C.new_zeros(L, B * H, BN, BN, dtype=f32)
-    Cp[..., :n, :n] = C.reshape(L, B * H, n, n)
-    cn, mn = rows(c_n), rows(m_n)
-    scal = torch.stack([beta_n, gamma_n, h_n], -1).reshape(L, B * H, 3).to(f32).contiguous()
+    coef_bg, Cp, cn, mn, scal = pack_coefficients(coef, L, B * H, n, BN)
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     G, W, S = ([t.contiguous() for t in ts] for ts in (G, W, S))
     o = torch.empty(B, H, n, DV, dtype=v.dtype, device=v.device)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import torch
 
-from .triton_piece import _ACT, HAS_TRITON, _block
+from .triton_piece import _ACT, HAS_TRITON, _block, pack_coefficients
 
 if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from .triton_piece import _act, _act_bwd, _load_mat, _mm, _store_mat
+    from .triton_piece import _act, _act_bwd, _load_mat, _load_rows, _mm, _store_mat
 
     @triton.jit
     def _grad2(z, ACT: tl.constexpr):
@@ -120,14 +120,10 @@ if HAS_TRITON:
         mask_n = rn < n
         rk = tl.arange(0, DK)
         rv = tl.arange(0, DV)
-        q = tl.load(q_ptr + b * sq_b + h * sq_h + rn[:, None] * sq_n + rk[None, :], mask=mask_n[:, None],
-                    other=0.0).to(tl.float32)
-        k = tl.load(k_ptr + b * sk_b + h * sk_h + rn[:, None] * sk_n + rk[None, :], mask=mask_n[:, None],
-                    other=0.0).to(tl.float32)
-        v = tl.load(v_ptr + b * sv_b + h * sv_h + rn[:, None] * sv_n + rv[None, :], mask=mask_n[:, None],
-                    other=0.0).to(tl.float32)
-        do = tl.load(do_ptr + b * sdo_b + h * sdo_h + rn[:, None] * sdo_n + rv[None, :], mask=mask_n[:, None],
-                     other=0.0).to(tl.float32)
+        q = _load_rows(q_ptr, b, h, sq_b, sq_h, sq_n, rn, mask_n, DK)
+        k = _load_rows(k_ptr, b, h, sk_b, sk_h, sk_n, rn, mask_n, DK)
+        v = _load_rows(v_ptr, b, h, sv_b, sv_h, sv_n, rn, mask_n, DV)
+        do = _load_rows(do_ptr, b, h, sdo_b, sdo_h, sdo_n, rn, mask_n, DV)
         D0: tl.constexpr = DH if L == 2 else DV
         G0 = _load_mat(G0_ptr + pid * DK * D0, DK, D0)
         W0 = _load_mat(W0_ptr + pid * DK * D0, DK, D0)
@@ -274,16 +270,7 @@ def piece_backward_triton(do, dWp, dSp, q, k, v, coef, G, W, S, norm, act, resid
     f32 = torch.float32
     BH = B * H
 
-    def rows(x):
-        out = x.new_zeros(L, BH, BN, dtype=f32)
-        out[..., :n] = x.reshape(L, BH, n)
-        return out
-
-    coef_bg = torch.stack([rows(beta), rows(gamma)], 2).contiguous()
-    Cp = C.new_zeros(L, BH, BN, BN, dtype=f32)
-    Cp[..., :n, :n] = C.reshape(L, BH, n, n)
-    cn, mn = rows(c_n), rows(m_n)
-    scal = torch.stack([beta_n, gamma_n, h_n], -1).reshape(L, BH, 3).to(f32).contiguous()
+    coef_bg, Cp, cn, mn, scal = pack_coefficients(coef, L, BH, n, BN)
     dcoef_bg, dC = torch.zeros_like(coef_bg), torch.zeros_like(Cp)
     dcn, dmn, dscal = torch.zeros_like(cn), torch.zeros_like(mn), torch.zeros_like(scal)
     q, k, v, do = (x.contiguous() for x in (q, k, v, do))
