@@ -77,6 +77,15 @@ def trained(cfg: RunConfig):
     return model.eval(), ckpt, summary
 
 
+def last_validation(run_dir: str) -> dict:
+    """``{"val_loss", "val_acc"}`` of the last validation row of a run's ``log.csv`` (answer tokens only)."""
+    import csv
+
+    with open(os.path.join(run_dir, "log.csv")) as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "val"]
+    return {"val_loss": float(rows[-1]["loss"]), "val_acc": float(rows[-1]["acc"])} if rows else {}
+
+
 def _save(out: str, results: dict, table: str):
     tmp = os.path.join(out, "results.json.tmp")
     with open(tmp, "w") as f:
@@ -98,9 +107,9 @@ def niah(args):
         model, ckpt, summary = trained(cfg)
         entry = results.get(name, {})
         if summary is not None:
-            entry.update(train_tokens_per_s=summary["tokens_per_s"], train_seconds=round(time.time() - t0, 1),
-                         val_acc=summary.get("val_acc"))
-        entry.update(params=count_params(model), steps=args.steps, config=model_cfg.to_dict())
+            entry.update(train_tokens_per_s=summary["tokens_per_s"], train_seconds=round(time.time() - t0, 1))
+        entry.update(params=count_params(model), steps=args.steps, config=model_cfg.to_dict(),
+                     **last_validation(cfg.train.out_dir))
         short = eval_run("niah", model, cfg, ckpt, out=os.path.join(args.out, name, "eval"), lengths=args.lengths,
                          depths=(0.0, 0.25, 0.5, 0.75, 1.0), kinds=[args.task.split(":")[1]], samples=args.samples)
         entry["accuracy"] = {str(s["length"]): s["accuracy"] for s in short["summary"]}
@@ -113,6 +122,8 @@ def niah(args):
             entry["accuracy"].update({str(s["length"]): s["accuracy"] for s in long["summary"]})
             entry["logprob"].update({str(s["length"]): s["logprob"] for s in long["summary"]})
         results[name] = entry
+        order = args.variants.split(",")  # the requested order first, then anything else already in the file
+        results = dict(sorted(results.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
         _save(args.out, results, niah_table(results, args.seq_len))
         plot_accuracy(results, os.path.join(args.out, "accuracy.png"), f"S-NIAH ({args.task}), trained at "
                       f"{args.seq_len} tokens", keys=("accuracy", "logprob"))
@@ -122,15 +133,16 @@ def niah(args):
 def niah_table(results: dict, train_len: int) -> str:
     lengths = sorted({int(n) for r in results.values() for n in r.get("accuracy", {})})
     head = " | ".join(f"{n // 1024}K" if n >= 1024 else str(n) for n in lengths)
-    lines = [f"| model | params | val acc @ {train_len} | {head} |", "|---|---|---|" + "---|" * len(lengths)]
+    lines = [f"| model | params | val loss / acc @ {train_len} | {head} |", "|---|---|---|" + "---|" * len(lengths)]
     for name, r in results.items():
         acc = r.get("accuracy", {})
         lp = r.get("logprob", {})
         cells = [f"{acc[str(n)]:.2f} ({lp[str(n)]:.1f})" if str(n) in acc else "-" for n in lengths]
-        va = r.get("val_acc")
-        lines.append(f"| {name} | {r['params']:,} | {'-' if va is None else f'{va:.2f}'} | " + " | ".join(cells) + " |")
+        val = f"{r['val_loss']:.2f} / {r['val_acc']:.2f}" if "val_acc" in r else "-"
+        lines.append(f"| {name} | {r['params']:,} | {val} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + ("\n\nCells: exact-match accuracy (mean log-likelihood of the answer, nats). "
-                               "val acc: teacher-forced, on 64 held-out training-length instances.")
+                               "val: answer loss per digit (nats; chance 2.28) and teacher-forced accuracy on 64 "
+                               "held-out training-length instances.")
 
 
 def plot_accuracy(results: dict, path: str, title: str, keys=("accuracy",), xlabel: str = "context length (tokens)"):
