@@ -138,7 +138,7 @@ def niah_table(results: dict, train_len: int) -> str:
         acc = r.get("accuracy", {})
         lp = r.get("logprob", {})
         cells = [f"{acc[str(n)]:.2f} ({lp[str(n)]:.1f})" if str(n) in acc else "-" for n in lengths]
-        val = f"{r['val_loss']:.2f} / {r['val_acc']:.2f}" if "val_acc" in r else "-"
+        val = f"{r['val_loss']:.2f} / {r['val_acc']:.2f}" if "val_loss" in r else "-"
         lines.append(f"| {name} | {r['params']:,} | {val} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + ("\n\nCells: exact-match accuracy (mean log-likelihood of the answer, nats). "
                                "val: answer loss per digit (nats; chance 2.28) and teacher-forced accuracy on 64 "
