@@ -53,13 +53,13 @@ def _key(r: dict) -> tuple:
 
 
 def _instances(task: str, kind: str, length: int, depths, samples: int, seed: int, tokenizer):
-    from ..data.synthetic import make_babi, make_niah
+    from ..data.synthetic.tasks import make_instance, parse_task
 
+    spec = parse_task(f"{task}:{kind}")
     for d in depths if task == "niah" else [None]:
         for s in range(samples):
-            sd = seed * 1_000_003 + s
-            ex = (make_niah(kind, length=length, depth=d, seed=sd, tokenizer=tokenizer) if task == "niah"
-                  else make_babi(kind, length=length, seed=sd, tokenizer=tokenizer))
+            ex = make_instance(spec, kind, length=length, seed=seed * 1_000_003 + s, tokenizer=tokenizer,
+                               depth=0.5 if d is None else d)  # babilong has no depth
             yield {"kind": kind, "length": length, "depth": d, "sample": s}, ex
 
 
