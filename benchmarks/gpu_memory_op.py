@@ -2,7 +2,8 @@
 
     python benchmarks/gpu_memory_op.py                 # the table (minutes on one GPU)
     python benchmarks/gpu_memory_op.py --quick         # two sizes, as a smoke run
-    python benchmarks/gpu_memory_op.py --out FILE.json
+    python benchmarks/gpu_memory_op.py --out FILE.json --budget-s 300
+    python benchmarks/gpu_memory_op.py --compile-only --shard 0/4   # fill Triton's cache (run shards in parallel)
 
 Needs a CUDA device (without one it says so and exits 0). For every size it first checks ``triton`` against
 ``chunk`` (forward output and final weights, relative RMS error), then times forward and forward+backward
@@ -21,6 +22,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from functools import partial
 
 import torch
@@ -32,9 +34,9 @@ from titans.ops import memory_update  # noqa: E402
 
 
 def cuda_time(fn, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls after two warm-ups."""
-    for _ in range(2):
-        fn()
+    """Median seconds of ``fn()`` over ``repeats`` calls after a warm-up (one timed call when a call takes over a
+    second: the slow baselines at long sequences)."""
+    fn()
     torch.cuda.synchronize()
     times = []
     for _ in range(repeats):
@@ -44,6 +46,8 @@ def cuda_time(fn, repeats: int) -> float:
         b.record()
         torch.cuda.synchronize()
         times.append(a.elapsed_time(b) / 1e3)
+        if times[-1] > 1.0:
+            break
     return sorted(times)[len(times) // 2]
 
 
@@ -134,8 +138,9 @@ def measure(make, tokens, repeats):
     return {"tok_s": tokens / t, "peak_MiB": torch.cuda.max_memory_allocated() / 2**20}
 
 
-def check(B, T, H, D, depth, chunk) -> float:
-    leaves, norm = inputs(B, T, H, D, depth)
+def check(T, H, D, depth, chunk) -> float:
+    """Relative error of ``triton`` against ``chunk`` (forward output and final weights, no gradient) at batch 2."""
+    leaves, norm = inputs(2, T, H, D, depth)
     q, k, v, a, e, th, *W = leaves
     with torch.no_grad():
         o_c, s_c = memory_update(q, k, v, a, e, th, tuple(W), chunk_size=chunk, norm=norm, residual=True)
@@ -145,29 +150,60 @@ def check(B, T, H, D, depth, chunk) -> float:
     return float(max(errs))
 
 
+def compile_kernels(sizes, H):
+    """Run every size's kernels once at batch 2 (the same Triton specializations as the timed runs): fills the
+    kernel cache, so that shards of this can compile in parallel processes before the timed run."""
+    for D, depth, chunk, T in sizes:
+        leaves, norm = inputs(2, min(T, 2048), H, D, depth, grad=True)
+        q, k, v, a, e, th, *W = leaves
+        o, _ = memory_update(q, k, v, a, e, th, tuple(W), chunk_size=chunk, norm=norm, residual=True, impl="triton")
+        o.sum().backward()
+        with torch.no_grad():
+            memory_update(q, k, v, a, e, th, tuple(W), chunk_size=chunk, norm=norm, residual=True, impl="triton")
+        torch.cuda.synchronize()
+        print(f"compiled D={D} depth={depth} chunk={chunk}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=1 << 17, help="tokens per call (batch = tokens / sequence)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--lengths", default="8192,2048,32768", help="sequence lengths, most important first")
+    ap.add_argument("--budget-s", type=float, default=float("inf"),
+                    help="start no new size after this many seconds (the rows so far are written)")
+    ap.add_argument("--compile-only", action="store_true", help="only compile the kernels of this shard's sizes")
+    ap.add_argument("--shard", default="0/1", help="i/n: this process takes sizes i, i+n, ... (with --compile-only)")
     ap.add_argument("--out", default="benchmarks/results/gpu_memory_op.json")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("gpu_memory_op: no CUDA device here; nothing to measure (the interpreter tests cover correctness).")
         return
-    H = 4
-    sizes = [(D, depth, chunk, T) for D in (64, 128) for depth in (1, 2) for chunk in (16, 64)
-             for T in (2048, 8192, 32768)]
+    H = args.heads
+    lengths = [int(x) for x in args.lengths.split(",")]
+    # The acceptance size first (depth 2, head dim 64, chunk 16, 8K), then the rest of the grid.
+    sizes = [(D, depth, chunk, T) for D in (64, 128) for depth in (2, 1) for chunk in (16, 64) for T in lengths]
     if args.quick:
-        sizes = [(64, 2, 16, 2048), (64, 1, 64, 8192)]
-    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "ceilings": ceilings(), "rows": []}
-    print(json.dumps(result["ceilings"]))
+        sizes = [(64, 2, 16, 8192), (64, 1, 64, 2048)]
+    if args.compile_only:
+        i, n = (int(x) for x in args.shard.split("/"))
+        kernels = sorted({(D, depth, chunk, 2048) for D, depth, chunk, _ in sizes})
+        compile_kernels(kernels[i::n], H)
+        return
+    start = time.time()
+    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "heads": H, "tokens": args.tokens,
+              "ceilings": ceilings(), "rows": []}
+    print(json.dumps(result["ceilings"]), flush=True)
     for D, depth, chunk, T in sizes:
+        if time.time() - start > args.budget_s:
+            result["stopped"] = f"budget {args.budget_s:.0f} s reached before D={D} depth={depth} chunk={chunk} T={T}"
+            break
         B = max(1, args.tokens // T)
-        row = {"D": D, "depth": depth, "chunk": chunk, "T": T, "B": B, "max_rel_err": check(1, min(T, 1024), H, D,
-                                                                                               depth, chunk)}
+        row = {"D": D, "depth": depth, "chunk": chunk, "T": T, "B": B,
+               "max_rel_err": check(min(T, 1024), H, D, depth, chunk)}
         for name, fwd_bwd in (("fwd", False), ("fwd+bwd", True)):
-            for impl in ("chunk", "triton"):
+            for impl in ("triton", "chunk"):
                 r = measure(partial(run_ours, impl, B, T, H, D, depth, chunk, fwd_bwd), B * T, args.repeats)
                 row.update({f"{impl} {name} {k}": v for k, v in r.items()})
             r = measure(partial(run_titans_pytorch, B, T, H, D, depth, chunk, fwd_bwd), B * T, args.repeats)
@@ -180,8 +216,13 @@ def main():
                 flops = flops_per_token(D, depth, chunk, fwd_bwd) * H * tok
                 row[f"triton {name} fraction of matmul ceiling"] = flops / (result["ceilings"]["bf16_matmul_TFLOPs"]
                                                                             * 1e12)
+            for base in ("chunk", "titans-pytorch"):
+                if tok and row.get(f"{base} {name} tok_s"):
+                    row[f"triton/{base} {name}"] = tok / row[f"{base} {name} tok_s"]
         result["rows"].append(row)
-        print(json.dumps(row))
+        result["elapsed_s"] = time.time() - start
+        print(json.dumps(row), flush=True)
+        write_results(args.out, result)
     cols = ["D", "depth", "chunk", "T", "B", "max_rel_err"] + [f"{i} {n} tok_s" for n in ("fwd", "fwd+bwd")
                                                                for i in ("chunk", "triton", "titans-pytorch")]
     print(table(result["rows"], cols))

@@ -14,38 +14,13 @@ Example::
 
 from __future__ import annotations
 
-import logging
-
 from .chunk import memory_update_chunk
 from .common import MemoryState, check_inputs, memory_forward
 from .naive import memory_update_naive
+from .triton_op import memory_update_triton
 
 __all__ = ["MemoryState", "memory_update", "memory_retrieve", "memory_update_naive", "memory_update_chunk",
            "memory_update_triton"]
-
-_WARNED: set[str] = set()
-
-
-def memory_update_triton(q, k, v, alpha, eta, theta, params, momentum=None, **kw):
-    """``impl="triton"``: the chunk driver with the Triton per-piece forward (``triton_piece.py``); where the kernel
-    cannot run (no triton, no CUDA and no interpreter, an uncovered configuration) the plain chunk form, with a
-    warning logged once per reason. Same results within the dtype's tolerance either way."""
-    from . import triton_piece, triton_piece_bwd
-
-    weights = params.params if isinstance(params, MemoryState) else params
-    why = triton_piece.supported(q, weights, kw.get("activation", "gelu"))
-    if why is not None:
-        if why not in _WARNED:
-            _WARNED.add(why)
-            logging.getLogger("titans").warning("memory_update impl='triton' falls back to 'chunk': %s", why)
-        low = q.dtype if q.dtype != weights[0].dtype else None  # half tokens, float32 memory: upcast for chunk
-        if low is not None:
-            q, k, v = q.float(), k.float(), v.float()
-        o, state = memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum, **kw)
-        return (o if low is None else o.to(low)), state
-    return memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum, piece=triton_piece.piece_forward_triton,
-                               piece_bwd=triton_piece_bwd.piece_backward_triton, **kw)
-
 
 _IMPLS = {"naive": memory_update_naive, "chunk": memory_update_chunk, "triton": memory_update_triton}
 

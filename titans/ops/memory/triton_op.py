@@ -1,0 +1,143 @@
+"""``impl="triton"``: the chunk form of SPEC §1.3 with one Triton launch per sequence, forward and backward.
+
+The driver splits a call into at most three parts: the rest of a chunk in progress when a call resumes mid-chunk
+(the PyTorch piece of ``chunk.py``; a few tokens), the whole chunks (``triton_seq.py`` forward,
+``triton_seq_bwd.py`` backward, in one ``torch.autograd.Function``), and a final partial chunk (the same kernels
+with one chunk, so that the state's ``chunk_params`` is that part's starting weights and autograd sees it). The
+decay coefficients of every chunk are built at once by ``chunk.decay_coefficients`` (differentiable PyTorch), so
+the gates' gradients come from autograd through them and the kernels only see and return coefficient tensors.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .chunk import decay_coefficients, memory_update_chunk
+from .common import MemoryState, gates_per_layer
+from .triton_seq import block_rows, pack_coefficients, seq_forward_triton, supported
+from .triton_seq_bwd import seq_backward_triton
+
+_WARNED: set[str] = set()
+
+
+def chunk_coefficients(gates, n_chunks: int, chunk: int):
+    """Per-chunk coefficients in the kernels' order: gates ``[B, H, L, N*b]`` -> ``(beta, gamma [L, BH, N, b],
+    C [L, BH, N, b, b], beta_n, gamma_n, h_n [L, BH, N], c_n, m_n [L, BH, N, b])`` (``piece.py``'s meaning)."""
+    B, H, L, _ = gates[0].shape
+    beta, gamma, C, hv, M = decay_coefficients(*(g.reshape(B, H, L, n_chunks, chunk) for g in gates))
+
+    def order(x):  # [B, H, L, N, ...] -> [L, B*H, N, ...]
+        return x.movedim(2, 0).reshape(L, B * H, n_chunks, *x.shape[4:])
+
+    c8 = (beta, gamma, C, beta[..., -1], gamma[..., -1], C[..., -1, :], hv[..., -1], M[..., -1, :])
+    return tuple(order(x) for x in c8)
+
+
+class SeqFunction(torch.autograd.Function):
+    """The whole-chunk part: Triton forward that keeps every chunk's starting state, Triton backward."""
+
+    @staticmethod
+    def forward(ctx, meta, q, k, v, lnw, lnb, *rest):
+        L, act, residual, chunk = meta
+        packed, W, S = rest[:5], rest[5:5 + L], rest[5 + L:]
+        norm = None if lnw is None else (lnw, lnb)
+        o, Ws, Ss = seq_forward_triton(q, k, v, packed, W, S, norm, act, residual, chunk, save=True)
+        N = Ws[0].shape[1] - 1
+        B, H = q.shape[:2]
+        final = [x[:, N].reshape(B, H, *x.shape[-2:]).to(w.dtype, copy=True)
+                 for x, w in zip(Ws + Ss, list(W) + list(S))]
+        ctx.meta = meta
+        ctx.save_for_backward(q, k, v, lnw, lnb, *packed, *Ws, *Ss)
+        return (o, *final)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, do, *dstate):
+        L, act, residual, chunk = ctx.meta
+        q, k, v, lnw, lnb, *rest = ctx.saved_tensors
+        packed, Ws, Ss = rest[:5], rest[5:5 + L], rest[5 + L:]
+        norm = None if lnw is None else (lnw, lnb)
+        do = do if do.stride(-1) == 1 else do.contiguous()
+        dq, dk, dv, dpacked, dW, dS, (dlnw, dlnb) = seq_backward_triton(
+            do, dstate[:L], dstate[L:], q, k, v, packed, Ws, Ss, norm, act, residual, chunk)
+        return (None, dq, dk, dv, dlnw, dlnb, *dpacked, *dW, *dS)
+
+
+def _seq(q, k, v, gates, W, S, chunk, act, norm, residual):
+    """Chunks from a chunk boundary (the last may be partial when it is the only one): ``(o, W_new, S_new)``."""
+    T = q.shape[2]
+    N = -(-T // chunk)
+    packed = pack_coefficients(chunk_coefficients(gates, N, chunk), block_rows(chunk))
+    L = len(W)
+    leaves = [q, k, v, *packed, *W, *S, *(norm or ())]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in leaves):
+        lnw, lnb = norm if norm is not None else (None, None)
+        outs = SeqFunction.apply((L, act, residual, chunk), q, k, v, lnw, lnb, *packed, *W, *S)
+        return outs[0], list(outs[1:1 + L]), list(outs[1 + L:])
+    o, Ws, Ss = seq_forward_triton(q, k, v, packed, W, S, norm, act, residual, chunk, save=False)
+    B, H = q.shape[:2]
+    last = N % 2
+    return (o, [x[:, last].reshape(B, H, *x.shape[-2:]).to(w.dtype) for x, w in zip(Ws, W)],
+            [x[:, last].reshape(B, H, *x.shape[-2:]).to(s.dtype) for x, s in zip(Ss, S)])
+
+
+def memory_update_triton(q, k, v, alpha, eta, theta, params, momentum=None, *, chunk_size=16, activation="gelu",
+                         norm=None, residual=False):
+    """Same contract as :func:`titans.ops.memory_update`; where the kernels cannot run (no triton, no CUDA and no
+    interpreter, an uncovered configuration) the chunk form, with a warning logged once per reason. Same results
+    within the dtype's tolerance either way."""
+    weights = params.params if isinstance(params, MemoryState) else tuple(params)
+    why = supported(q, weights, activation)
+    if why is None and weights[0].dtype != torch.float32:
+        why = f"memory dtype {weights[0].dtype} (the kernels keep a float32 memory)"
+    if why is not None:
+        if why not in _WARNED:
+            _WARNED.add(why)
+            logging.getLogger("titans").warning("memory_update impl='triton' falls back to 'chunk': %s", why)
+        low = q.dtype if q.dtype != weights[0].dtype else None  # half tokens, float32 memory: upcast for chunk
+        if low is not None:
+            q, k, v = q.float(), k.float(), v.float()
+        o, state = memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum, chunk_size=chunk_size,
+                                       activation=activation, norm=norm, residual=residual)
+        return (o if low is None else o.to(low)), state
+
+    b = chunk_size
+    T = q.shape[1]
+    kw = dict(chunk_size=b, activation=activation, norm=norm, residual=residual)
+    outs = []
+    if isinstance(params, MemoryState) and params.offset > 0 and T > 0:
+        # The rest of the chunk in progress (at most b - 1 tokens): the PyTorch piece, in float32.
+        n = min(b - params.offset, T)
+        low = q.dtype if q.dtype != weights[0].dtype else None
+        x = [t[:, :n].float() if low is not None else t[:, :n] for t in (q, k, v)]
+        o, params = memory_update_chunk(*x, alpha[:, :n], eta[:, :n], theta[:, :n], params, **kw)
+        outs.append(o if low is None else o.to(low))
+        q, k, v, alpha, eta, theta = (t[:, n:] for t in (q, k, v, alpha, eta, theta))
+        T -= n
+        if params.offset > 0 or T == 0:  # the call ended inside that chunk
+            return torch.cat(outs, 1), params
+    if isinstance(params, MemoryState):
+        W, S = list(params.params), list(params.momentum)
+    else:
+        W = list(params)
+        S = list(momentum) if momentum is not None else [torch.zeros_like(w) for w in W]
+    G, L = W, len(W)
+    gates = [gates_per_layer(g, L, name).permute(0, 2, 3, 1).to(W[0].dtype)
+             for g, name in ((alpha, "alpha"), (eta, "eta"), (theta, "theta"))]
+    # The kernels index tokens by strides but need a unit stride along D.
+    q, k, v = ((t if t.stride(-1) == 1 else t.contiguous()).transpose(1, 2) for t in (q, k, v))
+    full = T // b * b
+    for lo, hi, chunk in ((0, full, b), (full, T, T - full)):
+        if hi > lo:
+            G = W
+            o, W, S = _seq(q[:, :, lo:hi], k[:, :, lo:hi], v[:, :, lo:hi], [g[..., lo:hi] for g in gates], W, S,
+                           chunk, activation, norm, residual)
+            outs.append(o.transpose(1, 2))
+    offset = T % b
+    if offset == 0:
+        G = W
+    o = outs[0] if len(outs) == 1 else torch.cat(outs, 1) if outs else v.transpose(1, 2).new_zeros(
+        v.transpose(1, 2).shape)
+    return o, MemoryState(tuple(W), tuple(S), tuple(G), offset, b)

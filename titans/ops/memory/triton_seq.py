@@ -1,0 +1,342 @@
+"""Triton forward of the chunk form over a whole sequence: one launch, one program per (batch row, head).
+
+Each program walks the chunks of its sequence in order (SPEC §1.3: every chunk takes its gradients at the weights
+before it, so chunk ``c + 1`` needs chunk ``c``'s end state), and for each chunk computes what
+``piece.piece_forward`` does: the keys through the memory and their errors ``delta_l``, the queries through the
+per-token weights without forming them, the weights and momentum after the chunk. The memory does not fit on chip
+at the paper's sizes (depth 2, head dim 64, expansion 4: 256 KB of float32 weights and momentum per head), so it
+lives in global memory (L2-resident for a chunk's duration) and is streamed in tiles of ``TH`` columns of the hidden
+width (depth 2) or ``TH`` rows of the input (depth 1); only ``[chunk, D]`` activations stay in registers.
+
+State buffers are ``[B*H, NSLOT, d_in, d_out]`` float32: the chunk reads slot ``c % NSLOT`` and writes slot
+``(c + 1) % NSLOT``. With ``NSLOT = N + 1`` every chunk's starting state is kept for the backward
+(``triton_seq_bwd.py``); with ``NSLOT = 2`` (no gradient wanted) two slots ping-pong. Within a program the chunks
+are separated by a barrier, so the next chunk's loads see this chunk's stores.
+
+All arithmetic is float32 (``tl.dot(..., input_precision="ieee")``: no TF32); ``q, k, v`` may be bf16/fp16.
+Chunks shorter than 16 tokens are padded to 16 (zero coefficients: padded rows neither write nor are written).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+
+    HAS_TRITON = True
+except ImportError:  # the optional extra is not installed
+    HAS_TRITON = False
+
+_ACT = {"gelu": 0, "silu": 1, "relu": 2}
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def supported(q: torch.Tensor, params, activation: str) -> str | None:
+    """``None`` when the kernels cover this call, else the reason they do not."""
+    if not HAS_TRITON:
+        return "triton is not installed (pip install 'titans[triton]')"
+    if not (q.is_cuda or interpreting()):
+        return f"tensors on {q.device.type} and TRITON_INTERPRET is not set"
+    if len(params) > 2:
+        return f"memory depth {len(params)} (the kernels cover depth 1 and 2)"
+    if activation not in _ACT:
+        return f"activation {activation!r}"
+    dims = [params[0].shape[-2]] + [w.shape[-1] for w in params]
+    if any(d < 16 or d & (d - 1) or d > 1024 for d in dims):
+        return f"memory dims {dims} (the kernels need powers of two in [16, 1024])"
+    if dims[0] > 256 or dims[-1] > 256:
+        return f"head dims {dims[0]}, {dims[-1]} (the kernels hold a chunk's [chunk, D] rows on chip: D <= 256)"
+    return None
+
+
+def block_rows(chunk: int) -> int:
+    """Rows per chunk tile: the chunk size rounded up to a power of two >= 16 (``tl.dot`` needs 16)."""
+    return max(16, 1 << (chunk - 1).bit_length())
+
+
+def tile_width(L: int, BN: int, DK: int, DH: int, DV: int, backward: bool) -> int:
+    """Hidden columns (depth 2) or input rows (depth 1) per streamed tile to try first: the widest whose shared
+    memory (Triton stages dot operands there) fit an H100's 227 KB when compiled for sm_90 with Triton 3.8 (e.g.
+    depth 2, head dim 64, chunk 16: forward 64 (161 KB), backward 32 (164 KB)). :func:`launch` halves it if the
+    device still refuses."""
+    width = DH if L == 2 else DK
+    small = BN <= 16 and max(DK, DV) <= 64
+    th = (32 if small else 16) if backward else (64 if small else 32 if BN <= 16 or max(DK, DV) <= 64 else 16)
+    return min(width, th)
+
+
+_TILE: dict = {}  # (kernel, L, BN, DK, DH, DV) -> the tile width that launched
+
+
+def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: int, DV: int, **consts):
+    """Launch ``kernel`` with the widest tile that the device accepts (halving on ``OutOfResources``)."""
+    key = (backward, L, BN, DK, DH, DV)
+    th = _TILE.get(key, tile_width(L, BN, DK, DH, DV, backward))
+    while True:
+        try:
+            kernel[grid](*args, L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, **consts)
+        except triton.runtime.errors.OutOfResources:
+            if th <= 16:
+                raise
+            th //= 2
+            continue
+        _TILE[key] = th
+        return th
+
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _act(z, ACT: tl.constexpr):
+        if ACT == 0:
+            return 0.5 * z * (1.0 + tl.math.erf(z * 0.7071067811865476))
+        elif ACT == 1:
+            return z * tl.sigmoid(z)
+        else:
+            return tl.maximum(z, 0.0)
+
+    @triton.jit
+    def _act_bwd(g, z, ACT: tl.constexpr):
+        """``g * sigma'(z)``."""
+        if ACT == 0:
+            cdf = 0.5 * (1.0 + tl.math.erf(z * 0.7071067811865476))
+            pdf = tl.exp(-0.5 * z * z) * 0.3989422804014327
+            return g * (cdf + z * pdf)
+        elif ACT == 1:
+            s = tl.sigmoid(z)
+            return g * s * (1.0 + z * (1.0 - s))
+        else:
+            return tl.where(z > 0, g, 0.0)
+
+    @triton.jit
+    def _mm(a, b):
+        return tl.dot(a, b, input_precision="ieee")
+
+    @triton.jit
+    def _rows(ptr, s_t, t, mask, c0, C: tl.constexpr):
+        """Rows ``t`` (tokens), columns ``c0 .. c0 + C`` of a token tensor, float32, zero where ``~mask``."""
+        rc = c0 + tl.arange(0, C)
+        return tl.load(ptr + t[:, None] * s_t + rc[None, :], mask=mask[:, None], other=0.0).to(tl.float32)
+
+    @triton.jit
+    def _tile(ptr, r0, c0, ld, R: tl.constexpr, C: tl.constexpr):
+        """The ``[R, C]`` tile at ``(r0, c0)`` of a row-major matrix with leading dimension ``ld``."""
+        r = r0 + tl.arange(0, R)
+        c = c0 + tl.arange(0, C)
+        return tl.load(ptr + r[:, None] * ld + c[None, :])
+
+    @triton.jit
+    def _put(ptr, r0, c0, ld, x, R: tl.constexpr, C: tl.constexpr):
+        r = r0 + tl.arange(0, R)
+        c = c0 + tl.arange(0, C)
+        tl.store(ptr + r[:, None] * ld + c[None, :], x)
+
+    @triton.jit
+    def _coefs(bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr, idx, BN: tl.constexpr):
+        """One layer's coefficients for one chunk (zero-padded to BN rows)."""
+        rn = tl.arange(0, BN)
+        beta = tl.load(bg_ptr + idx * 2 * BN + rn)
+        gamma = tl.load(bg_ptr + idx * 2 * BN + BN + rn)
+        C = tl.load(C_ptr + idx * BN * BN + rn[:, None] * BN + rn[None, :])
+        cn = tl.load(cn_ptr + idx * BN + rn)
+        mn = tl.load(mn_ptr + idx * BN + rn)
+        bn = tl.load(scal_ptr + idx * 3)
+        gn = tl.load(scal_ptr + idx * 3 + 1)
+        hn = tl.load(scal_ptr + idx * 3 + 2)
+        return beta, gamma, C, cn, mn, bn, gn, hn
+
+    @triton.jit
+    def _ln(z, DV: tl.constexpr):
+        """``(xhat, rstd)`` of a LayerNorm over rows."""
+        mu = tl.sum(z, axis=1) / DV
+        xc = z - mu[:, None]
+        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / DV + 1e-5)
+        return xc * rstd[:, None], rstd
+
+    @triton.jit
+    def _ln_bwd(g, xhat, rstd, lw, DV: tl.constexpr):
+        gh = g * lw[None, :]
+        return rstd[:, None] * (gh - (tl.sum(gh, axis=1) / DV)[:, None]
+                                - xhat * (tl.sum(gh * xhat, axis=1) / DV)[:, None])
+
+    @triton.jit
+    def _keys(k, kb, s_t, t, mask, W0i, W1i, L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr,
+              DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, ACT: tl.constexpr):
+        """The keys through the memory at the chunk's starting weights: ``zk [BN, DV]`` (before norm/residual)."""
+        zk = tl.zeros([BN, DV], dtype=tl.float32)
+        if L == 2:
+            for j in range(DH // TH):
+                z0 = _mm(k, _tile(W0i, 0, j * TH, DH, DK, TH))
+                zk += _mm(_act(z0, ACT), _tile(W1i, j * TH, 0, DV, TH, DV))
+        else:
+            for j in range(DK // TH):
+                zk += _mm(_rows(kb, s_t, t, mask, j * TH, TH), _tile(W0i, j * TH, 0, DV, TH, DV))
+        return zk
+
+    @triton.jit
+    def _errors(zk, k, v, lw, lb, mask, DV: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr):
+        """``(dlast, e, xk, rk)``: the error at the memory's output (``e = 2 (M(k) - v)``) and its gradient at the
+        last pre-norm activation (``delta_L``); zero on padded rows."""
+        if NORM:
+            xk, rk = _ln(zk, DV)
+            y = xk * lw[None, :] + lb[None, :]
+        else:
+            xk, rk = zk, tl.sum(zk, axis=1)  # unused
+            y = zk
+        if RES:
+            y = y + k
+        e = tl.where(mask[:, None], 2.0 * (y - v), 0.0)
+        if NORM:  # noqa: SIM108 (a static if on a constexpr: Triton compiles one branch)
+            dlast = _ln_bwd(e, xk, rk, lw, DV)
+        else:
+            dlast = e
+        return dlast, e, xk, rk
+
+    # Sizes are not specialized (one compiled kernel serves every length and batch).
+    @triton.jit(do_not_specialize=["T", "N", "NSLOT", "BH", "H", "CHUNK"])
+    def _seq_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t,
+                        so_b, so_h, so_t, bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr,
+                        W0_ptr, S0_ptr, W1_ptr, S1_ptr, lnw_ptr, lnb_ptr, T, N, NSLOT, BH, H, CHUNK,
+                        L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
+                        TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr):
+        pid = tl.program_id(0)
+        b = pid // H
+        h = pid % H
+        rn = tl.arange(0, BN)
+        rv = tl.arange(0, DV)
+        qb = q_ptr + b * sq_b + h * sq_h
+        kb = k_ptr + b * sk_b + h * sk_h
+        vb = v_ptr + b * sv_b + h * sv_h
+        ob = o_ptr + b * so_b + h * so_h
+        if NORM:
+            lw = tl.load(lnw_ptr + h * DV + rv).to(tl.float32)
+            lb = tl.load(lnb_ptr + h * DV + rv).to(tl.float32)
+        else:
+            lw = tl.zeros([DV], dtype=tl.float32)
+            lb = lw
+        D0: tl.constexpr = DH if L == 2 else DV
+        for c in range(N):
+            t = c * CHUNK + rn
+            mask = (rn < CHUNK) & (t < T)
+            q = _rows(qb, sq_t, t, mask, 0, DK)
+            k = _rows(kb, sk_t, t, mask, 0, DK)
+            v = _rows(vb, sv_t, t, mask, 0, DV)
+            si = pid * NSLOT + c % NSLOT
+            so = pid * NSLOT + (c + 1) % NSLOT
+            W0i = W0_ptr + si * DK * D0
+            S0i = S0_ptr + si * DK * D0
+            W0o = W0_ptr + so * DK * D0
+            S0o = S0_ptr + so * DK * D0
+            W1i = W1_ptr + si * DH * DV
+            S1i = S1_ptr + si * DH * DV
+            W1o = W1_ptr + so * DH * DV
+            S1o = S1_ptr + so * DH * DV
+            beta0, gamma0, C0, cn0, mn0, bn0, gn0, hn0 = _coefs(bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr,
+                                                               pid * N + c, BN)
+            zk = _keys(k, kb, sk_t, t, mask, W0i, W1i, L, BN, DK, DH, DV, TH, ACT)
+            dlast, e, xk, rk = _errors(zk, k, v, lw, lb, mask, DV, NORM, RES)
+            CP0 = C0 * _mm(q, tl.trans(k))
+            xw = tl.zeros([BN, DV], dtype=tl.float32)
+            xs = tl.zeros([BN, DV], dtype=tl.float32)
+            if L == 2:
+                beta1, gamma1, C1, cn1, mn1, bn1, gn1, hn1 = _coefs(bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr,
+                                                                   (BH + pid) * N + c, BN)
+                P1 = tl.zeros([BN, BN], dtype=tl.float32)
+                for j in range(DH // TH):
+                    G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
+                    S0j = _tile(S0i, 0, j * TH, DH, DK, TH)
+                    W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
+                    S1j = _tile(S1i, j * TH, 0, DV, TH, DV)
+                    z0 = _mm(k, G0j)
+                    a1 = _act(z0, ACT)
+                    d0 = _act_bwd(_mm(dlast, tl.trans(W1j)), z0, ACT)
+                    zeta0 = beta0[:, None] * _mm(q, G0j) + gamma0[:, None] * _mm(q, S0j) - _mm(CP0, d0)
+                    x1 = _act(zeta0, ACT)
+                    _put(W0o, 0, j * TH, DH, bn0 * G0j + gn0 * S0j - _mm(tl.trans(k), cn0[:, None] * d0), DK, TH)
+                    _put(S0o, 0, j * TH, DH, hn0 * S0j - _mm(tl.trans(k), mn0[:, None] * d0), DK, TH)
+                    xw += _mm(x1, W1j)
+                    xs += _mm(x1, S1j)
+                    P1 += _mm(x1, tl.trans(a1))
+                    _put(W1o, j * TH, 0, DV, bn1 * W1j + gn1 * S1j - _mm(tl.trans(a1), cn1[:, None] * dlast),
+                         TH, DV)
+                    _put(S1o, j * TH, 0, DV, hn1 * S1j - _mm(tl.trans(a1), mn1[:, None] * dlast), TH, DV)
+                z = beta1[:, None] * xw + gamma1[:, None] * xs - _mm(C1 * P1, dlast)
+            else:
+                for j in range(DK // TH):
+                    qj = _rows(qb, sq_t, t, mask, j * TH, TH)
+                    kj = _rows(kb, sk_t, t, mask, j * TH, TH)
+                    Wj = _tile(W0i, j * TH, 0, DV, TH, DV)
+                    Sj = _tile(S0i, j * TH, 0, DV, TH, DV)
+                    xw += _mm(qj, Wj)
+                    xs += _mm(qj, Sj)
+                    _put(W0o, j * TH, 0, DV, bn0 * Wj + gn0 * Sj - _mm(tl.trans(kj), cn0[:, None] * dlast), TH, DV)
+                    _put(S0o, j * TH, 0, DV, hn0 * Sj - _mm(tl.trans(kj), mn0[:, None] * dlast), TH, DV)
+                z = beta0[:, None] * xw + gamma0[:, None] * xs - _mm(CP0, dlast)
+            if NORM:
+                xq, rq = _ln(z, DV)
+                z = xq * lw[None, :] + lb[None, :]
+            if RES:
+                z = z + q
+            tl.store(ob + t[:, None] * so_t + rv[None, :], z.to(o_ptr.dtype.element_ty), mask=mask[:, None])
+            tl.debug_barrier()  # the next chunk reads the state this one wrote (other threads of this program)
+
+
+def pack_coefficients(coef, BN: int):
+    """The kernels' coefficient layout from per-chunk coefficients (differentiable torch ops).
+
+    ``coef``: ``(beta, gamma [L, BH, N, b], C [L, BH, N, b, b], beta_n, gamma_n, h_n [L, BH, N], c_n, m_n
+    [L, BH, N, b])`` -> ``(beta|gamma [L, BH, N, 2, BN], C [L, BH, N, BN, BN], c_n, m_n [L, BH, N, BN],
+    beta_n|gamma_n|h_n [L, BH, N, 3])``, float32, zero-padded from ``b`` to ``BN`` rows.
+    """
+    import torch.nn.functional as F
+
+    beta, gamma, C, beta_n, gamma_n, c_n, h_n, m_n = (x.float() for x in coef)
+    p = BN - beta.shape[-1]
+    bg = F.pad(torch.stack([beta, gamma], -2), (0, p)).contiguous()
+    Cp = F.pad(C, (0, p, 0, p)).contiguous()
+    scal = torch.stack([beta_n, gamma_n, h_n], -1).contiguous()
+    return bg, Cp, F.pad(c_n, (0, p)).contiguous(), F.pad(m_n, (0, p)).contiguous(), scal
+
+
+def seq_forward_triton(q, k, v, packed, W, S, norm, act, residual, chunk, save):
+    """Run the forward kernel over ``N`` chunks of a sequence from a chunk boundary.
+
+    Args:
+        q, k ``[B, H, T, Dk]``, v ``[B, H, T, Dv]`` (unit last stride); ``packed``: :func:`pack_coefficients`'s
+        output for the ``N = ceil(T / chunk)`` chunks; W, S: L tensors ``[B, H, d_in, d_out]``, the weights and
+        momentum before the first token; ``save``: keep every chunk's starting state (for the backward).
+    Returns:
+        ``(o [B, H, T, Dv], Ws, Ss)`` with ``Ws``, ``Ss``: L float32 buffers ``[B*H, NSLOT, d_in, d_out]``; the
+        final state is slot ``N % NSLOT``.
+    """
+    B, H, T, DK = q.shape
+    DV = v.shape[-1]
+    L = len(W)
+    N = -(-T // chunk)
+    BN = block_rows(chunk)
+    nslot = N + 1 if save else 2
+    BH = B * H
+    Ws, Ss = [], []
+    for w, s in zip(W, S):
+        bw = torch.empty(BH, nslot, *w.shape[-2:], dtype=torch.float32, device=w.device)
+        bs = torch.empty_like(bw)
+        bw[:, 0] = w.reshape(BH, *w.shape[-2:])
+        bs[:, 0] = s.reshape(BH, *s.shape[-2:])
+        Ws.append(bw), Ss.append(bs)
+    o = torch.empty(B, T, H, DV, dtype=v.dtype, device=v.device).transpose(1, 2)  # stored as [B, T, H, Dv]
+    DH = W[0].shape[-1] if L == 2 else DV
+    lnw, lnb = (norm[0].contiguous(), norm[1].contiguous()) if norm is not None else (Ws[0], Ws[0])
+    i1 = 1 if L == 2 else 0
+    args = (q, k, v, o, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2), *packed,
+            Ws[0], Ss[0], Ws[i1], Ss[i1], lnw, lnb, T, N, nslot, BH, H, chunk)
+    launch(_seq_fwd_kernel, (BH,), args, backward=False, L=L, BN=BN, DK=DK, DH=DH, DV=DV, ACT=_ACT[act],
+           NORM=norm is not None, RES=residual, num_warps=4)
+    return o, Ws, Ss

@@ -1,0 +1,416 @@
+"""Triton backward of the chunk form over a whole sequence: one launch, one program per (batch row, head).
+
+Each program walks its chunks in reverse. For chunk ``c`` it reads the chunk's starting weights and momentum (kept
+by the forward), recomputes the chunk's forward, and applies the five steps of README §6 (``piece.piece_backward``)
+with the gradients of the state after the chunk taken from a two-slot buffer, where it leaves the gradients of the
+state before the chunk for chunk ``c - 1``. Like the forward, the weights are streamed in tiles of ``TH`` hidden
+columns (depth 2) or input rows (depth 1); the passes over the tiles are
+
+* A: the keys through the memory (``zk``), then the errors ``delta_L``;
+* B: the queries through the memory (``P_1``, ``x_1 W_1``, ``x_1 S_1``), then the output's LayerNorm backward;
+* C: per tile, the query path backward of both layers, the end-of-chunk terms and the delta chain; the gradients
+  of ``S`` are complete here, those of ``W`` lack the key path, and two ``[chunk, TH]`` partials are stashed;
+* D: after the LayerNorm backward at the keys (which needs all tiles of C), the key path, completing ``dW``.
+
+The per-chunk gradients of the decay coefficients are written out (the gates' gradients follow from them by
+autograd through ``chunk.decay_coefficients``); the LayerNorm parameters' gradients are summed per program and
+reduced afterwards (deterministic, no atomics).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .triton_seq import _ACT, HAS_TRITON, block_rows, launch
+
+if HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+    from .triton_seq import _act, _act_bwd, _coefs, _errors, _keys, _ln, _ln_bwd, _mm, _put, _rows, _tile
+
+    @triton.jit
+    def _grad2(z, ACT: tl.constexpr):
+        """``sigma''(z)``."""
+        if ACT == 0:
+            return tl.exp(-0.5 * z * z) * 0.3989422804014327 * (2.0 - z * z)
+        elif ACT == 1:
+            s = tl.sigmoid(z)
+            return s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s))
+        else:
+            return z * 0.0
+
+    @triton.jit
+    def _put_coef_grads(dbg_ptr, dC_ptr, dcn_ptr, dmn_ptr, dscal_ptr, idx, dbeta, dgamma, dC, dcn, dmn, dbn, dgn,
+                        dhn, BN: tl.constexpr):
+        rn = tl.arange(0, BN)
+        tl.store(dbg_ptr + idx * 2 * BN + rn, dbeta)
+        tl.store(dbg_ptr + idx * 2 * BN + BN + rn, dgamma)
+        tl.store(dC_ptr + idx * BN * BN + rn[:, None] * BN + rn[None, :], dC)
+        tl.store(dcn_ptr + idx * BN + rn, dcn)
+        tl.store(dmn_ptr + idx * BN + rn, dmn)
+        tl.store(dscal_ptr + idx * 3, dbn)
+        tl.store(dscal_ptr + idx * 3 + 1, dgn)
+        tl.store(dscal_ptr + idx * 3 + 2, dhn)
+
+    @triton.jit
+    def _key_ln_bwd(dD, dlast, e, xk, rk, lw, mask, DV: tl.constexpr, NORM: tl.constexpr):
+        """Step 4 (README §6): through the LayerNorm backward that produced ``delta_L`` (second order) and
+        ``e = 2 (out - v)``. Returns ``(dout, df, dlnw, dlnb)``: the gradient at the memory's output for the keys,
+        at its pre-norm activation, and this chunk's LayerNorm parameter gradients from the key side."""
+        if NORM:
+            ghat = e * lw[None, :]
+            rho = rk[:, None] * dD
+            m_rx = tl.sum(rho * xk, axis=1) / DV
+            dghat = rho - (tl.sum(rho, axis=1) / DV)[:, None] - xk * m_rx[:, None]
+            dxhat = -rho * (tl.sum(ghat * xk, axis=1) / DV)[:, None] - ghat * m_rx[:, None]
+            dr = tl.sum(dD * dlast, axis=1) / rk
+            de = dghat * lw[None, :]
+        else:
+            de = dD
+        dout = tl.where(mask[:, None], 2.0 * de, 0.0)
+        if NORM:
+            dlnw = tl.sum(dghat * e, axis=0) + tl.sum(dout * xk, axis=0)
+            dlnb = tl.sum(dout, axis=0)
+            dxhat = dxhat + dout * lw[None, :]
+            df = rk[:, None] * (dxhat - (tl.sum(dxhat, axis=1) / DV)[:, None]
+                                - xk * (tl.sum(dxhat * xk, axis=1) / DV)[:, None])
+            df = df - (dr * rk * rk)[:, None] * xk / DV
+        else:
+            dlnw = tl.sum(dout, axis=0) * 0.0
+            dlnb = dlnw
+            df = dout
+        return dout, df, dlnw, dlnb
+
+    # Sizes are not specialized (one compiled kernel serves every length and batch).
+    @triton.jit(do_not_specialize=["T", "N", "NSLOT", "BH", "H", "CHUNK"])
+    def _seq_bwd_kernel(q_ptr, k_ptr, v_ptr, do_ptr, dq_ptr, dk_ptr, dv_ptr, sq_b, sq_h, sq_t, sk_b, sk_h, sk_t,
+                        sv_b, sv_h, sv_t, sdo_b, sdo_h, sdo_t, sg_b, sg_h, sg_t,
+                        bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr, dbg_ptr, dC_ptr, dcn_ptr, dmn_ptr, dscal_ptr,
+                        W0_ptr, S0_ptr, W1_ptr, S1_ptr, dW0_ptr, dS0_ptr, dW1_ptr, dS1_ptr, stash_ptr,
+                        lnw_ptr, lnb_ptr, dln_ptr, T, N, NSLOT, BH, H, CHUNK,
+                        L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
+                        TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr):
+        pid = tl.program_id(0)
+        b = pid // H
+        h = pid % H
+        rn = tl.arange(0, BN)
+        rk_ = tl.arange(0, DK)
+        rv = tl.arange(0, DV)
+        qb = q_ptr + b * sq_b + h * sq_h
+        kb = k_ptr + b * sk_b + h * sk_h
+        vb = v_ptr + b * sv_b + h * sv_h
+        dob = do_ptr + b * sdo_b + h * sdo_h
+        # dq, dk, dv: float32 buffers of one layout (strides sg_*)
+        dqb = dq_ptr + b * sg_b + h * sg_h
+        dkb = dk_ptr + b * sg_b + h * sg_h
+        dvb = dv_ptr + b * sg_b + h * sg_h
+        lower = rn[:, None] >= rn[None, :]
+        if NORM:
+            lw = tl.load(lnw_ptr + h * DV + rv).to(tl.float32)
+            lb = tl.load(lnb_ptr + h * DV + rv).to(tl.float32)
+        else:
+            lw = tl.zeros([DV], dtype=tl.float32)
+            lb = lw
+        dlnw_acc = tl.zeros([DV], dtype=tl.float32)
+        dlnb_acc = tl.zeros([DV], dtype=tl.float32)
+        D0: tl.constexpr = DH if L == 2 else DV
+        for cc in range(N):
+            c = N - 1 - cc
+            t = c * CHUNK + rn
+            mask = (rn < CHUNK) & (t < T)
+            q = _rows(qb, sq_t, t, mask, 0, DK)
+            k = _rows(kb, sk_t, t, mask, 0, DK)
+            v = _rows(vb, sv_t, t, mask, 0, DV)
+            do = _rows(dob, sdo_t, t, mask, 0, DV)
+            si = pid * NSLOT + c
+            gi = pid * 2 + (c + 1) % 2  # gradients of the state after the chunk
+            go = pid * 2 + c % 2  # ... and before it (written here)
+            W0i = W0_ptr + si * DK * D0
+            S0i = S0_ptr + si * DK * D0
+            W1i = W1_ptr + si * DH * DV
+            S1i = S1_ptr + si * DH * DV
+            dW0i = dW0_ptr + gi * DK * D0
+            dS0i = dS0_ptr + gi * DK * D0
+            dW0o = dW0_ptr + go * DK * D0
+            dS0o = dS0_ptr + go * DK * D0
+            dW1i = dW1_ptr + gi * DH * DV
+            dS1i = dS1_ptr + gi * DH * DV
+            dW1o = dW1_ptr + go * DH * DV
+            dS1o = dS1_ptr + go * DH * DV
+            i0 = pid * N + c
+            beta0, gamma0, C0, cn0, mn0, bn0, gn0, hn0 = _coefs(bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr, i0, BN)
+
+            # Pass A: the keys' path and errors.
+            zk = _keys(k, kb, sk_t, t, mask, W0i, W1i, L, BN, DK, DH, DV, TH, ACT)
+            dlast, e, xk, rk = _errors(zk, k, v, lw, lb, mask, DV, NORM, RES)
+            P0 = _mm(q, tl.trans(k))
+            CP0 = C0 * P0
+            xw = tl.zeros([BN, DV], dtype=tl.float32)
+            xs = tl.zeros([BN, DV], dtype=tl.float32)
+            if RES:  # noqa: SIM108
+                dq = do
+            else:
+                dq = do * 0.0
+
+            if L == 2:
+                i1 = (BH + pid) * N + c
+                beta1, gamma1, C1, cn1, mn1, bn1, gn1, hn1 = _coefs(bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr, i1, BN)
+                # Pass B: the queries' path (only what the output needs).
+                P1 = tl.zeros([BN, BN], dtype=tl.float32)
+                for j in range(DH // TH):
+                    G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
+                    W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
+                    z0 = _mm(k, G0j)
+                    a1 = _act(z0, ACT)
+                    d0 = _act_bwd(_mm(dlast, tl.trans(W1j)), z0, ACT)
+                    zeta0 = (beta0[:, None] * _mm(q, G0j) + gamma0[:, None] * _mm(q, _tile(S0i, 0, j * TH, DH, DK, TH))
+                             - _mm(CP0, d0))
+                    x1 = _act(zeta0, ACT)
+                    xw += _mm(x1, W1j)
+                    xs += _mm(x1, _tile(S1i, j * TH, 0, DV, TH, DV))
+                    P1 += _mm(x1, tl.trans(a1))
+                CP1 = C1 * P1
+                zq = beta1[:, None] * xw + gamma1[:, None] * xs - _mm(CP1, dlast)
+                if NORM:
+                    xq, rq = _ln(zq, DV)
+                    dz1 = _ln_bwd(do, xq, rq, lw, DV)
+                    dlnw_acc += tl.sum(do * xq, axis=0)
+                    dlnb_acc += tl.sum(do, axis=0)
+                else:
+                    dz1 = do
+                # Step 1 of layer 1, the parts that need no tile.
+                dCP1 = _mm(dz1, tl.trans(dlast))
+                dC1 = tl.where(lower, -dCP1 * P1, 0.0)
+                dP1 = dCP1 * C1
+                dD1 = -_mm(tl.trans(CP1), dz1)
+                dbeta1 = tl.zeros([BN], dtype=tl.float32)
+                dgamma1 = tl.zeros([BN], dtype=tl.float32)
+                YW0 = tl.zeros([BN, DK], dtype=tl.float32)
+                YS0 = tl.zeros([BN, DK], dtype=tl.float32)
+                dCP0 = tl.zeros([BN, BN], dtype=tl.float32)
+                dcn0 = tl.zeros([BN], dtype=tl.float32)
+                dmn0 = tl.zeros([BN], dtype=tl.float32)
+                da0 = tl.zeros([BN, DK], dtype=tl.float32)
+                E1 = tl.zeros([BN, DV], dtype=tl.float32)
+                E2 = tl.zeros([BN, DV], dtype=tl.float32)
+                dbn0 = 0.0
+                dgn0 = 0.0
+                dhn0 = 0.0
+                dbn1 = 0.0
+                dgn1 = 0.0
+                dhn1 = 0.0
+                # Pass C: per tile of the hidden width.
+                for j in range(DH // TH):
+                    G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
+                    S0j = _tile(S0i, 0, j * TH, DH, DK, TH)
+                    W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
+                    S1j = _tile(S1i, j * TH, 0, DV, TH, DV)
+                    z0 = _mm(k, G0j)
+                    a1 = _act(z0, ACT)
+                    t0 = _mm(dlast, tl.trans(W1j))
+                    d0 = _act_bwd(t0, z0, ACT)
+                    zeta0 = beta0[:, None] * _mm(q, G0j) + gamma0[:, None] * _mm(q, S0j) - _mm(CP0, d0)
+                    x1 = _act(zeta0, ACT)
+                    # Layer 1 (X = x1, A = a1, delta = dlast), this tile of its input rows.
+                    YW1 = _mm(dz1, tl.trans(W1j))
+                    YS1 = _mm(dz1, tl.trans(S1j))
+                    dbeta1 += tl.sum(x1 * YW1, axis=1)
+                    dgamma1 += tl.sum(x1 * YS1, axis=1)
+                    dz0 = _act_bwd(beta1[:, None] * YW1 + gamma1[:, None] * YS1 - _mm(dP1, a1), zeta0, ACT)
+                    da1 = -_mm(tl.trans(dP1), x1)
+                    # Layer 0 (X = q, A = k, delta = d0), this tile of its output columns.
+                    YW0 += _mm(dz0, tl.trans(G0j))
+                    YS0 += _mm(dz0, tl.trans(S0j))
+                    dCP0 += _mm(dz0, tl.trans(d0))
+                    dWp0 = _tile(dW0i, 0, j * TH, DH, DK, TH)
+                    dSp0 = _tile(dS0i, 0, j * TH, DH, DK, TH)
+                    F1 = _mm(k, dWp0)
+                    F2 = _mm(k, dSp0)
+                    dcn0 -= tl.sum(F1 * d0, axis=1)
+                    dmn0 -= tl.sum(F2 * d0, axis=1)
+                    dD0 = -_mm(tl.trans(CP0), dz0) - cn0[:, None] * F1 - mn0[:, None] * F2
+                    da0 -= cn0[:, None] * _mm(d0, tl.trans(dWp0)) + mn0[:, None] * _mm(d0, tl.trans(dSp0))
+                    dbn0 += tl.sum(tl.sum(dWp0 * G0j, axis=1), axis=0)
+                    dgn0 += tl.sum(tl.sum(dWp0 * S0j, axis=1), axis=0)
+                    dhn0 += tl.sum(tl.sum(dSp0 * S0j, axis=1), axis=0)
+                    _put(dW0o, 0, j * TH, DH, _mm(tl.trans(beta0[:, None] * q), dz0) + bn0 * dWp0, DK, TH)
+                    _put(dS0o, 0, j * TH, DH, _mm(tl.trans(gamma0[:, None] * q), dz0) + gn0 * dWp0 + hn0 * dSp0,
+                         DK, TH)
+                    # Layer 1's end-of-chunk terms.
+                    dWp1 = _tile(dW1i, j * TH, 0, DV, TH, DV)
+                    dSp1 = _tile(dS1i, j * TH, 0, DV, TH, DV)
+                    E1 += _mm(a1, dWp1)
+                    E2 += _mm(a1, dSp1)
+                    da1 -= cn1[:, None] * _mm(dlast, tl.trans(dWp1)) + mn1[:, None] * _mm(dlast, tl.trans(dSp1))
+                    dbn1 += tl.sum(tl.sum(dWp1 * W1j, axis=1), axis=0)
+                    dgn1 += tl.sum(tl.sum(dWp1 * S1j, axis=1), axis=0)
+                    dhn1 += tl.sum(tl.sum(dSp1 * S1j, axis=1), axis=0)
+                    # Step 3, the delta chain d0 = (dlast W1^T) * sigma'(z0), second order in z0.
+                    dt = _act_bwd(dD0, z0, ACT)
+                    dzk0 = dD0 * t0 * _grad2(z0, ACT)
+                    dD1 += _mm(dt, W1j)
+                    _put(dW1o, j * TH, 0, DV, _mm(tl.trans(beta1[:, None] * x1), dz1) + bn1 * dWp1
+                         + _mm(tl.trans(dt), dlast), TH, DV)
+                    _put(dS1o, j * TH, 0, DV, _mm(tl.trans(gamma1[:, None] * x1), dz1) + gn1 * dWp1 + hn1 * dSp1,
+                         TH, DV)
+                    _put(stash_ptr + pid * 2 * BN * DH, 0, j * TH, DH, dzk0, BN, TH)
+                    _put(stash_ptr + (pid * 2 + 1) * BN * DH, 0, j * TH, DH, da1, BN, TH)
+                dcn1 = -tl.sum(E1 * dlast, axis=1)
+                dmn1 = -tl.sum(E2 * dlast, axis=1)
+                dD1 = dD1 - cn1[:, None] * E1 - mn1[:, None] * E2
+                _put_coef_grads(dbg_ptr, dC_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i1, dbeta1, dgamma1, dC1, dcn1, dmn1,
+                                dbn1, dgn1, dhn1, BN)
+                dC0 = tl.where(lower, -dCP0 * P0, 0.0)
+                dP0 = dCP0 * C0
+                dq += beta0[:, None] * YW0 + gamma0[:, None] * YS0 - _mm(dP0, k)
+                da0 -= _mm(tl.trans(dP0), q)
+                _put_coef_grads(dbg_ptr, dC_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i0, tl.sum(q * YW0, axis=1),
+                                tl.sum(q * YS0, axis=1), dC0, dcn0, dmn0, dbn0, dgn0, dhn0, BN)
+                # Step 4, then pass D: the key path.
+                dout, df, dlw, dlb = _key_ln_bwd(dD1, dlast, e, xk, rk, lw, mask, DV, NORM)
+                dlnw_acc += dlw
+                dlnb_acc += dlb
+                tl.debug_barrier()  # pass C's stores (dW tiles, stash) are read back below by other threads
+                for j in range(DH // TH):
+                    G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
+                    W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
+                    z0 = _mm(k, G0j)
+                    a1 = _act(z0, ACT)
+                    dzk0 = _tile(stash_ptr + pid * 2 * BN * DH, 0, j * TH, DH, BN, TH)
+                    da1 = _tile(stash_ptr + (pid * 2 + 1) * BN * DH, 0, j * TH, DH, BN, TH)
+                    _put(dW1o, j * TH, 0, DV, _tile(dW1o, j * TH, 0, DV, TH, DV) + _mm(tl.trans(a1), df), TH, DV)
+                    dzk0 += _act_bwd(da1 + _mm(df, tl.trans(W1j)), z0, ACT)
+                    _put(dW0o, 0, j * TH, DH, _tile(dW0o, 0, j * TH, DH, DK, TH) + _mm(tl.trans(k), dzk0), DK, TH)
+                    da0 += _mm(dzk0, tl.trans(G0j))
+                if RES:  # noqa: SIM108
+                    dk = dout + da0
+                else:
+                    dk = da0
+                tl.store(dkb + t[:, None] * sg_t + rk_[None, :], dk, mask=mask[:, None])
+            else:
+                # Depth 1: X = q, A = k, delta = dlast; tiles of TH input rows (columns of q and k).
+                for j in range(DK // TH):
+                    xw += _mm(_rows(qb, sq_t, t, mask, j * TH, TH), _tile(W0i, j * TH, 0, DV, TH, DV))
+                    xs += _mm(_rows(qb, sq_t, t, mask, j * TH, TH), _tile(S0i, j * TH, 0, DV, TH, DV))
+                zq = beta0[:, None] * xw + gamma0[:, None] * xs - _mm(CP0, dlast)
+                if NORM:
+                    xq, rq = _ln(zq, DV)
+                    dz = _ln_bwd(do, xq, rq, lw, DV)
+                    dlnw_acc += tl.sum(do * xq, axis=0)
+                    dlnb_acc += tl.sum(do, axis=0)
+                else:
+                    dz = do
+                dCP0 = _mm(dz, tl.trans(dlast))
+                dP0 = dCP0 * C0
+                dD0 = -_mm(tl.trans(CP0), dz)
+                dbeta0 = tl.zeros([BN], dtype=tl.float32)
+                dgamma0 = tl.zeros([BN], dtype=tl.float32)
+                E1 = tl.zeros([BN, DV], dtype=tl.float32)
+                E2 = tl.zeros([BN, DV], dtype=tl.float32)
+                dbn0 = 0.0
+                dgn0 = 0.0
+                dhn0 = 0.0
+                for j in range(DK // TH):
+                    qj = _rows(qb, sq_t, t, mask, j * TH, TH)
+                    kj = _rows(kb, sk_t, t, mask, j * TH, TH)
+                    Wj = _tile(W0i, j * TH, 0, DV, TH, DV)
+                    Sj = _tile(S0i, j * TH, 0, DV, TH, DV)
+                    dWp = _tile(dW0i, j * TH, 0, DV, TH, DV)
+                    dSp = _tile(dS0i, j * TH, 0, DV, TH, DV)
+                    YW = _mm(dz, tl.trans(Wj))
+                    YS = _mm(dz, tl.trans(Sj))
+                    dbeta0 += tl.sum(qj * YW, axis=1)
+                    dgamma0 += tl.sum(qj * YS, axis=1)
+                    dqj = beta0[:, None] * YW + gamma0[:, None] * YS - _mm(dP0, kj)
+                    if RES:
+                        dqj += _rows(dob, sdo_t, t, mask, j * TH, TH)
+                    tl.store(dqb + t[:, None] * sg_t + (j * TH + tl.arange(0, TH))[None, :], dqj, mask=mask[:, None])
+                    E1 += _mm(kj, dWp)
+                    E2 += _mm(kj, dSp)
+                    dbn0 += tl.sum(tl.sum(dWp * Wj, axis=1), axis=0)
+                    dgn0 += tl.sum(tl.sum(dWp * Sj, axis=1), axis=0)
+                    dhn0 += tl.sum(tl.sum(dSp * Sj, axis=1), axis=0)
+                    _put(dW0o, j * TH, 0, DV, _mm(tl.trans(beta0[:, None] * qj), dz) + bn0 * dWp, TH, DV)
+                    _put(dS0o, j * TH, 0, DV, _mm(tl.trans(gamma0[:, None] * qj), dz) + gn0 * dWp + hn0 * dSp,
+                         TH, DV)
+                dcn0 = -tl.sum(E1 * dlast, axis=1)
+                dmn0 = -tl.sum(E2 * dlast, axis=1)
+                dD0 = dD0 - cn0[:, None] * E1 - mn0[:, None] * E2
+                _put_coef_grads(dbg_ptr, dC_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i0, dbeta0, dgamma0,
+                                tl.where(lower, -dCP0 * P0, 0.0), dcn0, dmn0, dbn0, dgn0, dhn0, BN)
+                dout, df, dlw, dlb = _key_ln_bwd(dD0, dlast, e, xk, rk, lw, mask, DV, NORM)
+                dlnw_acc += dlw
+                dlnb_acc += dlb
+                if RES:  # the residual's share of dk, completed tile by tile below (same layout: no barrier)
+                    tl.store(dkb + t[:, None] * sg_t + rv[None, :], dout, mask=mask[:, None])
+                tl.debug_barrier()  # dW tiles (and dk) written above are read back below by other threads
+                for j in range(DK // TH):
+                    qj = _rows(qb, sq_t, t, mask, j * TH, TH)
+                    kj = _rows(kb, sk_t, t, mask, j * TH, TH)
+                    Wj = _tile(W0i, j * TH, 0, DV, TH, DV)
+                    dWp = _tile(dW0i, j * TH, 0, DV, TH, DV)
+                    dSp = _tile(dS0i, j * TH, 0, DV, TH, DV)
+                    dkj = (_mm(df, tl.trans(Wj)) - _mm(tl.trans(dP0), qj)
+                           - cn0[:, None] * _mm(dlast, tl.trans(dWp)) - mn0[:, None] * _mm(dlast, tl.trans(dSp)))
+                    if RES:
+                        dkj += _rows(dkb, sg_t, t, mask, j * TH, TH)
+                    tl.store(dkb + t[:, None] * sg_t + (j * TH + tl.arange(0, TH))[None, :], dkj, mask=mask[:, None])
+                    _put(dW0o, j * TH, 0, DV, _tile(dW0o, j * TH, 0, DV, TH, DV) + _mm(tl.trans(kj), df), TH, DV)
+            if L == 2:
+                tl.store(dqb + t[:, None] * sg_t + rk_[None, :], dq, mask=mask[:, None])
+            tl.store(dvb + t[:, None] * sg_t + rv[None, :], -dout, mask=mask[:, None])
+            tl.debug_barrier()  # the previous chunk reads the state gradients written here
+        tl.store(dln_ptr + pid * DV + rv, dlnw_acc)
+        tl.store(dln_ptr + (BH + pid) * DV + rv, dlnb_acc)
+
+
+def seq_backward_triton(do, dW_final, dS_final, q, k, v, packed, Ws, Ss, norm, act, residual, chunk):
+    """Gradients of :func:`triton_seq.seq_forward_triton` (run with ``save=True``).
+
+    Args:
+        do ``[B, H, T, Dv]``; dW_final, dS_final: L tensors ``[B, H, d_in, d_out]`` or None, the gradients of the
+        final state; ``Ws``, ``Ss``: the forward's state buffers (every chunk's starting state).
+    Returns:
+        ``(dq, dk, dv, dpacked, dW, dS, (dlnw, dlnb))``: token gradients in the tokens' dtype, gradients of the
+        packed coefficients, of the initial weights and momentum (float32, ``[B, H, d_in, d_out]``), of the norm.
+    """
+    B, H, T, DK = q.shape
+    DV = v.shape[-1]
+    L = len(Ws)
+    N = -(-T // chunk)
+    BN = block_rows(chunk)
+    BH = B * H
+    f32 = torch.float32
+    dpacked = [torch.zeros_like(x) for x in packed]
+    dWs, dSs = [], []
+    for w, dwf, dsf in zip(Ws, dW_final, dS_final):
+        gw = torch.zeros(BH, 2, *w.shape[-2:], dtype=f32, device=w.device)
+        gs = torch.zeros_like(gw)
+        if dwf is not None:
+            gw[:, N % 2] = dwf.reshape(BH, *w.shape[-2:])
+        if dsf is not None:
+            gs[:, N % 2] = dsf.reshape(BH, *w.shape[-2:])
+        dWs.append(gw), dSs.append(gs)
+    grads = torch.zeros(3, B, H, T, max(DK, DV), dtype=f32, device=q.device)
+    dq, dk, dv = grads[0], grads[1], grads[2]
+    DH = Ws[0].shape[-1] if L == 2 else DV
+    stash = torch.empty(BH, 2, BN, DH if L == 2 else 16, dtype=f32, device=q.device)
+    dln = torch.zeros(2, BH, DV, dtype=f32, device=q.device)
+    lnw, lnb = (norm[0].contiguous(), norm[1].contiguous()) if norm is not None else (dln, dln)
+    i1 = 1 if L == 2 else 0
+    args = (
+        q, k, v, do, dq, dk, dv, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
+        dq.stride(0), dq.stride(1), dq.stride(2), *packed, *dpacked,
+        Ws[0], Ss[0], Ws[i1], Ss[i1], dWs[0], dSs[0], dWs[i1], dSs[i1], stash,
+        lnw, lnb, dln, T, N, Ws[0].shape[1], BH, H, chunk)
+    launch(_seq_bwd_kernel, (BH,), args, backward=True, L=L, BN=BN, DK=DK, DH=DH, DV=DV, ACT=_ACT[act],
+           NORM=norm is not None, RES=residual, num_warps=4)
+    dW = [g[:, 0].reshape(B, H, *g.shape[-2:]) for g in dWs]
+    dS = [g[:, 0].reshape(B, H, *g.shape[-2:]) for g in dSs]
+    dnorm = (None, None)
+    if norm is not None:  # per-(batch, head) partial sums, reduced here (deterministic, no atomics)
+        dnorm = tuple(x.reshape(B, H, DV).sum(0).to(norm[0].dtype) for x in dln)
+    low = q.dtype
+    return (dq[..., :DK].to(low), dk[..., :DK].to(low), dv[..., :DV].to(v.dtype), dpacked, dW, dS, dnorm)
