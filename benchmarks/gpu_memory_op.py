@@ -75,7 +75,8 @@ def inputs(B, T, H, D, depth, dtype=torch.float32, grad=False):
     q, k = (torch.nn.functional.normalize(torch.randn(B, T, H, D, device="cuda", generator=g), dim=-1)
             for _ in range(2))
     v = torch.randn(B, T, H, D, device="cuda", generator=g)
-    gates = [torch.rand(B, T, H, depth, device="cuda", generator=g) * s for s in (0.05, 1.0, 0.1)]
+    # Gentle forgetting keeps a depth-2 memory O(1), where float32 results are comparable (see the gpu tests).
+    gates = [torch.rand(B, T, H, depth, device="cuda", generator=g) * s for s in (0.0005, 1.0, 0.03)]
     dims = [D] + [4 * D] * (depth - 1) + [D]
     W = tuple(torch.randn(B, H, dims[i], dims[i + 1], device="cuda", generator=g) / dims[i] ** 0.5
               for i in range(depth))
@@ -171,6 +172,7 @@ def main():
     ap.add_argument("--tokens", type=int, default=1 << 17, help="tokens per call (batch = tokens / sequence)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--lengths", default="8192,2048,32768", help="sequence lengths, most important first")
+    ap.add_argument("--sizes", default=None, help="'D,depth,chunk,T;...' instead of the grid")
     ap.add_argument("--budget-s", type=float, default=float("inf"),
                     help="start no new size after this many seconds (the rows so far are written)")
     ap.add_argument("--compile-only", action="store_true", help="only compile the kernels of this shard's sizes")
@@ -186,6 +188,8 @@ def main():
     sizes = [(D, depth, chunk, T) for D in (64, 128) for depth in (2, 1) for chunk in (16, 64) for T in lengths]
     if args.quick:
         sizes = [(64, 2, 16, 8192), (64, 1, 64, 2048)]
+    if args.sizes:
+        sizes = [tuple(int(x) for x in one.split(",")) for one in args.sizes.split(";")]
     if args.compile_only:
         i, n = (int(x) for x in args.shard.split("/"))
         kernels = sorted({(D, depth, chunk, 2048) for D, depth, chunk, _ in sizes})
@@ -200,14 +204,25 @@ def main():
             result["stopped"] = f"budget {args.budget_s:.0f} s reached before D={D} depth={depth} chunk={chunk} T={T}"
             break
         B = max(1, args.tokens // T)
-        row = {"D": D, "depth": depth, "chunk": chunk, "T": T, "B": B,
-               "max_rel_err": check(min(T, 1024), H, D, depth, chunk)}
+        row = {"D": D, "depth": depth, "chunk": chunk, "T": T, "B": B}
+        torch.cuda.empty_cache()
+        try:
+            row["max_rel_err"] = check(min(T, 1024), H, D, depth, chunk)
+        except Exception as exc:  # reported, and the timings still run
+            row["check_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
         for name, fwd_bwd in (("fwd", False), ("fwd+bwd", True)):
             for impl in ("triton", "chunk"):
                 r = measure(partial(run_ours, impl, B, T, H, D, depth, chunk, fwd_bwd), B * T, args.repeats)
                 row.update({f"{impl} {name} {k}": v for k, v in r.items()})
-            r = measure(partial(run_titans_pytorch, B, T, H, D, depth, chunk, fwd_bwd), B * T, args.repeats)
+            # titans-pytorch keeps far more activations: halve its batch until it fits, and say which batch it ran.
+            bt = B
+            while True:
+                r = measure(partial(run_titans_pytorch, bt, T, H, D, depth, chunk, fwd_bwd), bt * T, args.repeats)
+                if "out of memory" not in r.get("error", "") or bt == 1:
+                    break
+                bt //= 2
             row.update({f"titans-pytorch {name} {k}": v for k, v in r.items()})
+            row[f"titans-pytorch {name} batch"] = bt
             if depth == 1:
                 r = measure(partial(run_fla, B, T, H, D, fwd_bwd), B * T, args.repeats)
                 row.update({f"fla-gdn {name} {k}": v for k, v in r.items()})

@@ -148,6 +148,10 @@ def test_triton_on_cuda_realistic(dtype, tol, L, D, hidden, chunk):
     """The paper's sizes on a GPU: outputs, final state and every gradient against ``chunk`` (fp32: 1e-5; bf16
     tokens with a float32 memory: 2e-2 on outputs and token gradients, fp32 accuracy on the state)."""
     inp, _ = make_inputs(B=2, T=1000, H=4, D=D, L=L, hidden=hidden, norm=True, residual=True, dtype=torch.float32)
+    # A problem float32 can solve: with make_inputs' forgetting (alpha up to 0.05) a thousand tokens shrink a depth-2
+    # memory towards zero, where the LayerNorm amplifies rounding and even ``chunk`` in float32 and float64 disagree
+    # by O(1). Gentler gates keep the weights O(1) (``chunk`` float32 vs float64: about 1e-6).
+    inp["alpha"], inp["theta"] = inp["alpha"] * 0.01, inp["theta"] * 0.3
     low, ref = _cuda(inp, dtype)
     lo_leaves, ref_leaves = _leaves(low), _leaves(ref)
     res = []

@@ -72,23 +72,29 @@ def tile_width(L: int, BN: int, DK: int, DH: int, DV: int, backward: bool) -> in
     return min(width, th)
 
 
+def warps(BN: int) -> int:
+    """Warps per program: 8 for chunks of 64 rows, whose ``[64, D]`` float32 activations spill at 4 warps."""
+    return 8 if BN >= 64 else 4
+
+
 _TILE: dict = {}  # (kernel, L, BN, DK, DH, DV) -> the tile width that launched
 
 
 def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: int, DV: int, **consts):
-    """Launch ``kernel`` with the widest tile that the device accepts (halving on ``OutOfResources``)."""
+    """Launch ``kernel`` with the widest tile that the device accepts (halving on ``OutOfResources``); returns
+    Triton's compiled kernel (``n_regs``, ``n_spills``, ``metadata.shared`` for reports)."""
     key = (backward, L, BN, DK, DH, DV)
     th = _TILE.get(key, tile_width(L, BN, DK, DH, DV, backward))
     while True:
         try:
-            kernel[grid](*args, L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, **consts)
+            compiled = kernel[grid](*args, L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, **consts)
         except triton.runtime.errors.OutOfResources:
             if th <= 16:
                 raise
             th //= 2
             continue
         _TILE[key] = th
-        return th
+        return compiled
 
 
 if HAS_TRITON:
@@ -206,7 +212,7 @@ if HAS_TRITON:
                         W0_ptr, S0_ptr, W1_ptr, S1_ptr, lnw_ptr, lnb_ptr, T, N, NSLOT, BH, H, CHUNK,
                         L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
                         TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr):
-        pid = tl.program_id(0)
+        pid = tl.program_id(0).to(tl.int64)  # 64-bit offsets: the saved states pass 2**31 elements at 8K x 128
         b = pid // H
         h = pid % H
         rn = tl.arange(0, BN)
@@ -338,5 +344,5 @@ def seq_forward_triton(q, k, v, packed, W, S, norm, act, residual, chunk, save):
             v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2), *packed,
             Ws[0], Ss[0], Ws[i1], Ss[i1], lnw, lnb, T, N, nslot, BH, H, chunk)
     launch(_seq_fwd_kernel, (BH,), args, backward=False, L=L, BN=BN, DK=DK, DH=DH, DV=DV, ACT=_ACT[act],
-           NORM=norm is not None, RES=residual, num_warps=4)
+           NORM=norm is not None, RES=residual, num_warps=warps(BN))
     return o, Ws, Ss

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from .triton_seq import _ACT, HAS_TRITON, block_rows, launch
+from .triton_seq import _ACT, HAS_TRITON, block_rows, launch, warps
 
 if HAS_TRITON:
     import triton
@@ -91,7 +91,7 @@ if HAS_TRITON:
                         lnw_ptr, lnb_ptr, dln_ptr, T, N, NSLOT, BH, H, CHUNK,
                         L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
                         TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr):
-        pid = tl.program_id(0)
+        pid = tl.program_id(0).to(tl.int64)  # 64-bit offsets: the saved states pass 2**31 elements at 8K x 128
         b = pid // H
         h = pid % H
         rn = tl.arange(0, BN)
@@ -406,7 +406,7 @@ def seq_backward_triton(do, dW_final, dS_final, q, k, v, packed, Ws, Ss, norm, a
         Ws[0], Ss[0], Ws[i1], Ss[i1], dWs[0], dSs[0], dWs[i1], dSs[i1], stash,
         lnw, lnb, dln, T, N, Ws[0].shape[1], BH, H, chunk)
     launch(_seq_bwd_kernel, (BH,), args, backward=True, L=L, BN=BN, DK=DK, DH=DH, DV=DV, ACT=_ACT[act],
-           NORM=norm is not None, RES=residual, num_warps=4)
+           NORM=norm is not None, RES=residual, num_warps=warps(BN))
     dW = [g[:, 0].reshape(B, H, *g.shape[-2:]) for g in dWs]
     dS = [g[:, 0].reshape(B, H, *g.shape[-2:]) for g in dSs]
     dnorm = (None, None)
