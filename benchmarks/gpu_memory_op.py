@@ -4,6 +4,7 @@
     python benchmarks/gpu_memory_op.py --quick         # two sizes, as a smoke run
     python benchmarks/gpu_memory_op.py --out FILE.json --budget-s 300
     python benchmarks/gpu_memory_op.py --compile-only --shard 0/4   # fill Triton's cache (run shards in parallel)
+    python benchmarks/gpu_memory_op.py --report benchmarks/results/gpu_memory_op_h100_run*.json   # markdown
 
 Needs a CUDA device (without one it says so and exits 0). For every size it first checks ``triton`` against
 ``chunk`` (forward output and final weights, relative RMS error), then times forward and forward+backward
@@ -165,6 +166,44 @@ def compile_kernels(sizes, H):
         print(f"compiled D={D} depth={depth} chunk={chunk}", flush=True)
 
 
+def _num(row, key, scale=1e3, fmt="{:,.0f}"):
+    v = row.get(key)
+    if v is None:
+        return "OOM" if "out of memory" in row.get(key.replace("tok_s", "error"), "") else "–"
+    return fmt.format(v / scale)
+
+
+def report(paths) -> str:
+    """Markdown table of saved runs: thousands of tokens/s per implementation, forward and forward+backward, and
+    ``triton``'s ratio to ``chunk`` and to titans-pytorch (with the batch titans-pytorch fitted in)."""
+    lines = []
+    for path in paths:
+        with open(path) as f:
+            r = json.load(f)
+        c = r["ceilings"]
+        lines.append(f"`{os.path.basename(path)}`: {r['device']}, torch {r['torch']}, {r['heads']} heads, "
+                     f"{r['tokens']:,} tokens per call; copy {c['copy_GBps']:,.0f} GB/s, bf16 matmul "
+                     f"{c['bf16_matmul_TFLOPs']:,.0f} TFLOP/s" + (f"; {r['stopped']}" if r.get("stopped") else ""))
+    lines += ["", "| D | depth | chunk | T | batch | max rel err | pass | chunk | triton | titans-pytorch (batch) | "
+              "fla gdn | triton/chunk | triton/titans-pytorch |", "|" + "---|" * 13]
+    for path in paths:
+        with open(path) as f:
+            rows = json.load(f)["rows"]
+        for row in rows:
+            err = f"{row['max_rel_err']:.1e}" if "max_rel_err" in row else "–"
+            for name in ("fwd", "fwd+bwd"):
+                tp = _num(row, f"titans-pytorch {name} tok_s")
+                if f"titans-pytorch {name} batch" in row and tp not in ("OOM", "–"):
+                    tp += f" ({row[f'titans-pytorch {name} batch']})"
+                ratio = [row.get(f"triton/{b} {name}") for b in ("chunk", "titans-pytorch")]
+                lines.append(
+                    f"| {row['D']} | {row['depth']} | {row['chunk']} | {row['T']} | {row['B']} | {err} | {name} | "
+                    f"{_num(row, f'chunk {name} tok_s')} | {_num(row, f'triton {name} tok_s')} | {tp} | "
+                    f"{_num(row, f'fla-gdn {name} tok_s') if row['depth'] == 1 else ''} | "
+                    + " | ".join(f"{x:.2f}" if x else "–" for x in ratio) + " |")
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -178,7 +217,11 @@ def main():
     ap.add_argument("--compile-only", action="store_true", help="only compile the kernels of this shard's sizes")
     ap.add_argument("--shard", default="0/1", help="i/n: this process takes sizes i, i+n, ... (with --compile-only)")
     ap.add_argument("--out", default="benchmarks/results/gpu_memory_op.json")
+    ap.add_argument("--report", nargs="+", metavar="JSON", help="print saved runs as a markdown table and exit")
     args = ap.parse_args()
+    if args.report:
+        print(report(args.report))
+        return
     if not torch.cuda.is_available():
         print("gpu_memory_op: no CUDA device here; nothing to measure (the interpreter tests cover correctness).")
         return

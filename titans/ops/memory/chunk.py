@@ -91,7 +91,7 @@ def memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum=None, *, ch
 
     ``fused_backward=False`` lets autograd differentiate the forward instead of the hand-written backward
     (more memory and slower, but twice differentiable). ``piece``, ``piece_bwd``: the per-piece forward and
-    hand-written backward (``piece.py``, or ``triton_piece.py``'s kernels of the same signatures).
+    hand-written backward (``piece.py``'s, or any functions of the same signatures).
     """
     B, T, H, _ = k.shape
     b = chunk_size
