@@ -100,3 +100,15 @@ def test_state_size_is_constant():
 def test_bad_config_is_named(kw, match):
     with pytest.raises(ValueError, match=match):
         NeuralMemory(**{"d_model": 24, "n_heads": 2, **kw})
+
+
+def test_alpha_init_sets_the_initial_forget_gate_and_is_validated():
+    from titans.models import MemoryConfig
+
+    layer = NeuralMemory(32, 2, alpha_init=1e-3)
+    g = layer.n_heads * layer.n_gates
+    assert torch.allclose(torch.sigmoid(layer.gates.bias[2 * g:]), torch.full((g,), 1e-3))
+    with pytest.raises(ValueError, match="alpha_init"):
+        NeuralMemory(32, 2, alpha_init=1.0)
+    with pytest.raises(ValueError, match="memory.alpha_init"):
+        MemoryConfig(alpha_init=0.0)

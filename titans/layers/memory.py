@@ -73,6 +73,7 @@ class NeuralMemory(nn.Module):
         theta_max (float): ceiling of the inner learning rate (hidden memory layers: divided by their fan-in).
             Default: 0.1 (1.0 diverged when training MAC: keys of attention outputs are alike within a chunk, so
             their gradients, all taken at the chunk-start weights, add up).
+        alpha_init (float): the forget gate's value at initialization, per token. Default: 0.01.
         impl (str): memory op implementation, naive | chunk | triton (falls back to chunk where the kernel
             cannot run). Default: chunk.
     Shapes:
@@ -83,7 +84,7 @@ class NeuralMemory(nn.Module):
                  activation: str = "gelu", residual: bool = True, layer_norm: bool = True, chunk_size: int = 16,
                  conv: bool = True, conv_kernel: int = 4, momentum: bool = True, forgetting: bool = True,
                  per_layer_gates: bool | None = None, chunk_gates: bool = False, theta_max: float = 0.1,
-                 impl: str = "chunk"):
+                 alpha_init: float = ALPHA_INIT, impl: str = "chunk"):
         super().__init__()
         for name, val in (("d_model", d_model), ("n_heads", n_heads), ("depth", depth), ("expansion", expansion),
                           ("chunk_size", chunk_size), ("conv_kernel", conv_kernel)):
@@ -99,6 +100,9 @@ class NeuralMemory(nn.Module):
             raise ValueError(f"NeuralMemory: impl must be naive|chunk|triton, got {impl!r}")
         if theta_max <= 0:
             raise ValueError(f"NeuralMemory: theta_max must be > 0, got {theta_max!r}")
+        if not 0 < alpha_init < 1:
+            raise ValueError(f"NeuralMemory: alpha_init must be in (0, 1), got {alpha_init!r}")
+        self.alpha_init = alpha_init
         self.n_heads, self.head_dim, self.depth = n_heads, head_dim, depth
         self.activation, self.residual, self.chunk_size, self.impl = activation, residual, chunk_size, impl
         self.momentum, self.forgetting, self.chunk_gates, self.theta_max = momentum, forgetting, chunk_gates, theta_max
@@ -138,7 +142,7 @@ class NeuralMemory(nn.Module):
         with torch.no_grad():
             self.gates.bias[:g] = _logit(THETA_INIT)
             self.gates.bias[g:2 * g] = _logit(ETA_INIT)
-            self.gates.bias[2 * g:] = _logit(ALPHA_INIT)
+            self.gates.bias[2 * g:] = _logit(self.alpha_init)
 
     def initial_state(self, batch_size: int) -> MemoryState:
         """The learnable ``W_0`` broadcast over the batch (views, no copies), zero momentum."""

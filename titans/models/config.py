@@ -30,6 +30,7 @@ class MemoryConfig:
     conv: bool = True  # causal depthwise conv (kernel 4) after q/k/v; False = ablation "w/o convolution"
     momentum: bool = True  # False = ablation "w/o momentum" (eta = 0)
     forgetting: bool = True  # False = ablation "w/o weight decay" (alpha = 0)
+    alpha_init: float = 0.01  # the forget gate's value at initialization (per token)
     per_layer_gates: bool | None = None  # one theta/eta/alpha per memory layer; None = depth > 1
     chunk_gates: bool = False  # gates constant within a chunk (from its first token)
     theta_max: float = 0.1  # ceiling of the inner learning rate (hidden memory layers: divided by fan-in)
@@ -43,6 +44,7 @@ class MemoryConfig:
                "must be None or an int >= 1")
         _check(self.activation in ACTIVATIONS, "memory.activation", self.activation, f"must be one of {ACTIVATIONS}")
         _check(self.theta_max > 0, "memory.theta_max", self.theta_max, "must be > 0")
+        _check(0 < self.alpha_init < 1, "memory.alpha_init", self.alpha_init, "must be in (0, 1)")
         _check(self.impl in ("chunk", "naive", "triton"), "memory.impl", self.impl,
                "must be 'chunk', 'naive' or 'triton'")
 

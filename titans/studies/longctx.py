@@ -9,8 +9,9 @@ the same batches (4 x 256 tokens of ``niah:passkey``, loss on the answer tokens;
 such steps before its first correct answer) for the same steps, then evaluated by ``titans eval niah`` in streaming
 mode at 1x-16x the training length (5 depths) and, for every model with a constant-size state (all but
 ``transformer``), at 64K tokens. Ablations (the paper's Table 5) are a variant with one part removed: ``lmm-linear``
-(memory depth 1), ``lmm-noconv``, ``lmm-nomomentum``, ``lmm-noforget`` (alpha = 0), ``mac-nopersist`` (no persistent
-tokens; only the attention variants have them). Each model trains into ``<out>/<name>/`` with ``--resume`` semantics
+(memory depth 1), ``lmm-noconv``, ``lmm-nomomentum``, ``lmm-noforget`` (alpha = 0), ``lmm-slowforget`` (the
+forget gate starts at 1e-3 instead of 1e-2), ``mac-nopersist`` (no persistent tokens; only the attention variants
+have them). Each model trains into ``<out>/<name>/`` with ``--resume`` semantics
 and the evaluations are resumable, so the command can be stopped and run again at any time; ``<out>/results.json``,
 ``results.md`` and ``accuracy.png`` are rewritten after each model. Memory against length is measured in a fresh
 process (the training in this one sets the high-water mark): ``titans eval niah --ckpt <out>/mac --lengths
@@ -36,7 +37,7 @@ from ..train.config import DataConfig
 from .lm import model_config
 
 ABLATIONS = {"linear": {"depth": 1}, "noconv": {"conv": False}, "nomomentum": {"momentum": False},
-             "noforget": {"forgetting": False}, "nopersist": None}
+             "noforget": {"forgetting": False}, "slowforget": {"alpha_init": 0.001}, "nopersist": None}
 SHORT_LENGTHS = (256, 512, 1024, 2048, 4096)
 LONG_LENGTHS = (65536,)
 
