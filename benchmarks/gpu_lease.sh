@@ -4,7 +4,12 @@
 # 1. install the comparison packages carried as wheels in .whl/ (titans-pytorch, fla-core and their pure-Python
 #    dependencies; nothing is fetched), 2. compile the kernels of every benchmark size in parallel processes while
 #    the gpu-marked tests run, 3. the benchmark, starting no new size after BUDGET_S seconds. Logs and the JSON go
-#    to $OUT (or /tmp/gpu_out).
+#    to $OUT (or /tmp/gpu_out). The wheels (ignored by git; the lent machine has torch, triton, einops, numpy):
+#   echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform any -d .whl \
+#     titans-pytorch==0.5.5 fla-core==0.6.0 assoc-scan axial-positional-embedding einx hyper-connections \
+#     rotary-embedding-torch tensordict x-transformers accelerated-scan frozendict torch-einops-utils pyvers loguru
+#   and pass carry=[".whl"] to the device call.
 set -u
 BUDGET=${1:-200}
 OUT=${OUT:-/tmp/gpu_out}
