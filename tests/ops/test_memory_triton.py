@@ -79,6 +79,18 @@ def test_triton_matches_chunk_over_several_tiles(L, chunk, T, cut, nr, act, D, h
     _compare(inp, leaves, chunk, act, cut)
 
 
+def test_segments_under_activation_checkpointing_match_chunk(monkeypatch):
+    """Past the saved-state budget the chunks run in segments of about sqrt(N) under activation checkpointing (the
+    backward re-runs each segment's forward): same outputs, state and gradients."""
+    import titans.ops.memory.triton_op as op
+
+    monkeypatch.setattr(op, "SAVE_BUDGET_BYTES", 1)
+    assert op._segment(11, [torch.zeros(1, 1, 4, 4)], torch.zeros(1, 1, 1, 4)) == 4
+    inp, leaves = make_inputs(B=1, T=47, H=2, D=16, L=2, hidden=32, per_layer=True, norm=True, residual=True,
+                              dtype=torch.float32, requires_grad=True)
+    _compare(inp, leaves, 4, "gelu", 5)
+
+
 def test_no_grad_forward_matches_chunk():
     inp, _ = make_inputs(B=1, T=20, H=2, D=16, L=2, hidden=32, norm=True, residual=True, dtype=torch.float32)
     with torch.no_grad():

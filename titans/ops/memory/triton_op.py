@@ -11,8 +11,10 @@ the gates' gradients come from autograd through them and the kernels only see an
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
+import torch.utils.checkpoint
 
 from .chunk import decay_coefficients, memory_update_chunk
 from .common import MemoryState, gates_per_layer
@@ -83,6 +85,20 @@ def _seq(q, k, v, gates, W, S, chunk, act, norm, residual):
             [x[:, last].reshape(B, H, *x.shape[-2:]).to(s.dtype) for x, s in zip(Ss, S)])
 
 
+# The backward needs every chunk's starting weights and momentum. Above this many bytes of them for one call, the
+# chunks are run in segments of about sqrt(N) under activation checkpointing: only each segment's starting state is
+# kept, and the backward re-runs one segment's forward at a time (one extra forward in all).
+SAVE_BUDGET_BYTES = 4 << 30
+
+
+def _segment(n_chunks: int, W, q) -> int:
+    """Chunks per launch: all of them, or about ``sqrt(N)`` when their saved states would pass the budget."""
+    per_chunk = 2 * 4 * sum(w[0, 0].numel() for w in W) * q.shape[0] * q.shape[1]  # W and S, float32, B*H
+    if not torch.is_grad_enabled() or n_chunks * per_chunk <= SAVE_BUDGET_BYTES:
+        return max(n_chunks, 1)
+    return max(1, math.isqrt(n_chunks - 1) + 1)
+
+
 def memory_update_triton(q, k, v, alpha, eta, theta, params, momentum=None, *, chunk_size=16, activation="gelu",
                          norm=None, residual=False):
     """Same contract as :func:`titans.ops.memory_update`; where the kernels cannot run (no triton, no CUDA and no
@@ -129,11 +145,17 @@ def memory_update_triton(q, k, v, alpha, eta, theta, params, momentum=None, *, c
     # The kernels index tokens by strides but need a unit stride along D.
     q, k, v = ((t if t.stride(-1) == 1 else t.contiguous()).transpose(1, 2) for t in (q, k, v))
     full = T // b * b
-    for lo, hi, chunk in ((0, full, b), (full, T, T - full)):
+    step = _segment(full // b, W, q) * b
+    parts = [(lo, min(lo + step, full), b) for lo in range(0, full, step)]
+    for lo, hi, chunk in parts + [(full, T, T - full)]:
         if hi > lo:
             G = W
-            o, W, S = _seq(q[:, :, lo:hi], k[:, :, lo:hi], v[:, :, lo:hi], [g[..., lo:hi] for g in gates], W, S,
-                           chunk, activation, norm, residual)
+            args = (q[:, :, lo:hi], k[:, :, lo:hi], v[:, :, lo:hi], [g[..., lo:hi] for g in gates], W, S, chunk,
+                    activation, norm, residual)
+            if len(parts) > 1 and torch.is_grad_enabled():  # keep only the segments' starting states
+                o, W, S = torch.utils.checkpoint.checkpoint(_seq, *args, use_reentrant=False)
+            else:
+                o, W, S = _seq(*args)
             outs.append(o.transpose(1, 2))
     offset = T % b
     if offset == 0:
