@@ -17,6 +17,7 @@ def test_named_models():
         named_model("lmm-nopersist")
     assert named_model("mac-nopersist").n_persistent == 0
     assert named_model("mac-noforget").memory.forgetting is False
+    assert named_model("lmm-slowforget").memory.alpha_init == 1e-3
     with pytest.raises(ValueError, match="mac-bogus"):
         named_model("mac-bogus")
 
@@ -40,3 +41,7 @@ def test_mqar_study_tiny(tmp_path):
          which="mqar")
     res = json.loads(Path(os.path.join(out, "results.json")).read_text())
     assert set(res["lmm-depth1"]["accuracy"]) == {"4", "8"}
+    main(["--steps", "2", "--samples", "1", "--depths", "2", "--pairs", "8", "--eval-pairs", "8", "--ablation",
+          "slowforget", "--out", out], which="mqar")
+    res = json.loads(Path(os.path.join(out, "results.json")).read_text())
+    assert set(res) == {"lmm-depth1", "lmm-depth2-slowforget"}

@@ -178,9 +178,9 @@ def mqar(args):
     os.makedirs(args.out, exist_ok=True)
     res_path = os.path.join(args.out, "results.json")
     results = json.loads(Path(res_path).read_text()) if os.path.exists(res_path) else {}
-    base = model_config("lmm")
+    base = named_model("lmm" + (f"-{args.ablation}" if args.ablation else ""))
     for depth in [int(d) for d in args.depths.split(",")]:
-        name = f"lmm-depth{depth}"
+        name = f"lmm-depth{depth}" + (f"-{args.ablation}" if args.ablation else "")
         model_cfg = dataclasses.replace(base, memory=dataclasses.replace(base.memory, depth=depth))
         cfg = run_config(model_cfg, f"mqar:{args.pairs}", 4 * args.pairs, args.steps, os.path.join(args.out, name),
                          args.seed, args.batch)
@@ -229,6 +229,7 @@ def main(argv=None, which: str = "niah"):
         ap.add_argument("--out", default="runs/study_niah")
     else:
         ap.add_argument("--depths", default="1,2,3,4", help="memory depths")
+        ap.add_argument("--ablation", default="", help=f"an LMM ablation for every depth ({', '.join(ABLATIONS)})")
         ap.add_argument("--pairs", type=int, default=32, help="key/value pairs in training sequences")
         ap.add_argument("--eval-pairs", default="8,16,32,48,64,96", help="pairs at evaluation")
         ap.add_argument("--out", default="runs/study_mqar")
