@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.nn.functional as F
 
 try:
     import triton
@@ -64,8 +65,8 @@ def block_rows(chunk: int) -> int:
 def tile_width(L: int, BN: int, DK: int, DH: int, DV: int, backward: bool) -> int:
     """Hidden columns (depth 2) or input rows (depth 1) per streamed tile to try first: the widest whose shared
     memory (Triton stages dot operands there) fit an H100's 227 KB when compiled for sm_90 with Triton 3.8 (e.g.
-    depth 2, head dim 64, chunk 16: forward 64 (161 KB), backward 32 (164 KB)). :func:`launch` halves it if the
-    device still refuses."""
+    depth 2, head dim 64, chunk 16: forward 64 (161 KB), backward 32 (164 KB); ``benchmarks/triton_resources.py``).
+    :func:`launch` halves it if the device still refuses."""
     width = DH if L == 2 else DK
     small = BN <= 16 and max(DK, DV) <= 64
     th = (32 if small else 16) if backward else (64 if small else 32 if BN <= 16 or max(DK, DV) <= 64 else 16)
@@ -173,6 +174,18 @@ if HAS_TRITON:
                                 - xhat * (tl.sum(gh * xhat, axis=1) / DV)[:, None])
 
     @triton.jit
+    def _norm_params(lnw_ptr, lnb_ptr, h, DV: tl.constexpr, NORM: tl.constexpr):
+        """Head ``h``'s LayerNorm weight and bias ``[DV]`` (zeros, unused, without the norm)."""
+        rv = tl.arange(0, DV)
+        if NORM:
+            lw = tl.load(lnw_ptr + h * DV + rv).to(tl.float32)
+            lb = tl.load(lnb_ptr + h * DV + rv).to(tl.float32)
+        else:
+            lw = tl.zeros([DV], dtype=tl.float32)
+            lb = lw
+        return lw, lb
+
+    @triton.jit
     def _keys(k, kb, s_t, t, mask, W0i, W1i, L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr,
               DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, ACT: tl.constexpr):
         """The keys through the memory at the chunk's starting weights: ``zk [BN, DV]`` (before norm/residual)."""
@@ -194,7 +207,7 @@ if HAS_TRITON:
             xk, rk = _ln(zk, DV)
             y = xk * lw[None, :] + lb[None, :]
         else:
-            xk, rk = zk, tl.sum(zk, axis=1)  # unused
+            xk, rk = zk, tl.zeros([zk.shape[0]], dtype=tl.float32)  # unused without the norm
             y = zk
         if RES:
             y = y + k
@@ -221,12 +234,7 @@ if HAS_TRITON:
         kb = k_ptr + b * sk_b + h * sk_h
         vb = v_ptr + b * sv_b + h * sv_h
         ob = o_ptr + b * so_b + h * so_h
-        if NORM:
-            lw = tl.load(lnw_ptr + h * DV + rv).to(tl.float32)
-            lb = tl.load(lnb_ptr + h * DV + rv).to(tl.float32)
-        else:
-            lw = tl.zeros([DV], dtype=tl.float32)
-            lb = lw
+        lw, lb = _norm_params(lnw_ptr, lnb_ptr, h, DV, NORM)
         D0: tl.constexpr = DH if L == 2 else DV
         for c in range(N):
             t = c * CHUNK + rn
@@ -301,8 +309,6 @@ def pack_coefficients(coef, BN: int):
     [L, BH, N, b])`` -> ``(beta|gamma [L, BH, N, 2, BN], C [L, BH, N, BN, BN], c_n, m_n [L, BH, N, BN],
     beta_n|gamma_n|h_n [L, BH, N, 3])``, float32, zero-padded from ``b`` to ``BN`` rows.
     """
-    import torch.nn.functional as F
-
     beta, gamma, C, beta_n, gamma_n, c_n, h_n, m_n = (x.float() for x in coef)
     p = BN - beta.shape[-1]
     bg = F.pad(torch.stack([beta, gamma], -2), (0, p)).contiguous()

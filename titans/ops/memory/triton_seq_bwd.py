@@ -27,7 +27,7 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from .triton_seq import _act, _act_bwd, _coefs, _errors, _keys, _ln, _ln_bwd, _mm, _put, _rows, _tile
+    from .triton_seq import _act, _act_bwd, _coefs, _errors, _keys, _ln, _ln_bwd, _mm, _norm_params, _put, _rows, _tile
 
     @triton.jit
     def _grad2(z, ACT: tl.constexpr):
@@ -52,6 +52,15 @@ if HAS_TRITON:
         tl.store(dscal_ptr + idx * 3, dbn)
         tl.store(dscal_ptr + idx * 3 + 1, dgn)
         tl.store(dscal_ptr + idx * 3 + 2, dhn)
+
+    @triton.jit
+    def _out_ln_bwd(zq, do, lw, DV: tl.constexpr, NORM: tl.constexpr):
+        """The output's LayerNorm backward: ``(dz, dlnw, dlnb)`` from the gradient ``do`` at the memory's output."""
+        if NORM:
+            xq, rq = _ln(zq, DV)
+            return _ln_bwd(do, xq, rq, lw, DV), tl.sum(do * xq, axis=0), tl.sum(do, axis=0)
+        else:
+            return do, tl.sum(do, axis=0) * 0.0, tl.sum(do, axis=0) * 0.0
 
     @triton.jit
     def _key_ln_bwd(dD, dlast, e, xk, rk, lw, mask, DV: tl.constexpr, NORM: tl.constexpr):
@@ -106,12 +115,7 @@ if HAS_TRITON:
         dkb = dk_ptr + b * sg_b + h * sg_h
         dvb = dv_ptr + b * sg_b + h * sg_h
         lower = rn[:, None] >= rn[None, :]
-        if NORM:
-            lw = tl.load(lnw_ptr + h * DV + rv).to(tl.float32)
-            lb = tl.load(lnb_ptr + h * DV + rv).to(tl.float32)
-        else:
-            lw = tl.zeros([DV], dtype=tl.float32)
-            lb = lw
+        lw, lb = _norm_params(lnw_ptr, lnb_ptr, h, DV, NORM)
         dlnw_acc = tl.zeros([DV], dtype=tl.float32)
         dlnb_acc = tl.zeros([DV], dtype=tl.float32)
         D0: tl.constexpr = DH if L == 2 else DV
@@ -172,13 +176,9 @@ if HAS_TRITON:
                     P1 += _mm(x1, tl.trans(a1))
                 CP1 = C1 * P1
                 zq = beta1[:, None] * xw + gamma1[:, None] * xs - _mm(CP1, dlast)
-                if NORM:
-                    xq, rq = _ln(zq, DV)
-                    dz1 = _ln_bwd(do, xq, rq, lw, DV)
-                    dlnw_acc += tl.sum(do * xq, axis=0)
-                    dlnb_acc += tl.sum(do, axis=0)
-                else:
-                    dz1 = do
+                dz1, dlw, dlb = _out_ln_bwd(zq, do, lw, DV, NORM)
+                dlnw_acc += dlw
+                dlnb_acc += dlb
                 # Step 1 of layer 1, the parts that need no tile.
                 dCP1 = _mm(dz1, tl.trans(dlast))
                 dC1 = tl.where(lower, -dCP1 * P1, 0.0)
@@ -291,16 +291,13 @@ if HAS_TRITON:
             else:
                 # Depth 1: X = q, A = k, delta = dlast; tiles of TH input rows (columns of q and k).
                 for j in range(DK // TH):
-                    xw += _mm(_rows(qb, sq_t, t, mask, j * TH, TH), _tile(W0i, j * TH, 0, DV, TH, DV))
-                    xs += _mm(_rows(qb, sq_t, t, mask, j * TH, TH), _tile(S0i, j * TH, 0, DV, TH, DV))
+                    qj = _rows(qb, sq_t, t, mask, j * TH, TH)
+                    xw += _mm(qj, _tile(W0i, j * TH, 0, DV, TH, DV))
+                    xs += _mm(qj, _tile(S0i, j * TH, 0, DV, TH, DV))
                 zq = beta0[:, None] * xw + gamma0[:, None] * xs - _mm(CP0, dlast)
-                if NORM:
-                    xq, rq = _ln(zq, DV)
-                    dz = _ln_bwd(do, xq, rq, lw, DV)
-                    dlnw_acc += tl.sum(do * xq, axis=0)
-                    dlnb_acc += tl.sum(do, axis=0)
-                else:
-                    dz = do
+                dz, dlw, dlb = _out_ln_bwd(zq, do, lw, DV, NORM)
+                dlnw_acc += dlw
+                dlnb_acc += dlb
                 dCP0 = _mm(dz, tl.trans(dlast))
                 dP0 = dCP0 * C0
                 dD0 = -_mm(tl.trans(CP0), dz)

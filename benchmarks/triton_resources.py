@@ -1,0 +1,82 @@
+"""What the Triton kernels of ``impl="triton"`` cost on chip, without a GPU: compile them for an H100 (sm_90) with
+the installed Triton and its bundled ptxas, and print shared memory, registers and spills per configuration.
+
+    python benchmarks/triton_resources.py                       # the paper's sizes, each tile width tried
+    python benchmarks/triton_resources.py --configs 2,16,64,256,64 --widths 64,32
+
+This is how ``triton_seq.tile_width`` was chosen (an H100 allows 227 KB of shared memory per program). Figures
+depend on the Triton version: the lent GPU's Triton may differ, and ``triton_seq.launch`` halves the tile there if
+the device refuses. Writes ``benchmarks/results/triton_resources.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import table, write_results  # noqa: E402
+
+H100_SHARED = 227 * 1024
+
+
+def compile_report(fn, consts: dict, warps: int) -> dict:
+    """Compile ``fn`` for sm_90 and read its resources (ptxas -v on the PTX for registers and spills)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    sig = {n: ("constexpr" if n in consts else "*fp32" if n.endswith("_ptr") else "i32") for n in fn.arg_names}
+    try:
+        k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts), target=GPUTarget("cuda", 90, 32),
+                           options={"num_warps": warps})
+    except Exception as exc:  # a configuration the compiler rejects
+        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
+        f.write(k.asm["ptx"])
+    out = subprocess.run([ptxas, "-arch=sm_90a", "-v", f.name, "-o", os.devnull], capture_output=True, text=True)
+    os.unlink(f.name)
+    info = " ".join(line.split("info    :")[-1].strip() for line in out.stderr.splitlines()
+                    if "registers" in line or "spill" in line)
+    return {"shared_KiB": k.metadata.shared / 1024, "fits_H100": k.metadata.shared <= H100_SHARED, "ptxas": info}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", default="2,16,64,256,64;2,64,64,256,64;1,16,64,64,64;1,64,128,128,128;"
+                    "2,16,128,512,128", help="'L,BN,DK,DH,DV;...' (memory depth, chunk rows, dims)")
+    ap.add_argument("--widths", default="64,32,16", help="tile widths to try, widest first")
+    ap.add_argument("--out", default="benchmarks/results/triton_resources.json")
+    args = ap.parse_args()
+    try:
+        from titans.ops.memory import triton_seq, triton_seq_bwd
+    except ImportError as exc:
+        print(f"triton_resources: {exc}")
+        return
+    if not triton_seq.HAS_TRITON:
+        print("triton_resources: triton is not installed (pip install 'titans[triton]')")
+        return
+    rows = []
+    for spec in args.configs.split(";"):
+        L, BN, DK, DH, DV = (int(x) for x in spec.split(","))
+        for kind, fn in (("fwd", triton_seq._seq_fwd_kernel), ("bwd", triton_seq_bwd._seq_bwd_kernel)):
+            for th in (int(x) for x in args.widths.split(",")):
+                if th > (DH if L == 2 else DK):
+                    continue
+                consts = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, ACT=0, NORM=True, RES=True)
+                row = {"kernel": kind, "L": L, "BN": BN, "DK": DK, "DH": DH, "DV": DV, "TH": th,
+                       "warps": triton_seq.warps(BN), **compile_report(fn, consts, triton_seq.warps(BN))}
+                rows.append(row)
+                print(row, flush=True)
+                if row.get("fits_H100"):
+                    break  # the widest that fits
+    print(table(rows, ["kernel", "L", "BN", "DK", "DH", "DV", "TH", "warps", "shared_KiB", "fits_H100", "ptxas"]))
+    write_results(args.out, {"rows": rows})
+
+
+if __name__ == "__main__":
+    main()
