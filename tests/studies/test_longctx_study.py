@@ -45,3 +45,26 @@ def test_mqar_study_tiny(tmp_path):
           "slowforget", "--out", out], which="mqar")
     res = json.loads(Path(os.path.join(out, "results.json")).read_text())
     assert set(res) == {"lmm-depth1", "lmm-depth2-slowforget"}
+
+
+def test_babilong_study_tiny(tmp_path, capsys):
+    """One model per variant on the qa1+qa2 mixture; accuracy per length overall and per task."""
+    out = str(tmp_path / "b")
+    main(["--task", "babilong:qa1,qa2", "--seq-len", "512", "--batch", "1", "--steps", "2", "--samples", "1",
+          "--lengths", "512,1k", "--long", "", "--variants", "lmm", "--out", out], which="niah")
+    res = json.loads(Path(os.path.join(out, "results.json")).read_text())["lmm"]
+    assert set(res["accuracy"]) == {"512", "1024"} and set(res["by_kind"]) == {"qa1", "qa2"}
+    for n in ("512", "1024"):  # the overall cell is the mean of the per-task cells (equal counts)
+        per_task = [res["by_kind"][k]["accuracy"][n] for k in ("qa1", "qa2")]
+        assert res["accuracy"][n] == pytest.approx(sum(per_task) / 2)
+    assert "| lmm, qa2 |" in capsys.readouterr().out
+
+
+def test_study_rejects_bad_task_before_training(tmp_path):
+    with pytest.raises(ValueError, match="mqar"):
+        main(["--task", "mqar:8", "--out", str(tmp_path / "x")], which="niah")
+    with pytest.raises(ValueError, match="qa9"):
+        main(["--task", "babilong:qa9", "--out", str(tmp_path / "x")], which="niah")
+    with pytest.raises(ValueError, match="data.seq_len=256: too short for task 'niah:uuid'"):
+        main(["--task", "niah:uuid", "--seq-len", "256", "--out", str(tmp_path / "x")], which="niah")
+    assert not os.path.exists(tmp_path / "x")

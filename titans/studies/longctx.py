@@ -1,7 +1,8 @@
-"""Long-context studies: every variant trained on short S-NIAH instances, tested far past the training length; the
-paper's Table-5 ablations on the same task; memory depth 1-4 on MQAR.
+"""Long-context studies: every variant trained on short S-NIAH (or BABILong-style) instances, tested far past the
+training length; the paper's Table-5 ablations on the same task; memory depth 1-4 on MQAR.
 
     titans study niah [--steps 3000] [--variants lmm,mac,mag,mal,swa,transformer,lmm-linear,lmm-noconv,...]
+    titans study niah --task babilong:qa1,qa2,qa3 --seq-len 512 --batch 2   # one model per variant, every task
     titans study mqar [--steps 3000] [--depths 1,2,3,4]
 
 Every model is the LM study's size (MAC at d 128, 2 layers; the others matched to its parameter count), trained with
@@ -38,7 +39,7 @@ from .lm import model_config
 
 ABLATIONS = {"linear": {"depth": 1}, "noconv": {"conv": False}, "nomomentum": {"momentum": False},
              "noforget": {"forgetting": False}, "slowforget": {"alpha_init": 0.001}, "nopersist": None}
-SHORT_LENGTHS = (256, 512, 1024, 2048, 4096)
+SHORT_MULTIPLES = (1, 2, 4, 8, 16)  # evaluation lengths, in training lengths
 LONG_LENGTHS = (65536,)
 
 
@@ -97,6 +98,15 @@ def _save(out: str, results: dict, table: str):
 
 
 def niah(args):
+    """Train each of ``args.variants`` on ``args.task`` (S-NIAH or BABILong-style) and evaluate it past its length."""
+    from ..data.synthetic.tasks import parse_task
+
+    spec = parse_task(args.task)
+    kinds = list(spec.kinds)
+    # BABILong instances have no needle depth: 5x the instances per length, so a cell counts as many as S-NIAH's
+    depths, samples = ((0.0, 0.25, 0.5, 0.75, 1.0), args.samples) if spec.family == "niah" else ((None,), 5 * args.samples)
+    long_depths, long_samples = ((0.1, 0.5, 0.9), args.long_samples) if spec.family == "niah" else \
+        ((None,), 3 * args.long_samples)
     os.makedirs(args.out, exist_ok=True)
     res_path = os.path.join(args.out, "results.json")
     results = json.loads(Path(res_path).read_text()) if os.path.exists(res_path) else {}
@@ -111,39 +121,53 @@ def niah(args):
             entry.update(train_tokens_per_s=summary["tokens_per_s"], train_seconds=round(time.time() - t0, 1))
         entry.update(params=count_params(model), steps=args.steps, config=model_cfg.to_dict(),
                      **last_validation(cfg.train.out_dir))
-        short = eval_run("niah", model, cfg, ckpt, out=os.path.join(args.out, name, "eval"), lengths=args.lengths,
-                         depths=(0.0, 0.25, 0.5, 0.75, 1.0), kinds=[args.task.split(":")[1]], samples=args.samples)
-        entry["accuracy"] = {str(s["length"]): s["accuracy"] for s in short["summary"]}
-        entry["logprob"] = {str(s["length"]): s["logprob"] for s in short["summary"]}
+        rows = eval_run(spec.family, model, cfg, ckpt, out=os.path.join(args.out, name, "eval"),
+                        lengths=args.lengths, depths=depths, kinds=kinds, samples=samples)["summary"]
         entry.pop("peak_rss_mib", None)  # this process trained first: its high-water mark says nothing of eval
         if model_cfg.variant != "transformer" and args.long:
-            long = eval_run("niah", model, cfg, ckpt, out=os.path.join(args.out, name, "eval_long"),
-                            lengths=args.long, depths=(0.1, 0.5, 0.9), kinds=[args.task.split(":")[1]],
-                            samples=args.long_samples, batch=3)
-            entry["accuracy"].update({str(s["length"]): s["accuracy"] for s in long["summary"]})
-            entry["logprob"].update({str(s["length"]): s["logprob"] for s in long["summary"]})
+            rows += eval_run(spec.family, model, cfg, ckpt, out=os.path.join(args.out, name, "eval_long"),
+                             lengths=args.long, depths=long_depths, kinds=kinds, samples=long_samples,
+                             batch=3)["summary"]
+        entry.update(_by_length(rows))
+        if len(kinds) > 1:
+            entry["by_kind"] = {k: _by_length([r for r in rows if r["kind"] == k]) for k in kinds}
         results[name] = entry
         order = args.variants.split(",")  # the requested order first, then anything else already in the file
         results = dict(sorted(results.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
         _save(args.out, results, niah_table(results, args.seq_len))
-        plot_accuracy(results, os.path.join(args.out, "accuracy.png"), f"S-NIAH ({args.task}), trained at "
+        plot_accuracy(results, os.path.join(args.out, "accuracy.png"), f"{args.task}, trained at "
                       f"{args.seq_len} tokens", keys=("accuracy", "logprob"))
     print(niah_table(results, args.seq_len))
+
+
+def _by_length(rows: list[dict]) -> dict:
+    """``{"accuracy": {length: mean}, "logprob": {length: mean}}`` over the summary rows (kinds weighted by count)."""
+    out = {"accuracy": {}, "logprob": {}}
+    for n in sorted({r["length"] for r in rows}):
+        rs = [r for r in rows if r["length"] == n]
+        total = sum(r["n"] for r in rs)
+        for key in out:
+            out[key][str(n)] = sum(r[key] * r["n"] for r in rs) / total
+    return out
 
 
 def niah_table(results: dict, train_len: int) -> str:
     lengths = sorted({int(n) for r in results.values() for n in r.get("accuracy", {})})
     head = " | ".join(f"{n // 1024}K" if n >= 1024 else str(n) for n in lengths)
     lines = [f"| model | params | val loss / acc @ {train_len} | {head} |", "|---|---|---|" + "---|" * len(lengths)]
+
+    def cells(r):
+        acc, lp = r.get("accuracy", {}), r.get("logprob", {})
+        return " | ".join(f"{acc[str(n)]:.2f} ({lp[str(n)]:.1f})" if str(n) in acc else "-" for n in lengths)
+
     for name, r in results.items():
-        acc = r.get("accuracy", {})
-        lp = r.get("logprob", {})
-        cells = [f"{acc[str(n)]:.2f} ({lp[str(n)]:.1f})" if str(n) in acc else "-" for n in lengths]
         val = f"{r['val_loss']:.2f} / {r['val_acc']:.2f}" if "val_loss" in r else "-"
-        lines.append(f"| {name} | {r['params']:,} | {val} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {r['params']:,} | {val} | " + cells(r) + " |")
+        for kind, rk in r.get("by_kind", {}).items():
+            lines.append(f"| {name}, {kind} | | | " + cells(rk) + " |")
     return "\n".join(lines) + ("\n\nCells: exact-match accuracy (mean log-likelihood of the answer, nats). "
-                               "val: answer loss per digit (nats; chance 2.28) and teacher-forced accuracy on 64 "
-                               "held-out training-length instances.")
+                               "val: answer loss per token (nats) and teacher-forced accuracy on held-out "
+                               "training-length instances.")
 
 
 def plot_accuracy(results: dict, path: str, title: str, keys=("accuracy",), xlabel: str = "context length (tokens)"):
@@ -220,9 +244,11 @@ def main(argv=None, which: str = "niah"):
     if which == "niah":
         ap.add_argument("--variants", default="lmm,mac,mag,mal,swa,transformer,lmm-linear,lmm-noconv,"
                                                "lmm-nomomentum,lmm-noforget,mac-nopersist")
-        ap.add_argument("--task", default="niah:passkey", help="niah:passkey | niah:number | niah:uuid")
+        ap.add_argument("--task", default="niah:passkey",
+                        help="niah:passkey | niah:number | niah:uuid | babilong:qa1,qa2,qa3 (one model, every kind)")
         ap.add_argument("--seq-len", type=int, default=256, help="training length")
-        ap.add_argument("--lengths", default=",".join(map(str, SHORT_LENGTHS)), help="evaluation lengths (5 depths)")
+        ap.add_argument("--lengths", default=None,
+                        help="evaluation lengths (default 1x, 2x, 4x, 8x, 16x the training length; S-NIAH: 5 depths)")
         ap.add_argument("--long", default=",".join(map(str, LONG_LENGTHS)),
                         help="long lengths for constant-state models (3 depths); '' to skip")
         ap.add_argument("--long-samples", type=int, default=2, help="instances per depth at the long lengths")
@@ -236,7 +262,17 @@ def main(argv=None, which: str = "niah"):
     args = ap.parse_args(argv)
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     if which == "niah":
-        args.lengths = parse_lengths(args.lengths)
+        from ..data.synthetic.tasks import parse_task
+
+        spec = parse_task(args.task)  # a bad task fails here, before any training
+        if spec.family not in ("niah", "babilong"):
+            raise ValueError(f"--task {args.task!r}: study niah takes an S-NIAH or BABILong task (mqar: study mqar)")
+        from ..data import get_tokenizer
+        from ..data.synthetic.tasks import task_batch
+
+        # One batch of the first step now: a training length too short for the task fails before any training.
+        task_batch(spec, seq_len=args.seq_len, batch_size=8, seed=args.seed, step=0, tokenizer=get_tokenizer("byte"))
+        args.lengths = parse_lengths(args.lengths) if args.lengths else [args.seq_len * m for m in SHORT_MULTIPLES]
         args.long = parse_lengths(args.long) if args.long else []
         for name in args.variants.split(","):
             named_model(name)  # fail on a bad name before any training

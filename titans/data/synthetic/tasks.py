@@ -96,8 +96,11 @@ def task_batch(task: str | TaskSpec, *, seq_len: int, batch_size: int, seed: int
     for i, r in enumerate(rows):
         rng = random.Random(hash((base, r)))
         kind = rng.choice(spec.kinds)
-        ex = make_instance(spec, kind, length=prompt_len, seed=rng.getrandbits(48), tokenizer=tokenizer,
-                           depth=rng.random())
+        try:
+            ex = make_instance(spec, kind, length=prompt_len, seed=rng.getrandbits(48), tokenizer=tokenizer,
+                               depth=rng.random())
+        except ValueError as e:  # e.g. a UUID needle and its question alone take ~230 bytes
+            raise ValueError(f"data.seq_len={seq_len}: too short for task {spec.name!r} ({e})") from None
         a = ex.answer_tokens
         x[i, :prompt_len] = torch.tensor(ex.tokens)
         x[i, prompt_len:prompt_len + len(a)] = torch.tensor(a)
