@@ -67,7 +67,9 @@ def flops_per_token(D: int, depth: int, chunk: int, backward: bool) -> float:
     f = 0.0
     for l in range(depth):
         din, dout = dims[l], dims[l + 1]
-        f += 3 * din * dout + chunk * (din + dout) + 4 * din * dout / chunk + (din * dout if l > 0 else 0)
+        # keys, X W and X S (3); the end-of-chunk weights and momentum: A^T (c * delta) and A^T (m * delta), n
+        # rank-one terms per chunk each (2); the intra-chunk terms; delta back through the layer (after the first)
+        f += 5 * din * dout + chunk * (din + dout) + (din * dout if l > 0 else 0)
     return 2 * f * (3 if backward else 1)
 
 
@@ -201,6 +203,19 @@ def report(paths) -> str:
                     f"{_num(row, f'chunk {name} tok_s')} | {_num(row, f'triton {name} tok_s')} | {tp} | "
                     f"{_num(row, f'fla-gdn {name} tok_s') if row['depth'] == 1 else ''} | "
                     + " | ".join(f"{x:.2f}" if x else "–" for x in ratio) + " |")
+    fractions = []  # recomputed from the configuration, so a corrected FLOP count applies to saved runs too
+    for path in paths:
+        with open(path) as f:
+            r = json.load(f)
+        for row in r["rows"]:
+            for name in ("fwd", "fwd+bwd"):
+                tok = row.get(f"triton {name} tok_s")
+                if isinstance(tok, (int, float)):
+                    flops = flops_per_token(row["D"], row["depth"], row["chunk"], name == "fwd+bwd") * r["heads"] * tok
+                    fractions.append(flops / (r["ceilings"]["bf16_matmul_TFLOPs"] * 1e12))
+    if fractions:
+        lines += ["", f"triton's matmul FLOPs per second over the bf16 matmul ceiling: {100 * min(fractions):.2f}%"
+                      f"-{100 * max(fractions):.2f}% (forward; forward+backward counted as 3x the forward)"]
     return "\n".join(lines)
 
 

@@ -41,7 +41,7 @@ def flops_per_token(D: int, depth: int, expansion: int, chunk: int) -> float:
         f += din * dout  # keys at G
         f += 2 * din * dout  # queries: x W and x S
         f += chunk * din + chunk * dout  # (x a^T) and (C * .) delta, per token: n columns each
-        f += 2 * din * dout * 2 / chunk  # end-of-chunk weights and momentum, amortized
+        f += 2 * din * dout  # end-of-chunk weights and momentum: n rank-one terms each per chunk of n tokens
         if l > 0:
             f += din * dout  # back-propagating delta through the layer
     return 2 * f
