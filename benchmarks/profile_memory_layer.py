@@ -13,7 +13,6 @@ small enough that per-call overhead matters as much as arithmetic.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

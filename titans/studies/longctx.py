@@ -104,9 +104,11 @@ def niah(args):
     spec = parse_task(args.task)
     kinds = list(spec.kinds)
     # BABILong instances have no needle depth: 5x the instances per length, so a cell counts as many as S-NIAH's
-    depths, samples = ((0.0, 0.25, 0.5, 0.75, 1.0), args.samples) if spec.family == "niah" else ((None,), 5 * args.samples)
-    long_depths, long_samples = ((0.1, 0.5, 0.9), args.long_samples) if spec.family == "niah" else \
-        ((None,), 3 * args.long_samples)
+    if spec.family == "niah":
+        depths, samples, long_depths, long_samples = (0.0, 0.25, 0.5, 0.75, 1.0), args.samples, (0.1, 0.5, 0.9), \
+            args.long_samples
+    else:
+        depths, samples, long_depths, long_samples = (None,), 5 * args.samples, (None,), 3 * args.long_samples
     os.makedirs(args.out, exist_ok=True)
     res_path = os.path.join(args.out, "results.json")
     results = json.loads(Path(res_path).read_text()) if os.path.exists(res_path) else {}
