@@ -53,8 +53,7 @@ def _measure(spec: dict) -> dict:
         norm = (torch.ones(H, D), torch.zeros(H, D))
         for t in (q, k, v, *gates, *params, *norm):
             t.requires_grad_(grad)
-        pieces = _compiled_pieces() if spec["how"] == "compiled pieces" else (None, None)
-        kw = {"piece": pieces[0], "piece_bwd": pieces[1]} if pieces[0] is not None else {}
+        kw = dict(zip(("piece", "piece_bwd"), _compiled_pieces())) if spec["how"] == "compiled pieces" else {}
 
         def forward():
             return memory_update_chunk(q, k, v, *gates, tuple(params), chunk_size=CHUNK, norm=norm, residual=True,

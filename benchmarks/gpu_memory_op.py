@@ -178,22 +178,27 @@ def _num(row, key, scale=1e3, fmt="{:,.0f}"):
 def report(paths) -> str:
     """Markdown table of saved runs: thousands of tokens/s per implementation, forward and forward+backward, and
     ``triton``'s ratio to ``chunk`` and to titans-pytorch (with the batch titans-pytorch fitted in)."""
-    lines = []
+    runs = []
     for path in paths:
         with open(path) as f:
-            r = json.load(f)
+            runs.append((os.path.basename(path), json.load(f)))
+    lines = []
+    for name, r in runs:
         c = r["ceilings"]
-        lines.append(f"`{os.path.basename(path)}`: {r['device']}, torch {r['torch']}, {r['heads']} heads, "
+        lines.append(f"`{name}`: {r['device']}, torch {r['torch']}, {r['heads']} heads, "
                      f"{r['tokens']:,} tokens per call; copy {c['copy_GBps']:,.0f} GB/s, bf16 matmul "
                      f"{c['bf16_matmul_TFLOPs']:,.0f} TFLOP/s" + (f"; {r['stopped']}" if r.get("stopped") else ""))
     lines += ["", "| D | depth | chunk | T | batch | max rel err | pass | chunk | triton | titans-pytorch (batch) | "
               "fla gdn | triton/chunk | triton/titans-pytorch |", "|" + "---|" * 13]
-    for path in paths:
-        with open(path) as f:
-            rows = json.load(f)["rows"]
-        for row in rows:
+    fractions = []  # recomputed from the configuration, so a corrected FLOP count applies to saved runs too
+    for _, r in runs:
+        for row in r["rows"]:
             err = f"{row['max_rel_err']:.1e}" if "max_rel_err" in row else "–"
             for name in ("fwd", "fwd+bwd"):
+                tok = row.get(f"triton {name} tok_s")
+                if isinstance(tok, (int, float)):
+                    flops = flops_per_token(row["D"], row["depth"], row["chunk"], name == "fwd+bwd") * r["heads"] * tok
+                    fractions.append(flops / (r["ceilings"]["bf16_matmul_TFLOPs"] * 1e12))
                 tp = _num(row, f"titans-pytorch {name} tok_s")
                 if f"titans-pytorch {name} batch" in row and tp not in ("OOM", "–"):
                     tp += f" ({row[f'titans-pytorch {name} batch']})"
@@ -203,16 +208,6 @@ def report(paths) -> str:
                     f"{_num(row, f'chunk {name} tok_s')} | {_num(row, f'triton {name} tok_s')} | {tp} | "
                     f"{_num(row, f'fla-gdn {name} tok_s') if row['depth'] == 1 else ''} | "
                     + " | ".join(f"{x:.2f}" if x else "–" for x in ratio) + " |")
-    fractions = []  # recomputed from the configuration, so a corrected FLOP count applies to saved runs too
-    for path in paths:
-        with open(path) as f:
-            r = json.load(f)
-        for row in r["rows"]:
-            for name in ("fwd", "fwd+bwd"):
-                tok = row.get(f"triton {name} tok_s")
-                if isinstance(tok, (int, float)):
-                    flops = flops_per_token(row["D"], row["depth"], row["chunk"], name == "fwd+bwd") * r["heads"] * tok
-                    fractions.append(flops / (r["ceilings"]["bf16_matmul_TFLOPs"] * 1e12))
     if fractions:
         lines += ["", f"triton's matmul FLOPs per second over the bf16 matmul ceiling: {100 * min(fractions):.2f}%"
                       f"-{100 * max(fractions):.2f}% (forward; forward+backward counted as 3x the forward)"]
