@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
 # Everything one short lease of a CUDA machine should do, in one command (run from the repository root):
-#   bash benchmarks/gpu_lease.sh BUDGET_S
+#   bash benchmarks/gpu_lease.sh TOTAL_S
+# finishing within TOTAL_S seconds (default 560):
 # 1. install the comparison packages carried as wheels in .whl/ (titans-pytorch, fla-core and their pure-Python
-#    dependencies; nothing is fetched), 2. compile the kernels of every benchmark size in parallel processes while
-#    the gpu-marked tests run, 3. the benchmark, starting no new size after BUDGET_S seconds. Logs and the JSON go
-#    to $OUT (or /tmp/gpu_out). The wheels (ignored by git; the lent machine has torch, triton, einops, numpy):
+#    dependencies; nothing is fetched);
+# 2. compile every candidate launch configuration of every benchmark size in parallel processes while the
+#    gpu-marked tests run with the default configurations (two fifths of the time at most);
+# 3. the benchmark with --tune (the fastest configuration per kernel shape, written to $OUT/tuned.json), starting no
+#    new size once too little time is left for step 4;
+# 4. the gpu-marked tests again with the tuned configurations (TITANS_TRITON_CONFIGS).
+# Logs and JSON go to $OUT (or /tmp/gpu_out). The wheels (ignored by git; the lent machine has torch, triton,
+# einops, numpy):
 #   echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform any -d .whl \
 #     titans-pytorch==0.5.5 fla-core==0.6.0 assoc-scan axial-positional-embedding einx hyper-connections \
 #     rotary-embedding-torch tensordict x-transformers accelerated-scan frozendict torch-einops-utils pyvers loguru
 #   and pass carry=[".whl"] to the device call.
 set -u
-BUDGET=${1:-200}
+TOTAL=${1:-560}
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
+t0=$(date +%s)
+left() { echo $(( t0 + TOTAL - $(date +%s) )); }
+stamp() { echo "$1 after $(( $(date +%s) - t0 )) s" | tee -a "$OUT/device.log"; }
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
@@ -21,17 +30,29 @@ if [ -d .whl ]; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee "$OUT/device.log"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.log"
-t0=$(date +%s)
-for i in 0 1 2 3 4 5; do
-  python3 benchmarks/gpu_memory_op.py --compile-only --shard $i/6 > "$OUT/compile_$i.log" 2>&1 &
+LENGTHS=8192,2048
+PHASE1=$(( TOTAL * 2 / 5 ))
+for i in $(seq 0 9); do
+  timeout "$PHASE1" python3 benchmarks/gpu_memory_op.py --tune --compile-only --lengths $LENGTHS --shard "$i/10" \
+    > "$OUT/compile_$i.log" 2>&1 &
 done
-python3 -m pytest -q -m gpu -p no:cacheprovider -n 6 tests/ops/test_memory_triton.py > "$OUT/gpu_tests.log" 2>&1
-echo "gpu tests rc=$? after $(( $(date +%s) - t0 )) s" | tee -a "$OUT/device.log"
+timeout "$PHASE1" python3 -m pytest -v -m gpu -p no:cacheprovider -n 5 tests/ops/test_memory_triton.py \
+  > "$OUT/gpu_tests.log" 2>&1
+stamp "gpu tests (default configurations) rc=$?"
 wait
-cat "$OUT"/compile_*.log > "$OUT/compile.log"; rm -f "$OUT"/compile_?.log
-echo "compiled after $(( $(date +%s) - t0 )) s" | tee -a "$OUT/device.log"
-tail -5 "$OUT/compile.log"
-tail -25 "$OUT/gpu_tests.log"
-python3 benchmarks/gpu_memory_op.py --lengths 8192,2048 --repeats 3 --budget-s "$BUDGET" \
-  --out "$OUT/gpu_memory_op.json" 2>&1 | tee "$OUT/bench.log" | grep -v "^{\"D\""
-echo "done after $(( $(date +%s) - t0 )) s" | tee -a "$OUT/device.log"
+cat "$OUT"/compile_*.log > "$OUT/compile.log"; rm -f "$OUT"/compile_*[0-9].log
+stamp "compiled ($(grep -c ^compiled "$OUT/compile.log") done, $(grep -c ^FAILED "$OUT/compile.log") failed)"
+tail -3 "$OUT/gpu_tests.log"
+# Step 4 needs about 100 s; a tuned size can take a minute.
+timeout $(( $(left) - 100 )) python3 benchmarks/gpu_memory_op.py --tune --tune-out "$OUT/tuned.json" \
+  --lengths $LENGTHS --repeats 2 --budget-s $(( $(left) - 170 )) --out "$OUT/gpu_memory_op.json" \
+  > "$OUT/bench.log" 2>&1
+stamp "benchmark rc=$?"
+grep -v '^{' "$OUT/bench.log" | tail -25
+if [ -f "$OUT/tuned.json" ] && [ "$(left)" -gt 30 ]; then
+  TITANS_TRITON_CONFIGS="$OUT/tuned.json" timeout $(( $(left) - 5 )) python3 -m pytest -v -m gpu \
+    -p no:cacheprovider -n 6 tests/ops/test_memory_triton.py > "$OUT/gpu_tests_tuned.log" 2>&1
+  stamp "gpu tests (tuned configurations) rc=$?"
+  tail -3 "$OUT/gpu_tests_tuned.log"
+fi
+stamp done

@@ -4,6 +4,7 @@
     python benchmarks/gpu_memory_op.py --quick         # two sizes, as a smoke run
     python benchmarks/gpu_memory_op.py --out FILE.json --budget-s 300
     python benchmarks/gpu_memory_op.py --compile-only --shard 0/4   # fill Triton's cache (run shards in parallel)
+    python benchmarks/gpu_memory_op.py --tune --tune-out tuned.json   # time launch configurations, keep the best
     python benchmarks/gpu_memory_op.py --report benchmarks/results/gpu_memory_op_h100_run*.json   # markdown
 
 Needs a CUDA device (without one it says so and exits 0). For every size it first checks ``triton`` against
@@ -15,6 +16,12 @@ dims (its ``batch_size`` = our chunk) and, for depth 1, ``fla``'s ``chunk_gated_
 kernel; a linear memory without momentum). The card's two ceilings (a large device copy in GB/s, a large bf16 matmul
 in TFLOP/s) are measured first, and the triton kernel's achieved fraction of the matmul ceiling is reported from the
 analytic FLOPs of the chunked form.
+
+With ``--tune``, the first length of every kernel shape also times each candidate launch configuration
+(:func:`candidates`: tile width, warps, pipeline stages, dot precision; ``titans.ops.memory.triton_config``) that
+agrees with ``chunk`` to 1e-5, keeps the fastest forward and the fastest backward (backward time = forward+backward
+minus forward), and measures the row with them; the choices are written to ``--tune-out``, a file that
+``TITANS_TRITON_CONFIGS`` loads.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from functools import partial
 
 import torch
@@ -32,6 +40,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import table, write_results  # noqa: E402
 
 from titans.ops import memory_update  # noqa: E402
+from titans.ops.memory import triton_config as tc  # noqa: E402
+from titans.ops.memory.triton_seq import block_rows  # noqa: E402
+
+TUNE_TOL = 1e-5  # a candidate must agree with ``chunk`` this well (forward output and final weights)
 
 
 def cuda_time(fn, repeats: int) -> float:
@@ -154,18 +166,75 @@ def check(T, H, D, depth, chunk) -> float:
     return float(max(errs))
 
 
-def compile_kernels(sizes, H):
-    """Run every size's kernels once at batch 2 (the same Triton specializations as the timed runs): fills the
-    kernel cache, so that shards of this can compile in parallel processes before the timed run."""
-    for D, depth, chunk, T in sizes:
-        leaves, norm = inputs(2, min(T, 2048), H, D, depth, grad=True)
-        q, k, v, a, e, th, *W = leaves
-        o, _ = memory_update(q, k, v, a, e, th, tuple(W), chunk_size=chunk, norm=norm, residual=True, impl="triton")
-        o.sum().backward()
-        with torch.no_grad():
-            memory_update(q, k, v, a, e, th, tuple(W), chunk_size=chunk, norm=norm, residual=True, impl="triton")
-        torch.cuda.synchronize()
-        print(f"compiled D={D} depth={depth} chunk={chunk}", flush=True)
+def kernel_keys(D, depth, chunk):
+    """The forward's and backward's configuration keys for a benchmark size (hidden width 4 D at depth 2)."""
+    dims = (depth, block_rows(chunk), D, 4 * D if depth == 2 else D, D)
+    return (False, *dims), (True, *dims)
+
+
+def candidates(D, depth, chunk) -> dict:
+    """Launch configurations to time: ``{name: (forward config, backward config)}``."""
+    kf, kb = kernel_keys(D, depth, chunk)
+    f, b = tc.default_config(*kf), tc.default_config(*kb)
+    w = 16 if kf[2] >= 64 else 8
+    return {"default": (f, b),
+            "stages1": (replace(f, stages=1), replace(b, stages=1)),
+            f"stages1-w{w}": (replace(f, stages=1, warps=w), replace(b, stages=1, warps=w)),
+            "tf32x3": (replace(f, stages=1, precision="tf32x3"), replace(b, stages=1, precision="tf32x3"))}
+
+
+def use(D, depth, chunk, fwd_cfg, bwd_cfg):
+    kf, kb = kernel_keys(D, depth, chunk)
+    tc.OVERRIDES[kf], tc.OVERRIDES[kb] = fwd_cfg, bwd_cfg
+
+
+def tune(row, B, T, H, D, depth, chunk, repeats) -> None:
+    """Time every candidate at this size; leave the best forward and backward configurations in ``OVERRIDES``."""
+    row["candidates"], best_f, best_b = {}, None, None
+    for name, (fc, bc) in candidates(D, depth, chunk).items():
+        use(D, depth, chunk, fc, bc)
+        r = {"fwd": str(fc), "bwd": str(bc)}
+        try:
+            r["max_rel_err"] = check(min(T, 1024), H, D, depth, chunk)
+        except Exception as exc:  # a configuration that does not compile or launch here
+            r["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+        if r.get("max_rel_err", 1.0) <= TUNE_TOL:
+            for pass_, fwd_bwd in (("fwd", False), ("fwd+bwd", True)):
+                m = measure(partial(run_ours, "triton", B, T, H, D, depth, chunk, fwd_bwd), B * T, repeats)
+                r.update({f"{pass_} {k}": v for k, v in m.items()})
+        if r.get("fwd tok_s") and (best_f is None or r["fwd tok_s"] > best_f[0]):
+            best_f = (r["fwd tok_s"], fc)
+        if r.get("fwd tok_s") and r.get("fwd+bwd tok_s"):
+            t_bwd = B * T / r["fwd+bwd tok_s"] - B * T / r["fwd tok_s"]
+            if best_b is None or t_bwd < best_b[0]:
+                best_b = (t_bwd, bc)
+        row["candidates"][name] = r
+        print(json.dumps({"D": D, "depth": depth, "chunk": chunk, "candidate": name, **r}), flush=True)
+    f, b = (tc.default_config(*k) for k in kernel_keys(D, depth, chunk))
+    use(D, depth, chunk, best_f[1] if best_f else f, best_b[1] if best_b else b)
+
+
+def compile_kernels(jobs, H):
+    """Run each job's kernels once at batch 2 (the same Triton specializations as the timed runs): fills the
+    kernel cache, so that shards of the jobs can compile in parallel processes before the timed run. A job is
+    ``(D, depth, chunk, T, candidate name or None for the defaults)``."""
+    for D, depth, chunk, T, name in jobs:
+        if name is not None:
+            use(D, depth, chunk, *candidates(D, depth, chunk)[name])
+        try:
+            leaves, norm = inputs(2, min(T, 2048), H, D, depth, grad=True)
+            q, k, v, a, e, th, *W = leaves
+            o, _ = memory_update(q, k, v, a, e, th, tuple(W), chunk_size=chunk, norm=norm, residual=True,
+                                 impl="triton")
+            o.sum().backward()
+            with torch.no_grad():
+                memory_update(q, k, v, a, e, th, tuple(W), chunk_size=chunk, norm=norm, residual=True,
+                              impl="triton")
+            torch.cuda.synchronize()
+            print(f"compiled D={D} depth={depth} chunk={chunk} {name}", flush=True)
+        except Exception as exc:  # reported; the timed run reports it again for that candidate
+            print(f"FAILED D={D} depth={depth} chunk={chunk} {name}: {type(exc).__name__}: "
+                  f"{str(exc).splitlines()[0][:200]}", flush=True)
 
 
 def _num(row, key, scale=1e3, fmt="{:,.0f}"):
@@ -227,6 +296,10 @@ def main():
     ap.add_argument("--compile-only", action="store_true", help="only compile the kernels of this shard's sizes")
     ap.add_argument("--shard", default="0/1", help="i/n: this process takes sizes i, i+n, ... (with --compile-only)")
     ap.add_argument("--out", default="benchmarks/results/gpu_memory_op.json")
+    ap.add_argument("--tune", action="store_true", help="time launch configurations at each kernel shape's first "
+                    "length and use the fastest (see the module docstring)")
+    ap.add_argument("--tune-out", default="benchmarks/results/gpu_triton_configs.json",
+                    help="where --tune writes the chosen configurations (TITANS_TRITON_CONFIGS reads it)")
     ap.add_argument("--report", nargs="+", metavar="JSON", help="print saved runs as a markdown table and exit")
     args = ap.parse_args()
     if args.report:
@@ -238,7 +311,7 @@ def main():
     H = args.heads
     lengths = [int(x) for x in args.lengths.split(",")]
     # The acceptance size first (depth 2, head dim 64, chunk 16, 8K), then the rest of the grid.
-    sizes = [(D, depth, chunk, T) for D in (64, 128) for depth in (2, 1) for chunk in (16, 64) for T in lengths]
+    sizes = [(D, depth, chunk, T) for T in lengths for D in (64, 128) for depth in (2, 1) for chunk in (16, 64)]
     if args.quick:
         sizes = [(64, 2, 16, 8192), (64, 1, 64, 2048)]
     if args.sizes:
@@ -246,12 +319,14 @@ def main():
     if args.compile_only:
         i, n = (int(x) for x in args.shard.split("/"))
         kernels = sorted({(D, depth, chunk, 2048) for D, depth, chunk, _ in sizes})
-        compile_kernels(kernels[i::n], H)
+        jobs = [(*size, name) for size in kernels for name in (candidates(*size[:3]) if args.tune else [None])]
+        compile_kernels(jobs[i::n], H)
         return
     start = time.time()
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "heads": H, "tokens": args.tokens,
               "ceilings": ceilings(), "rows": []}
     print(json.dumps(result["ceilings"]), flush=True)
+    tuned = set()
     for D, depth, chunk, T in sizes:
         if time.time() - start > args.budget_s:
             result["stopped"] = f"budget {args.budget_s:.0f} s reached before D={D} depth={depth} chunk={chunk} T={T}"
@@ -259,6 +334,12 @@ def main():
         B = max(1, args.tokens // T)
         row = {"D": D, "depth": depth, "chunk": chunk, "T": T, "B": B}
         torch.cuda.empty_cache()
+        if args.tune and (D, depth, chunk) not in tuned:
+            tune(row, B, T, H, D, depth, chunk, args.repeats)
+            tuned.add((D, depth, chunk))
+            tc.save_configs(args.tune_out, {k: tc.OVERRIDES[k] for k in tc.OVERRIDES})
+        kf, kb = kernel_keys(D, depth, chunk)
+        row["triton config"] = {"fwd": str(tc.config_for(*kf)), "bwd": str(tc.config_for(*kb))}
         try:
             row["max_rel_err"] = check(min(T, 1024), H, D, depth, chunk)
         except Exception as exc:  # reported, and the timings still run
@@ -289,6 +370,7 @@ def main():
                     row[f"triton/{base} {name}"] = tok / row[f"{base} {name} tok_s"]
         result["rows"].append(row)
         result["elapsed_s"] = time.time() - start
+        result["kernels"] = [{"key": list(key), "config": str(cfg), **v} for (key, cfg), v in tc.LAUNCHED.items()]
         print(json.dumps(row), flush=True)
         write_results(args.out, result)
     cols = ["D", "depth", "chunk", "T", "B", "max_rel_err"] + [f"{i} {n} tok_s" for n in ("fwd", "fwd+bwd")

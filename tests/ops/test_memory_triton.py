@@ -55,7 +55,7 @@ CASES = [  # (L, chunk, T, cut, norm+residual, per-layer gates, activation, hidd
     (2, 16, 33, 10, False, True, "silu", 32),
     (2, 4, 13, 6, True, False, "gelu", 16),
 ]
-# Several streamed tiles (``triton_seq.tile_width``): of the hidden width (depth 2) and of the
+# Several streamed tiles (``triton_config.default_config``): of the hidden width (depth 2) and of the
 # input rows (depth 1 at head dim 128). (L, chunk, T, cut, norm+residual, activation, D, hidden)
 TILED = [
     (2, 16, 35, 19, True, "gelu", 16, 128),
@@ -214,3 +214,30 @@ def test_model_with_the_triton_memory_matches_chunk(caplog, monkeypatch):
     gb = torch.autograd.grad(lb, list(b.parameters()))
     for x, y in zip(gb, ga):
         assert rel_err(x, y) <= TOL
+
+
+def test_launch_configurations_change_nothing_but_speed(monkeypatch, tmp_path):
+    """Every candidate the GPU benchmark tunes over (tile, warps, stages, tf32x3 products) computes the same chunk
+    form; a tuned-configurations file is read from ``TITANS_TRITON_CONFIGS`` and a bad one names its row."""
+    from titans.ops.memory import triton_config as tc
+
+    inp, leaves = make_inputs(B=1, T=21, H=2, D=16, L=2, hidden=32, norm=True, residual=True, dtype=torch.float32,
+                              requires_grad=True)
+    key = (2, 16, 16, 32, 16)
+    cfgs = {(False, *key): tc.KernelConfig(16, 8, 1, "tf32x3"), (True, *key): tc.KernelConfig(16, 2, 2, "tf32x3")}
+    path = tmp_path / "tuned.json"
+    tc.save_configs(str(path), cfgs)
+    assert tc.load_configs(str(path)) == cfgs
+    monkeypatch.setattr(tc, "OVERRIDES", {})
+    monkeypatch.setattr(tc, "_LOADED", [])
+    monkeypatch.setenv("TITANS_TRITON_CONFIGS", str(path))
+    assert tc.config_for(True, *key) == cfgs[(True, *key)]
+    assert tc.config_for(True, 1, 16, 16, 16, 16) == tc.default_config(True, 1, 16, 16, 16, 16)
+    _compare(inp, leaves, 16, "gelu", 5)
+    path.write_text('[{"backward": false, "L": 2, "BN": 16, "DK": 16, "DH": 32, "DV": 16, "config": "16,4"}]')
+    with pytest.raises(ValueError, match="row 0"):
+        tc.load_configs(str(path))
+    with pytest.raises(ValueError, match="KernelConfig.precision='tf32'"):
+        tc.KernelConfig(16, 4, 1, "tf32")
+    with pytest.raises(ValueError, match="KernelConfig.tile=24"):
+        tc.KernelConfig(24, 4, 1)

@@ -24,6 +24,8 @@ import os
 import torch
 import torch.nn.functional as F
 
+from .triton_config import launch
+
 try:
     import triton
     import triton.language as tl
@@ -62,42 +64,6 @@ def block_rows(chunk: int) -> int:
     return max(16, 1 << (chunk - 1).bit_length())
 
 
-def tile_width(L: int, BN: int, DK: int, DH: int, DV: int, backward: bool) -> int:
-    """Hidden columns (depth 2) or input rows (depth 1) per streamed tile to try first: the widest whose shared
-    memory (Triton stages dot operands there) fit an H100's 227 KB when compiled for sm_90 with Triton 3.8 (e.g.
-    depth 2, head dim 64, chunk 16: forward 64 (161 KB), backward 32 (164 KB); ``benchmarks/triton_resources.py``).
-    :func:`launch` halves it if the device still refuses."""
-    width = DH if L == 2 else DK
-    small = BN <= 16 and max(DK, DV) <= 64
-    th = (32 if small else 16) if backward else (64 if small else 32 if BN <= 16 or max(DK, DV) <= 64 else 16)
-    return min(width, th)
-
-
-def warps(BN: int) -> int:
-    """Warps per program: 8 for chunks of 64 rows, whose ``[64, D]`` float32 activations spill at 4 warps."""
-    return 8 if BN >= 64 else 4
-
-
-_TILE: dict = {}  # (kernel, L, BN, DK, DH, DV) -> the tile width that launched
-
-
-def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: int, DV: int, **consts):
-    """Launch ``kernel`` with the widest tile that the device accepts (halving on ``OutOfResources``); returns
-    Triton's compiled kernel (``n_regs``, ``n_spills``, ``metadata.shared`` for reports)."""
-    key = (backward, L, BN, DK, DH, DV)
-    th = _TILE.get(key, tile_width(L, BN, DK, DH, DV, backward))
-    while True:
-        try:
-            compiled = kernel[grid](*args, L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, **consts)
-        except triton.runtime.errors.OutOfResources:
-            if th <= 16:
-                raise
-            th //= 2
-            continue
-        _TILE[key] = th
-        return compiled
-
-
 if HAS_TRITON:
 
     @triton.jit
@@ -123,8 +89,13 @@ if HAS_TRITON:
             return tl.where(z > 0, g, 0.0)
 
     @triton.jit
-    def _mm(a, b):
-        return tl.dot(a, b, input_precision="ieee")
+    def _mm(a, b, PREC: tl.constexpr):
+        """``a @ b`` in float32: ``ieee`` (CUDA cores) or ``tf32x3`` (tensor cores, three TF32 products that keep
+        about float32's accuracy; see :data:`PRECISIONS`)."""
+        if PREC == 1:
+            return tl.dot(a, b, input_precision="tf32x3")
+        else:
+            return tl.dot(a, b, input_precision="ieee")
 
     @triton.jit
     def _rows(ptr, s_t, t, mask, c0, C: tl.constexpr):
@@ -187,16 +158,16 @@ if HAS_TRITON:
 
     @triton.jit
     def _keys(k, kb, s_t, t, mask, W0i, W1i, L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr,
-              DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, ACT: tl.constexpr):
+              DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr):
         """The keys through the memory at the chunk's starting weights: ``zk [BN, DV]`` (before norm/residual)."""
         zk = tl.zeros([BN, DV], dtype=tl.float32)
         if L == 2:
             for j in range(DH // TH):
-                z0 = _mm(k, _tile(W0i, 0, j * TH, DH, DK, TH))
-                zk += _mm(_act(z0, ACT), _tile(W1i, j * TH, 0, DV, TH, DV))
+                z0 = _mm(k, _tile(W0i, 0, j * TH, DH, DK, TH), PREC)
+                zk += _mm(_act(z0, ACT), _tile(W1i, j * TH, 0, DV, TH, DV), PREC)
         else:
             for j in range(DK // TH):
-                zk += _mm(_rows(kb, s_t, t, mask, j * TH, TH), _tile(W0i, j * TH, 0, DV, TH, DV))
+                zk += _mm(_rows(kb, s_t, t, mask, j * TH, TH), _tile(W0i, j * TH, 0, DV, TH, DV), PREC)
         return zk
 
     @triton.jit
@@ -224,7 +195,8 @@ if HAS_TRITON:
                         so_b, so_h, so_t, bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr,
                         W0_ptr, S0_ptr, W1_ptr, S1_ptr, lnw_ptr, lnb_ptr, T, N, NSLOT, BH, H, CHUNK,
                         L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
-                        TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr):
+                        TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
+                        PREC: tl.constexpr):
         pid = tl.program_id(0).to(tl.int64)  # 64-bit offsets: the saved states pass 2**31 elements at 8K x 128
         b = pid // H
         h = pid % H
@@ -254,9 +226,9 @@ if HAS_TRITON:
             S1o = S1_ptr + so * DH * DV
             beta0, gamma0, C0, cn0, mn0, bn0, gn0, hn0 = _coefs(bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr,
                                                                pid * N + c, BN)
-            zk = _keys(k, kb, sk_t, t, mask, W0i, W1i, L, BN, DK, DH, DV, TH, ACT)
+            zk = _keys(k, kb, sk_t, t, mask, W0i, W1i, L, BN, DK, DH, DV, TH, ACT, PREC)
             dlast, e, xk, rk = _errors(zk, k, v, lw, lb, mask, DV, NORM, RES)
-            CP0 = C0 * _mm(q, tl.trans(k))
+            CP0 = C0 * _mm(q, tl.trans(k), PREC)
             xw = tl.zeros([BN, DV], dtype=tl.float32)
             xs = tl.zeros([BN, DV], dtype=tl.float32)
             if L == 2:
@@ -268,31 +240,34 @@ if HAS_TRITON:
                     S0j = _tile(S0i, 0, j * TH, DH, DK, TH)
                     W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
                     S1j = _tile(S1i, j * TH, 0, DV, TH, DV)
-                    z0 = _mm(k, G0j)
+                    z0 = _mm(k, G0j, PREC)
                     a1 = _act(z0, ACT)
-                    d0 = _act_bwd(_mm(dlast, tl.trans(W1j)), z0, ACT)
-                    zeta0 = beta0[:, None] * _mm(q, G0j) + gamma0[:, None] * _mm(q, S0j) - _mm(CP0, d0)
+                    d0 = _act_bwd(_mm(dlast, tl.trans(W1j), PREC), z0, ACT)
+                    zeta0 = (beta0[:, None] * _mm(q, G0j, PREC) + gamma0[:, None] * _mm(q, S0j, PREC)
+                             - _mm(CP0, d0, PREC))
                     x1 = _act(zeta0, ACT)
-                    _put(W0o, 0, j * TH, DH, bn0 * G0j + gn0 * S0j - _mm(tl.trans(k), cn0[:, None] * d0), DK, TH)
-                    _put(S0o, 0, j * TH, DH, hn0 * S0j - _mm(tl.trans(k), mn0[:, None] * d0), DK, TH)
-                    xw += _mm(x1, W1j)
-                    xs += _mm(x1, S1j)
-                    P1 += _mm(x1, tl.trans(a1))
-                    _put(W1o, j * TH, 0, DV, bn1 * W1j + gn1 * S1j - _mm(tl.trans(a1), cn1[:, None] * dlast),
+                    _put(W0o, 0, j * TH, DH, bn0 * G0j + gn0 * S0j - _mm(tl.trans(k), cn0[:, None] * d0, PREC),
+                         DK, TH)
+                    _put(S0o, 0, j * TH, DH, hn0 * S0j - _mm(tl.trans(k), mn0[:, None] * d0, PREC), DK, TH)
+                    xw += _mm(x1, W1j, PREC)
+                    xs += _mm(x1, S1j, PREC)
+                    P1 += _mm(x1, tl.trans(a1), PREC)
+                    _put(W1o, j * TH, 0, DV, bn1 * W1j + gn1 * S1j - _mm(tl.trans(a1), cn1[:, None] * dlast, PREC),
                          TH, DV)
-                    _put(S1o, j * TH, 0, DV, hn1 * S1j - _mm(tl.trans(a1), mn1[:, None] * dlast), TH, DV)
-                z = beta1[:, None] * xw + gamma1[:, None] * xs - _mm(C1 * P1, dlast)
+                    _put(S1o, j * TH, 0, DV, hn1 * S1j - _mm(tl.trans(a1), mn1[:, None] * dlast, PREC), TH, DV)
+                z = beta1[:, None] * xw + gamma1[:, None] * xs - _mm(C1 * P1, dlast, PREC)
             else:
                 for j in range(DK // TH):
                     qj = _rows(qb, sq_t, t, mask, j * TH, TH)
                     kj = _rows(kb, sk_t, t, mask, j * TH, TH)
                     Wj = _tile(W0i, j * TH, 0, DV, TH, DV)
                     Sj = _tile(S0i, j * TH, 0, DV, TH, DV)
-                    xw += _mm(qj, Wj)
-                    xs += _mm(qj, Sj)
-                    _put(W0o, j * TH, 0, DV, bn0 * Wj + gn0 * Sj - _mm(tl.trans(kj), cn0[:, None] * dlast), TH, DV)
-                    _put(S0o, j * TH, 0, DV, hn0 * Sj - _mm(tl.trans(kj), mn0[:, None] * dlast), TH, DV)
-                z = beta0[:, None] * xw + gamma0[:, None] * xs - _mm(CP0, dlast)
+                    xw += _mm(qj, Wj, PREC)
+                    xs += _mm(qj, Sj, PREC)
+                    _put(W0o, j * TH, 0, DV, bn0 * Wj + gn0 * Sj - _mm(tl.trans(kj), cn0[:, None] * dlast, PREC),
+                         TH, DV)
+                    _put(S0o, j * TH, 0, DV, hn0 * Sj - _mm(tl.trans(kj), mn0[:, None] * dlast, PREC), TH, DV)
+                z = beta0[:, None] * xw + gamma0[:, None] * xs - _mm(CP0, dlast, PREC)
             if NORM:
                 xq, rq = _ln(z, DV)
                 z = xq * lw[None, :] + lb[None, :]
@@ -350,5 +325,5 @@ def seq_forward_triton(q, k, v, packed, W, S, norm, act, residual, chunk, save):
             v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2), *packed,
             Ws[0], Ss[0], Ws[i1], Ss[i1], lnw, lnb, T, N, nslot, BH, H, chunk)
     launch(_seq_fwd_kernel, (BH,), args, backward=False, L=L, BN=BN, DK=DK, DH=DH, DV=DV, ACT=_ACT[act],
-           NORM=norm is not None, RES=residual, num_warps=warps(BN))
+           NORM=norm is not None, RES=residual)
     return o, Ws, Ss

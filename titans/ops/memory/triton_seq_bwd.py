@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from .triton_seq import _ACT, HAS_TRITON, block_rows, launch, warps
+from .triton_config import launch
+from .triton_seq import _ACT, HAS_TRITON, block_rows
 
 if HAS_TRITON:
     import triton
@@ -99,7 +100,8 @@ if HAS_TRITON:
                         W0_ptr, S0_ptr, W1_ptr, S1_ptr, dW0_ptr, dS0_ptr, dW1_ptr, dS1_ptr, stash_ptr,
                         lnw_ptr, lnb_ptr, dln_ptr, T, N, NSLOT, BH, H, CHUNK,
                         L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
-                        TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr):
+                        TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
+                        PREC: tl.constexpr):
         pid = tl.program_id(0).to(tl.int64)  # 64-bit offsets: the saved states pass 2**31 elements at 8K x 128
         b = pid // H
         h = pid % H
@@ -146,9 +148,9 @@ if HAS_TRITON:
             beta0, gamma0, C0, cn0, mn0, bn0, gn0, hn0 = _coefs(bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr, i0, BN)
 
             # Pass A: the keys' path and errors.
-            zk = _keys(k, kb, sk_t, t, mask, W0i, W1i, L, BN, DK, DH, DV, TH, ACT)
+            zk = _keys(k, kb, sk_t, t, mask, W0i, W1i, L, BN, DK, DH, DV, TH, ACT, PREC)
             dlast, e, xk, rk = _errors(zk, k, v, lw, lb, mask, DV, NORM, RES)
-            P0 = _mm(q, tl.trans(k))
+            P0 = _mm(q, tl.trans(k), PREC)
             CP0 = C0 * P0
             xw = tl.zeros([BN, DV], dtype=tl.float32)
             xs = tl.zeros([BN, DV], dtype=tl.float32)
@@ -165,25 +167,26 @@ if HAS_TRITON:
                 for j in range(DH // TH):
                     G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
                     W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
-                    z0 = _mm(k, G0j)
+                    z0 = _mm(k, G0j, PREC)
                     a1 = _act(z0, ACT)
-                    d0 = _act_bwd(_mm(dlast, tl.trans(W1j)), z0, ACT)
-                    zeta0 = (beta0[:, None] * _mm(q, G0j) + gamma0[:, None] * _mm(q, _tile(S0i, 0, j * TH, DH, DK, TH))
-                             - _mm(CP0, d0))
+                    d0 = _act_bwd(_mm(dlast, tl.trans(W1j), PREC), z0, ACT)
+                    S0j = _tile(S0i, 0, j * TH, DH, DK, TH)
+                    zeta0 = (beta0[:, None] * _mm(q, G0j, PREC) + gamma0[:, None] * _mm(q, S0j, PREC)
+                             - _mm(CP0, d0, PREC))
                     x1 = _act(zeta0, ACT)
-                    xw += _mm(x1, W1j)
-                    xs += _mm(x1, _tile(S1i, j * TH, 0, DV, TH, DV))
-                    P1 += _mm(x1, tl.trans(a1))
+                    xw += _mm(x1, W1j, PREC)
+                    xs += _mm(x1, _tile(S1i, j * TH, 0, DV, TH, DV), PREC)
+                    P1 += _mm(x1, tl.trans(a1), PREC)
                 CP1 = C1 * P1
-                zq = beta1[:, None] * xw + gamma1[:, None] * xs - _mm(CP1, dlast)
+                zq = beta1[:, None] * xw + gamma1[:, None] * xs - _mm(CP1, dlast, PREC)
                 dz1, dlw, dlb = _out_ln_bwd(zq, do, lw, DV, NORM)
                 dlnw_acc += dlw
                 dlnb_acc += dlb
                 # Step 1 of layer 1, the parts that need no tile.
-                dCP1 = _mm(dz1, tl.trans(dlast))
+                dCP1 = _mm(dz1, tl.trans(dlast), PREC)
                 dC1 = tl.where(lower, -dCP1 * P1, 0.0)
                 dP1 = dCP1 * C1
-                dD1 = -_mm(tl.trans(CP1), dz1)
+                dD1 = -_mm(tl.trans(CP1), dz1, PREC)
                 dbeta1 = tl.zeros([BN], dtype=tl.float32)
                 dgamma1 = tl.zeros([BN], dtype=tl.float32)
                 YW0 = tl.zeros([BN, DK], dtype=tl.float32)
@@ -206,53 +209,55 @@ if HAS_TRITON:
                     S0j = _tile(S0i, 0, j * TH, DH, DK, TH)
                     W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
                     S1j = _tile(S1i, j * TH, 0, DV, TH, DV)
-                    z0 = _mm(k, G0j)
+                    z0 = _mm(k, G0j, PREC)
                     a1 = _act(z0, ACT)
-                    t0 = _mm(dlast, tl.trans(W1j))
+                    t0 = _mm(dlast, tl.trans(W1j), PREC)
                     d0 = _act_bwd(t0, z0, ACT)
-                    zeta0 = beta0[:, None] * _mm(q, G0j) + gamma0[:, None] * _mm(q, S0j) - _mm(CP0, d0)
+                    zeta0 = (beta0[:, None] * _mm(q, G0j, PREC) + gamma0[:, None] * _mm(q, S0j, PREC)
+                             - _mm(CP0, d0, PREC))
                     x1 = _act(zeta0, ACT)
                     # Layer 1 (X = x1, A = a1, delta = dlast), this tile of its input rows.
-                    YW1 = _mm(dz1, tl.trans(W1j))
-                    YS1 = _mm(dz1, tl.trans(S1j))
+                    YW1 = _mm(dz1, tl.trans(W1j), PREC)
+                    YS1 = _mm(dz1, tl.trans(S1j), PREC)
                     dbeta1 += tl.sum(x1 * YW1, axis=1)
                     dgamma1 += tl.sum(x1 * YS1, axis=1)
-                    dz0 = _act_bwd(beta1[:, None] * YW1 + gamma1[:, None] * YS1 - _mm(dP1, a1), zeta0, ACT)
-                    da1 = -_mm(tl.trans(dP1), x1)
+                    dz0 = _act_bwd(beta1[:, None] * YW1 + gamma1[:, None] * YS1 - _mm(dP1, a1, PREC), zeta0, ACT)
+                    da1 = -_mm(tl.trans(dP1), x1, PREC)
                     # Layer 0 (X = q, A = k, delta = d0), this tile of its output columns.
-                    YW0 += _mm(dz0, tl.trans(G0j))
-                    YS0 += _mm(dz0, tl.trans(S0j))
-                    dCP0 += _mm(dz0, tl.trans(d0))
+                    YW0 += _mm(dz0, tl.trans(G0j), PREC)
+                    YS0 += _mm(dz0, tl.trans(S0j), PREC)
+                    dCP0 += _mm(dz0, tl.trans(d0), PREC)
                     dWp0 = _tile(dW0i, 0, j * TH, DH, DK, TH)
                     dSp0 = _tile(dS0i, 0, j * TH, DH, DK, TH)
-                    F1 = _mm(k, dWp0)
-                    F2 = _mm(k, dSp0)
+                    F1 = _mm(k, dWp0, PREC)
+                    F2 = _mm(k, dSp0, PREC)
                     dcn0 -= tl.sum(F1 * d0, axis=1)
                     dmn0 -= tl.sum(F2 * d0, axis=1)
-                    dD0 = -_mm(tl.trans(CP0), dz0) - cn0[:, None] * F1 - mn0[:, None] * F2
-                    da0 -= cn0[:, None] * _mm(d0, tl.trans(dWp0)) + mn0[:, None] * _mm(d0, tl.trans(dSp0))
+                    dD0 = -_mm(tl.trans(CP0), dz0, PREC) - cn0[:, None] * F1 - mn0[:, None] * F2
+                    da0 -= cn0[:, None] * _mm(d0, tl.trans(dWp0), PREC) + mn0[:, None] * _mm(d0, tl.trans(dSp0), PREC)
                     dbn0 += tl.sum(tl.sum(dWp0 * G0j, axis=1), axis=0)
                     dgn0 += tl.sum(tl.sum(dWp0 * S0j, axis=1), axis=0)
                     dhn0 += tl.sum(tl.sum(dSp0 * S0j, axis=1), axis=0)
-                    _put(dW0o, 0, j * TH, DH, _mm(tl.trans(beta0[:, None] * q), dz0) + bn0 * dWp0, DK, TH)
-                    _put(dS0o, 0, j * TH, DH, _mm(tl.trans(gamma0[:, None] * q), dz0) + gn0 * dWp0 + hn0 * dSp0,
+                    _put(dW0o, 0, j * TH, DH, _mm(tl.trans(beta0[:, None] * q), dz0, PREC) + bn0 * dWp0, DK, TH)
+                    _put(dS0o, 0, j * TH, DH, _mm(tl.trans(gamma0[:, None] * q), dz0, PREC) + gn0 * dWp0 + hn0 * dSp0,
                          DK, TH)
                     # Layer 1's end-of-chunk terms.
                     dWp1 = _tile(dW1i, j * TH, 0, DV, TH, DV)
                     dSp1 = _tile(dS1i, j * TH, 0, DV, TH, DV)
-                    E1 += _mm(a1, dWp1)
-                    E2 += _mm(a1, dSp1)
-                    da1 -= cn1[:, None] * _mm(dlast, tl.trans(dWp1)) + mn1[:, None] * _mm(dlast, tl.trans(dSp1))
+                    E1 += _mm(a1, dWp1, PREC)
+                    E2 += _mm(a1, dSp1, PREC)
+                    da1 -= (cn1[:, None] * _mm(dlast, tl.trans(dWp1), PREC)
+                            + mn1[:, None] * _mm(dlast, tl.trans(dSp1), PREC))
                     dbn1 += tl.sum(tl.sum(dWp1 * W1j, axis=1), axis=0)
                     dgn1 += tl.sum(tl.sum(dWp1 * S1j, axis=1), axis=0)
                     dhn1 += tl.sum(tl.sum(dSp1 * S1j, axis=1), axis=0)
                     # Step 3, the delta chain d0 = (dlast W1^T) * sigma'(z0), second order in z0.
                     dt = _act_bwd(dD0, z0, ACT)
                     dzk0 = dD0 * t0 * _grad2(z0, ACT)
-                    dD1 += _mm(dt, W1j)
-                    _put(dW1o, j * TH, 0, DV, _mm(tl.trans(beta1[:, None] * x1), dz1) + bn1 * dWp1
-                         + _mm(tl.trans(dt), dlast), TH, DV)
-                    _put(dS1o, j * TH, 0, DV, _mm(tl.trans(gamma1[:, None] * x1), dz1) + gn1 * dWp1 + hn1 * dSp1,
+                    dD1 += _mm(dt, W1j, PREC)
+                    _put(dW1o, j * TH, 0, DV, _mm(tl.trans(beta1[:, None] * x1), dz1, PREC) + bn1 * dWp1
+                         + _mm(tl.trans(dt), dlast, PREC), TH, DV)
+                    _put(dS1o, j * TH, 0, DV, _mm(tl.trans(gamma1[:, None] * x1), dz1, PREC) + gn1 * dWp1 + hn1 * dSp1,
                          TH, DV)
                     _put(stash_ptr + pid * 2 * BN * DH, 0, j * TH, DH, dzk0, BN, TH)
                     _put(stash_ptr + (pid * 2 + 1) * BN * DH, 0, j * TH, DH, da1, BN, TH)
@@ -263,8 +268,8 @@ if HAS_TRITON:
                                 dbn1, dgn1, dhn1, BN)
                 dC0 = tl.where(lower, -dCP0 * P0, 0.0)
                 dP0 = dCP0 * C0
-                dq += beta0[:, None] * YW0 + gamma0[:, None] * YS0 - _mm(dP0, k)
-                da0 -= _mm(tl.trans(dP0), q)
+                dq += beta0[:, None] * YW0 + gamma0[:, None] * YS0 - _mm(dP0, k, PREC)
+                da0 -= _mm(tl.trans(dP0), q, PREC)
                 _put_coef_grads(dbg_ptr, dC_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i0, tl.sum(q * YW0, axis=1),
                                 tl.sum(q * YS0, axis=1), dC0, dcn0, dmn0, dbn0, dgn0, dhn0, BN)
                 # Step 4, then pass D: the key path.
@@ -275,14 +280,14 @@ if HAS_TRITON:
                 for j in range(DH // TH):
                     G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
                     W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
-                    z0 = _mm(k, G0j)
+                    z0 = _mm(k, G0j, PREC)
                     a1 = _act(z0, ACT)
                     dzk0 = _tile(stash_ptr + pid * 2 * BN * DH, 0, j * TH, DH, BN, TH)
                     da1 = _tile(stash_ptr + (pid * 2 + 1) * BN * DH, 0, j * TH, DH, BN, TH)
-                    _put(dW1o, j * TH, 0, DV, _tile(dW1o, j * TH, 0, DV, TH, DV) + _mm(tl.trans(a1), df), TH, DV)
-                    dzk0 += _act_bwd(da1 + _mm(df, tl.trans(W1j)), z0, ACT)
-                    _put(dW0o, 0, j * TH, DH, _tile(dW0o, 0, j * TH, DH, DK, TH) + _mm(tl.trans(k), dzk0), DK, TH)
-                    da0 += _mm(dzk0, tl.trans(G0j))
+                    _put(dW1o, j * TH, 0, DV, _tile(dW1o, j * TH, 0, DV, TH, DV) + _mm(tl.trans(a1), df, PREC), TH, DV)
+                    dzk0 += _act_bwd(da1 + _mm(df, tl.trans(W1j), PREC), z0, ACT)
+                    _put(dW0o, 0, j * TH, DH, _tile(dW0o, 0, j * TH, DH, DK, TH) + _mm(tl.trans(k), dzk0, PREC), DK, TH)
+                    da0 += _mm(dzk0, tl.trans(G0j), PREC)
                 if RES:  # noqa: SIM108
                     dk = dout + da0
                 else:
@@ -292,15 +297,15 @@ if HAS_TRITON:
                 # Depth 1: X = q, A = k, delta = dlast; tiles of TH input rows (columns of q and k).
                 for j in range(DK // TH):
                     qj = _rows(qb, sq_t, t, mask, j * TH, TH)
-                    xw += _mm(qj, _tile(W0i, j * TH, 0, DV, TH, DV))
-                    xs += _mm(qj, _tile(S0i, j * TH, 0, DV, TH, DV))
-                zq = beta0[:, None] * xw + gamma0[:, None] * xs - _mm(CP0, dlast)
+                    xw += _mm(qj, _tile(W0i, j * TH, 0, DV, TH, DV), PREC)
+                    xs += _mm(qj, _tile(S0i, j * TH, 0, DV, TH, DV), PREC)
+                zq = beta0[:, None] * xw + gamma0[:, None] * xs - _mm(CP0, dlast, PREC)
                 dz, dlw, dlb = _out_ln_bwd(zq, do, lw, DV, NORM)
                 dlnw_acc += dlw
                 dlnb_acc += dlb
-                dCP0 = _mm(dz, tl.trans(dlast))
+                dCP0 = _mm(dz, tl.trans(dlast), PREC)
                 dP0 = dCP0 * C0
-                dD0 = -_mm(tl.trans(CP0), dz)
+                dD0 = -_mm(tl.trans(CP0), dz, PREC)
                 dbeta0 = tl.zeros([BN], dtype=tl.float32)
                 dgamma0 = tl.zeros([BN], dtype=tl.float32)
                 E1 = tl.zeros([BN, DV], dtype=tl.float32)
@@ -315,21 +320,21 @@ if HAS_TRITON:
                     Sj = _tile(S0i, j * TH, 0, DV, TH, DV)
                     dWp = _tile(dW0i, j * TH, 0, DV, TH, DV)
                     dSp = _tile(dS0i, j * TH, 0, DV, TH, DV)
-                    YW = _mm(dz, tl.trans(Wj))
-                    YS = _mm(dz, tl.trans(Sj))
+                    YW = _mm(dz, tl.trans(Wj), PREC)
+                    YS = _mm(dz, tl.trans(Sj), PREC)
                     dbeta0 += tl.sum(qj * YW, axis=1)
                     dgamma0 += tl.sum(qj * YS, axis=1)
-                    dqj = beta0[:, None] * YW + gamma0[:, None] * YS - _mm(dP0, kj)
+                    dqj = beta0[:, None] * YW + gamma0[:, None] * YS - _mm(dP0, kj, PREC)
                     if RES:
                         dqj += _rows(dob, sdo_t, t, mask, j * TH, TH)
                     tl.store(dqb + t[:, None] * sg_t + (j * TH + tl.arange(0, TH))[None, :], dqj, mask=mask[:, None])
-                    E1 += _mm(kj, dWp)
-                    E2 += _mm(kj, dSp)
+                    E1 += _mm(kj, dWp, PREC)
+                    E2 += _mm(kj, dSp, PREC)
                     dbn0 += tl.sum(tl.sum(dWp * Wj, axis=1), axis=0)
                     dgn0 += tl.sum(tl.sum(dWp * Sj, axis=1), axis=0)
                     dhn0 += tl.sum(tl.sum(dSp * Sj, axis=1), axis=0)
-                    _put(dW0o, j * TH, 0, DV, _mm(tl.trans(beta0[:, None] * qj), dz) + bn0 * dWp, TH, DV)
-                    _put(dS0o, j * TH, 0, DV, _mm(tl.trans(gamma0[:, None] * qj), dz) + gn0 * dWp + hn0 * dSp,
+                    _put(dW0o, j * TH, 0, DV, _mm(tl.trans(beta0[:, None] * qj), dz, PREC) + bn0 * dWp, TH, DV)
+                    _put(dS0o, j * TH, 0, DV, _mm(tl.trans(gamma0[:, None] * qj), dz, PREC) + gn0 * dWp + hn0 * dSp,
                          TH, DV)
                 dcn0 = -tl.sum(E1 * dlast, axis=1)
                 dmn0 = -tl.sum(E2 * dlast, axis=1)
@@ -348,12 +353,13 @@ if HAS_TRITON:
                     Wj = _tile(W0i, j * TH, 0, DV, TH, DV)
                     dWp = _tile(dW0i, j * TH, 0, DV, TH, DV)
                     dSp = _tile(dS0i, j * TH, 0, DV, TH, DV)
-                    dkj = (_mm(df, tl.trans(Wj)) - _mm(tl.trans(dP0), qj)
-                           - cn0[:, None] * _mm(dlast, tl.trans(dWp)) - mn0[:, None] * _mm(dlast, tl.trans(dSp)))
+                    dkj = (_mm(df, tl.trans(Wj), PREC) - _mm(tl.trans(dP0), qj, PREC)
+                           - cn0[:, None] * _mm(dlast, tl.trans(dWp), PREC)
+                           - mn0[:, None] * _mm(dlast, tl.trans(dSp), PREC))
                     if RES:
                         dkj += _rows(dkb, sg_t, t, mask, j * TH, TH)
                     tl.store(dkb + t[:, None] * sg_t + (j * TH + tl.arange(0, TH))[None, :], dkj, mask=mask[:, None])
-                    _put(dW0o, j * TH, 0, DV, _tile(dW0o, j * TH, 0, DV, TH, DV) + _mm(tl.trans(kj), df), TH, DV)
+                    _put(dW0o, j * TH, 0, DV, _tile(dW0o, j * TH, 0, DV, TH, DV) + _mm(tl.trans(kj), df, PREC), TH, DV)
             if L == 2:
                 tl.store(dqb + t[:, None] * sg_t + rk_[None, :], dq, mask=mask[:, None])
             tl.store(dvb + t[:, None] * sg_t + rv[None, :], -dout, mask=mask[:, None])
@@ -403,7 +409,7 @@ def seq_backward_triton(do, dW_final, dS_final, q, k, v, packed, Ws, Ss, norm, a
         Ws[0], Ss[0], Ws[i1], Ss[i1], dWs[0], dSs[0], dWs[i1], dSs[i1], stash,
         lnw, lnb, dln, T, N, Ws[0].shape[1], BH, H, chunk)
     launch(_seq_bwd_kernel, (BH,), args, backward=True, L=L, BN=BN, DK=DK, DH=DH, DV=DV, ACT=_ACT[act],
-           NORM=norm is not None, RES=residual, num_warps=warps(BN))
+           NORM=norm is not None, RES=residual)
     dW = [g[:, 0].reshape(B, H, *g.shape[-2:]) for g in dWs]
     dS = [g[:, 0].reshape(B, H, *g.shape[-2:]) for g in dSs]
     dnorm = (None, None)

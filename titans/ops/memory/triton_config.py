@@ -1,0 +1,121 @@
+"""Launch configurations of the Triton kernels (``triton_seq.py``, ``triton_seq_bwd.py``) and their launcher.
+
+A configuration is the width of the streamed weight tiles (``TH``: hidden columns at depth 2, input rows at depth
+1), the warps per program, Triton's software-pipelining stages, and the precision of the matrix products
+(``ieee``: float32 on the CUDA cores; ``tf32x3``: three TF32 tensor-core products per float32 product, which keep
+about float32's accuracy). None of these changes what is computed, only how fast and within float32 rounding.
+Defaults are per kernel shape ``(backward, L, BN, DK, DH, DV)``. :data:`OVERRIDES` replaces them: the GPU
+benchmark sets it to time candidates, and a file of tuned configurations (``benchmarks/gpu_memory_op.py --tune``
+writes one) is loaded into it from the environment variable ``TITANS_TRITON_CONFIGS``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+try:
+    import triton
+except ImportError:  # the optional extra is not installed: nothing here is called then
+    triton = None
+
+PRECISIONS = {"ieee": 0, "tf32x3": 1}
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    tile: int  # TH, a power of two >= 16 (halved at launch while the device refuses it)
+    warps: int
+    stages: int
+    precision: str = "ieee"
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"KernelConfig.precision={self.precision!r}: expected one of {sorted(PRECISIONS)}")
+        if self.tile < 16 or self.tile & (self.tile - 1):
+            raise ValueError(f"KernelConfig.tile={self.tile}: expected a power of two >= 16")
+
+    @classmethod
+    def parse(cls, text: str) -> KernelConfig:
+        """``'TH,warps,stages[,precision]'``, e.g. ``'32,8,1,ieee'``."""
+        parts = text.split(",")
+        if len(parts) not in (3, 4):
+            raise ValueError(f"kernel config {text!r}: expected 'tile,warps,stages[,precision]'")
+        return cls(int(parts[0]), int(parts[1]), int(parts[2]), *(parts[3:] or ["ieee"]))
+
+    def __str__(self) -> str:
+        return f"{self.tile},{self.warps},{self.stages},{self.precision}"
+
+
+def default_config(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int) -> KernelConfig:
+    """The configuration a kernel shape launches with. Tile widths are the widest whose shared memory fit an H100's
+    227 KB when compiled for sm_90 with Triton 3.8 and 3 stages (e.g. depth 2, head dim 64, chunk 16: forward 64
+    (161 KB), backward 32 (164 KB); ``benchmarks/triton_resources.py``); 8 warps for chunks of 64 rows, whose
+    ``[64, D]`` float32 activations spill at 4."""
+    width = DH if L == 2 else DK
+    small = BN <= 16 and max(DK, DV) <= 64
+    th = (32 if small else 16) if backward else (64 if small else 32 if BN <= 16 or max(DK, DV) <= 64 else 16)
+    return KernelConfig(min(width, th), 8 if BN >= 64 else 4, 3)
+
+
+OVERRIDES: dict[tuple, KernelConfig] = {}  # (backward, L, BN, DK, DH, DV) -> the configuration to use instead
+_TILE: dict[tuple, int] = {}  # (key, config) -> the tile width that launched
+LAUNCHED: dict[tuple, dict] = {}  # (key, config) -> tile, registers, spills, shared memory of its first launch
+_LOADED: list[str] = []  # the TITANS_TRITON_CONFIGS file already read
+
+
+def save_configs(path: str, configs: dict[tuple, KernelConfig]) -> None:
+    """Write ``{key: config}`` as JSON rows ``{"backward", "L", "BN", "DK", "DH", "DV", "config"}``."""
+    rows = [dict(zip(("backward", "L", "BN", "DK", "DH", "DV"), key), config=str(cfg)) for key, cfg in configs.items()]
+    with open(path, "w") as f:
+        json.dump(rows, f, indent=1)
+
+
+def load_configs(path: str) -> dict[tuple, KernelConfig]:
+    """Read :func:`save_configs`' file (a bad file raises, naming it and the row)."""
+    with open(path) as f:
+        rows = json.load(f)
+    out = {}
+    for i, row in enumerate(rows):
+        try:
+            key = (bool(row["backward"]), *(int(row[k]) for k in ("L", "BN", "DK", "DH", "DV")))
+            out[key] = KernelConfig.parse(row["config"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: row {i} ({row!r}): {exc}") from exc
+    return out
+
+
+def config_for(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int) -> KernelConfig:
+    """The configuration of a kernel shape: :data:`OVERRIDES` (with ``TITANS_TRITON_CONFIGS`` read into it once),
+    else :func:`default_config`."""
+    path = os.environ.get("TITANS_TRITON_CONFIGS")
+    if path and path not in _LOADED:
+        _LOADED.append(path)
+        for key, cfg in load_configs(path).items():
+            OVERRIDES.setdefault(key, cfg)
+    key = (backward, L, BN, DK, DH, DV)
+    return OVERRIDES.get(key) or default_config(*key)
+
+
+def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: int, DV: int, **consts):
+    """Launch ``kernel`` with its shape's configuration, halving the tile while the device refuses it
+    (``OutOfResources``); returns Triton's compiled kernel (``n_regs``, ``n_spills``, ``metadata.shared``)."""
+    key = (backward, L, BN, DK, DH, DV)
+    cfg = config_for(*key)
+    th = min(_TILE.get((key, cfg), cfg.tile), DH if L == 2 else DK)
+    while True:
+        try:
+            compiled = kernel[grid](*args, L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, PREC=PRECISIONS[cfg.precision],
+                                    num_warps=cfg.warps, num_stages=cfg.stages, **consts)
+        except triton.runtime.errors.OutOfResources:
+            if th <= 16:
+                raise
+            th //= 2
+            continue
+        if (key, cfg) not in _TILE:
+            _TILE[(key, cfg)] = th
+            LAUNCHED[(key, cfg)] = {"tile": th, "regs": getattr(compiled, "n_regs", None),
+                                    "spills": getattr(compiled, "n_spills", None),
+                                    "shared": getattr(getattr(compiled, "metadata", None), "shared", None)}
+        return compiled
