@@ -241,3 +241,22 @@ def test_launch_configurations_change_nothing_but_speed(monkeypatch, tmp_path):
         tc.KernelConfig(16, 4, 1, "tf32")
     with pytest.raises(ValueError, match="KernelConfig.tile=24"):
         tc.KernelConfig(24, 4, 1)
+
+
+def test_a_forward_that_does_not_fit_the_device_falls_back_to_chunk(caplog, monkeypatch):
+    """Triton's OutOfResources at the smallest tile (e.g. depth 2, head dim 128, 64-row chunks on an H100): the
+    chunk form runs instead, with a warning, and the results are chunk's."""
+    import titans.ops.memory.triton_op as mem
+    import titans.ops.memory.triton_seq as seq
+
+    def refuse(*args, **kwargs):
+        raise mem.OutOfResources(274432, 232448, "shared memory")
+
+    monkeypatch.setattr(mem, "_WARNED", set())
+    monkeypatch.setattr(seq, "launch", refuse)
+    inp, _ = make_inputs(B=1, T=20, H=1, D=16, L=2, hidden=16, dtype=torch.float32)
+    with caplog.at_level(logging.WARNING, logger="titans"):
+        o_t, s_t = _run("triton", inp, 8)
+    o_c, s_c = _run("chunk", inp, 8)
+    assert torch.equal(o_t, o_c) and all(torch.equal(a, b) for a, b in zip(s_t.params, s_c.params))
+    assert "does not fit this device" in caplog.text

@@ -21,6 +21,13 @@ from .common import MemoryState, gates_per_layer
 from .triton_seq import block_rows, pack_coefficients, seq_forward_triton, supported
 from .triton_seq_bwd import seq_backward_triton
 
+try:
+    from triton.runtime.errors import OutOfResources
+except ImportError:  # without triton the kernels never run
+
+    class OutOfResources(Exception):
+        pass
+
 _WARNED: set[str] = set()
 
 
@@ -99,26 +106,38 @@ def _segment(n_chunks: int, W, q) -> int:
     return max(1, math.isqrt(n_chunks - 1) + 1)
 
 
+def _fallback(why, q, k, v, alpha, eta, theta, params, momentum, weights, **kw):
+    """The chunk form in place of the kernels, with a warning logged once per reason."""
+    if why not in _WARNED:
+        _WARNED.add(why)
+        logging.getLogger("titans").warning("memory_update impl='triton' falls back to 'chunk': %s", why)
+    low = q.dtype if q.dtype != weights[0].dtype else None  # half tokens, float32 memory: upcast for chunk
+    if low is not None:
+        q, k, v = q.float(), k.float(), v.float()
+    o, state = memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum, **kw)
+    return (o if low is None else o.to(low)), state
+
+
 def memory_update_triton(q, k, v, alpha, eta, theta, params, momentum=None, *, chunk_size=16, activation="gelu",
                          norm=None, residual=False):
     """Same contract as :func:`titans.ops.memory_update`; where the kernels cannot run (no triton, no CUDA and no
-    interpreter, an uncovered configuration) the chunk form, with a warning logged once per reason. Same results
-    within the dtype's tolerance either way."""
+    interpreter, an uncovered configuration, a forward that does not fit the device's shared memory at the smallest
+    tile) the chunk form, with a warning logged once per reason. Same results within the dtype's tolerance either
+    way. (A backward that does not fit where its forward did raises Triton's ``OutOfResources``.)"""
     weights = params.params if isinstance(params, MemoryState) else tuple(params)
     why = supported(q, weights, activation)
     if why is None and weights[0].dtype != torch.float32:
         why = f"memory dtype {weights[0].dtype} (the kernels keep a float32 memory)"
-    if why is not None:
-        if why not in _WARNED:
-            _WARNED.add(why)
-            logging.getLogger("titans").warning("memory_update impl='triton' falls back to 'chunk': %s", why)
-        low = q.dtype if q.dtype != weights[0].dtype else None  # half tokens, float32 memory: upcast for chunk
-        if low is not None:
-            q, k, v = q.float(), k.float(), v.float()
-        o, state = memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum, chunk_size=chunk_size,
-                                       activation=activation, norm=norm, residual=residual)
-        return (o if low is None else o.to(low)), state
+    kw = dict(chunk_size=chunk_size, activation=activation, norm=norm, residual=residual)
+    if why is None:
+        try:
+            return _kernels(q, k, v, alpha, eta, theta, params, momentum, weights, **kw)
+        except OutOfResources as exc:
+            why = f"the forward kernel does not fit this device ({str(exc).splitlines()[0][:160]})"
+    return _fallback(why, q, k, v, alpha, eta, theta, params, momentum, weights, **kw)
 
+
+def _kernels(q, k, v, alpha, eta, theta, params, momentum, weights, *, chunk_size, activation, norm, residual):
     b = chunk_size
     T = q.shape[1]
     kw = dict(chunk_size=b, activation=activation, norm=norm, residual=residual)
