@@ -31,13 +31,13 @@ import json
 import os
 import sys
 import time
-from dataclasses import replace
 from functools import partial
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import table, write_results  # noqa: E402
+from _gpu_report import flops_per_token, report  # noqa: E402
 
 from titans.ops import memory_update  # noqa: E402
 from titans.ops.memory import triton_config as tc  # noqa: E402
@@ -71,18 +71,6 @@ def ceilings() -> dict:
     a = torch.randn(8192, 8192, dtype=torch.bfloat16, device="cuda")
     tm = cuda_time(lambda: a @ a, 5)
     return {"copy_GBps": 2 * x.numel() * 4 / t / 1e9, "bf16_matmul_TFLOPs": 2 * 8192**3 / tm / 1e12}
-
-
-def flops_per_token(D: int, depth: int, chunk: int, backward: bool) -> float:
-    """Matmul FLOPs per token per head of the chunked form (forward; about 3x with the recomputing backward)."""
-    dims = [D] + [4 * D] * (depth - 1) + [D]
-    f = 0.0
-    for l in range(depth):
-        din, dout = dims[l], dims[l + 1]
-        # keys, X W and X S (3); the end-of-chunk weights and momentum: A^T (c * delta) and A^T (m * delta), n
-        # rank-one terms per chunk each (2); the intra-chunk terms; delta back through the layer (after the first)
-        f += 5 * din * dout + chunk * (din + dout) + (din * dout if l > 0 else 0)
-    return 2 * f * (3 if backward else 1)
 
 
 def inputs(B, T, H, D, depth, dtype=torch.float32, grad=False):
@@ -173,16 +161,23 @@ def kernel_keys(D, depth, chunk):
 
 
 def candidates(D, depth, chunk) -> dict:
-    """Launch configurations to time: ``{name: (forward config, backward config)}``."""
+    """Launch configurations to time: ``{name: (forward config, backward config)}`` over the tile widths of
+    ``triton_config.tile_width``: the first kernels' 4 warps (8 at 64-row chunks) with 3 stages, the same without
+    software pipelining, twice the warps without it, tf32x3 products in the forward, and the current default."""
     kf, kb = kernel_keys(D, depth, chunk)
-    f, b = tc.default_config(*kf), tc.default_config(*kb)
-    w = 16 if kf[2] >= 64 else 8
-    # tf32x3 for the forward only: the backward with it hit an illegal memory access at 64-row chunks (Triton 3.6,
-    # H100, 2026-11-26), which poisons the CUDA context of the whole run.
-    return {"default": (f, b),
-            "stages1": (replace(f, stages=1), replace(b, stages=1)),
-            f"stages1-w{w}": (replace(f, stages=1, warps=w), replace(b, stages=1, warps=w)),
-            "tf32x3-fwd": (replace(f, stages=1, precision="tf32x3"), b)}
+    tf, tb = tc.tile_width(*kf), tc.tile_width(*kb)
+    w = 8 if kf[2] >= 64 else 4
+    old = (tc.KernelConfig(tf, w, 3), tc.KernelConfig(tb, w, 3))
+    out = {f"w{w}-s3": old,
+           f"w{w}-s1": (tc.KernelConfig(tf, w, 1), tc.KernelConfig(tb, w, 1)),
+           f"w{2 * w}-s1": (tc.KernelConfig(tf, 2 * w, 1), tc.KernelConfig(tb, 2 * w, 1)),
+           # tf32x3 for the forward only: the backward with it hit an illegal memory access at 64-row chunks
+           # (Triton 3.6, H100, 2026-11-26), which poisons the CUDA context of the whole run.
+           "tf32x3-fwd": (tc.KernelConfig(tf, w, 1, "tf32x3"), old[1])}
+    default = (tc.default_config(*kf), tc.default_config(*kb))
+    if default not in out.values():
+        out["default"] = default
+    return out
 
 
 def preset(D, depth, chunk) -> bool:
@@ -244,52 +239,6 @@ def compile_kernels(jobs, H):
         except Exception as exc:  # reported; the timed run reports it again for that candidate
             print(f"FAILED D={D} depth={depth} chunk={chunk} {name}: {type(exc).__name__}: "
                   f"{str(exc).splitlines()[0][:200]}", flush=True)
-
-
-def _num(row, key, scale=1e3, fmt="{:,.0f}"):
-    v = row.get(key)
-    if v is None:
-        return "OOM" if "out of memory" in row.get(key.replace("tok_s", "error"), "") else "–"
-    return fmt.format(v / scale)
-
-
-def report(paths) -> str:
-    """Markdown table of saved runs: thousands of tokens/s per implementation, forward and forward+backward, and
-    ``triton``'s ratio to ``chunk`` and to titans-pytorch (with the batch titans-pytorch fitted in)."""
-    runs = []
-    for path in paths:
-        with open(path) as f:
-            runs.append((os.path.basename(path), json.load(f)))
-    lines = []
-    for name, r in runs:
-        c = r["ceilings"]
-        lines.append(f"`{name}`: {r['device']}, torch {r['torch']}, {r['heads']} heads, "
-                     f"{r['tokens']:,} tokens per call; copy {c['copy_GBps']:,.0f} GB/s, bf16 matmul "
-                     f"{c['bf16_matmul_TFLOPs']:,.0f} TFLOP/s" + (f"; {r['stopped']}" if r.get("stopped") else ""))
-    lines += ["", "| D | depth | chunk | T | batch | max rel err | pass | chunk | triton | titans-pytorch (batch) | "
-              "fla gdn | triton/chunk | triton/titans-pytorch |", "|" + "---|" * 13]
-    fractions = []  # recomputed from the configuration, so a corrected FLOP count applies to saved runs too
-    for _, r in runs:
-        for row in r["rows"]:
-            err = f"{row['max_rel_err']:.1e}" if "max_rel_err" in row else "–"
-            for name in ("fwd", "fwd+bwd"):
-                tok = row.get(f"triton {name} tok_s")
-                if isinstance(tok, (int, float)):
-                    flops = flops_per_token(row["D"], row["depth"], row["chunk"], name == "fwd+bwd") * r["heads"] * tok
-                    fractions.append(flops / (r["ceilings"]["bf16_matmul_TFLOPs"] * 1e12))
-                tp = _num(row, f"titans-pytorch {name} tok_s")
-                if f"titans-pytorch {name} batch" in row and tp not in ("OOM", "–"):
-                    tp += f" ({row[f'titans-pytorch {name} batch']})"
-                ratio = [row.get(f"triton/{b} {name}") for b in ("chunk", "titans-pytorch")]
-                lines.append(
-                    f"| {row['D']} | {row['depth']} | {row['chunk']} | {row['T']} | {row['B']} | {err} | {name} | "
-                    f"{_num(row, f'chunk {name} tok_s')} | {_num(row, f'triton {name} tok_s')} | {tp} | "
-                    f"{_num(row, f'fla-gdn {name} tok_s') if row['depth'] == 1 else ''} | "
-                    + " | ".join(f"{x:.2f}" if x else "–" for x in ratio) + " |")
-    if fractions:
-        lines += ["", f"triton's matmul FLOPs per second over the bf16 matmul ceiling: {100 * min(fractions):.2f}%"
-                      f"-{100 * max(fractions):.2f}% (forward; forward+backward counted as 3x the forward)"]
-    return "\n".join(lines)
 
 
 def main():

@@ -4,9 +4,11 @@ the installed Triton and its bundled ptxas, and print shared memory, registers a
     python benchmarks/triton_resources.py                       # the paper's sizes, each tile width tried
     python benchmarks/triton_resources.py --configs 2,16,64,256,64 --widths 64,32
 
-This is how ``triton_seq.tile_width`` was chosen (an H100 allows 227 KB of shared memory per program). Figures
-depend on the Triton version: the lent GPU's Triton may differ, and ``triton_seq.launch`` halves the tile there if
-the device refuses. Writes ``benchmarks/results/triton_resources.json``.
+This is how ``triton_config.tile_width`` was chosen (an H100 allows 227 KB of shared memory per program). Figures
+depend on the Triton version: the lent GPU's Triton may differ, and ``triton_config.launch`` halves the tile there if
+the device refuses. Each kernel compiles with its default warps, stages and precision
+(``triton_config.default_config``). Register counts from this ptxas differ from the device's (the H100 runs of
+``gpu_memory_op.py`` record the device's own in their JSON). Writes ``benchmarks/results/triton_resources.json``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from _common import table, write_results  # noqa: E402
 H100_SHARED = 227 * 1024
 
 
-def compile_report(fn, consts: dict, warps: int) -> dict:
+def compile_report(fn, consts: dict, warps: int, stages: int) -> dict:
     """Compile ``fn`` for sm_90 and read its resources (ptxas -v on the PTX for registers and spills)."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -32,7 +34,7 @@ def compile_report(fn, consts: dict, warps: int) -> dict:
     sig = {n: ("constexpr" if n in consts else "*fp32" if n.endswith("_ptr") else "i32") for n in fn.arg_names}
     try:
         k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts), target=GPUTarget("cuda", 90, 32),
-                           options={"num_warps": warps})
+                           options={"num_warps": warps, "num_stages": stages})
     except Exception as exc:  # a configuration the compiler rejects
         return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
@@ -53,7 +55,7 @@ def main():
     ap.add_argument("--out", default="benchmarks/results/triton_resources.json")
     args = ap.parse_args()
     try:
-        from titans.ops.memory import triton_seq, triton_seq_bwd
+        from titans.ops.memory import triton_config, triton_seq, triton_seq_bwd
     except ImportError as exc:
         print(f"triton_resources: {exc}")
         return
@@ -64,17 +66,21 @@ def main():
     for spec in args.configs.split(";"):
         L, BN, DK, DH, DV = (int(x) for x in spec.split(","))
         for kind, fn in (("fwd", triton_seq._seq_fwd_kernel), ("bwd", triton_seq_bwd._seq_bwd_kernel)):
+            cfg = triton_config.default_config(kind == "bwd", L, BN, DK, DH, DV)
             for th in (int(x) for x in args.widths.split(",")):
                 if th > (DH if L == 2 else DK):
                     continue
-                consts = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, ACT=0, NORM=True, RES=True)
-                row = {"kernel": kind, "L": L, "BN": BN, "DK": DK, "DH": DH, "DV": DV, "TH": th,
-                       "warps": triton_seq.warps(BN), **compile_report(fn, consts, triton_seq.warps(BN))}
+                consts = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, ACT=0, NORM=True, RES=True,
+                              PREC=triton_config.PRECISIONS[cfg.precision])
+                row = {"kernel": kind, "L": L, "BN": BN, "DK": DK, "DH": DH, "DV": DV, "TH": th, "warps": cfg.warps,
+                       "stages": cfg.stages, "precision": cfg.precision,
+                       **compile_report(fn, consts, cfg.warps, cfg.stages)}
                 rows.append(row)
                 print(row, flush=True)
                 if row.get("fits_H100"):
                     break  # the widest that fits
-    print(table(rows, ["kernel", "L", "BN", "DK", "DH", "DV", "TH", "warps", "shared_KiB", "fits_H100", "ptxas"]))
+    print(table(rows, ["kernel", "L", "BN", "DK", "DH", "DV", "TH", "warps", "stages", "precision", "shared_KiB",
+                       "fits_H100", "ptxas"]))
     write_results(args.out, {"rows": rows})
 
 

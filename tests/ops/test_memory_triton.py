@@ -243,6 +243,19 @@ def test_launch_configurations_change_nothing_but_speed(monkeypatch, tmp_path):
         tc.KernelConfig(24, 4, 1)
 
 
+def test_default_configurations():
+    """Measured shapes launch with what was measured fastest; others with 8 warps and one stage at the widest tile;
+    tf32x3 only where the device has TF32 tensor cores."""
+    from titans.ops.memory import triton_config as tc
+
+    tuned = (False, 2, 64, 64, 256, 64)
+    assert str(tc.default_config(*tuned)) == tc.TUNED[tuned] == "32,8,1,tf32x3"
+    assert tc.default_config(*tuned, capability=(7, 5)) == tc.KernelConfig(32, 8, 1, "ieee")
+    assert tc.default_config(False, 1, 16, 128, 128, 128) == tc.KernelConfig(32, 8, 1)
+    assert tc.default_config(True, 1, 64, 128, 128, 128) == tc.KernelConfig(16, 8, 3)
+    assert all(str(tc.KernelConfig.parse(c)) == c for c in tc.TUNED.values())
+
+
 def test_a_forward_that_does_not_fit_the_device_falls_back_to_chunk(caplog, monkeypatch):
     """Triton's OutOfResources at the smallest tile (e.g. depth 2, head dim 128, 64-row chunks on an H100): the
     chunk form runs instead, with a warning, and the results are chunk's."""

@@ -15,6 +15,8 @@ import json
 import os
 from dataclasses import dataclass
 
+import torch
+
 try:
     import triton
 except ImportError:  # the optional extra is not installed: nothing here is called then
@@ -48,15 +50,42 @@ class KernelConfig:
         return f"{self.tile},{self.warps},{self.stages},{self.precision}"
 
 
-def default_config(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int) -> KernelConfig:
-    """The configuration a kernel shape launches with. Tile widths are the widest whose shared memory fit an H100's
-    227 KB when compiled for sm_90 with Triton 3.8 and 3 stages (e.g. depth 2, head dim 64, chunk 16: forward 64
-    (161 KB), backward 32 (164 KB); ``benchmarks/triton_resources.py``); 8 warps for chunks of 64 rows, whose
-    ``[64, D]`` float32 activations spill at 4."""
+def tile_width(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int) -> int:
+    """Hidden columns (depth 2) or input rows (depth 1) per streamed tile: the widest whose shared memory fit an
+    H100's 227 KB when compiled for sm_90 with Triton 3.8 and 3 stages (e.g. depth 2, head dim 64, chunk 16: forward
+    64 (161 KB), backward 32 (164 KB); ``benchmarks/triton_resources.py``)."""
     width = DH if L == 2 else DK
     small = BN <= 16 and max(DK, DV) <= 64
     th = (32 if small else 16) if backward else (64 if small else 32 if BN <= 16 or max(DK, DV) <= 64 else 16)
-    return KernelConfig(min(width, th), 8 if BN >= 64 else 4, 3)
+    return min(width, th)
+
+
+# Measured on an H100 (Triton 3.6; ``benchmarks/gpu_memory_op.py --tune``, 8 heads, 131K tokens per call, runs 3
+# and 4 of docs/benchmarks.md; the file is benchmarks/results/gpu_triton_configs_h100.json): the fastest candidate
+# per kernel shape, (backward, L, BN, DK, DH, DV) -> "tile,warps,stages,precision".
+TUNED = {
+    (False, 2, 16, 64, 256, 64): "64,8,1,ieee", (True, 2, 16, 64, 256, 64): "32,8,1,ieee",
+    (False, 2, 64, 64, 256, 64): "32,8,1,tf32x3", (True, 2, 64, 64, 256, 64): "16,8,3,ieee",
+    (False, 1, 16, 64, 64, 64): "64,8,1,ieee", (True, 1, 16, 64, 64, 64): "32,4,3,ieee",
+    (False, 1, 64, 64, 64, 64): "32,16,1,ieee", (True, 1, 64, 64, 64, 64): "16,8,1,ieee",
+    (False, 2, 16, 128, 512, 128): "32,8,1,ieee", (True, 2, 16, 128, 512, 128): "16,8,1,ieee",
+}
+
+
+def default_config(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int, capability=(9, 0)) -> KernelConfig:
+    """The configuration a kernel shape launches with: :data:`TUNED`'s where it was measured, else the widest tile of
+    :func:`tile_width` with 8 warps and no software pipelining (what won at every measured shape but two: with 4
+    warps or 3 stages ptxas often fell back to 32 registers and spilled everything, 5-13x slower), keeping 3 stages
+    for the backward of 64-row chunks (the faster of the two measured there). ``capability``: the CUDA device's;
+    ``tf32x3`` needs tensor cores with TF32 (8.0 or newer) and becomes ``ieee`` below."""
+    key = (backward, L, BN, DK, DH, DV)
+    if key in TUNED:
+        cfg = KernelConfig.parse(TUNED[key])
+    else:
+        cfg = KernelConfig(tile_width(*key), 8, 3 if backward and BN >= 64 else 1)
+    if cfg.precision == "tf32x3" and tuple(capability) < (8, 0):
+        cfg = KernelConfig(cfg.tile, cfg.warps, cfg.stages)
+    return cfg
 
 
 OVERRIDES: dict[tuple, KernelConfig] = {}  # (backward, L, BN, DK, DH, DV) -> the configuration to use instead
@@ -95,7 +124,10 @@ def config_for(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int) -> Ke
         for key, cfg in load_configs(path).items():
             OVERRIDES.setdefault(key, cfg)
     key = (backward, L, BN, DK, DH, DV)
-    return OVERRIDES.get(key) or default_config(*key)
+    if key in OVERRIDES:
+        return OVERRIDES[key]
+    cap = torch.cuda.get_device_capability() if torch.cuda.is_available() else (9, 0)
+    return default_config(*key, capability=cap)
 
 
 def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: int, DV: int, **consts):

@@ -13,7 +13,8 @@ State buffers are ``[B*H, NSLOT, d_in, d_out]`` float32: the chunk reads slot ``
 (``triton_seq_bwd.py``); with ``NSLOT = 2`` (no gradient wanted) two slots ping-pong. Within a program the chunks
 are separated by a barrier, so the next chunk's loads see this chunk's stores.
 
-All arithmetic is float32 (``tl.dot(..., input_precision="ieee")``: no TF32); ``q, k, v`` may be bf16/fp16.
+All arithmetic is float32 (``tl.dot`` in ``ieee``, or ``tf32x3`` where ``triton_config`` says so: about float32's
+accuracy on the tensor cores); ``q, k, v`` may be bf16/fp16. Launch configurations: ``triton_config.py``.
 Chunks shorter than 16 tokens are padded to 16 (zero coefficients: padded rows neither write nor are written).
 """
 

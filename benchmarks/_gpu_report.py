@@ -1,0 +1,87 @@
+"""Markdown tables of saved ``gpu_memory_op.py`` runs (``--report``) and the analytic FLOP count they use."""
+
+from __future__ import annotations
+
+import json
+import os
+
+
+def flops_per_token(D: int, depth: int, chunk: int, backward: bool) -> float:
+    """Matmul FLOPs per token per head of the chunked form (forward; about 3x with the recomputing backward)."""
+    dims = [D] + [4 * D] * (depth - 1) + [D]
+    f = 0.0
+    for l in range(depth):
+        din, dout = dims[l], dims[l + 1]
+        # keys, X W and X S (3); the end-of-chunk weights and momentum: A^T (c * delta) and A^T (m * delta), n
+        # rank-one terms per chunk each (2); the intra-chunk terms; delta back through the layer (after the first)
+        f += 5 * din * dout + chunk * (din + dout) + (din * dout if l > 0 else 0)
+    return 2 * f * (3 if backward else 1)
+
+
+def _num(row, key, scale=1e3, fmt="{:,.0f}"):
+    v = row.get(key)
+    if v is None:
+        return "OOM" if "out of memory" in row.get(key.replace("tok_s", "error"), "") else "–"
+    return fmt.format(v / scale)
+
+
+def report(paths) -> str:
+    """Markdown table of saved runs: thousands of tokens/s per implementation, forward and forward+backward, and
+    ``triton``'s ratio to ``chunk`` and to titans-pytorch (with the batch titans-pytorch fitted in)."""
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            runs.append((os.path.basename(path), json.load(f)))
+    lines = []
+    for name, r in runs:
+        c = r["ceilings"]
+        lines.append(f"`{name}`: {r['device']}, torch {r['torch']}, {r['heads']} heads, "
+                     f"{r['tokens']:,} tokens per call; copy {c['copy_GBps']:,.0f} GB/s, bf16 matmul "
+                     f"{c['bf16_matmul_TFLOPs']:,.0f} TFLOP/s" + (f"; {r['stopped']}" if r.get("stopped") else ""))
+    lines += ["", "| D | depth | chunk | T | batch | max rel err | pass | chunk | triton | triton config | "
+              "titans-pytorch (batch) | fla gdn | triton/chunk | triton/titans-pytorch |", "|" + "---|" * 14]
+    fractions = []  # recomputed from the configuration, so a corrected FLOP count applies to saved runs too
+    for _, r in runs:
+        for row in r["rows"]:
+            err = f"{row['max_rel_err']:.1e}" if "max_rel_err" in row else "–"
+            for name in ("fwd", "fwd+bwd"):
+                tok = row.get(f"triton {name} tok_s")
+                if isinstance(tok, (int, float)):
+                    flops = flops_per_token(row["D"], row["depth"], row["chunk"], name == "fwd+bwd") * r["heads"] * tok
+                    fractions.append(flops / (r["ceilings"]["bf16_matmul_TFLOPs"] * 1e12))
+                tp = _num(row, f"titans-pytorch {name} tok_s")
+                if f"titans-pytorch {name} batch" in row and tp not in ("OOM", "–"):
+                    tp += f" ({row[f'titans-pytorch {name} batch']})"
+                ratio = [row.get(f"triton/{b} {name}") for b in ("chunk", "titans-pytorch")]
+                cfg = row.get("triton config")  # absent in runs before the configurations were tunable
+                cfg = "–" if cfg is None else cfg["fwd"] if name == "fwd" else f"{cfg['fwd']} / {cfg['bwd']}"
+                lines.append(
+                    f"| {row['D']} | {row['depth']} | {row['chunk']} | {row['T']} | {row['B']} | {err} | {name} | "
+                    f"{_num(row, f'chunk {name} tok_s')} | {_num(row, f'triton {name} tok_s')} | {cfg} | {tp} | "
+                    f"{_num(row, f'fla-gdn {name} tok_s') if row['depth'] == 1 else ''} | "
+                    + " | ".join(f"{x:.2f}" if x else "–" for x in ratio) + " |")
+    if fractions:
+        lines += ["", f"triton's matmul FLOPs per second over the bf16 matmul ceiling: {100 * min(fractions):.2f}%"
+                      f"-{100 * max(fractions):.2f}% (forward; forward+backward counted as 3x the forward)"]
+    return "\n".join(lines + candidates_table(runs))
+
+
+def candidates_table(runs) -> list[str]:
+    """The ``--tune`` candidates of saved runs: thousands of tokens/s per launch configuration, with the registers
+    and spilled 32-bit values per thread that Triton reported for each kernel."""
+    lines = ["", "| D | depth | chunk | T | candidate | forward config (regs / spills) | backward config (regs / "
+             "spills) | max rel err | fwd | fwd+bwd |", "|" + "---|" * 10]
+    for _, r in runs:
+        regs = {(tuple(k["key"]), k["config"]): f"{k['regs']} / {k['spills']}" for k in r.get("kernels", [])}
+        for row in r["rows"]:
+            dims = (row["depth"], max(16, 1 << (row["chunk"] - 1).bit_length()), row["D"],
+                    4 * row["D"] if row["depth"] == 2 else row["D"], row["D"])
+            for name, c in row.get("candidates", {}).items():
+                err = f"{c['max_rel_err']:.1e}" if "max_rel_err" in c else c.get("error", "–")[:60]
+                lines.append(f"| {row['D']} | {row['depth']} | {row['chunk']} | {row['T']} | {name} | "
+                             f"{c['fwd']} ({regs.get(((False, *dims), c['fwd']), '?')}) | "
+                             f"{c['bwd']} ({regs.get(((True, *dims), c['bwd']), '?')}) | {err} | "
+                             f"{_num(c, 'fwd tok_s')} | {_num(c, 'fwd+bwd tok_s')} |")
+    return lines if len(lines) > 3 else []
+
+
