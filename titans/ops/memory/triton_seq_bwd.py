@@ -28,69 +28,22 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from .triton_seq import _act, _act_bwd, _coefs, _errors, _keys, _ln, _ln_bwd, _mm, _norm_params, _put, _rows, _tile
-
-    @triton.jit
-    def _grad2(z, ACT: tl.constexpr):
-        """``sigma''(z)``."""
-        if ACT == 0:
-            return tl.exp(-0.5 * z * z) * 0.3989422804014327 * (2.0 - z * z)
-        elif ACT == 1:
-            s = tl.sigmoid(z)
-            return s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s))
-        else:
-            return z * 0.0
-
-    @triton.jit
-    def _put_coef_grads(dbg_ptr, dC_ptr, dcn_ptr, dmn_ptr, dscal_ptr, idx, dbeta, dgamma, dC, dcn, dmn, dbn, dgn,
-                        dhn, BN: tl.constexpr):
-        rn = tl.arange(0, BN)
-        tl.store(dbg_ptr + idx * 2 * BN + rn, dbeta)
-        tl.store(dbg_ptr + idx * 2 * BN + BN + rn, dgamma)
-        tl.store(dC_ptr + idx * BN * BN + rn[:, None] * BN + rn[None, :], dC)
-        tl.store(dcn_ptr + idx * BN + rn, dcn)
-        tl.store(dmn_ptr + idx * BN + rn, dmn)
-        tl.store(dscal_ptr + idx * 3, dbn)
-        tl.store(dscal_ptr + idx * 3 + 1, dgn)
-        tl.store(dscal_ptr + idx * 3 + 2, dhn)
-
-    @triton.jit
-    def _out_ln_bwd(zq, do, lw, DV: tl.constexpr, NORM: tl.constexpr):
-        """The output's LayerNorm backward: ``(dz, dlnw, dlnb)`` from the gradient ``do`` at the memory's output."""
-        if NORM:
-            xq, rq = _ln(zq, DV)
-            return _ln_bwd(do, xq, rq, lw, DV), tl.sum(do * xq, axis=0), tl.sum(do, axis=0)
-        else:
-            return do, tl.zeros([DV], dtype=tl.float32), tl.zeros([DV], dtype=tl.float32)
-
-    @triton.jit
-    def _key_ln_bwd(dD, dlast, e, xk, rk, lw, mask, DV: tl.constexpr, NORM: tl.constexpr):
-        """Step 4 (README §6): through the LayerNorm backward that produced ``delta_L`` (second order) and
-        ``e = 2 (out - v)``. Returns ``(dout, df, dlnw, dlnb)``: the gradient at the memory's output for the keys,
-        at its pre-norm activation, and this chunk's LayerNorm parameter gradients from the key side."""
-        if NORM:
-            ghat = e * lw[None, :]
-            rho = rk[:, None] * dD
-            m_rx = tl.sum(rho * xk, axis=1) / DV
-            dghat = rho - (tl.sum(rho, axis=1) / DV)[:, None] - xk * m_rx[:, None]
-            dxhat = -rho * (tl.sum(ghat * xk, axis=1) / DV)[:, None] - ghat * m_rx[:, None]
-            dr = tl.sum(dD * dlast, axis=1) / rk
-            de = dghat * lw[None, :]
-        else:
-            de = dD
-        dout = tl.where(mask[:, None], 2.0 * de, 0.0)
-        if NORM:
-            dlnw = tl.sum(dghat * e, axis=0) + tl.sum(dout * xk, axis=0)
-            dlnb = tl.sum(dout, axis=0)
-            dxhat = dxhat + dout * lw[None, :]
-            df = rk[:, None] * (dxhat - (tl.sum(dxhat, axis=1) / DV)[:, None]
-                                - xk * (tl.sum(dxhat * xk, axis=1) / DV)[:, None])
-            df = df - (dr * rk * rk)[:, None] * xk / DV
-        else:
-            dlnw = tl.sum(dout, axis=0) * 0.0
-            dlnb = dlnw
-            df = dout
-        return dout, df, dlnw, dlnb
+    from .triton_blocks import (
+        _act,
+        _act_bwd,
+        _coefs,
+        _errors,
+        _grad2,
+        _key_ln_bwd,
+        _keys,
+        _mm,
+        _norm_params,
+        _out_ln_bwd,
+        _put,
+        _put_coef_grads,
+        _rows,
+        _tile,
+    )
 
     # Sizes are not specialized (one compiled kernel serves every length and batch).
     @triton.jit(do_not_specialize=["T", "N", "NSLOT", "BH", "H", "CHUNK"])

@@ -1,0 +1,201 @@
+"""The Triton building blocks of ``triton_seq.py`` (forward) and ``triton_seq_bwd.py`` (backward): activations and
+their derivatives, float32 products, token rows and weight tiles, a chunk's coefficients, LayerNorm and its
+backward, the keys' path through the memory and the errors ``delta_L``. Shapes in the docstrings are per program
+(one batch row and head): ``[BN, D]`` rows of a chunk, ``[R, C]`` tiles of a weight matrix."""
+
+from __future__ import annotations
+
+try:
+    import triton
+    import triton.language as tl
+
+    HAS_TRITON = True
+except ImportError:  # the optional extra is not installed
+    HAS_TRITON = False
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _act(z, ACT: tl.constexpr):
+        if ACT == 0:
+            return 0.5 * z * (1.0 + tl.math.erf(z * 0.7071067811865476))
+        elif ACT == 1:
+            return z * tl.sigmoid(z)
+        else:
+            return tl.maximum(z, 0.0)
+
+    @triton.jit
+    def _act_bwd(g, z, ACT: tl.constexpr):
+        """``g * sigma'(z)``."""
+        if ACT == 0:
+            cdf = 0.5 * (1.0 + tl.math.erf(z * 0.7071067811865476))
+            pdf = tl.exp(-0.5 * z * z) * 0.3989422804014327
+            return g * (cdf + z * pdf)
+        elif ACT == 1:
+            s = tl.sigmoid(z)
+            return g * s * (1.0 + z * (1.0 - s))
+        else:
+            return tl.where(z > 0, g, 0.0)
+
+    @triton.jit
+    def _mm(a, b, PREC: tl.constexpr):
+        """``a @ b`` in float32: ``ieee`` (CUDA cores) or ``tf32x3`` (tensor cores, three TF32 products that keep
+        about float32's accuracy; see :data:`PRECISIONS`)."""
+        if PREC == 1:
+            return tl.dot(a, b, input_precision="tf32x3")
+        else:
+            return tl.dot(a, b, input_precision="ieee")
+
+    @triton.jit
+    def _rows(ptr, s_t, t, mask, c0, C: tl.constexpr):
+        """Rows ``t`` (tokens), columns ``c0 .. c0 + C`` of a token tensor, float32, zero where ``~mask``."""
+        rc = c0 + tl.arange(0, C)
+        return tl.load(ptr + t[:, None] * s_t + rc[None, :], mask=mask[:, None], other=0.0).to(tl.float32)
+
+    @triton.jit
+    def _tile(ptr, r0, c0, ld, R: tl.constexpr, C: tl.constexpr):
+        """The ``[R, C]`` tile at ``(r0, c0)`` of a row-major matrix with leading dimension ``ld``."""
+        r = r0 + tl.arange(0, R)
+        c = c0 + tl.arange(0, C)
+        return tl.load(ptr + r[:, None] * ld + c[None, :])
+
+    @triton.jit
+    def _put(ptr, r0, c0, ld, x, R: tl.constexpr, C: tl.constexpr):
+        r = r0 + tl.arange(0, R)
+        c = c0 + tl.arange(0, C)
+        tl.store(ptr + r[:, None] * ld + c[None, :], x)
+
+    @triton.jit
+    def _coefs(bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr, idx, BN: tl.constexpr):
+        """One layer's coefficients for one chunk (zero-padded to BN rows)."""
+        rn = tl.arange(0, BN)
+        beta = tl.load(bg_ptr + idx * 2 * BN + rn)
+        gamma = tl.load(bg_ptr + idx * 2 * BN + BN + rn)
+        C = tl.load(C_ptr + idx * BN * BN + rn[:, None] * BN + rn[None, :])
+        cn = tl.load(cn_ptr + idx * BN + rn)
+        mn = tl.load(mn_ptr + idx * BN + rn)
+        bn = tl.load(scal_ptr + idx * 3)
+        gn = tl.load(scal_ptr + idx * 3 + 1)
+        hn = tl.load(scal_ptr + idx * 3 + 2)
+        return beta, gamma, C, cn, mn, bn, gn, hn
+
+    @triton.jit
+    def _ln(z, DV: tl.constexpr):
+        """``(xhat, rstd)`` of a LayerNorm over rows."""
+        mu = tl.sum(z, axis=1) / DV
+        xc = z - mu[:, None]
+        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / DV + 1e-5)
+        return xc * rstd[:, None], rstd
+
+    @triton.jit
+    def _ln_bwd(g, xhat, rstd, lw, DV: tl.constexpr):
+        gh = g * lw[None, :]
+        return rstd[:, None] * (gh - (tl.sum(gh, axis=1) / DV)[:, None]
+                                - xhat * (tl.sum(gh * xhat, axis=1) / DV)[:, None])
+
+    @triton.jit
+    def _norm_params(lnw_ptr, lnb_ptr, h, DV: tl.constexpr, NORM: tl.constexpr):
+        """Head ``h``'s LayerNorm weight and bias ``[DV]`` (zeros, unused, without the norm)."""
+        rv = tl.arange(0, DV)
+        if NORM:
+            lw = tl.load(lnw_ptr + h * DV + rv).to(tl.float32)
+            lb = tl.load(lnb_ptr + h * DV + rv).to(tl.float32)
+        else:
+            lw = tl.zeros([DV], dtype=tl.float32)
+            lb = lw
+        return lw, lb
+
+    @triton.jit
+    def _keys(k, kb, s_t, t, mask, W0i, W1i, L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr,
+              DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr):
+        """The keys through the memory at the chunk's starting weights: ``zk [BN, DV]`` (before norm/residual)."""
+        zk = tl.zeros([BN, DV], dtype=tl.float32)
+        if L == 2:
+            for j in range(DH // TH):
+                z0 = _mm(k, _tile(W0i, 0, j * TH, DH, DK, TH), PREC)
+                zk += _mm(_act(z0, ACT), _tile(W1i, j * TH, 0, DV, TH, DV), PREC)
+        else:
+            for j in range(DK // TH):
+                zk += _mm(_rows(kb, s_t, t, mask, j * TH, TH), _tile(W0i, j * TH, 0, DV, TH, DV), PREC)
+        return zk
+
+    @triton.jit
+    def _errors(zk, k, v, lw, lb, mask, DV: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr):
+        """``(dlast, e, xk, rk)``: the error at the memory's output (``e = 2 (M(k) - v)``) and its gradient at the
+        last pre-norm activation (``delta_L``); zero on padded rows."""
+        if NORM:
+            xk, rk = _ln(zk, DV)
+            y = xk * lw[None, :] + lb[None, :]
+        else:
+            xk, rk = zk, tl.zeros([zk.shape[0]], dtype=tl.float32)  # unused without the norm
+            y = zk
+        if RES:
+            y = y + k
+        e = tl.where(mask[:, None], 2.0 * (y - v), 0.0)
+        if NORM:  # noqa: SIM108 (a static if on a constexpr: Triton compiles one branch)
+            dlast = _ln_bwd(e, xk, rk, lw, DV)
+        else:
+            dlast = e
+        return dlast, e, xk, rk
+
+    @triton.jit
+    def _grad2(z, ACT: tl.constexpr):
+        """``sigma''(z)``."""
+        if ACT == 0:
+            return tl.exp(-0.5 * z * z) * 0.3989422804014327 * (2.0 - z * z)
+        elif ACT == 1:
+            s = tl.sigmoid(z)
+            return s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s))
+        else:
+            return z * 0.0
+
+    @triton.jit
+    def _put_coef_grads(dbg_ptr, dC_ptr, dcn_ptr, dmn_ptr, dscal_ptr, idx, dbeta, dgamma, dC, dcn, dmn, dbn, dgn,
+                        dhn, BN: tl.constexpr):
+        rn = tl.arange(0, BN)
+        tl.store(dbg_ptr + idx * 2 * BN + rn, dbeta)
+        tl.store(dbg_ptr + idx * 2 * BN + BN + rn, dgamma)
+        tl.store(dC_ptr + idx * BN * BN + rn[:, None] * BN + rn[None, :], dC)
+        tl.store(dcn_ptr + idx * BN + rn, dcn)
+        tl.store(dmn_ptr + idx * BN + rn, dmn)
+        tl.store(dscal_ptr + idx * 3, dbn)
+        tl.store(dscal_ptr + idx * 3 + 1, dgn)
+        tl.store(dscal_ptr + idx * 3 + 2, dhn)
+
+    @triton.jit
+    def _out_ln_bwd(zq, do, lw, DV: tl.constexpr, NORM: tl.constexpr):
+        """The output's LayerNorm backward: ``(dz, dlnw, dlnb)`` from the gradient ``do`` at the memory's output."""
+        if NORM:
+            xq, rq = _ln(zq, DV)
+            return _ln_bwd(do, xq, rq, lw, DV), tl.sum(do * xq, axis=0), tl.sum(do, axis=0)
+        else:
+            return do, tl.zeros([DV], dtype=tl.float32), tl.zeros([DV], dtype=tl.float32)
+
+    @triton.jit
+    def _key_ln_bwd(dD, dlast, e, xk, rk, lw, mask, DV: tl.constexpr, NORM: tl.constexpr):
+        """Step 4 (README §6): through the LayerNorm backward that produced ``delta_L`` (second order) and
+        ``e = 2 (out - v)``. Returns ``(dout, df, dlnw, dlnb)``: the gradient at the memory's output for the keys,
+        at its pre-norm activation, and this chunk's LayerNorm parameter gradients from the key side."""
+        if NORM:
+            ghat = e * lw[None, :]
+            rho = rk[:, None] * dD
+            m_rx = tl.sum(rho * xk, axis=1) / DV
+            dghat = rho - (tl.sum(rho, axis=1) / DV)[:, None] - xk * m_rx[:, None]
+            dxhat = -rho * (tl.sum(ghat * xk, axis=1) / DV)[:, None] - ghat * m_rx[:, None]
+            dr = tl.sum(dD * dlast, axis=1) / rk
+            de = dghat * lw[None, :]
+        else:
+            de = dD
+        dout = tl.where(mask[:, None], 2.0 * de, 0.0)
+        if NORM:
+            dlnw = tl.sum(dghat * e, axis=0) + tl.sum(dout * xk, axis=0)
+            dlnb = tl.sum(dout, axis=0)
+            dxhat = dxhat + dout * lw[None, :]
+            df = rk[:, None] * (dxhat - (tl.sum(dxhat, axis=1) / DV)[:, None]
+                                - xk * (tl.sum(dxhat * xk, axis=1) / DV)[:, None])
+            df = df - (dr * rk * rk)[:, None] * xk / DV
+        else:
+            dlnw = tl.sum(dout, axis=0) * 0.0
+            dlnb = dlnw
+            df = dout
+        return dout, df, dlnw, dlnb
