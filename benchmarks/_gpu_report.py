@@ -51,10 +51,13 @@ def report(paths) -> str:
                     fractions.append(flops / (r["ceilings"]["bf16_matmul_TFLOPs"] * 1e12))
                 tp = _num(row, f"titans-pytorch {name} tok_s")
                 if f"titans-pytorch {name} batch" in row and tp not in ("OOM", "–"):
-                    tp += f" ({row[f'titans-pytorch {name} batch']})"
+                    tp += f" ({row[f'titans-pytorch {name} batch']}"
+                    tp += f" x {row[f'titans-pytorch {name} T']})" if f"titans-pytorch {name} T" in row else ")"
                 ratio = [row.get(f"triton/{b} {name}") for b in ("chunk", "titans-pytorch")]
                 cfg = row.get("triton config")  # absent in runs before the configurations were tunable
                 cfg = "–" if cfg is None else cfg["fwd"] if name == "fwd" else f"{cfg['fwd']} / {cfg['bwd']}"
+                if row.get("triton fallback"):
+                    cfg = "falls back to chunk"
                 lines.append(
                     f"| {row['D']} | {row['depth']} | {row['chunk']} | {row['T']} | {row['B']} | {err} | {name} | "
                     f"{_num(row, f'chunk {name} tok_s')} | {_num(row, f'triton {name} tok_s')} | {cfg} | {tp} | "

@@ -12,12 +12,14 @@ Needs a CUDA device (without one it says so and exits 0). For every size it firs
 (median of ``--repeats`` after warm-up, CUDA events) and records the peak allocated memory. Sizes follow the
 paper: head dim 64 and 128, memory depth 1 and 2 (expansion 4), chunk 16 and 64, sequences of 2K-32K tokens, the
 batch filling ``--tokens`` tokens per call. Beside them, when installed: ``titans_pytorch.NeuralMemory`` at the same
-dims (its ``batch_size`` = our chunk) and, for depth 1, ``fla``'s ``chunk_gated_delta_rule`` (the closest fused
+dims (its ``batch_size`` = our chunk; its batch, then its length, halved until it fits, the table saying which
+ran) and, for depth 1, ``fla``'s ``chunk_gated_delta_rule`` (the closest fused
 kernel; a linear memory without momentum). The card's two ceilings (a large device copy in GB/s, a large bf16 matmul
 in TFLOP/s) are measured first, and the triton kernel's achieved fraction of the matmul ceiling is reported from the
 analytic FLOPs of the chunked form.
 
-With ``--tune``, the first length of every kernel shape also times each candidate launch configuration
+With ``--tune``, the first length of every kernel shape without a measured default (``--retune``: every shape)
+also times each candidate launch configuration
 (:func:`candidates`: tile width, warps, pipeline stages, dot precision; ``titans.ops.memory.triton_config``) that
 agrees with ``chunk`` to 1e-5, keeps the fastest forward and the fastest backward (backward time = forward+backward
 minus forward), and measures the row with them; the choices are written to ``--tune-out``, a file that
@@ -41,6 +43,7 @@ from _gpu_report import flops_per_token, report  # noqa: E402
 
 from titans.ops import memory_update  # noqa: E402
 from titans.ops.memory import triton_config as tc  # noqa: E402
+from titans.ops.memory import triton_op  # noqa: E402
 from titans.ops.memory.triton_seq import block_rows  # noqa: E402
 
 TUNE_TOL = 1e-5  # a candidate must agree with ``chunk`` this well (forward output and final weights)
@@ -180,11 +183,24 @@ def candidates(D, depth, chunk) -> dict:
     return out
 
 
+RETUNE = []  # set by --retune: tune shapes with a measured default too
+
+
+def fallbacks() -> list[str]:
+    """The reasons ``impl="triton"`` fell back to ``chunk`` since the last call (a row must not time ``chunk``
+    under the kernel's name without saying so; the report then says "falls back to chunk")."""
+    out = sorted(triton_op._WARNED)
+    triton_op._WARNED.clear()
+    return out
+
+
 def preset(D, depth, chunk) -> bool:
-    """Whether both kernels of this size already have a configuration (``TITANS_TRITON_CONFIGS``): not tuned."""
+    """Whether both kernels of this size already have a measured configuration (``triton_config.TUNED``, or
+    ``TITANS_TRITON_CONFIGS``): then ``--tune`` leaves them alone unless ``--retune``."""
     kf, kb = kernel_keys(D, depth, chunk)
     tc.config_for(*kf)  # reads the file, once
-    return kf in tc.OVERRIDES and kb in tc.OVERRIDES
+    known = set(tc.OVERRIDES) | (set() if RETUNE else set(tc.TUNED))
+    return kf in known and kb in known
 
 
 def use(D, depth, chunk, fwd_cfg, bwd_cfg):
@@ -202,7 +218,9 @@ def tune(row, B, T, H, D, depth, chunk, repeats) -> None:
             r["max_rel_err"] = check(min(T, 1024), H, D, depth, chunk)
         except Exception as exc:  # a configuration that does not compile or launch here
             r["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
-        if r.get("max_rel_err", 1.0) <= TUNE_TOL:
+        if why := fallbacks():
+            r["error"] = f"falls back to chunk: {why[0][:120]}"
+        if "error" not in r and r.get("max_rel_err", 1.0) <= TUNE_TOL:
             for pass_, fwd_bwd in (("fwd", False), ("fwd+bwd", True)):
                 m = measure(partial(run_ours, "triton", B, T, H, D, depth, chunk, fwd_bwd), B * T, repeats)
                 r.update({f"{pass_} {k}": v for k, v in m.items()})
@@ -256,6 +274,7 @@ def main():
     ap.add_argument("--out", default="benchmarks/results/gpu_memory_op.json")
     ap.add_argument("--tune", action="store_true", help="time launch configurations at each kernel shape's first "
                     "length and use the fastest (see the module docstring)")
+    ap.add_argument("--retune", action="store_true", help="with --tune, also the shapes that have a measured default")
     ap.add_argument("--tune-out", default="benchmarks/results/gpu_triton_configs.json",
                     help="where --tune writes the chosen configurations (TITANS_TRITON_CONFIGS reads it)")
     ap.add_argument("--report", nargs="+", metavar="JSON", help="print saved runs as a markdown table and exit")
@@ -263,6 +282,8 @@ def main():
     if args.report:
         print(report(args.report))
         return
+    if args.retune:
+        RETUNE.append(True)
     if not torch.cuda.is_available():
         print("gpu_memory_op: no CUDA device here; nothing to measure (the interpreter tests cover correctness).")
         return
@@ -299,6 +320,7 @@ def main():
             tc.save_configs(args.tune_out, {k: tc.OVERRIDES[k] for k in tc.OVERRIDES})
         kf, kb = kernel_keys(D, depth, chunk)
         row["triton config"] = {"fwd": str(tc.config_for(*kf)), "bwd": str(tc.config_for(*kb))}
+        fallbacks()
         try:
             row["max_rel_err"] = check(min(T, 1024), H, D, depth, chunk)
         except Exception as exc:  # reported, and the timings still run
@@ -307,18 +329,23 @@ def main():
             for impl in ("triton", "chunk"):
                 r = measure(partial(run_ours, impl, B, T, H, D, depth, chunk, fwd_bwd), B * T, args.repeats)
                 row.update({f"{impl} {name} {k}": v for k, v in r.items()})
-            # titans-pytorch keeps far more activations: halve its batch until it fits, and say which batch it ran.
-            bt = B
+            # titans-pytorch keeps far more activations: halve its batch until it fits, then (at batch 1) its
+            # sequence down to 1K, and say which batch and length it ran (its cost per token does not grow with T).
+            bt, tt = B, T
             while True:
-                r = measure(partial(run_titans_pytorch, bt, T, H, D, depth, chunk, fwd_bwd), bt * T, args.repeats)
-                if "out of memory" not in r.get("error", "") or bt == 1:
+                r = measure(partial(run_titans_pytorch, bt, tt, H, D, depth, chunk, fwd_bwd), bt * tt, args.repeats)
+                if "out of memory" not in r.get("error", "") or (bt == 1 and tt <= 1024):
                     break
-                bt //= 2
+                bt, tt = (bt // 2, tt) if bt > 1 else (1, tt // 2)
             row.update({f"titans-pytorch {name} {k}": v for k, v in r.items()})
             row[f"titans-pytorch {name} batch"] = bt
+            if tt != T:
+                row[f"titans-pytorch {name} T"] = tt
             if depth == 1:
                 r = measure(partial(run_fla, B, T, H, D, fwd_bwd), B * T, args.repeats)
                 row.update({f"fla-gdn {name} {k}": v for k, v in r.items()})
+            if why := fallbacks():
+                row["triton fallback"] = why[0]
             tok = row.get(f"triton {name} tok_s")
             if tok:
                 flops = flops_per_token(D, depth, chunk, fwd_bwd) * H * tok
