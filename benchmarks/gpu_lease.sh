@@ -4,10 +4,11 @@
 # finishing within TOTAL_S seconds (default 560):
 # 1. install the comparison packages carried as wheels in .whl/ (titans-pytorch, fla-core and their pure-Python
 #    dependencies; nothing is fetched);
-# 2. compile every candidate launch configuration of every benchmark size in parallel processes while the
-#    gpu-marked tests run with the default configurations (two fifths of the time at most);
-# 3. the benchmark with --tune (the fastest configuration per kernel shape, written to $OUT/tuned.json), starting no
-#    new size once too little time is left for step 4;
+# 2. compile the kernels of every benchmark size (every candidate configuration where a size has no measured one)
+#    in parallel processes while the gpu-marked tests run with the default configurations (two fifths of the time
+#    at most);
+# 3. the benchmark with --tune (the fastest configuration of each kernel shape without a measured one, written to
+#    $OUT/tuned.json), starting no new size once too little time is left for step 4;
 # 4. the gpu-marked tests again with the tuned configurations (TITANS_TRITON_CONFIGS).
 # Optional environment: SIZES ('D,depth,chunk,T;...', default the grid at 8K then 2K), DEFAULT_TESTS=0 (skip the
 # first gpu tests), TITANS_TRITON_CONFIGS (configurations from an earlier lease: their sizes are not re-tuned).
