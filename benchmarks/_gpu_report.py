@@ -5,6 +5,14 @@ from __future__ import annotations
 import json
 import os
 
+from titans.ops.memory.triton_seq import block_rows
+
+
+def kernel_keys(D, depth, chunk):
+    """The forward's and backward's configuration keys for a benchmark size (hidden width 4 D at depth 2)."""
+    dims = (depth, block_rows(chunk), D, 4 * D if depth == 2 else D, D)
+    return (False, *dims), (True, *dims)
+
 
 def flops_per_token(D: int, depth: int, chunk: int, backward: bool) -> float:
     """Matmul FLOPs per token per head of the chunked form (forward; about 3x with the recomputing backward)."""
@@ -77,13 +85,12 @@ def candidates_table(runs) -> list[str]:
     for _, r in runs:
         regs = {(tuple(k["key"]), k["config"]): f"{k['regs']} / {k['spills']}" for k in r.get("kernels", [])}
         for row in r["rows"]:
-            dims = (row["depth"], max(16, 1 << (row["chunk"] - 1).bit_length()), row["D"],
-                    4 * row["D"] if row["depth"] == 2 else row["D"], row["D"])
+            kf, kb = kernel_keys(row["D"], row["depth"], row["chunk"])
             for name, c in row.get("candidates", {}).items():
                 err = f"{c['max_rel_err']:.1e}" if "max_rel_err" in c else c.get("error", "–")[:60]
                 lines.append(f"| {row['D']} | {row['depth']} | {row['chunk']} | {row['T']} | {name} | "
-                             f"{c['fwd']} ({regs.get(((False, *dims), c['fwd']), '?')}) | "
-                             f"{c['bwd']} ({regs.get(((True, *dims), c['bwd']), '?')}) | {err} | "
+                             f"{c['fwd']} ({regs.get((kf, c['fwd']), '?')}) | "
+                             f"{c['bwd']} ({regs.get((kb, c['bwd']), '?')}) | {err} | "
                              f"{_num(c, 'fwd tok_s')} | {_num(c, 'fwd+bwd tok_s')} |")
     return lines if len(lines) > 3 else []
 

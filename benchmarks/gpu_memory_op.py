@@ -39,12 +39,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import table, write_results  # noqa: E402
-from _gpu_report import flops_per_token, report  # noqa: E402
+from _gpu_report import flops_per_token, kernel_keys, report  # noqa: E402
 
 from titans.ops import memory_update  # noqa: E402
 from titans.ops.memory import triton_config as tc  # noqa: E402
 from titans.ops.memory import triton_op  # noqa: E402
-from titans.ops.memory.triton_seq import block_rows  # noqa: E402
 
 TUNE_TOL = 1e-5  # a candidate must agree with ``chunk`` this well (forward output and final weights)
 
@@ -155,12 +154,6 @@ def check(T, H, D, depth, chunk) -> float:
                                  impl="triton")
     errs = [(x - y).norm() / y.norm() for x, y in [(o_t, o_c), *zip(s_t.params, s_c.params)]]
     return float(max(errs))
-
-
-def kernel_keys(D, depth, chunk):
-    """The forward's and backward's configuration keys for a benchmark size (hidden width 4 D at depth 2)."""
-    dims = (depth, block_rows(chunk), D, 4 * D if depth == 2 else D, D)
-    return (False, *dims), (True, *dims)
 
 
 def candidates(D, depth, chunk) -> dict:
@@ -317,7 +310,7 @@ def main():
         if args.tune and (D, depth, chunk) not in tuned and not preset(D, depth, chunk):
             tune(row, B, T, H, D, depth, chunk, args.repeats)
             tuned.add((D, depth, chunk))
-            tc.save_configs(args.tune_out, {k: tc.OVERRIDES[k] for k in tc.OVERRIDES})
+            tc.save_configs(args.tune_out, dict(tc.OVERRIDES))
         kf, kb = kernel_keys(D, depth, chunk)
         row["triton config"] = {"fwd": str(tc.config_for(*kf)), "bwd": str(tc.config_for(*kb))}
         fallbacks()

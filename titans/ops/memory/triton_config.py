@@ -89,7 +89,6 @@ def default_config(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int, c
 
 
 OVERRIDES: dict[tuple, KernelConfig] = {}  # (backward, L, BN, DK, DH, DV) -> the configuration to use instead
-_TILE: dict[tuple, int] = {}  # (key, config) -> the tile width that launched
 LAUNCHED: dict[tuple, dict] = {}  # (key, config) -> tile, registers, spills, shared memory of its first launch
 _LOADED: list[str] = []  # the TITANS_TRITON_CONFIGS file already read
 
@@ -135,7 +134,7 @@ def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: 
     (``OutOfResources``); returns Triton's compiled kernel (``n_regs``, ``n_spills``, ``metadata.shared``)."""
     key = (backward, L, BN, DK, DH, DV)
     cfg = config_for(*key)
-    th = min(_TILE.get((key, cfg), cfg.tile), DH if L == 2 else DK)
+    th = LAUNCHED[(key, cfg)]["tile"] if (key, cfg) in LAUNCHED else min(cfg.tile, DH if L == 2 else DK)
     while True:
         try:
             compiled = kernel[grid](*args, L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, PREC=PRECISIONS[cfg.precision],
@@ -145,8 +144,7 @@ def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: 
                 raise
             th //= 2
             continue
-        if (key, cfg) not in _TILE:
-            _TILE[(key, cfg)] = th
+        if (key, cfg) not in LAUNCHED:  # the tile that launched is the one to start from next time
             LAUNCHED[(key, cfg)] = {"tile": th, "regs": getattr(compiled, "n_regs", None),
                                     "spills": getattr(compiled, "n_spills", None),
                                     "shared": getattr(getattr(compiled, "metadata", None), "shared", None)}
