@@ -11,7 +11,8 @@
 #    $OUT/tuned.json), starting no new size once too little time is left for step 4;
 # 4. the gpu-marked tests again with the tuned configurations (TITANS_TRITON_CONFIGS).
 # Optional environment: SIZES ('D,depth,chunk,T;...', default the grid at 8K then 2K), DEFAULT_TESTS=0 (skip the
-# first gpu tests), TITANS_TRITON_CONFIGS (configurations from an earlier lease: their sizes are not re-tuned).
+# first gpu tests), FINAL_TESTS=0 (skip step 4), BASELINES (gpu_memory_op's --baselines; '' for none),
+# TITANS_TRITON_CONFIGS (configurations from an earlier lease: their sizes are not re-tuned).
 # Logs and JSON go to $OUT (or /tmp/gpu_out). The wheels (ignored by git; the lent machine has torch, triton,
 # einops, numpy):
 #   echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
@@ -51,12 +52,14 @@ stamp "compiled ($(grep -c ^compiled "$OUT/compile.log") done, $(grep -c ^FAILED
 [ -f "$OUT/gpu_tests.log" ] && tail -3 "$OUT/gpu_tests.log"
 [ -n "${TITANS_TRITON_CONFIGS:-}" ] && cp "$TITANS_TRITON_CONFIGS" "$OUT/tuned.json"
 # Step 4 needs about 100 s; a tuned size can take a minute.
-timeout $(( $(left) - 100 )) python3 benchmarks/gpu_memory_op.py --tune --tune-out "$OUT/tuned.json" \
-  "${GRID[@]}" --repeats 2 --budget-s $(( $(left) - 170 )) --out "$OUT/gpu_memory_op.json" \
+RESERVE=$([ "${FINAL_TESTS:-1}" = 1 ] && echo 100 || echo 10)
+timeout $(( $(left) - RESERVE )) python3 benchmarks/gpu_memory_op.py --tune --tune-out "$OUT/tuned.json" \
+  "${GRID[@]}" --repeats 2 --budget-s $(( $(left) - RESERVE - 70 )) --out "$OUT/gpu_memory_op.json" \
+  --baselines "${BASELINES-titans-pytorch,fla}" \
   > "$OUT/bench.log" 2>&1
 stamp "benchmark rc=$?"
 grep -v '^{' "$OUT/bench.log" | tail -25
-if [ -f "$OUT/tuned.json" ] && [ "$(left)" -gt 30 ]; then
+if [ "${FINAL_TESTS:-1}" = 1 ] && [ -f "$OUT/tuned.json" ] && [ "$(left)" -gt 30 ]; then
   TITANS_TRITON_CONFIGS="$OUT/tuned.json" timeout $(( $(left) - 5 )) python3 -m pytest -v -m gpu \
     -p no:cacheprovider -n 6 tests/ops/test_memory_triton.py > "$OUT/gpu_tests_tuned.log" 2>&1
   stamp "gpu tests (tuned configurations) rc=$?"

@@ -5,6 +5,7 @@
     python benchmarks/gpu_memory_op.py --out FILE.json --budget-s 300
     python benchmarks/gpu_memory_op.py --compile-only --shard 0/4   # fill Triton's cache (run shards in parallel)
     python benchmarks/gpu_memory_op.py --tune --tune-out tuned.json   # time launch configurations, keep the best
+    python benchmarks/gpu_memory_op.py --baselines fla   # leave titans-pytorch out (minutes per size at batch 1)
     python benchmarks/gpu_memory_op.py --report benchmarks/results/gpu_memory_op_h100_run*.json   # markdown
 
 Needs a CUDA device (without one it says so and exits 0). For every size it first checks ``triton`` against
@@ -170,6 +171,8 @@ def candidates(D, depth, chunk) -> dict:
            # tf32x3 for the forward only: the backward with it hit an illegal memory access at 64-row chunks
            # (Triton 3.6, H100, 2026-11-26), which poisons the CUDA context of the whole run.
            "tf32x3-fwd": (tc.KernelConfig(tf, w, 1, "tf32x3"), old[1])}
+    if tf < tc.TF32X3_MIN_TILE:  # it would run as ieee (triton_config.TF32X3_MIN_TILE)
+        del out["tf32x3-fwd"]
     default = (tc.default_config(*kf), tc.default_config(*kb))
     if default not in out.values():
         out["default"] = default
@@ -270,6 +273,9 @@ def main():
     ap.add_argument("--retune", action="store_true", help="with --tune, also the shapes that have a measured default")
     ap.add_argument("--tune-out", default="benchmarks/results/gpu_triton_configs.json",
                     help="where --tune writes the chosen configurations (TITANS_TRITON_CONFIGS reads it)")
+    ap.add_argument("--baselines", default="titans-pytorch,fla",
+                    help="comma-separated comparisons to time beside chunk and triton ('' for none: titans-pytorch at "
+                    "batch 1 takes minutes per size)")
     ap.add_argument("--report", nargs="+", metavar="JSON", help="print saved runs as a markdown table and exit")
     args = ap.parse_args()
     if args.report:
@@ -277,6 +283,9 @@ def main():
         return
     if args.retune:
         RETUNE.append(True)
+    baselines = {b for b in args.baselines.split(",") if b}
+    if unknown := baselines - {"titans-pytorch", "fla"}:
+        raise SystemExit(f"gpu_memory_op: --baselines: unknown {sorted(unknown)} (known: titans-pytorch, fla)")
     if not torch.cuda.is_available():
         print("gpu_memory_op: no CUDA device here; nothing to measure (the interpreter tests cover correctness).")
         return
@@ -325,16 +334,17 @@ def main():
             # titans-pytorch keeps far more activations: halve its batch until it fits, then (at batch 1) its
             # sequence down to 1K, and say which batch and length it ran (its cost per token does not grow with T).
             bt, tt = B, T
-            while True:
+            while "titans-pytorch" in baselines:
                 r = measure(partial(run_titans_pytorch, bt, tt, H, D, depth, chunk, fwd_bwd), bt * tt, args.repeats)
                 if "out of memory" not in r.get("error", "") or (bt == 1 and tt <= 1024):
                     break
                 bt, tt = (bt // 2, tt) if bt > 1 else (1, tt // 2)
-            row.update({f"titans-pytorch {name} {k}": v for k, v in r.items()})
-            row[f"titans-pytorch {name} batch"] = bt
-            if tt != T:
-                row[f"titans-pytorch {name} T"] = tt
-            if depth == 1:
+            if "titans-pytorch" in baselines:
+                row.update({f"titans-pytorch {name} {k}": v for k, v in r.items()})
+                row[f"titans-pytorch {name} batch"] = bt
+                if tt != T:
+                    row[f"titans-pytorch {name} T"] = tt
+            if depth == 1 and "fla" in baselines:
                 r = measure(partial(run_fla, B, T, H, D, fwd_bwd), B * T, args.repeats)
                 row.update({f"fla-gdn {name} {k}": v for k, v in r.items()})
             if why := fallbacks():

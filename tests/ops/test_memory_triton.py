@@ -224,7 +224,7 @@ def test_launch_configurations_change_nothing_but_speed(monkeypatch, tmp_path):
     inp, leaves = make_inputs(B=1, T=21, H=2, D=16, L=2, hidden=32, norm=True, residual=True, dtype=torch.float32,
                               requires_grad=True)
     key = (2, 16, 16, 32, 16)
-    cfgs = {(False, *key): tc.KernelConfig(16, 8, 1, "tf32x3"), (True, *key): tc.KernelConfig(16, 2, 2, "tf32x3")}
+    cfgs = {(False, *key): tc.KernelConfig(32, 8, 1, "tf32x3"), (True, *key): tc.KernelConfig(32, 2, 2, "tf32x3")}
     path = tmp_path / "tuned.json"
     tc.save_configs(str(path), cfgs)
     assert tc.load_configs(str(path)) == cfgs
@@ -243,6 +243,33 @@ def test_launch_configurations_change_nothing_but_speed(monkeypatch, tmp_path):
         tc.KernelConfig(24, 4, 1)
 
 
+def test_tf32x3_runs_as_ieee_in_16_wide_tiles(monkeypatch):
+    """``launch`` passes tf32x3 (PREC 1) only to tiles of ``TF32X3_MIN_TILE`` or more (16-wide ones crashed the
+    H100 run), also when the device refused the wider tile and it was halved."""
+    from titans.ops.memory import triton_config as tc
+
+    seen = []
+
+    class Kernel:
+        def __init__(self, refuse):
+            self.refuse = refuse  # the device refuses tiles wider than 16
+
+        def __getitem__(self, grid):
+            def run(*args, TH, PREC, **kw):
+                if TH > 16 and self.refuse:
+                    raise triton.runtime.errors.OutOfResources(1, 0, "shared memory")
+                seen.append((TH, PREC))
+            return run
+
+    monkeypatch.setattr(tc, "LAUNCHED", {})
+    key = dict(backward=False, L=2, BN=16, DK=16, DH=64, DV=16)
+    monkeypatch.setattr(tc, "OVERRIDES", {tuple(key.values()): tc.KernelConfig(32, 8, 1, "tf32x3")})
+    for refuse in (False, True):
+        tc.LAUNCHED.clear()
+        tc.launch(Kernel(refuse), (1,), (), **key)
+    assert seen == [(32, 1), (16, 0)]
+
+
 def test_default_configurations():
     """Measured shapes launch with what was measured fastest; others with 8 warps and one stage at the widest tile;
     tf32x3 only where the device has TF32 tensor cores."""
@@ -251,8 +278,8 @@ def test_default_configurations():
     tuned = (False, 2, 64, 64, 256, 64)
     assert str(tc.default_config(*tuned)) == tc.TUNED[tuned] == "32,8,1,tf32x3"
     assert tc.default_config(*tuned, capability=(7, 5)) == tc.KernelConfig(32, 8, 1, "ieee")
-    assert tc.default_config(False, 1, 16, 128, 128, 128) == tc.KernelConfig(32, 8, 1)
-    assert tc.default_config(True, 1, 64, 128, 128, 128) == tc.KernelConfig(16, 8, 3)
+    assert tc.default_config(False, 1, 16, 256, 256, 256) == tc.KernelConfig(32, 8, 1)
+    assert tc.default_config(True, 1, 64, 256, 256, 256) == tc.KernelConfig(16, 8, 3)
     assert all(str(tc.KernelConfig.parse(c)) == c for c in tc.TUNED.values())
 
 
@@ -273,3 +300,37 @@ def test_a_forward_that_does_not_fit_the_device_falls_back_to_chunk(caplog, monk
     o_c, s_c = _run("chunk", inp, 8)
     assert torch.equal(o_t, o_c) and all(torch.equal(a, b) for a, b in zip(s_t.params, s_c.params))
     assert "does not fit this device" in caplog.text
+
+
+def test_a_backward_that_does_not_fit_the_device_falls_back_to_chunk(caplog, monkeypatch):
+    """A backward kernel that Triton refuses (depth 2, head dim 128, 64-row chunks on an H100: 274 KB of shared
+    memory at the smallest tile, its forward fits) is found before the call's forward, on one chunk, and the whole
+    call runs the chunk form: chunk's outputs and gradients, a warning; without a gradient the kernels still run."""
+    import titans.ops.memory.triton_op as mem
+
+    probes = []
+
+    def refuse(*args, **kwargs):
+        probes.append(1)
+        raise mem.OutOfResources(274432, 232448, "shared memory")
+
+    monkeypatch.setattr(mem, "_WARNED", set())
+    monkeypatch.setattr(mem, "_BACKWARD", {})
+    monkeypatch.setattr(mem, "interpreting", lambda: False)  # the probe is skipped in the interpreter otherwise
+    monkeypatch.setattr(mem, "seq_backward_triton", refuse)
+    inp, leaves = make_inputs(B=2, T=21, H=2, D=16, L=2, hidden=32, norm=True, residual=True, dtype=torch.float32,
+                              requires_grad=True)
+    res = {}
+    for impl in ("triton", "chunk"):
+        with caplog.at_level(logging.WARNING, logger="titans"):
+            o, s = _run(impl, inp, 8)
+        res[impl] = (o, s.params, torch.autograd.grad((o ** 2).sum() + sum(w.sum() for w in s.params), leaves,
+                                                      allow_unused=True))
+    assert "the backward kernel does not fit this device" in caplog.text and len(probes) == 1
+    (o_t, w_t, g_t), (o_c, w_c, g_c) = res["triton"], res["chunk"]
+    assert torch.equal(o_t, o_c) and all(torch.equal(a, b) for a, b in zip(w_t, w_c))
+    assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(g_t, g_c))
+    caplog.clear()
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="titans"):
+        o_n, _ = _run("triton", inp, 8)
+    assert "does not fit" not in caplog.text and rel_err(o_n, o_c) <= TOL

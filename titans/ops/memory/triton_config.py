@@ -61,7 +61,7 @@ def tile_width(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int) -> in
 
 
 # Measured on an H100 (Triton 3.6; ``benchmarks/gpu_memory_op.py --tune``, 8 heads, 131K tokens per call, runs 3
-# and 4 of docs/benchmarks.md; the file is benchmarks/results/gpu_triton_configs_h100.json): the fastest candidate
+# to 6 of docs/benchmarks.md; the file is benchmarks/results/gpu_triton_configs_h100.json): the fastest candidate
 # per kernel shape, (backward, L, BN, DK, DH, DV) -> "tile,warps,stages,precision".
 TUNED = {
     (False, 2, 16, 64, 256, 64): "64,8,1,ieee", (True, 2, 16, 64, 256, 64): "32,8,1,ieee",
@@ -69,7 +69,14 @@ TUNED = {
     (False, 1, 16, 64, 64, 64): "64,8,1,ieee", (True, 1, 16, 64, 64, 64): "32,4,3,ieee",
     (False, 1, 64, 64, 64, 64): "32,16,1,ieee", (True, 1, 64, 64, 64, 64): "16,8,1,ieee",
     (False, 2, 16, 128, 512, 128): "32,8,1,ieee", (True, 2, 16, 128, 512, 128): "16,8,1,ieee",
+    (False, 1, 16, 128, 128, 128): "32,8,1,ieee", (True, 1, 16, 128, 128, 128): "16,4,3,ieee",  # runs 5, 6
+    (False, 1, 64, 128, 128, 128): "16,16,1,ieee", (True, 1, 64, 128, 128, 128): "16,16,1,ieee",
 }
+# tf32x3 products in 16-wide tiles ended in an illegal memory access both times they ran at depth 2 on the H100
+# (the backward at head dim 64 and the forward at head dim 128, 64-row chunks; Triton 3.6), which ends the process's
+# CUDA context; they ran and agreed with ``chunk`` at depth 1 in a 16-wide tile and in 32- and 64-wide tiles, and were
+# the fastest only in a 32-wide one. So 16-wide tiles use ieee.
+TF32X3_MIN_TILE = 32
 
 
 def default_config(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int, capability=(9, 0)) -> KernelConfig:
@@ -137,7 +144,8 @@ def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: 
     th = LAUNCHED[(key, cfg)]["tile"] if (key, cfg) in LAUNCHED else min(cfg.tile, DH if L == 2 else DK)
     while True:
         try:
-            compiled = kernel[grid](*args, L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, PREC=PRECISIONS[cfg.precision],
+            prec = PRECISIONS[cfg.precision if th >= TF32X3_MIN_TILE else "ieee"]
+            compiled = kernel[grid](*args, L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, PREC=prec,
                                     num_warps=cfg.warps, num_stages=cfg.stages, **consts)
         except triton.runtime.errors.OutOfResources:
             if th <= 16:

@@ -18,7 +18,7 @@ import torch.utils.checkpoint
 
 from .chunk import decay_coefficients, memory_update_chunk
 from .common import MemoryState, gates_per_layer
-from .triton_seq import block_rows, pack_coefficients, seq_forward_triton, supported
+from .triton_seq import block_rows, interpreting, pack_coefficients, seq_forward_triton, supported
 from .triton_seq_bwd import seq_backward_triton
 
 try:
@@ -29,6 +29,16 @@ except ImportError:  # without triton the kernels never run
         pass
 
 _WARNED: set[str] = set()
+
+
+class DoesNotFit(Exception):
+    """A kernel this call needs cannot launch on this device (the message says which and why)."""
+
+
+# Whether the backward kernel of a shape launched on this device: key -> None, or why it did not. A backward that
+# does not fit (Triton's OutOfResources at the smallest tile) only shows when it is launched, after the forward;
+# found then, there would be no way back to the chunk form, so it is tried first on one chunk (see _backward_fits).
+_BACKWARD: dict[tuple, str | None] = {}
 
 
 def chunk_coefficients(gates, n_chunks: int, chunk: int):
@@ -82,6 +92,8 @@ def _seq(q, k, v, gates, W, S, chunk, act, norm, residual):
     L = len(W)
     leaves = [q, k, v, *packed, *W, *S, *(norm or ())]
     if torch.is_grad_enabled() and any(t.requires_grad for t in leaves):
+        if why := _backward_fits(q, k, v, gates, W, S, chunk, act, norm, residual):
+            raise DoesNotFit(why)
         lnw, lnb = norm if norm is not None else (None, None)
         outs = SeqFunction.apply((L, act, residual, chunk), q, k, v, lnw, lnb, *packed, *W, *S)
         return outs[0], list(outs[1:1 + L]), list(outs[1 + L:])
@@ -90,6 +102,33 @@ def _seq(q, k, v, gates, W, S, chunk, act, norm, residual):
     last = N % 2
     return (o, [x[:, last].reshape(B, H, *x.shape[-2:]).to(w.dtype) for x, w in zip(Ws, W)],
             [x[:, last].reshape(B, H, *x.shape[-2:]).to(s.dtype) for x, s in zip(Ss, S)])
+
+
+def _backward_fits(q, k, v, gates, W, S, chunk, act, norm, residual) -> str | None:
+    """``None`` when the backward kernel of this call's shape launches on this device, else why not: found once per
+    shape by a forward and backward over the first chunk of one (batch row, head), cut from the call's own tensors
+    (so with their strides and dtypes: the same kernel specialization). Skipped in the interpreter (no device)."""
+    if interpreting():
+        return None
+    key = (q.device, q.dtype, q.stride(-1), tuple(tuple(w.shape[-2:]) for w in W), chunk, act, norm is not None,
+           residual)
+    if key not in _BACKWARD:
+        _BACKWARD[key] = None  # the probe's own call below must not probe again
+        n = min(chunk, q.shape[2])
+        one = [t[:1, :1, :n].detach().requires_grad_() for t in (q, k, v)]
+        try:
+            with torch.enable_grad():  # a forward that does not fit raises here, as it would in the call itself
+                o, W1, S1 = _seq(*one, [g[:1, :1, ..., :n].detach() for g in gates], [w[:1, :1].detach() for w in W],
+                                 [s_[:1, :1].detach() for s_ in S], n, act,
+                                 None if norm is None else tuple(x.detach() for x in norm), residual)
+        except OutOfResources:
+            del _BACKWARD[key]
+            raise
+        try:
+            sum(x.float().sum() for x in (o, *W1, *S1)).backward()
+        except OutOfResources as exc:
+            _BACKWARD[key] = f"the backward kernel does not fit this device ({str(exc).splitlines()[0][:160]})"
+    return _BACKWARD[key]
 
 
 # The backward needs every chunk's starting weights and momentum. Above this many bytes of them for one call, the
@@ -123,7 +162,8 @@ def memory_update_triton(q, k, v, alpha, eta, theta, params, momentum=None, *, c
     """Same contract as :func:`titans.ops.memory_update`; where the kernels cannot run (no triton, no CUDA and no
     interpreter, an uncovered configuration, a forward that does not fit the device's shared memory at the smallest
     tile) the chunk form, with a warning logged once per reason. Same results within the dtype's tolerance either
-    way. (A backward that does not fit where its forward did raises Triton's ``OutOfResources``.)"""
+    way: where a gradient is wanted, the backward kernel is tried on one chunk first (:func:`_backward_fits`), and
+    where it does not fit the whole call runs the chunk form."""
     weights = params.params if isinstance(params, MemoryState) else tuple(params)
     why = supported(q, weights, activation)
     if why is None and weights[0].dtype != torch.float32:
@@ -134,6 +174,8 @@ def memory_update_triton(q, k, v, alpha, eta, theta, params, momentum=None, *, c
             return _kernels(q, k, v, alpha, eta, theta, params, momentum, weights, **kw)
         except OutOfResources as exc:
             why = f"the forward kernel does not fit this device ({str(exc).splitlines()[0][:160]})"
+        except DoesNotFit as exc:
+            why = str(exc)
     return _fallback(why, q, k, v, alpha, eta, theta, params, momentum, weights, **kw)
 
 
