@@ -334,3 +334,16 @@ def test_a_backward_that_does_not_fit_the_device_falls_back_to_chunk(caplog, mon
     with torch.no_grad(), caplog.at_level(logging.WARNING, logger="titans"):
         o_n, _ = _run("triton", inp, 8)
     assert "does not fit" not in caplog.text and rel_err(o_n, o_c) <= TOL
+
+
+def test_the_backward_probe_runs_the_kernels_and_changes_nothing(monkeypatch):
+    """Where the backward fits, the probe (one chunk of one batch row and head, each chunk length of the call) runs
+    both kernels once per shape and the call's results are the kernels' as without it."""
+    import titans.ops.memory.triton_op as mem
+
+    monkeypatch.setattr(mem, "_BACKWARD", {})
+    monkeypatch.setattr(mem, "interpreting", lambda: False)
+    inp, leaves = make_inputs(B=2, T=21, H=2, D=16, L=2, hidden=32, norm=True, residual=True, dtype=torch.float32,
+                              requires_grad=True)
+    _compare(inp, leaves, 8, "gelu", 11)  # the second call: 8 + 2 tokens after the first call's 3 of a chunk
+    assert len(mem._BACKWARD) == 3 and all(why is None for why in mem._BACKWARD.values())

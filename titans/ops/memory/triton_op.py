@@ -92,8 +92,6 @@ def _seq(q, k, v, gates, W, S, chunk, act, norm, residual):
     L = len(W)
     leaves = [q, k, v, *packed, *W, *S, *(norm or ())]
     if torch.is_grad_enabled() and any(t.requires_grad for t in leaves):
-        if why := _backward_fits(q, k, v, gates, W, S, chunk, act, norm, residual):
-            raise DoesNotFit(why)
         lnw, lnb = norm if norm is not None else (None, None)
         outs = SeqFunction.apply((L, act, residual, chunk), q, k, v, lnw, lnb, *packed, *W, *S)
         return outs[0], list(outs[1:1 + L]), list(outs[1 + L:])
@@ -113,19 +111,15 @@ def _backward_fits(q, k, v, gates, W, S, chunk, act, norm, residual) -> str | No
     key = (q.device, q.dtype, q.stride(-1), tuple(tuple(w.shape[-2:]) for w in W), chunk, act, norm is not None,
            residual)
     if key not in _BACKWARD:
-        _BACKWARD[key] = None  # the probe's own call below must not probe again
         n = min(chunk, q.shape[2])
         one = [t[:1, :1, :n].detach().requires_grad_() for t in (q, k, v)]
-        try:
-            with torch.enable_grad():  # a forward that does not fit raises here, as it would in the call itself
-                o, W1, S1 = _seq(*one, [g[:1, :1, ..., :n].detach() for g in gates], [w[:1, :1].detach() for w in W],
-                                 [s_[:1, :1].detach() for s_ in S], n, act,
-                                 None if norm is None else tuple(x.detach() for x in norm), residual)
-        except OutOfResources:
-            del _BACKWARD[key]
-            raise
+        with torch.enable_grad():  # a forward that does not fit raises here, as it would in the call itself
+            o, W1, S1 = _seq(*one, [g[:1, :1, ..., :n].detach() for g in gates], [w[:1, :1].detach() for w in W],
+                             [s_[:1, :1].detach() for s_ in S], n, act,
+                             None if norm is None else tuple(x[:1].detach() for x in norm), residual)
         try:
             sum(x.float().sum() for x in (o, *W1, *S1)).backward()
+            _BACKWARD[key] = None
         except OutOfResources as exc:
             _BACKWARD[key] = f"the backward kernel does not fit this device ({str(exc).splitlines()[0][:160]})"
     return _BACKWARD[key]
@@ -208,6 +202,12 @@ def _kernels(q, k, v, alpha, eta, theta, params, momentum, weights, *, chunk_siz
     full = T // b * b
     step = _segment(full // b, W, q) * b
     parts = [(lo, min(lo + step, full), b) for lo in range(0, full, step)]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, *gates, *W, *S, *(norm or ()))):
+        # Outside the checkpointed segments below: the probe runs a backward of its own.
+        for lo, hi, chunk in ([(0, b, b)] if full else []) + ([(full, T, T - full)] if full < T else []):
+            args = (q[:, :, lo:hi], k[:, :, lo:hi], v[:, :, lo:hi], [g[..., lo:hi] for g in gates], W, S, chunk)
+            if why := _backward_fits(*args, activation, norm, residual):
+                raise DoesNotFit(why)
     for lo, hi, chunk in parts + [(full, T, T - full)]:
         if hi > lo:
             G = W
