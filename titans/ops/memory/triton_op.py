@@ -6,6 +6,8 @@ The driver splits a call into at most three parts: the rest of a chunk in progre
 with one chunk, so that the state's ``chunk_params`` is that part's starting weights and autograd sees it). The
 decay coefficients of every chunk are built at once by ``chunk.decay_coefficients`` (differentiable PyTorch), so
 the gates' gradients come from autograd through them and the kernels only see and return coefficient tensors.
+A kernel that does not fit the device (shared memory) sends the whole call to ``chunk`` with a warning; for the
+backward, which would only fail after the forward, each new shape is first tried on one chunk (``_backward_fits``).
 """
 
 from __future__ import annotations
