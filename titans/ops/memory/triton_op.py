@@ -20,6 +20,7 @@ import torch.utils.checkpoint
 
 from .chunk import decay_coefficients, memory_update_chunk
 from .common import MemoryState, gates_per_layer
+from .triton_config import config_for
 from .triton_seq import block_rows, interpreting, pack_coefficients, seq_forward_triton, supported
 from .triton_seq_bwd import seq_backward_triton
 
@@ -110,8 +111,10 @@ def _backward_fits(q, k, v, gates, W, S, chunk, act, norm, residual) -> str | No
     (so with their strides and dtypes: the same kernel specialization). Skipped in the interpreter (no device)."""
     if interpreting():
         return None
+    L, DK, DV = len(W), W[0].shape[-2], W[-1].shape[-1]
+    cfg = config_for(True, L, block_rows(chunk), DK, W[0].shape[-1] if L == 2 else DV, DV)  # tuning changes it
     key = (q.device, q.dtype, q.stride(-1), tuple(tuple(w.shape[-2:]) for w in W), chunk, act, norm is not None,
-           residual)
+           residual, cfg)
     if key not in _BACKWARD:
         n = min(chunk, q.shape[2])
         one = [t[:1, :1, :n].detach().requires_grad_() for t in (q, k, v)]
