@@ -107,14 +107,14 @@ def _seq(q, k, v, gates, W, S, chunk, act, norm, residual):
 
 def _backward_fits(q, k, v, gates, W, S, chunk, act, norm, residual) -> str | None:
     """``None`` when the backward kernel of this call's shape launches on this device, else why not: found once per
-    shape by a forward and backward over the first chunk of one (batch row, head), cut from the call's own tensors
-    (so with their strides and dtypes: the same kernel specialization). Skipped in the interpreter (no device)."""
+    shape and launch configuration by a forward and backward over the first chunk of one (batch row, head), cut from
+    the call's own tensors (their dtypes and strides: the same kernel specialization; ``_kernels`` has made the last
+    stride 1). Skipped in the interpreter (no device)."""
     if interpreting():
         return None
     L, DK, DV = len(W), W[0].shape[-2], W[-1].shape[-1]
     cfg = config_for(True, L, block_rows(chunk), DK, W[0].shape[-1] if L == 2 else DV, DV)  # tuning changes it
-    key = (q.device, q.dtype, q.stride(-1), tuple(tuple(w.shape[-2:]) for w in W), chunk, act, norm is not None,
-           residual, cfg)
+    key = (q.device, q.dtype, tuple(tuple(w.shape[-2:]) for w in W), chunk, act, norm is not None, residual, cfg)
     if key not in _BACKWARD:
         n = min(chunk, q.shape[2])
         one = [t[:1, :1, :n].detach().requires_grad_() for t in (q, k, v)]
