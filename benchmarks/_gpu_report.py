@@ -64,6 +64,8 @@ def report(paths) -> str:
                 ratio = [row.get(f"triton/{b} {name}") for b in ("chunk", "titans-pytorch")]
                 cfg = row.get("triton config")  # absent in runs before the configurations were tunable
                 cfg = "–" if cfg is None else cfg["fwd"] if name == "fwd" else f"{cfg['fwd']} / {cfg['bwd']}"
+                if row.get("triton forward split"):  # and the one-program-per-head forward's figure
+                    cfg += f" (split: {row['triton forward split']}; unsplit {_num(row, f'triton-seq {name} tok_s')})"
                 if row.get("triton fallback"):
                     cfg = "falls back to chunk"
                 lines.append(

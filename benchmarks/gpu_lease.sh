@@ -12,7 +12,8 @@
 # 4. the gpu-marked tests again with the tuned configurations (TITANS_TRITON_CONFIGS).
 # Optional environment: SIZES ('D,depth,chunk,T;...', default the grid at 8K then 2K), DEFAULT_TESTS=0 (skip the
 # first gpu tests), FINAL_TESTS=0 (skip step 4), BASELINES (gpu_memory_op's --baselines; '' for none),
-# TITANS_TRITON_CONFIGS (configurations from an earlier lease: their sizes are not re-tuned).
+# TITANS_TRITON_CONFIGS (configurations from an earlier lease: their sizes are not re-tuned), CANDIDATES (tune
+# every size again, over only the candidates whose names start with these comma-separated prefixes).
 # Logs and JSON go to $OUT (or /tmp/gpu_out). The wheels (ignored by git; the lent machine has torch, triton,
 # einops, numpy):
 #   echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
@@ -36,6 +37,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv |
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.log"
 GRID=(--lengths 8192,2048)
 [ -n "${SIZES:-}" ] && GRID=(--sizes "$SIZES")
+[ -n "${CANDIDATES:-}" ] && GRID+=(--retune --candidates "$CANDIDATES")
 PHASE1=$(( TOTAL * 2 / 5 ))
 for i in $(seq 0 9); do
   timeout "$PHASE1" python3 benchmarks/gpu_memory_op.py --tune --compile-only "${GRID[@]}" --shard "$i/10" \

@@ -44,7 +44,7 @@ from _gpu_report import flops_per_token, kernel_keys, report  # noqa: E402
 
 from titans.ops import memory_update  # noqa: E402
 from titans.ops.memory import triton_config as tc  # noqa: E402
-from titans.ops.memory import triton_op  # noqa: E402
+from titans.ops.memory import triton_op, triton_seq  # noqa: E402
 
 TUNE_TOL = 1e-5  # a candidate must agree with ``chunk`` this well (forward output and final weights)
 
@@ -176,7 +176,19 @@ def candidates(D, depth, chunk) -> dict:
     default = (tc.default_config(*kf), tc.default_config(*kb))
     if default not in out.values():
         out["default"] = default
+    # The forward split over programs (one launch per chunk, triton_split.py) with the default backward: tiles of
+    # the streamed width and half of it, 4 and 8 warps.
+    for th in sorted({tf, max(16, tf // 2)}):
+        for warps in (4, 8):
+            out[f"split-t{th}-w{warps}"] = (tc.KernelConfig(th, warps, 1, split=True), default[1])
+    if ONLY:
+        out = {name: c for name, c in out.items() if any(name.startswith(p) for p in ONLY)}
+        if "default" in ONLY:  # under its own name even where it equals another candidate
+            out["default"] = default
     return out
+
+
+ONLY: list[str] = []  # set by --candidates: time only the candidates whose names start with one of these
 
 
 RETUNE = []  # set by --retune: tune shapes with a measured default too
@@ -271,6 +283,8 @@ def main():
     ap.add_argument("--tune", action="store_true", help="time launch configurations at each kernel shape's first "
                     "length and use the fastest (see the module docstring)")
     ap.add_argument("--retune", action="store_true", help="with --tune, also the shapes that have a measured default")
+    ap.add_argument("--candidates", default="", help="with --tune, only the candidates whose names start with one of "
+                    "these (comma-separated prefixes, e.g. 'default,split')")
     ap.add_argument("--tune-out", default="benchmarks/results/gpu_triton_configs.json",
                     help="where --tune writes the chosen configurations (TITANS_TRITON_CONFIGS reads it)")
     ap.add_argument("--baselines", default="titans-pytorch,fla",
@@ -283,6 +297,7 @@ def main():
         return
     if args.retune:
         RETUNE.append(True)
+    ONLY.extend(x for x in args.candidates.split(",") if x)
     baselines = {b for b in args.baselines.split(",") if b}
     if unknown := baselines - {"titans-pytorch", "fla"}:
         raise SystemExit(f"gpu_memory_op: --baselines: unknown {sorted(unknown)} (known: titans-pytorch, fla)")
@@ -322,6 +337,10 @@ def main():
             tc.save_configs(args.tune_out, dict(tc.OVERRIDES))
         kf, kb = kernel_keys(D, depth, chunk)
         row["triton config"] = {"fwd": str(tc.config_for(*kf)), "bwd": str(tc.config_for(*kb))}
+        below = triton_seq.split_below(torch.device("cuda"), kf)
+        few = below > B * H and not tc.config_for(*kf).split
+        if few:
+            row["triton forward split"] = f"{B * H} programs < {below}"
         fallbacks()
         try:
             row["max_rel_err"] = check(min(T, 1024), H, D, depth, chunk)
@@ -331,6 +350,11 @@ def main():
             for impl in ("triton", "chunk"):
                 r = measure(partial(run_ours, impl, B, T, H, D, depth, chunk, fwd_bwd), B * T, args.repeats)
                 row.update({f"{impl} {name} {k}": v for k, v in r.items()})
+            if few:  # the forward ran split over programs because of the batch: what one program per head gives
+                triton_seq.SPLIT_BELOW = 0
+                r = measure(partial(run_ours, "triton", B, T, H, D, depth, chunk, fwd_bwd), B * T, args.repeats)
+                triton_seq.SPLIT_BELOW = None
+                row.update({f"triton-seq {name} {k}": v for k, v in r.items()})
             # titans-pytorch keeps far more activations: halve its batch until it fits, then (at batch 1) its
             # sequence down to 1K, and say which batch and length it ran (its cost per token does not grow with T).
             bt, tt = B, T

@@ -153,15 +153,21 @@ def _leaves(x):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("forward", ["seq", "split"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("L,D,hidden,chunk", [(1, 64, 64, 16), (2, 64, 256, 16), (2, 64, 256, 64), (1, 128, 128, 64),
                                               (2, 128, 512, 16)])
-def test_triton_on_cuda_realistic(dtype, tol, L, D, hidden, chunk):
+def test_triton_on_cuda_realistic(monkeypatch, forward, dtype, tol, L, D, hidden, chunk):
     """The paper's sizes on a GPU: outputs, final state and every gradient of ``triton`` against ``chunk`` run in
     float64 on the same (rounded) tokens. The bound is the dtype's (fp32: 1e-5; bf16 tokens with a float32 memory:
     2e-2 on outputs and gradients, 1e-4 on the state), or, where the float32 ``chunk`` itself is further from float64
     than that (measured: gradients of k at depth 2, head dim 128, about 2e-5), twice the float32 reference's error:
-    the kernel must be as accurate as the float32 reference, not more."""
+    the kernel must be as accurate as the float32 reference, not more. ``forward``: one program per (batch row,
+    head), or the forward split over programs (``triton_split.py``; by default only at few programs and some
+    shapes, ``triton_seq.SPLIT_FEW``)."""
+    import titans.ops.memory.triton_seq as ts
+
+    monkeypatch.setattr(ts, "SPLIT_BELOW", 0 if forward == "seq" else 1 << 30)
     inp, _ = make_inputs(B=2, T=1000, H=4, D=D, L=L, hidden=hidden, norm=True, residual=True, dtype=torch.float32)
     # A problem float32 can solve: with make_inputs' forgetting (alpha up to 0.05) a thousand tokens shrink a depth-2
     # memory towards zero, where the LayerNorm amplifies rounding and even ``chunk`` in float32 and float64 disagree
@@ -281,6 +287,10 @@ def test_default_configurations():
     assert tc.default_config(False, 1, 16, 256, 256, 256) == tc.KernelConfig(32, 8, 1)
     assert tc.default_config(True, 1, 64, 256, 256, 256) == tc.KernelConfig(16, 8, 3)
     assert all(str(tc.KernelConfig.parse(c)) == c for c in tc.TUNED.values())
+    assert tc.KernelConfig.parse("32,4,1,ieee,split") == tc.KernelConfig(32, 4, 1, split=True)
+    assert str(tc.KernelConfig(32, 4, 1, split=True)) == "32,4,1,ieee,split"
+    with pytest.raises(ValueError, match="expected"):
+        tc.KernelConfig.parse("32,4,1,ieee,fast")
 
 
 def test_a_forward_that_does_not_fit_the_device_falls_back_to_chunk(caplog, monkeypatch):
@@ -347,3 +357,38 @@ def test_the_backward_probe_runs_the_kernels_and_changes_nothing(monkeypatch):
                               requires_grad=True)
     _compare(inp, leaves, 8, "gelu", 11)  # the second call: 8 + 2 tokens after the first call's 3 of a chunk
     assert len(mem._BACKWARD) == 3 and all(why is None for why in mem._BACKWARD.values())
+
+
+@pytest.mark.parametrize("how,L,chunk,T,cut,nr,act,D,hidden",
+                         [("config", *TILED[0]), ("config", *TILED[2]), ("few programs", *TILED[1]),
+                          ("few programs", 1, 8, 21, 5, True, "silu", 16, 16)])
+def test_the_forward_split_over_programs_matches_chunk(monkeypatch, how, L, chunk, T, cut, nr, act, D, hidden):
+    """The forward as one launch per chunk with the weights' tiles spread over programs (``triton_split.py``;
+    several tiles in the first three cases, one in the last), the backward as before: chosen by
+    ``KernelConfig.split``, or because there are fewer (batch row, head) programs than ``SPLIT_BELOW``."""
+    import dataclasses
+
+    import titans.ops.memory.triton_seq as ts
+
+    if how == "config":
+        base = ts.config_for
+
+        def split(backward, *key):
+            cfg = base(backward, *key)
+            return cfg if backward else dataclasses.replace(cfg, split=True)
+
+        monkeypatch.setattr(ts, "config_for", split)
+    else:
+        key = (False, 2, 16, 128, 512, 128)
+        assert ts.split_below(torch.device("cpu"), key) == 0  # by default only on CUDA, at the measured shapes
+        monkeypatch.setattr(ts, "SPLIT_BELOW", 3)  # B * H = 2 programs, every shape
+        assert ts.split_below(torch.device("cpu"), key) == 3
+    inp, leaves = make_inputs(B=1, T=T, H=2, D=D, L=L, hidden=hidden, per_layer=True, norm=nr, residual=nr,
+                              dtype=torch.float32, requires_grad=True)
+    _compare(inp, leaves, chunk, act, cut)
+    with torch.no_grad():
+        o_c, s_c = _run("chunk", inp, chunk, act)
+        o_t, s_t = _run("triton", inp, chunk, act)
+    assert rel_err(o_t, o_c) <= TOL
+    for a, b in zip(s_t.params + s_t.momentum, s_c.params + s_c.momentum):
+        assert rel_err(a, b) <= TOL

@@ -1,4 +1,5 @@
-"""Launch configurations of the Triton kernels (``triton_seq.py``, ``triton_seq_bwd.py``) and their launcher.
+"""Launch configurations of the Triton kernels (``triton_seq.py``, ``triton_seq_bwd.py``, ``triton_split.py``) and
+their launcher.
 
 A configuration is the width of the streamed weight tiles (``TH``: hidden columns at depth 2, input rows at depth
 1), the warps per program, Triton's software-pipelining stages, and the precision of the matrix products
@@ -31,6 +32,7 @@ class KernelConfig:
     warps: int
     stages: int
     precision: str = "ieee"
+    split: bool = False  # forward only: one launch per chunk, the weights' tiles over programs (triton_split.py)
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -40,14 +42,14 @@ class KernelConfig:
 
     @classmethod
     def parse(cls, text: str) -> KernelConfig:
-        """``'TH,warps,stages[,precision]'``, e.g. ``'32,8,1,ieee'``."""
+        """``'TH,warps,stages[,precision[,split]]'``, e.g. ``'32,8,1,ieee'``, ``'32,4,1,ieee,split'``."""
         parts = text.split(",")
-        if len(parts) not in (3, 4):
-            raise ValueError(f"kernel config {text!r}: expected 'tile,warps,stages[,precision]'")
-        return cls(int(parts[0]), int(parts[1]), int(parts[2]), *(parts[3:] or ["ieee"]))
+        if len(parts) not in (3, 4, 5) or parts[4:] not in ([], ["split"]):
+            raise ValueError(f"kernel config {text!r}: expected 'tile,warps,stages[,precision[,split]]'")
+        return cls(int(parts[0]), int(parts[1]), int(parts[2]), *(parts[3:4] or ["ieee"]), split=len(parts) == 5)
 
     def __str__(self) -> str:
-        return f"{self.tile},{self.warps},{self.stages},{self.precision}"
+        return f"{self.tile},{self.warps},{self.stages},{self.precision}" + (",split" if self.split else "")
 
 
 def tile_width(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int) -> int:
@@ -136,17 +138,20 @@ def config_for(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int) -> Ke
     return default_config(*key, capability=cap)
 
 
-def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: int, DV: int, **consts):
-    """Launch ``kernel`` with its shape's configuration, halving the tile while the device refuses it
-    (``OutOfResources``); returns Triton's compiled kernel (``n_regs``, ``n_spills``, ``metadata.shared``)."""
+def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: int, DV: int,
+           cfg: KernelConfig | None = None, **consts):
+    """Launch ``kernel`` with ``cfg`` (default: its shape's configuration), halving the tile while the device refuses
+    it (``OutOfResources``); ``grid``: a tuple, or a function of the tile width that returns one. Returns Triton's
+    compiled kernel (``n_regs``, ``n_spills``, ``metadata.shared``)."""
     key = (backward, L, BN, DK, DH, DV)
-    cfg = config_for(*key)
+    cfg = cfg or config_for(*key)
     th = LAUNCHED[(key, cfg)]["tile"] if (key, cfg) in LAUNCHED else min(cfg.tile, DH if L == 2 else DK)
     while True:
         try:
             prec = PRECISIONS[cfg.precision if th >= TF32X3_MIN_TILE else "ieee"]
-            compiled = kernel[grid](*args, L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, PREC=prec,
-                                    num_warps=cfg.warps, num_stages=cfg.stages, **consts)
+            compiled = kernel[grid(th) if callable(grid) else grid](
+                *args, L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, PREC=prec, num_warps=cfg.warps,
+                num_stages=cfg.stages, **consts)
         except triton.runtime.errors.OutOfResources:
             if th <= 16:
                 raise

@@ -1,4 +1,6 @@
-"""``impl="triton"``: the chunk form of SPEC §1.3 with one Triton launch per sequence, forward and backward.
+"""``impl="triton"``: the chunk form of SPEC §1.3 with one Triton launch per sequence, forward and backward (the
+forward in one launch per chunk instead where few (batch row, head) pairs would leave the device idle: see
+``triton_seq.SPLIT_FEW`` and ``triton_split.py``).
 
 The driver splits a call into at most three parts: the rest of a chunk in progress when a call resumes mid-chunk
 (the PyTorch piece of ``chunk.py``; a few tokens), the whole chunks (``triton_seq.py`` forward,

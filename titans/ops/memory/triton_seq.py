@@ -21,12 +21,13 @@ Chunks shorter than 16 tokens are padded to 16 (zero coefficients: padded rows n
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
 import torch.nn.functional as F
 
-from .triton_config import launch
+from .triton_config import config_for, launch
 
 try:
     import triton
@@ -157,6 +158,26 @@ if HAS_TRITON:
             tl.debug_barrier()  # the next chunk reads the state this one wrote (other threads of this program)
 
 
+# With fewer (batch row, head) programs than half the device's SMs, the one-program-per-head forward leaves most of
+# the device idle (one program fills an SM). Then, for the kernel shapes (backward, L, BN, DK, DH, DV) where it was
+# measured faster (an H200 at 32K tokens, batch 4, 8 heads: docs/benchmarks.md, run 7), the forward runs split over
+# programs (triton_split.py): depth 2 / head dim 128 / chunk 16 2.8x, depth 2 / head dim 64 / chunk 64 1.15x. At the
+# other shapes measured it was slower (depth 1: 0.44-0.65x; depth 2 / head dim 64 / chunk 16: 0.73x), its one launch
+# per chunk costing more than the idle SMs.
+SPLIT_FEW = {(False, 2, 16, 128, 512, 128), (False, 2, 64, 64, 256, 64)}
+# Overrides the rule for every shape: split when there are fewer programs than this (0: never unless configured).
+SPLIT_BELOW: int | None = None
+
+
+def split_below(device: torch.device, key: tuple) -> int:
+    """Split the forward of kernel shape ``key`` when it has fewer (batch row, head) programs than this."""
+    if SPLIT_BELOW is not None:
+        return SPLIT_BELOW
+    if device.type != "cuda" or key not in SPLIT_FEW:  # the interpreter: only where configured
+        return 0
+    return torch.cuda.get_device_properties(device).multi_processor_count // 2
+
+
 def pack_coefficients(coef, BN: int):
     """The kernels' coefficient layout from per-chunk coefficients (differentiable torch ops).
 
@@ -199,11 +220,19 @@ def seq_forward_triton(q, k, v, packed, W, S, norm, act, residual, chunk, save):
         Ws.append(bw), Ss.append(bs)
     o = torch.empty(B, T, H, DV, dtype=v.dtype, device=v.device).transpose(1, 2)  # stored as [B, T, H, Dv]
     DH = W[0].shape[-1] if L == 2 else DV
+    cfg = config_for(False, L, BN, DK, DH, DV)
+    if cfg.split or split_below(q.device, (False, L, BN, DK, DH, DV)) > BH:
+        from .triton_split import split_forward_triton  # imports this module
+
+        if not cfg.split:  # measured with ieee products only (tf32x3 is not tried in a kernel not run with it)
+            cfg = dataclasses.replace(cfg, precision="ieee", split=True)
+        split_forward_triton(q, k, v, packed, Ws, Ss, o, norm, act, residual, chunk, cfg)
+        return o, Ws, Ss
     lnw, lnb = (norm[0].contiguous(), norm[1].contiguous()) if norm is not None else (Ws[0], Ws[0])
     i1 = 1 if L == 2 else 0
     args = (q, k, v, o, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2), *packed,
             Ws[0], Ss[0], Ws[i1], Ss[i1], lnw, lnb, T, N, nslot, BH, H, chunk)
-    launch(_seq_fwd_kernel, (BH,), args, backward=False, L=L, BN=BN, DK=DK, DH=DH, DV=DV, ACT=_ACT[act],
+    launch(_seq_fwd_kernel, (BH,), args, cfg=cfg, backward=False, L=L, BN=BN, DK=DK, DH=DH, DV=DV, ACT=_ACT[act],
            NORM=norm is not None, RES=residual)
     return o, Ws, Ss
