@@ -30,6 +30,7 @@ minus forward), and measures the row with them; the choices are written to ``--t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -160,7 +161,8 @@ def check(T, H, D, depth, chunk) -> float:
 def candidates(D, depth, chunk) -> dict:
     """Launch configurations to time: ``{name: (forward config, backward config)}`` over the tile widths of
     ``triton_config.tile_width``: the first kernels' 4 warps (8 at 64-row chunks) with 3 stages, the same without
-    software pipelining, twice the warps without it, tf32x3 products in the forward, and the current default."""
+    software pipelining, twice the warps without it, tf32x3 products in the forward, the current default, the
+    default with the register cap (``maxreg``, ``maxreg-bwd``), and the forward split over programs."""
     kf, kb = kernel_keys(D, depth, chunk)
     tf, tb = tc.tile_width(*kf), tc.tile_width(*kb)
     w = 8 if kf[2] >= 64 else 4
@@ -176,6 +178,9 @@ def candidates(D, depth, chunk) -> dict:
     default = (tc.default_config(*kf), tc.default_config(*kb))
     if default not in out.values():
         out["default"] = default
+    # The defaults with the register cap (KernelConfig.maxreg), for both kernels and for the backward alone.
+    out["maxreg"] = tuple(dataclasses.replace(c, maxreg=True) for c in default)
+    out["maxreg-bwd"] = (default[0], dataclasses.replace(default[1], maxreg=True))
     # The forward split over programs (one launch per chunk, triton_split.py) with the default backward: tiles of
     # the streamed width and half of it, 4 and 8 warps.
     for th in sorted({tf, max(16, tf // 2)}):

@@ -3,6 +3,7 @@ the installed Triton and its bundled ptxas, and print shared memory, registers a
 
     python benchmarks/triton_resources.py                       # the paper's sizes, each tile width tried
     python benchmarks/triton_resources.py --configs 2,16,64,256,64 --widths 64,32
+    python benchmarks/triton_resources.py --registers          # registers and spills with and without the cap
 
 This is how ``triton_config.tile_width`` was chosen (an H100 allows 227 KB of shared memory per program). Figures
 depend on the Triton version: the lent GPU's Triton may differ, and ``triton_config.launch`` halves the tile there if
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -25,7 +27,7 @@ from _common import table, write_results  # noqa: E402
 H100_SHARED = 227 * 1024
 
 
-def compile_report(fn, consts: dict, warps: int, stages: int) -> dict:
+def compile_report(fn, consts: dict, warps: int, stages: int, maxnreg: int | None = None) -> dict:
     """Compile ``fn`` for sm_90 and read its resources (ptxas -v on the PTX for registers and spills)."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -34,7 +36,8 @@ def compile_report(fn, consts: dict, warps: int, stages: int) -> dict:
     sig = {n: ("constexpr" if n in consts else "*fp32" if n.endswith("_ptr") else "i32") for n in fn.arg_names}
     try:
         k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts), target=GPUTarget("cuda", 90, 32),
-                           options={"num_warps": warps, "num_stages": stages})
+                           options={"num_warps": warps, "num_stages": stages,
+                                    **({"maxnreg": maxnreg} if maxnreg else {})})
     except Exception as exc:  # a configuration the compiler rejects
         return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
@@ -44,7 +47,36 @@ def compile_report(fn, consts: dict, warps: int, stages: int) -> dict:
     os.unlink(f.name)
     info = " ".join(line.split("info    :")[-1].strip() for line in out.stderr.splitlines()
                     if "registers" in line or "spill" in line)
-    return {"shared_KiB": k.metadata.shared / 1024, "fits_H100": k.metadata.shared <= H100_SHARED, "ptxas": info}
+    regs = re.search(r"Used (\d+) registers", info)
+    spills = re.search(r"(\d+) bytes spill stores", info)
+    return {"shared_KiB": k.metadata.shared / 1024, "fits_H100": k.metadata.shared <= H100_SHARED, "ptxas": info,
+            "registers": int(regs.group(1)) if regs else None, "spill_store_bytes": int(spills.group(1)) if spills
+            else None}
+
+
+def registers(configs: str, out: str) -> None:
+    """Each kernel shape at its default configuration, compiled as it is and with ``maxnreg`` (the register cap of
+    ``triton_config.KernelConfig.maxreg``): registers per thread and bytes of spill stores."""
+    from titans.ops.memory import triton_config, triton_seq, triton_seq_bwd
+
+    rows = []
+    for spec in configs.split(";"):
+        L, BN, DK, DH, DV = (int(x) for x in spec.split(","))
+        for kind, fn in (("fwd", triton_seq._seq_fwd_kernel), ("bwd", triton_seq_bwd._seq_bwd_kernel)):
+            cfg = triton_config.default_config(kind == "bwd", L, BN, DK, DH, DV)
+            th = min(cfg.tile, DH if L == 2 else DK)
+            prec = cfg.precision if th >= triton_config.TF32X3_MIN_TILE else "ieee"
+            consts = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, ACT=0, NORM=True, RES=True,
+                          PREC=triton_config.PRECISIONS[prec])
+            row = {"kernel": kind, "L": L, "BN": BN, "DK": DK, "DH": DH, "DV": DV, "config": str(cfg)}
+            for name, cap in (("as is", None), ("maxreg", triton_config.max_registers(cfg.warps))):
+                r = compile_report(fn, consts, cfg.warps, cfg.stages, cap)
+                row[f"{name} registers"] = r.get("registers")
+                row[f"{name} spill stores"] = r.get("spill_store_bytes", r.get("error"))
+            rows.append(row)
+            print(row, flush=True)
+    print(table(rows, list(rows[0])))
+    write_results(out, {"triton": __import__("triton").__version__, "rows": rows})
 
 
 def main():
@@ -52,7 +84,10 @@ def main():
     ap.add_argument("--configs", default="2,16,64,256,64;2,64,64,256,64;1,16,64,64,64;1,64,128,128,128;"
                     "2,16,128,512,128", help="'L,BN,DK,DH,DV;...' (memory depth, chunk rows, dims)")
     ap.add_argument("--widths", default="64,32,16", help="tile widths to try, widest first")
-    ap.add_argument("--out", default="benchmarks/results/triton_resources.json")
+    ap.add_argument("--out", default=None, help="default benchmarks/results/triton_resources.json (with --registers: "
+                    "triton_registers.json)")
+    ap.add_argument("--registers", action="store_true", help="instead: each shape's default configuration compiled "
+                    "as it is and with the register cap (KernelConfig.maxreg)")
     args = ap.parse_args()
     try:
         from titans.ops.memory import triton_config, triton_seq, triton_seq_bwd
@@ -61,6 +96,9 @@ def main():
         return
     if not triton_seq.HAS_TRITON:
         print("triton_resources: triton is not installed (pip install 'titans[triton]')")
+        return
+    if args.registers:
+        registers(args.configs, args.out or "benchmarks/results/triton_registers.json")
         return
     rows = []
     for spec in args.configs.split(";"):
@@ -81,7 +119,7 @@ def main():
                     break  # the widest that fits
     print(table(rows, ["kernel", "L", "BN", "DK", "DH", "DV", "TH", "warps", "stages", "precision", "shared_KiB",
                        "fits_H100", "ptxas"]))
-    write_results(args.out, {"rows": rows})
+    write_results(args.out or "benchmarks/results/triton_resources.json", {"rows": rows})
 
 
 if __name__ == "__main__":

@@ -223,14 +223,16 @@ def test_model_with_the_triton_memory_matches_chunk(caplog, monkeypatch):
 
 
 def test_launch_configurations_change_nothing_but_speed(monkeypatch, tmp_path):
-    """Every candidate the GPU benchmark tunes over (tile, warps, stages, tf32x3 products) computes the same chunk
-    form; a tuned-configurations file is read from ``TITANS_TRITON_CONFIGS`` and a bad one names its row."""
+    """Every candidate the GPU benchmark tunes over (tile, warps, stages, tf32x3 products, the register cap) computes
+    the same chunk form; a tuned-configurations file is read from ``TITANS_TRITON_CONFIGS`` and a bad one names its
+    row."""
     from titans.ops.memory import triton_config as tc
 
     inp, leaves = make_inputs(B=1, T=21, H=2, D=16, L=2, hidden=32, norm=True, residual=True, dtype=torch.float32,
                               requires_grad=True)
     key = (2, 16, 16, 32, 16)
-    cfgs = {(False, *key): tc.KernelConfig(32, 8, 1, "tf32x3"), (True, *key): tc.KernelConfig(32, 2, 2, "tf32x3")}
+    cfgs = {(False, *key): tc.KernelConfig(32, 8, 1, "tf32x3"),
+            (True, *key): tc.KernelConfig(32, 2, 2, "tf32x3", maxreg=True)}
     path = tmp_path / "tuned.json"
     tc.save_configs(str(path), cfgs)
     assert tc.load_configs(str(path)) == cfgs
@@ -291,6 +293,10 @@ def test_default_configurations():
     assert str(tc.KernelConfig(32, 4, 1, split=True)) == "32,4,1,ieee,split"
     with pytest.raises(ValueError, match="expected"):
         tc.KernelConfig.parse("32,4,1,ieee,fast")
+    with pytest.raises(ValueError, match="expected"):
+        tc.KernelConfig.parse("32,4,1,ieee,split,split")
+    assert str(tc.KernelConfig.parse("16,16,1,ieee,maxreg")) == "16,16,1,ieee,maxreg"
+    assert [tc.max_registers(w) for w in (4, 8, 16)] == [255, 255, 128]
 
 
 def test_a_forward_that_does_not_fit_the_device_falls_back_to_chunk(caplog, monkeypatch):

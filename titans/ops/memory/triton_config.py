@@ -33,6 +33,10 @@ class KernelConfig:
     stages: int
     precision: str = "ieee"
     split: bool = False  # forward only: one launch per chunk, the weights' tiles over programs (triton_split.py)
+    # Let ptxas give one program the whole register file (``maxnreg``, see :func:`max_registers`). Left alone, the
+    # ptxas of Triton 3.6 / 3.8 settled on 32-128 registers per thread for several of these kernels and spilled the
+    # rest (docs/benchmarks.md: "Registers").
+    maxreg: bool = False
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -42,14 +46,22 @@ class KernelConfig:
 
     @classmethod
     def parse(cls, text: str) -> KernelConfig:
-        """``'TH,warps,stages[,precision[,split]]'``, e.g. ``'32,8,1,ieee'``, ``'32,4,1,ieee,split'``."""
+        """``'TH,warps,stages[,precision[,split][,maxreg]]'``, e.g. ``'32,8,1,ieee'``, ``'32,4,1,ieee,split'``."""
         parts = text.split(",")
-        if len(parts) not in (3, 4, 5) or parts[4:] not in ([], ["split"]):
-            raise ValueError(f"kernel config {text!r}: expected 'tile,warps,stages[,precision[,split]]'")
-        return cls(int(parts[0]), int(parts[1]), int(parts[2]), *(parts[3:4] or ["ieee"]), split=len(parts) == 5)
+        flags = parts[4:]
+        if len(parts) < 3 or not set(flags) <= {"split", "maxreg"} or len(set(flags)) != len(flags):
+            raise ValueError(f"kernel config {text!r}: expected 'tile,warps,stages[,precision[,split][,maxreg]]'")
+        return cls(int(parts[0]), int(parts[1]), int(parts[2]), *(parts[3:4] or ["ieee"]), split="split" in flags,
+                   maxreg="maxreg" in flags)
 
     def __str__(self) -> str:
-        return f"{self.tile},{self.warps},{self.stages},{self.precision}" + (",split" if self.split else "")
+        return (f"{self.tile},{self.warps},{self.stages},{self.precision}" + (",split" if self.split else "")
+                + (",maxreg" if self.maxreg else ""))
+
+
+def max_registers(warps: int) -> int:
+    """Registers per thread that let one program of ``warps`` warps use a whole SM's 64K registers (at most 255)."""
+    return min(255, 65536 // (32 * warps))
 
 
 def tile_width(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int) -> int:
@@ -149,9 +161,10 @@ def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: 
     while True:
         try:
             prec = PRECISIONS[cfg.precision if th >= TF32X3_MIN_TILE else "ieee"]
+            extra = {"maxnreg": max_registers(cfg.warps)} if cfg.maxreg else {}
             compiled = kernel[grid(th) if callable(grid) else grid](
                 *args, L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, PREC=prec, num_warps=cfg.warps,
-                num_stages=cfg.stages, **consts)
+                num_stages=cfg.stages, **extra, **consts)
         except triton.runtime.errors.OutOfResources:
             if th <= 16:
                 raise
