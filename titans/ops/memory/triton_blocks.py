@@ -47,6 +47,13 @@ if HAS_TRITON:
             return tl.dot(a, b, input_precision="ieee")
 
     @triton.jit
+    def _head_rows(pid, H, q_ptr, sq_b, sq_h, k_ptr, sk_b, sk_h, v_ptr, sv_b, sv_h):
+        """``(b, h, qb, kb, vb)``: program ``pid``'s batch row and head and the bases of its q, k, v rows."""
+        b = pid // H
+        h = pid % H
+        return b, h, q_ptr + b * sq_b + h * sq_h, k_ptr + b * sk_b + h * sk_h, v_ptr + b * sv_b + h * sv_h
+
+    @triton.jit
     def _rows(ptr, s_t, t, mask, c0, C: tl.constexpr):
         """Rows ``t`` (tokens), columns ``c0 .. c0 + C`` of a token tensor, float32, zero where ``~mask``."""
         rc = c0 + tl.arange(0, C)

@@ -67,8 +67,29 @@ def block_rows(chunk: int) -> int:
     return max(16, 1 << (chunk - 1).bit_length())
 
 
+def dims(q, v, W, chunk: int):
+    """``(B, H, T, DK, DV, L, N, BN, BH, DH)`` of a call: q ``[B, H, T, DK]``, v ``[..., DV]``, the ``L`` weights (or
+    their state buffers) ``W``, ``N`` chunks of ``BN`` padded rows, ``DH`` the hidden width (``DV`` at depth 1)."""
+    B, H, T, DK = q.shape
+    DV, L = v.shape[-1], len(W)
+    return B, H, T, DK, DV, L, -(-T // chunk), block_rows(chunk), B * H, W[0].shape[-1] if L == 2 else DV
+
+
 if HAS_TRITON:
-    from .triton_blocks import _act, _act_bwd, _coefs, _errors, _keys, _ln, _mm, _norm_params, _put, _rows, _tile
+    from .triton_blocks import (
+        _act,
+        _act_bwd,
+        _coefs,
+        _errors,
+        _head_rows,
+        _keys,
+        _ln,
+        _mm,
+        _norm_params,
+        _put,
+        _rows,
+        _tile,
+    )
 
     # Sizes are not specialized (one compiled kernel serves every length and batch).
     @triton.jit(do_not_specialize=["T", "N", "NSLOT", "BH", "H", "CHUNK"])
@@ -79,13 +100,9 @@ if HAS_TRITON:
                         TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
                         PREC: tl.constexpr):
         pid = tl.program_id(0).to(tl.int64)  # 64-bit offsets: the saved states pass 2**31 elements at 8K x 128
-        b = pid // H
-        h = pid % H
+        b, h, qb, kb, vb = _head_rows(pid, H, q_ptr, sq_b, sq_h, k_ptr, sk_b, sk_h, v_ptr, sv_b, sv_h)
         rn = tl.arange(0, BN)
         rv = tl.arange(0, DV)
-        qb = q_ptr + b * sq_b + h * sq_h
-        kb = k_ptr + b * sk_b + h * sk_h
-        vb = v_ptr + b * sv_b + h * sv_h
         ob = o_ptr + b * so_b + h * so_h
         lw, lb = _norm_params(lnw_ptr, lnb_ptr, h, DV, NORM)
         D0: tl.constexpr = DH if L == 2 else DV
@@ -204,13 +221,8 @@ def seq_forward_triton(q, k, v, packed, W, S, norm, act, residual, chunk, save):
         ``(o [B, H, T, Dv], Ws, Ss)`` with ``Ws``, ``Ss``: L float32 buffers ``[B*H, NSLOT, d_in, d_out]``; the
         final state is slot ``N % NSLOT``.
     """
-    B, H, T, DK = q.shape
-    DV = v.shape[-1]
-    L = len(W)
-    N = -(-T // chunk)
-    BN = block_rows(chunk)
+    B, H, T, DK, DV, L, N, BN, BH, DH = dims(q, v, W, chunk)
     nslot = N + 1 if save else 2
-    BH = B * H
     Ws, Ss = [], []
     for w, s in zip(W, S):
         bw = torch.empty(BH, nslot, *w.shape[-2:], dtype=torch.float32, device=w.device)
@@ -219,7 +231,6 @@ def seq_forward_triton(q, k, v, packed, W, S, norm, act, residual, chunk, save):
         bs[:, 0] = s.reshape(BH, *s.shape[-2:])
         Ws.append(bw), Ss.append(bs)
     o = torch.empty(B, T, H, DV, dtype=v.dtype, device=v.device).transpose(1, 2)  # stored as [B, T, H, Dv]
-    DH = W[0].shape[-1] if L == 2 else DV
     cfg = config_for(False, L, BN, DK, DH, DV)
     if cfg.split or split_below(q.device, (False, L, BN, DK, DH, DV)) > BH:
         from .triton_split import split_forward_triton  # imports this module

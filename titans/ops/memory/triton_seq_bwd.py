@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from .triton_config import launch
-from .triton_seq import _ACT, HAS_TRITON, block_rows
+from .triton_seq import _ACT, HAS_TRITON, dims
 
 if HAS_TRITON:
     import triton
@@ -34,6 +34,7 @@ if HAS_TRITON:
         _coefs,
         _errors,
         _grad2,
+        _head_rows,
         _key_ln_bwd,
         _keys,
         _mm,
@@ -56,14 +57,10 @@ if HAS_TRITON:
                         TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
                         PREC: tl.constexpr):
         pid = tl.program_id(0).to(tl.int64)  # 64-bit offsets: the saved states pass 2**31 elements at 8K x 128
-        b = pid // H
-        h = pid % H
+        b, h, qb, kb, vb = _head_rows(pid, H, q_ptr, sq_b, sq_h, k_ptr, sk_b, sk_h, v_ptr, sv_b, sv_h)
         rn = tl.arange(0, BN)
         rk_ = tl.arange(0, DK)
         rv = tl.arange(0, DV)
-        qb = q_ptr + b * sq_b + h * sq_h
-        kb = k_ptr + b * sk_b + h * sk_h
-        vb = v_ptr + b * sv_b + h * sv_h
         dob = do_ptr + b * sdo_b + h * sdo_h
         # dq, dk, dv: float32 buffers of one layout (strides sg_*)
         dqb = dq_ptr + b * sg_b + h * sg_h
@@ -331,12 +328,7 @@ def seq_backward_triton(do, dW_final, dS_final, q, k, v, packed, Ws, Ss, norm, a
         ``(dq, dk, dv, dpacked, dW, dS, (dlnw, dlnb))``: token gradients in the tokens' dtype, gradients of the
         packed coefficients, of the initial weights and momentum (float32, ``[B, H, d_in, d_out]``), of the norm.
     """
-    B, H, T, DK = q.shape
-    DV = v.shape[-1]
-    L = len(Ws)
-    N = -(-T // chunk)
-    BN = block_rows(chunk)
-    BH = B * H
+    B, H, T, DK, DV, L, N, BN, BH, DH = dims(q, v, Ws, chunk)
     f32 = torch.float32
     dpacked = [torch.zeros_like(x) for x in packed]
     dWs, dSs = [], []
@@ -350,7 +342,6 @@ def seq_backward_triton(do, dW_final, dS_final, q, k, v, packed, Ws, Ss, norm, a
         dWs.append(gw), dSs.append(gs)
     grads = torch.zeros(3, B, H, T, max(DK, DV), dtype=f32, device=q.device)
     dq, dk, dv = grads[0], grads[1], grads[2]
-    DH = Ws[0].shape[-1] if L == 2 else DV
     stash = torch.empty(BH, 2, BN, DH if L == 2 else 16, dtype=f32, device=q.device)
     dln = torch.zeros(2, BH, DV, dtype=f32, device=q.device)
     lnw, lnb = (norm[0].contiguous(), norm[1].contiguous()) if norm is not None else (dln, dln)

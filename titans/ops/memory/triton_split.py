@@ -27,13 +27,13 @@ No program waits for another within a launch; the launches order the chunks. The
 from __future__ import annotations
 
 from .triton_config import launch
-from .triton_seq import _ACT, HAS_TRITON, block_rows
+from .triton_seq import _ACT, HAS_TRITON, dims
 
 if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from .triton_blocks import _act, _act_bwd, _coefs, _errors, _ln, _mm, _norm_params, _put, _rows, _tile
+    from .triton_blocks import _act, _act_bwd, _coefs, _errors, _head_rows, _ln, _mm, _norm_params, _put, _rows, _tile
 
     @triton.jit
     def _sum_parts(ptr, base, PMAX, NP: tl.constexpr, BN: tl.constexpr, DV: tl.constexpr):
@@ -59,13 +59,9 @@ if HAS_TRITON:
                           PREC: tl.constexpr):
         pid = tl.program_id(0).to(tl.int64)
         j = tl.program_id(1)
-        b = pid // H
-        h = pid % H
+        b, h, qb, kb, vb = _head_rows(pid, H, q_ptr, sq_b, sq_h, k_ptr, sk_b, sk_h, v_ptr, sv_b, sv_h)
         rn = tl.arange(0, BN)
         rv = tl.arange(0, DV)
-        qb = q_ptr + b * sq_b + h * sq_h
-        kb = k_ptr + b * sk_b + h * sk_h
-        vb = v_ptr + b * sv_b + h * sv_h
         ob = o_ptr + b * so_b + h * so_h
         lw, lb = _norm_params(lnw_ptr, lnb_ptr, h, DV, NORM)
         D0: tl.constexpr = DH if L == 2 else DV
@@ -153,13 +149,7 @@ def split_forward_triton(q, k, v, packed, Ws, Ss, o, norm, act, residual, chunk,
 
     Shapes: q, k ``[B, H, T, Dk]``, v, o ``[B, H, T, Dv]``; ``Ws``, ``Ss``: L float32 ``[B*H, NSLOT, d_in, d_out]``.
     """
-    B, H, T, DK = q.shape
-    DV = v.shape[-1]
-    L = len(Ws)
-    N = -(-T // chunk)
-    BN = block_rows(chunk)
-    BH = B * H
-    DH = Ws[0].shape[-1] if L == 2 else DV
+    B, H, T, DK, DV, L, N, BN, BH, DH = dims(q, v, Ws, chunk)
     width = DH if L == 2 else DK
     pmax = width // 16  # the most tiles (launch may narrow the configured tile)
     zk = Ws[0].new_empty(2, BH, pmax, BN, DV)
