@@ -68,9 +68,12 @@ def registers(configs: str, out: str) -> None:
             prec = cfg.precision if th >= triton_config.TF32X3_MIN_TILE else "ieee"
             consts = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, ACT=0, NORM=True, RES=True,
                           PREC=triton_config.PRECISIONS[prec])
+            if kind == "bwd":
+                consts["QT"] = triton_seq_bwd.q_transposed(BN, DK)
             row = {"kernel": kind, "L": L, "BN": BN, "DK": DK, "DH": DH, "DV": DV, "config": str(cfg)}
             for name, cap in (("as is", None), ("maxreg", triton_config.max_registers(cfg.warps))):
                 r = compile_report(fn, consts, cfg.warps, cfg.stages, cap)
+                row[f"{name} shared KiB"] = round(r["shared_KiB"]) if "shared_KiB" in r else None
                 row[f"{name} registers"] = r.get("registers")
                 row[f"{name} spill stores"] = r.get("spill_store_bytes", r.get("error"))
             rows.append(row)
@@ -110,6 +113,8 @@ def main():
                     continue
                 consts = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, ACT=0, NORM=True, RES=True,
                               PREC=triton_config.PRECISIONS[cfg.precision])
+                if kind == "bwd":
+                    consts["QT"] = triton_seq_bwd.q_transposed(BN, DK)
                 row = {"kernel": kind, "L": L, "BN": BN, "DK": DK, "DH": DH, "DV": DV, "TH": th, "warps": cfg.warps,
                        "stages": cfg.stages, "precision": cfg.precision,
                        **compile_report(fn, consts, cfg.warps, cfg.stages)}

@@ -94,7 +94,8 @@ TF32X3_MIN_TILE = 32
 
 
 def default_config(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int, capability=(9, 0)) -> KernelConfig:
-    """The configuration a kernel shape launches with: :data:`TUNED`'s where it was measured, else the widest tile of
+    """The configuration a kernel shape launches with: :data:`TUNED`'s where it was measured, at depth 2 with head dim
+    128 and 64-row chunks what fits and spills least offline (below), else the widest tile of
     :func:`tile_width` with 8 warps and no software pipelining (the fastest, or within 2% of it, for 7 of the 10
     kernels measured; with 4 warps or 3 stages ptxas often settled on 32 registers and spilled nearly everything,
     2.5-13x slower), keeping 3 stages for the backward of 64-row chunks (faster at the one such shape measured at
@@ -102,6 +103,12 @@ def default_config(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int, c
     key = (backward, L, BN, DK, DH, DV)
     if key in TUNED:
         cfg = KernelConfig.parse(TUNED[key])
+    elif L == 2 and BN >= 64 and DK >= 128:
+        # Not timed on a GPU yet. Compiled offline (Triton 3.8, benchmarks/triton_resources.py, head dim 128 / chunk
+        # 64): the backward needs 304 KB of shared memory at 3 stages (204 KB at 1), and ptxas settles on 32
+        # registers for both kernels with 35 KB (forward) and 108 KB (backward) of spills per thread unless capped
+        # (255 registers: 6 and 23 KB).
+        cfg = KernelConfig(16, 8, 1, maxreg=True)
     else:
         cfg = KernelConfig(tile_width(*key), 8, 3 if backward and BN >= 64 else 1)
     if cfg.precision == "tf32x3" and tuple(capability) < (8, 0):

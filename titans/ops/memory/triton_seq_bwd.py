@@ -55,7 +55,7 @@ if HAS_TRITON:
                         lnw_ptr, lnb_ptr, dln_ptr, T, N, NSLOT, BH, H, CHUNK,
                         L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
                         TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
-                        PREC: tl.constexpr):
+                        PREC: tl.constexpr, QT: tl.constexpr):
         pid = tl.program_id(0).to(tl.int64)  # 64-bit offsets: the saved states pass 2**31 elements at 8K x 128
         b, h, qb, kb, vb = _head_rows(pid, H, q_ptr, sq_b, sq_h, k_ptr, sk_b, sk_h, v_ptr, sv_b, sv_h)
         rn = tl.arange(0, BN)
@@ -188,9 +188,14 @@ if HAS_TRITON:
                     dbn0 += tl.sum(tl.sum(dWp0 * G0j, axis=1), axis=0)
                     dgn0 += tl.sum(tl.sum(dWp0 * S0j, axis=1), axis=0)
                     dhn0 += tl.sum(tl.sum(dSp0 * S0j, axis=1), axis=0)
-                    _put(dW0o, 0, j * TH, DH, _mm(tl.trans(beta0[:, None] * q), dz0, PREC) + bn0 * dWp0, DK, TH)
-                    _put(dS0o, 0, j * TH, DH, _mm(tl.trans(gamma0[:, None] * q), dz0, PREC) + gn0 * dWp0 + hn0 * dSp0,
-                         DK, TH)
+                    if QT:  # q^T (beta0 dz0): see q_transposed
+                        _put(dW0o, 0, j * TH, DH, _mm(tl.trans(q), beta0[:, None] * dz0, PREC) + bn0 * dWp0, DK, TH)
+                        _put(dS0o, 0, j * TH, DH, _mm(tl.trans(q), gamma0[:, None] * dz0, PREC) + gn0 * dWp0
+                             + hn0 * dSp0, DK, TH)
+                    else:
+                        _put(dW0o, 0, j * TH, DH, _mm(tl.trans(beta0[:, None] * q), dz0, PREC) + bn0 * dWp0, DK, TH)
+                        _put(dS0o, 0, j * TH, DH, _mm(tl.trans(gamma0[:, None] * q), dz0, PREC) + gn0 * dWp0
+                             + hn0 * dSp0, DK, TH)
                     # Layer 1's end-of-chunk terms.
                     dWp1 = _tile(dW1i, j * TH, 0, DV, TH, DV)
                     dSp1 = _tile(dS1i, j * TH, 0, DV, TH, DV)
@@ -318,6 +323,15 @@ if HAS_TRITON:
         tl.store(dln_ptr + (BH + pid) * DV + rv, dlnb_acc)
 
 
+def q_transposed(BN: int, DK: int) -> bool:
+    """Whether the depth-2 backward forms layer 0's weight gradients as ``q^T (beta0 dz0)`` rather than
+    ``(beta0 q)^T dz0`` (the kernel's ``QT``): where q is large. Triton hoists the latter's two scaled copies of q out
+    of the tile loop and keeps them in shared memory: 64 KB at head dim 128 / chunk 64, which then needs 268 KB at one
+    stage, more than an H100's 227 (204 KB this way). Only there: at the smaller shapes this form made ptxas settle
+    on 32 registers (offline, Triton 3.8), and their launch configurations were measured with the other."""
+    return BN * DK > 64 * 64
+
+
 def seq_backward_triton(do, dW_final, dS_final, q, k, v, packed, Ws, Ss, norm, act, residual, chunk):
     """Gradients of :func:`triton_seq.seq_forward_triton` (run with ``save=True``).
 
@@ -353,7 +367,7 @@ def seq_backward_triton(do, dW_final, dS_final, q, k, v, packed, Ws, Ss, norm, a
         Ws[0], Ss[0], Ws[i1], Ss[i1], dWs[0], dSs[0], dWs[i1], dSs[i1], stash,
         lnw, lnb, dln, T, N, Ws[0].shape[1], BH, H, chunk)
     launch(_seq_bwd_kernel, (BH,), args, backward=True, L=L, BN=BN, DK=DK, DH=DH, DV=DV, ACT=_ACT[act],
-           NORM=norm is not None, RES=residual)
+           NORM=norm is not None, RES=residual, QT=q_transposed(BN, DK))
     dW = [g[:, 0].reshape(B, H, *g.shape[-2:]) for g in dWs]
     dS = [g[:, 0].reshape(B, H, *g.shape[-2:]) for g in dSs]
     dnorm = (None, None)
