@@ -210,6 +210,16 @@ def pack_coefficients(coef, BN: int):
     return bg, Cp, F.pad(c_n, (0, p)).contiguous(), F.pad(m_n, (0, p)).contiguous(), scal
 
 
+def forward_args(q, k, v, o, packed, Ws, Ss, norm) -> tuple:
+    """The leading arguments both forward kernels take: tokens and output with their strides, the packed
+    coefficients, the state buffers of both layers (layer 0's twice at depth 1) and the norm's parameters."""
+    lnw, lnb = (norm[0].contiguous(), norm[1].contiguous()) if norm is not None else (Ws[0], Ws[0])
+    i1 = 1 if len(Ws) == 2 else 0
+    return (q, k, v, o, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2), *packed,
+            Ws[0], Ss[0], Ws[i1], Ss[i1], lnw, lnb)
+
+
 def seq_forward_triton(q, k, v, packed, W, S, norm, act, residual, chunk, save):
     """Run the forward kernel over ``N`` chunks of a sequence from a chunk boundary.
 
@@ -239,11 +249,7 @@ def seq_forward_triton(q, k, v, packed, W, S, norm, act, residual, chunk, save):
             cfg = dataclasses.replace(cfg, precision="ieee", split=True)
         split_forward_triton(q, k, v, packed, Ws, Ss, o, norm, act, residual, chunk, cfg)
         return o, Ws, Ss
-    lnw, lnb = (norm[0].contiguous(), norm[1].contiguous()) if norm is not None else (Ws[0], Ws[0])
-    i1 = 1 if L == 2 else 0
-    args = (q, k, v, o, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2), *packed,
-            Ws[0], Ss[0], Ws[i1], Ss[i1], lnw, lnb, T, N, nslot, BH, H, chunk)
+    args = (*forward_args(q, k, v, o, packed, Ws, Ss, norm), T, N, nslot, BH, H, chunk)
     launch(_seq_fwd_kernel, (BH,), args, cfg=cfg, backward=False, L=L, BN=BN, DK=DK, DH=DH, DV=DV, ACT=_ACT[act],
            NORM=norm is not None, RES=residual)
     return o, Ws, Ss

@@ -27,7 +27,7 @@ No program waits for another within a launch; the launches order the chunks. The
 from __future__ import annotations
 
 from .triton_config import launch
-from .triton_seq import _ACT, HAS_TRITON, dims
+from .triton_seq import _ACT, HAS_TRITON, dims, forward_args
 
 if HAS_TRITON:
     import triton
@@ -154,11 +154,7 @@ def split_forward_triton(q, k, v, packed, Ws, Ss, o, norm, act, residual, chunk,
     pmax = width // 16  # the most tiles (launch may narrow the configured tile)
     zk = Ws[0].new_empty(2, BH, pmax, BN, DV)
     op = Ws[0].new_empty(2, BH, pmax, BN, DV)
-    lnw, lnb = (norm[0].contiguous(), norm[1].contiguous()) if norm is not None else (Ws[0], Ws[0])
-    i1 = 1 if L == 2 else 0
-    head = (q, k, v, o, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2), *packed,
-            Ws[0], Ss[0], Ws[i1], Ss[i1], lnw, lnb, zk, op, T, N, Ws[0].shape[1], BH, H, chunk, pmax)
+    head = (*forward_args(q, k, v, o, packed, Ws, Ss, norm), zk, op, T, N, Ws[0].shape[1], BH, H, chunk, pmax)
     consts = dict(backward=False, L=L, BN=BN, DK=DK, DH=DH, DV=DV, ACT=_ACT[act], NORM=norm is not None,
                   RES=residual)
     for c in range(-1, N + 1):  # the grid follows the tile that launched (launch narrows one the device refuses)
