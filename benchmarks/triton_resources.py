@@ -3,7 +3,7 @@ the installed Triton and its bundled ptxas, and print shared memory, registers a
 
     python benchmarks/triton_resources.py                       # the paper's sizes, each tile width tried
     python benchmarks/triton_resources.py --configs 2,16,64,256,64 --widths 64,32
-    python benchmarks/triton_resources.py --registers          # registers and spills with and without the cap
+    python benchmarks/triton_resources.py --registers --jobs 2  # registers and spills with and without the cap
 
 This is how ``triton_config.tile_width`` was chosen (an H100 allows 227 KB of shared memory per program). Figures
 depend on the Triton version: the lent GPU's Triton may differ, and ``triton_config.launch`` halves the tile there if
@@ -54,28 +54,39 @@ def compile_report(fn, consts: dict, warps: int, stages: int, maxnreg: int | Non
             else None}
 
 
-def registers(configs: str, out: str) -> None:
-    """Each kernel shape at its default configuration, compiled as it is and with ``maxnreg`` (the register cap of
-    ``triton_config.KernelConfig.maxreg``): registers per thread and bytes of spill stores."""
+def _register_row(job) -> dict:
+    """One kernel of one shape at its default configuration, compiled as it is and with the register cap."""
     from titans.ops.memory import triton_config, triton_seq, triton_seq_bwd
 
-    rows = []
-    for spec in configs.split(";"):
-        L, BN, DK, DH, DV = (int(x) for x in spec.split(","))
-        for kind, fn in (("fwd", triton_seq._seq_fwd_kernel), ("bwd", triton_seq_bwd._seq_bwd_kernel)):
-            cfg = triton_config.default_config(kind == "bwd", L, BN, DK, DH, DV)
-            th = min(cfg.tile, DH if L == 2 else DK)
-            prec = cfg.precision if th >= triton_config.TF32X3_MIN_TILE else "ieee"
-            consts = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, ACT=0, NORM=True, RES=True,
-                          PREC=triton_config.PRECISIONS[prec])
-            if kind == "bwd":
-                consts["QT"] = triton_seq_bwd.q_transposed(BN, DK)
-            row = {"kernel": kind, "L": L, "BN": BN, "DK": DK, "DH": DH, "DV": DV, "config": str(cfg)}
-            for name, cap in (("as is", None), ("maxreg", triton_config.max_registers(cfg.warps))):
-                r = compile_report(fn, consts, cfg.warps, cfg.stages, cap)
-                row[f"{name} shared KiB"] = round(r["shared_KiB"]) if "shared_KiB" in r else None
-                row[f"{name} registers"] = r.get("registers")
-                row[f"{name} spill stores"] = r.get("spill_store_bytes", r.get("error"))
+    kind, (L, BN, DK, DH, DV) = job
+    fn = triton_seq_bwd._seq_bwd_kernel if kind == "bwd" else triton_seq._seq_fwd_kernel
+    cfg = triton_config.default_config(kind == "bwd", L, BN, DK, DH, DV)
+    th = min(cfg.tile, DH if L == 2 else DK)
+    prec = cfg.precision if th >= triton_config.TF32X3_MIN_TILE else "ieee"
+    consts = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, ACT=0, NORM=True, RES=True,
+                  PREC=triton_config.PRECISIONS[prec])
+    if kind == "bwd":
+        consts["QT"] = triton_seq_bwd.q_transposed(BN, DK)
+    row = {"kernel": kind, "L": L, "BN": BN, "DK": DK, "DH": DH, "DV": DV, "config": str(cfg)}
+    for name, cap in (("as is", None), ("maxreg", triton_config.max_registers(cfg.warps))):
+        r = compile_report(fn, consts, cfg.warps, cfg.stages, cap)
+        row[f"{name} shared KiB"] = round(r["shared_KiB"]) if "shared_KiB" in r else None
+        row[f"{name} registers"] = r.get("registers")
+        row[f"{name} spill stores"] = r.get("spill_store_bytes", r.get("error"))
+    return row
+
+
+def registers(configs: str, out: str, jobs: int = 1) -> None:
+    """Each kernel shape at its default configuration, compiled as it is and with ``maxnreg`` (the register cap of
+    ``triton_config.KernelConfig.maxreg``): registers per thread and bytes of spill stores. ``jobs``: compiles run in
+    that many processes (each takes a minute or more on one core)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    shapes = [tuple(int(x) for x in spec.split(",")) for spec in configs.split(";")]
+    work = [(kind, shape) for shape in shapes for kind in ("fwd", "bwd")]
+    with ProcessPoolExecutor(max(1, jobs)) as pool:
+        rows = []
+        for row in pool.map(_register_row, work):
             rows.append(row)
             print(row, flush=True)
     print(table(rows, list(rows[0])))
@@ -91,6 +102,7 @@ def main():
                     "triton_registers.json)")
     ap.add_argument("--registers", action="store_true", help="instead: each shape's default configuration compiled "
                     "as it is and with the register cap (KernelConfig.maxreg)")
+    ap.add_argument("--jobs", type=int, default=1, help="with --registers: compile in this many processes")
     args = ap.parse_args()
     try:
         from titans.ops.memory import triton_config, triton_seq, triton_seq_bwd
@@ -101,7 +113,7 @@ def main():
         print("triton_resources: triton is not installed (pip install 'titans[triton]')")
         return
     if args.registers:
-        registers(args.configs, args.out or "benchmarks/results/triton_registers.json")
+        registers(args.configs, args.out or "benchmarks/results/triton_registers.json", args.jobs)
         return
     rows = []
     for spec in args.configs.split(";"):

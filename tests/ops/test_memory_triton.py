@@ -4,6 +4,7 @@ and every gradient, fp32, relative RMS error <= 1e-5. On CPU the kernel runs in 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -289,6 +290,9 @@ def test_default_configurations():
     assert tc.default_config(False, 1, 16, 256, 256, 256) == tc.KernelConfig(32, 8, 1)
     assert tc.default_config(True, 1, 64, 256, 256, 256) == tc.KernelConfig(16, 8, 3)
     assert tc.default_config(True, 2, 64, 128, 512, 128) == tc.KernelConfig(16, 8, 1, maxreg=True)
+    capped = (True, 1, 64, 128, 128, 128)
+    assert tc.default_config(*capped) == dataclasses.replace(tc.KernelConfig.parse(tc.TUNED[capped]), maxreg=True)
+    assert all(key in tc.TUNED for key in tc.CAPPED)
     assert all(str(tc.KernelConfig.parse(c)) == c for c in tc.TUNED.values())
     assert tc.KernelConfig.parse("32,4,1,ieee,split") == tc.KernelConfig(32, 4, 1, split=True)
     assert str(tc.KernelConfig(32, 4, 1, split=True)) == "32,4,1,ieee,split"

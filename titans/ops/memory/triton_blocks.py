@@ -73,12 +73,23 @@ if HAS_TRITON:
         tl.store(ptr + r[:, None] * ld + c[None, :], x)
 
     @triton.jit
+    def _square(ptr, idx, BN: tl.constexpr):
+        """Chunk ``idx``'s ``[BN, BN]`` matrix of a stack of them (the decay coefficients ``C`` or their gradient)."""
+        rn = tl.arange(0, BN)
+        return tl.load(ptr + idx * BN * BN + rn[:, None] * BN + rn[None, :])
+
+    @triton.jit
+    def _put_square(ptr, idx, x, BN: tl.constexpr):
+        rn = tl.arange(0, BN)
+        tl.store(ptr + idx * BN * BN + rn[:, None] * BN + rn[None, :], x)
+
+    @triton.jit
     def _coefs(bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr, idx, BN: tl.constexpr):
         """One layer's coefficients for one chunk (zero-padded to BN rows)."""
         rn = tl.arange(0, BN)
         beta = tl.load(bg_ptr + idx * 2 * BN + rn)
         gamma = tl.load(bg_ptr + idx * 2 * BN + BN + rn)
-        C = tl.load(C_ptr + idx * BN * BN + rn[:, None] * BN + rn[None, :])
+        C = _square(C_ptr, idx, BN)
         cn = tl.load(cn_ptr + idx * BN + rn)
         mn = tl.load(mn_ptr + idx * BN + rn)
         bn = tl.load(scal_ptr + idx * 3)
@@ -157,12 +168,19 @@ if HAS_TRITON:
             return z * 0.0
 
     @triton.jit
-    def _put_coef_grads(dbg_ptr, dC_ptr, dcn_ptr, dmn_ptr, dscal_ptr, idx, dbeta, dgamma, dC, dcn, dmn, dbn, dgn,
-                        dhn, BN: tl.constexpr):
+    def _zero_coef_grads(BN: tl.constexpr):
+        """Zeros for one layer's coefficient-gradient accumulators, :func:`_put_coef_grads`' ``dbeta, dgamma, dcn,
+        dmn`` (``[BN]``) and ``dbn, dgn, dhn`` (scalars)."""
+        z = tl.zeros([BN], dtype=tl.float32)
+        return z, z, z, z, 0.0, 0.0, 0.0
+
+    @triton.jit
+    def _put_coef_grads(dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, idx, dbeta, dgamma, dcn, dmn, dbn, dgn, dhn,
+                        BN: tl.constexpr):
+        """One layer's coefficient gradients for one chunk, but the ``[BN, BN]`` one (:func:`_put_square`)."""
         rn = tl.arange(0, BN)
         tl.store(dbg_ptr + idx * 2 * BN + rn, dbeta)
         tl.store(dbg_ptr + idx * 2 * BN + BN + rn, dgamma)
-        tl.store(dC_ptr + idx * BN * BN + rn[:, None] * BN + rn[None, :], dC)
         tl.store(dcn_ptr + idx * BN + rn, dcn)
         tl.store(dmn_ptr + idx * BN + rn, dmn)
         tl.store(dscal_ptr + idx * 3, dbn)

@@ -12,6 +12,7 @@ writes one) is loaded into it from the environment variable ``TITANS_TRITON_CONF
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -91,18 +92,27 @@ TUNED = {
 # CUDA context; they ran and agreed with ``chunk`` at depth 1 in a 16-wide tile and in 32- and 64-wide tiles, and were
 # the fastest only in a 32-wide one. So 16-wide tiles use ieee.
 TF32X3_MIN_TILE = 32
+# Backward kernel shapes whose TUNED configuration gets the register cap (KernelConfig.maxreg) on top: compiled
+# offline for sm_90 (Triton 3.8, benchmarks/triton_resources.py --registers) after the backward's accumulators were
+# trimmed, ptxas left to itself gave them 32 of 255 registers (depth 2 / head dim 128 / chunk 16: 22.9 KB of spills
+# per thread, 3.1 KB capped) and 64 of 128 (depth 1 / head dim 128 / chunk 64: 10.6 KB, 5.9 KB capped). Not timed
+# on a GPU with the cap yet; both are 2K sizes where triton was slower than chunk (docs/benchmarks.md).
+CAPPED = {(True, 2, 16, 128, 512, 128), (True, 1, 64, 128, 128, 128)}
 
 
 def default_config(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int, capability=(9, 0)) -> KernelConfig:
-    """The configuration a kernel shape launches with: :data:`TUNED`'s where it was measured, at depth 2 with head dim
-    128 and 64-row chunks what fits and spills least offline (below), else the widest tile of
-    :func:`tile_width` with 8 warps and no software pipelining (the fastest, or within 2% of it, for 7 of the 10
-    kernels measured; with 4 warps or 3 stages ptxas often settled on 32 registers and spilled nearly everything,
-    2.5-13x slower), keeping 3 stages for the backward of 64-row chunks (faster at the one such shape measured at
-    depth 2). ``capability``: the CUDA device's; ``tf32x3`` needs TF32 tensor cores (8.0 or newer): ``ieee`` below."""
+    """The configuration a kernel shape launches with: :data:`TUNED`'s where it was measured (with the register cap at
+    the :data:`CAPPED` shapes), at depth 2 with head dim 128 and 64-row chunks what fits and spills least offline
+    (below), else the widest tile of :func:`tile_width` with 8 warps and no software pipelining (the fastest, or
+    within 2% of it, for 7 of the 10 kernels measured; with 4 warps or 3 stages ptxas often settled on 32 registers
+    and spilled nearly everything, 2.5-13x slower), keeping 3 stages for the backward of 64-row chunks (faster at the
+    one such shape measured at depth 2). ``capability``: the CUDA device's; ``tf32x3`` needs TF32 tensor cores (8.0
+    or newer): ``ieee`` below."""
     key = (backward, L, BN, DK, DH, DV)
     if key in TUNED:
         cfg = KernelConfig.parse(TUNED[key])
+        if key in CAPPED:
+            cfg = dataclasses.replace(cfg, maxreg=True)
     elif L == 2 and BN >= 64 and DK >= 128:
         # Not timed on a GPU yet. Compiled offline (Triton 3.8, benchmarks/triton_resources.py, head dim 128 / chunk
         # 64): the backward needs 304 KB of shared memory at 3 stages (204 KB at 1), and ptxas settles on 32

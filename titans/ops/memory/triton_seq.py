@@ -127,11 +127,14 @@ if HAS_TRITON:
             zk = _keys(k, kb, sk_t, t, mask, W0i, W1i, L, BN, DK, DH, DV, TH, ACT, PREC)
             dlast, e, xk, rk = _errors(zk, k, v, lw, lb, mask, DV, NORM, RES)
             CP0 = C0 * _mm(q, tl.trans(k), PREC)
-            xw = tl.zeros([BN, DV], dtype=tl.float32)
-            xs = tl.zeros([BN, DV], dtype=tl.float32)
             if L == 2:
                 beta1, gamma1, C1, cn1, mn1, bn1, gn1, hn1 = _coefs(bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr,
                                                                    (BH + pid) * N + c, BN)
+                # beta X W + gamma X S in one accumulator, (beta X) W + (gamma X) S (registers held through the
+                # loop), each product its own `acc += dot`, which Triton fuses into the product (a sum of products or
+                # a difference first takes a [BN, DV] temporary). At depth 1 two sums with one operand spilled less
+                # (benchmarks/triton_resources.py --registers).
+                z = tl.zeros([BN, DV], dtype=tl.float32)
                 P1 = tl.zeros([BN, BN], dtype=tl.float32)
                 for j in range(DH // TH):
                     G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
@@ -147,14 +150,16 @@ if HAS_TRITON:
                     _put(W0o, 0, j * TH, DH, bn0 * G0j + gn0 * S0j - _mm(tl.trans(k), cn0[:, None] * d0, PREC),
                          DK, TH)
                     _put(S0o, 0, j * TH, DH, hn0 * S0j - _mm(tl.trans(k), mn0[:, None] * d0, PREC), DK, TH)
-                    xw += _mm(x1, W1j, PREC)
-                    xs += _mm(x1, S1j, PREC)
+                    z += _mm(beta1[:, None] * x1, W1j, PREC)
+                    z += _mm(gamma1[:, None] * x1, S1j, PREC)
                     P1 += _mm(x1, tl.trans(a1), PREC)
                     _put(W1o, j * TH, 0, DV, bn1 * W1j + gn1 * S1j - _mm(tl.trans(a1), cn1[:, None] * dlast, PREC),
                          TH, DV)
                     _put(S1o, j * TH, 0, DV, hn1 * S1j - _mm(tl.trans(a1), mn1[:, None] * dlast, PREC), TH, DV)
-                z = beta1[:, None] * xw + gamma1[:, None] * xs - _mm(C1 * P1, dlast, PREC)
+                z -= _mm(C1 * P1, dlast, PREC)
             else:
+                xw = tl.zeros([BN, DV], dtype=tl.float32)
+                xs = tl.zeros([BN, DV], dtype=tl.float32)
                 for j in range(DK // TH):
                     qj = _rows(qb, sq_t, t, mask, j * TH, TH)
                     kj = _rows(kb, sk_t, t, mask, j * TH, TH)

@@ -12,6 +12,13 @@ columns (depth 2) or input rows (depth 1); the passes over the tiles are
   of ``S`` are complete here, those of ``W`` lack the key path, and two ``[chunk, TH]`` partials are stashed;
 * D: after the LayerNorm backward at the keys (which needs all tiles of C), the key path, completing ``dW``.
 
+What a pass accumulates over the tiles is held in registers through it, and at 64-row chunks the kernels spill: so
+the query path's two shares of ``dq`` are summed into one accumulator, the end-of-chunk terms' products go straight
+into ``dD`` with their row sums taken per tile (``sum((a dW) * delta) = sum(a * (delta dW^T))``), and every product
+is its own ``acc += dot`` statement with signs and row scales on an operand (Triton then accumulates in the product;
+a sum, difference or scaling of products first takes a temporary as large as the accumulator). Values needed only
+after a loop are held, not recomputed or reloaded after it: that spilled more (``benchmarks/triton_resources.py``).
+
 The per-chunk gradients of the decay coefficients are written out (the gates' gradients follow from them by
 autograd through ``chunk.decay_coefficients``); the LayerNorm parameters' gradients are summed per program and
 reduced afterwards (deterministic, no atomics).
@@ -42,8 +49,10 @@ if HAS_TRITON:
         _out_ln_bwd,
         _put,
         _put_coef_grads,
+        _put_square,
         _rows,
         _tile,
+        _zero_coef_grads,
     )
 
     # Sizes are not specialized (one compiled kernel serves every length and batch).
@@ -102,12 +111,8 @@ if HAS_TRITON:
             dlast, e, xk, rk = _errors(zk, k, v, lw, lb, mask, DV, NORM, RES)
             P0 = _mm(q, tl.trans(k), PREC)
             CP0 = C0 * P0
-            xw = tl.zeros([BN, DV], dtype=tl.float32)
-            xs = tl.zeros([BN, DV], dtype=tl.float32)
-            if RES:  # noqa: SIM108
-                dq = do
-            else:
-                dq = do * 0.0
+            zq = tl.zeros([BN, DV], dtype=tl.float32)  # the output before its norm: (beta X) W + (gamma X) S - ...
+            dbeta0, dgamma0, dcn0, dmn0, dbn0, dgn0, dhn0 = _zero_coef_grads(BN)
 
             if L == 2:
                 i1 = (BH + pid) * N + c
@@ -124,35 +129,26 @@ if HAS_TRITON:
                     zeta0 = (beta0[:, None] * _mm(q, G0j, PREC) + gamma0[:, None] * _mm(q, S0j, PREC)
                              - _mm(CP0, d0, PREC))
                     x1 = _act(zeta0, ACT)
-                    xw += _mm(x1, W1j, PREC)
-                    xs += _mm(x1, _tile(S1i, j * TH, 0, DV, TH, DV), PREC)
+                    zq += _mm(beta1[:, None] * x1, W1j, PREC)
+                    zq += _mm(gamma1[:, None] * x1, _tile(S1i, j * TH, 0, DV, TH, DV), PREC)
                     P1 += _mm(x1, tl.trans(a1), PREC)
                 CP1 = C1 * P1
-                zq = beta1[:, None] * xw + gamma1[:, None] * xs - _mm(CP1, dlast, PREC)
+                zq -= _mm(CP1, dlast, PREC)
                 dz1, dlw, dlb = _out_ln_bwd(zq, do, lw, DV, NORM)
                 dlnw_acc += dlw
                 dlnb_acc += dlb
                 # Step 1 of layer 1, the parts that need no tile.
                 dCP1 = _mm(dz1, tl.trans(dlast), PREC)
-                dC1 = tl.where(lower, -dCP1 * P1, 0.0)
+                _put_square(dC_ptr, i1, tl.where(lower, -dCP1 * P1, 0.0), BN)
                 dP1 = dCP1 * C1
                 dD1 = -_mm(tl.trans(CP1), dz1, PREC)
-                dbeta1 = tl.zeros([BN], dtype=tl.float32)
-                dgamma1 = tl.zeros([BN], dtype=tl.float32)
-                YW0 = tl.zeros([BN, DK], dtype=tl.float32)
-                YS0 = tl.zeros([BN, DK], dtype=tl.float32)
+                # What pass C accumulates over the tiles is kept small (every [BN, D] accumulator is registers held
+                # through the loop): the query path's share of dq in one sum, the end-of-chunk terms' products folded
+                # into dD1 and their row sums taken per tile.
+                dqa = tl.zeros([BN, DK], dtype=tl.float32)  # (beta0 dz0) W0^T + (gamma0 dz0) S0^T
                 dCP0 = tl.zeros([BN, BN], dtype=tl.float32)
-                dcn0 = tl.zeros([BN], dtype=tl.float32)
-                dmn0 = tl.zeros([BN], dtype=tl.float32)
                 da0 = tl.zeros([BN, DK], dtype=tl.float32)
-                E1 = tl.zeros([BN, DV], dtype=tl.float32)
-                E2 = tl.zeros([BN, DV], dtype=tl.float32)
-                dbn0 = 0.0
-                dgn0 = 0.0
-                dhn0 = 0.0
-                dbn1 = 0.0
-                dgn1 = 0.0
-                dhn1 = 0.0
+                dbeta1, dgamma1, dcn1, dmn1, dbn1, dgn1, dhn1 = _zero_coef_grads(BN)
                 # Pass C: per tile of the hidden width.
                 for j in range(DH // TH):
                     G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
@@ -163,8 +159,9 @@ if HAS_TRITON:
                     a1 = _act(z0, ACT)
                     t0 = _mm(dlast, tl.trans(W1j), PREC)
                     d0 = _act_bwd(t0, z0, ACT)
-                    zeta0 = (beta0[:, None] * _mm(q, G0j, PREC) + gamma0[:, None] * _mm(q, S0j, PREC)
-                             - _mm(CP0, d0, PREC))
+                    qG = _mm(q, G0j, PREC)
+                    qS = _mm(q, S0j, PREC)
+                    zeta0 = beta0[:, None] * qG + gamma0[:, None] * qS - _mm(CP0, d0, PREC)
                     x1 = _act(zeta0, ACT)
                     # Layer 1 (X = x1, A = a1, delta = dlast), this tile of its input rows.
                     YW1 = _mm(dz1, tl.trans(W1j), PREC)
@@ -173,9 +170,14 @@ if HAS_TRITON:
                     dgamma1 += tl.sum(x1 * YS1, axis=1)
                     dz0 = _act_bwd(beta1[:, None] * YW1 + gamma1[:, None] * YS1 - _mm(dP1, a1, PREC), zeta0, ACT)
                     da1 = -_mm(tl.trans(dP1), x1, PREC)
-                    # Layer 0 (X = q, A = k, delta = d0), this tile of its output columns.
-                    YW0 += _mm(dz0, tl.trans(G0j), PREC)
-                    YS0 += _mm(dz0, tl.trans(S0j), PREC)
+                    # Layer 0 (X = q, A = k, delta = d0), this tile of its output columns. sum(q * (dz0 W0^T)) is
+                    # sum(dz0 * (q W0)), per tile.
+                    dbeta0 += tl.sum(dz0 * qG, axis=1)
+                    dgamma0 += tl.sum(dz0 * qS, axis=1)
+                    bdz0 = beta0[:, None] * dz0
+                    gdz0 = gamma0[:, None] * dz0
+                    dqa += _mm(bdz0, tl.trans(G0j), PREC)
+                    dqa += _mm(gdz0, tl.trans(S0j), PREC)
                     dCP0 += _mm(dz0, tl.trans(d0), PREC)
                     dWp0 = _tile(dW0i, 0, j * TH, DH, DK, TH)
                     dSp0 = _tile(dS0i, 0, j * TH, DH, DK, TH)
@@ -184,25 +186,26 @@ if HAS_TRITON:
                     dcn0 -= tl.sum(F1 * d0, axis=1)
                     dmn0 -= tl.sum(F2 * d0, axis=1)
                     dD0 = -_mm(tl.trans(CP0), dz0, PREC) - cn0[:, None] * F1 - mn0[:, None] * F2
-                    da0 -= cn0[:, None] * _mm(d0, tl.trans(dWp0), PREC) + mn0[:, None] * _mm(d0, tl.trans(dSp0), PREC)
+                    da0 += _mm(-cn0[:, None] * d0, tl.trans(dWp0), PREC)
+                    da0 += _mm(-mn0[:, None] * d0, tl.trans(dSp0), PREC)
                     dbn0 += tl.sum(tl.sum(dWp0 * G0j, axis=1), axis=0)
                     dgn0 += tl.sum(tl.sum(dWp0 * S0j, axis=1), axis=0)
                     dhn0 += tl.sum(tl.sum(dSp0 * S0j, axis=1), axis=0)
                     if QT:  # q^T (beta0 dz0): see q_transposed
-                        _put(dW0o, 0, j * TH, DH, _mm(tl.trans(q), beta0[:, None] * dz0, PREC) + bn0 * dWp0, DK, TH)
-                        _put(dS0o, 0, j * TH, DH, _mm(tl.trans(q), gamma0[:, None] * dz0, PREC) + gn0 * dWp0
-                             + hn0 * dSp0, DK, TH)
+                        _put(dW0o, 0, j * TH, DH, _mm(tl.trans(q), bdz0, PREC) + bn0 * dWp0, DK, TH)
+                        _put(dS0o, 0, j * TH, DH, _mm(tl.trans(q), gdz0, PREC) + gn0 * dWp0 + hn0 * dSp0, DK, TH)
                     else:
                         _put(dW0o, 0, j * TH, DH, _mm(tl.trans(beta0[:, None] * q), dz0, PREC) + bn0 * dWp0, DK, TH)
                         _put(dS0o, 0, j * TH, DH, _mm(tl.trans(gamma0[:, None] * q), dz0, PREC) + gn0 * dWp0
                              + hn0 * dSp0, DK, TH)
-                    # Layer 1's end-of-chunk terms.
+                    # Layer 1's end-of-chunk terms: sum((a1 dWp1) * dlast) is sum(a1 * (dlast dWp1^T)), per tile.
                     dWp1 = _tile(dW1i, j * TH, 0, DV, TH, DV)
                     dSp1 = _tile(dS1i, j * TH, 0, DV, TH, DV)
-                    E1 += _mm(a1, dWp1, PREC)
-                    E2 += _mm(a1, dSp1, PREC)
-                    da1 -= (cn1[:, None] * _mm(dlast, tl.trans(dWp1), PREC)
-                            + mn1[:, None] * _mm(dlast, tl.trans(dSp1), PREC))
+                    dlW1 = _mm(dlast, tl.trans(dWp1), PREC)
+                    dlS1 = _mm(dlast, tl.trans(dSp1), PREC)
+                    da1 -= cn1[:, None] * dlW1 + mn1[:, None] * dlS1
+                    dcn1 -= tl.sum(a1 * dlW1, axis=1)
+                    dmn1 -= tl.sum(a1 * dlS1, axis=1)
                     dbn1 += tl.sum(tl.sum(dWp1 * W1j, axis=1), axis=0)
                     dgn1 += tl.sum(tl.sum(dWp1 * S1j, axis=1), axis=0)
                     dhn1 += tl.sum(tl.sum(dSp1 * S1j, axis=1), axis=0)
@@ -210,28 +213,28 @@ if HAS_TRITON:
                     dt = _act_bwd(dD0, z0, ACT)
                     dzk0 = dD0 * t0 * _grad2(z0, ACT)
                     dD1 += _mm(dt, W1j, PREC)
+                    dD1 += _mm(-cn1[:, None] * a1, dWp1, PREC)
+                    dD1 += _mm(-mn1[:, None] * a1, dSp1, PREC)
                     _put(dW1o, j * TH, 0, DV, _mm(tl.trans(beta1[:, None] * x1), dz1, PREC) + bn1 * dWp1
                          + _mm(tl.trans(dt), dlast, PREC), TH, DV)
                     _put(dS1o, j * TH, 0, DV, _mm(tl.trans(gamma1[:, None] * x1), dz1, PREC) + gn1 * dWp1 + hn1 * dSp1,
                          TH, DV)
                     _put(stash_ptr + pid * 2 * BN * DH, 0, j * TH, DH, dzk0, BN, TH)
                     _put(stash_ptr + (pid * 2 + 1) * BN * DH, 0, j * TH, DH, da1, BN, TH)
-                dcn1 = -tl.sum(E1 * dlast, axis=1)
-                dmn1 = -tl.sum(E2 * dlast, axis=1)
-                dD1 = dD1 - cn1[:, None] * E1 - mn1[:, None] * E2
-                _put_coef_grads(dbg_ptr, dC_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i1, dbeta1, dgamma1, dC1, dcn1, dmn1,
-                                dbn1, dgn1, dhn1, BN)
-                dC0 = tl.where(lower, -dCP0 * P0, 0.0)
+                _put_coef_grads(dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i1, dbeta1, dgamma1, dcn1, dmn1, dbn1, dgn1,
+                                dhn1, BN)
+                tl.debug_barrier()  # pass C's stores (dW tiles, stash) are read back below by other threads
+                _put_square(dC_ptr, i0, tl.where(lower, -dCP0 * P0, 0.0), BN)
                 dP0 = dCP0 * C0
-                dq += beta0[:, None] * YW0 + gamma0[:, None] * YS0 - _mm(dP0, k, PREC)
-                da0 -= _mm(tl.trans(dP0), q, PREC)
-                _put_coef_grads(dbg_ptr, dC_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i0, tl.sum(q * YW0, axis=1),
-                                tl.sum(q * YS0, axis=1), dC0, dcn0, dmn0, dbn0, dgn0, dhn0, BN)
+                dq = dqa - _mm(dP0, k, PREC)
+                if RES:
+                    dq += _rows(dob, sdo_t, t, mask, 0, DK)
+                tl.store(dqb + t[:, None] * sg_t + rk_[None, :], dq, mask=mask[:, None])
+                da0 += _mm(-tl.trans(dP0), q, PREC)
                 # Step 4, then pass D: the key path.
                 dout, df, dlw, dlb = _key_ln_bwd(dD1, dlast, e, xk, rk, lw, mask, DV, NORM)
                 dlnw_acc += dlw
                 dlnb_acc += dlb
-                tl.debug_barrier()  # pass C's stores (dW tiles, stash) are read back below by other threads
                 for j in range(DH // TH):
                     G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
                     W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
@@ -243,6 +246,8 @@ if HAS_TRITON:
                     dzk0 += _act_bwd(da1 + _mm(df, tl.trans(W1j), PREC), z0, ACT)
                     _put(dW0o, 0, j * TH, DH, _tile(dW0o, 0, j * TH, DH, DK, TH) + _mm(tl.trans(k), dzk0, PREC), DK, TH)
                     da0 += _mm(dzk0, tl.trans(G0j), PREC)
+                _put_coef_grads(dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i0, dbeta0, dgamma0, dcn0, dmn0, dbn0, dgn0,
+                                dhn0, BN)
                 if RES:  # noqa: SIM108
                     dk = dout + da0
                 else:
@@ -252,22 +257,18 @@ if HAS_TRITON:
                 # Depth 1: X = q, A = k, delta = dlast; tiles of TH input rows (columns of q and k).
                 for j in range(DK // TH):
                     qj = _rows(qb, sq_t, t, mask, j * TH, TH)
-                    xw += _mm(qj, _tile(W0i, j * TH, 0, DV, TH, DV), PREC)
-                    xs += _mm(qj, _tile(S0i, j * TH, 0, DV, TH, DV), PREC)
-                zq = beta0[:, None] * xw + gamma0[:, None] * xs - _mm(CP0, dlast, PREC)
+                    zq += _mm(beta0[:, None] * qj, _tile(W0i, j * TH, 0, DV, TH, DV), PREC)
+                    zq += _mm(gamma0[:, None] * qj, _tile(S0i, j * TH, 0, DV, TH, DV), PREC)
+                zq -= _mm(CP0, dlast, PREC)
                 dz, dlw, dlb = _out_ln_bwd(zq, do, lw, DV, NORM)
                 dlnw_acc += dlw
                 dlnb_acc += dlb
                 dCP0 = _mm(dz, tl.trans(dlast), PREC)
+                _put_square(dC_ptr, i0, tl.where(lower, -dCP0 * P0, 0.0), BN)
                 dP0 = dCP0 * C0
+                # The end-of-chunk terms' products (cn0 k) dW and (mn0 k) dS go straight into dD0; their row sums
+                # sum((k dW) * dlast) = sum(k * (dlast dW^T)) are taken in the second loop, which forms dlast dW^T.
                 dD0 = -_mm(tl.trans(CP0), dz, PREC)
-                dbeta0 = tl.zeros([BN], dtype=tl.float32)
-                dgamma0 = tl.zeros([BN], dtype=tl.float32)
-                E1 = tl.zeros([BN, DV], dtype=tl.float32)
-                E2 = tl.zeros([BN, DV], dtype=tl.float32)
-                dbn0 = 0.0
-                dgn0 = 0.0
-                dhn0 = 0.0
                 for j in range(DK // TH):
                     qj = _rows(qb, sq_t, t, mask, j * TH, TH)
                     kj = _rows(kb, sk_t, t, mask, j * TH, TH)
@@ -283,19 +284,14 @@ if HAS_TRITON:
                     if RES:
                         dqj += _rows(dob, sdo_t, t, mask, j * TH, TH)
                     tl.store(dqb + t[:, None] * sg_t + (j * TH + tl.arange(0, TH))[None, :], dqj, mask=mask[:, None])
-                    E1 += _mm(kj, dWp, PREC)
-                    E2 += _mm(kj, dSp, PREC)
+                    dD0 += _mm(-cn0[:, None] * kj, dWp, PREC)
+                    dD0 += _mm(-mn0[:, None] * kj, dSp, PREC)
                     dbn0 += tl.sum(tl.sum(dWp * Wj, axis=1), axis=0)
                     dgn0 += tl.sum(tl.sum(dWp * Sj, axis=1), axis=0)
                     dhn0 += tl.sum(tl.sum(dSp * Sj, axis=1), axis=0)
                     _put(dW0o, j * TH, 0, DV, _mm(tl.trans(beta0[:, None] * qj), dz, PREC) + bn0 * dWp, TH, DV)
                     _put(dS0o, j * TH, 0, DV, _mm(tl.trans(gamma0[:, None] * qj), dz, PREC) + gn0 * dWp + hn0 * dSp,
                          TH, DV)
-                dcn0 = -tl.sum(E1 * dlast, axis=1)
-                dmn0 = -tl.sum(E2 * dlast, axis=1)
-                dD0 = dD0 - cn0[:, None] * E1 - mn0[:, None] * E2
-                _put_coef_grads(dbg_ptr, dC_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i0, dbeta0, dgamma0,
-                                tl.where(lower, -dCP0 * P0, 0.0), dcn0, dmn0, dbn0, dgn0, dhn0, BN)
                 dout, df, dlw, dlb = _key_ln_bwd(dD0, dlast, e, xk, rk, lw, mask, DV, NORM)
                 dlnw_acc += dlw
                 dlnb_acc += dlb
@@ -308,15 +304,18 @@ if HAS_TRITON:
                     Wj = _tile(W0i, j * TH, 0, DV, TH, DV)
                     dWp = _tile(dW0i, j * TH, 0, DV, TH, DV)
                     dSp = _tile(dS0i, j * TH, 0, DV, TH, DV)
-                    dkj = (_mm(df, tl.trans(Wj), PREC) - _mm(tl.trans(dP0), qj, PREC)
-                           - cn0[:, None] * _mm(dlast, tl.trans(dWp), PREC)
-                           - mn0[:, None] * _mm(dlast, tl.trans(dSp), PREC))
+                    dlW = _mm(dlast, tl.trans(dWp), PREC)
+                    dlS = _mm(dlast, tl.trans(dSp), PREC)
+                    dcn0 -= tl.sum(kj * dlW, axis=1)
+                    dmn0 -= tl.sum(kj * dlS, axis=1)
+                    dkj = (_mm(df, tl.trans(Wj), PREC) - _mm(tl.trans(dP0), qj, PREC) - cn0[:, None] * dlW
+                           - mn0[:, None] * dlS)
                     if RES:
                         dkj += _rows(dkb, sg_t, t, mask, j * TH, TH)
                     tl.store(dkb + t[:, None] * sg_t + (j * TH + tl.arange(0, TH))[None, :], dkj, mask=mask[:, None])
                     _put(dW0o, j * TH, 0, DV, _tile(dW0o, j * TH, 0, DV, TH, DV) + _mm(tl.trans(kj), df, PREC), TH, DV)
-            if L == 2:
-                tl.store(dqb + t[:, None] * sg_t + rk_[None, :], dq, mask=mask[:, None])
+                _put_coef_grads(dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i0, dbeta0, dgamma0, dcn0, dmn0, dbn0, dgn0,
+                                dhn0, BN)
             tl.store(dvb + t[:, None] * sg_t + rv[None, :], -dout, mask=mask[:, None])
             tl.debug_barrier()  # the previous chunk reads the state gradients written here
         tl.store(dln_ptr + pid * DV + rv, dlnw_acc)
