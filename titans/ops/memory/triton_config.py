@@ -94,8 +94,8 @@ TUNED = {
 TF32X3_MIN_TILE = 32
 # Backward kernel shapes whose TUNED configuration gets the register cap (KernelConfig.maxreg) on top: compiled
 # offline for sm_90 (Triton 3.8, benchmarks/triton_resources.py --registers) after the backward's accumulators were
-# trimmed, ptxas left to itself gave them 32 of 255 registers (depth 2 / head dim 128 / chunk 16: 22.9 KB of spills
-# per thread, 3.1 KB capped) and 64 of 128 (depth 1 / head dim 128 / chunk 64: 10.6 KB, 5.9 KB capped). Not timed
+# trimmed, ptxas left to itself gave them 32 of 255 registers (depth 2 / head dim 128 / chunk 16: 22.6 KB of spills
+# per thread, 3.1 KB capped) and 64 of 128 (depth 1 / head dim 128 / chunk 64: 10.4 KB, 5.7 KB capped). Not timed
 # on a GPU with the cap yet; both are 2K sizes where triton was slower than chunk (docs/benchmarks.md).
 CAPPED = {(True, 2, 16, 128, 512, 128), (True, 1, 64, 128, 128, 128)}
 

@@ -16,7 +16,8 @@ What a pass accumulates over the tiles is held in registers through it, and at 6
 the query path's two shares of ``dq`` are summed into one accumulator, the end-of-chunk terms' products go straight
 into ``dD`` with their row sums taken per tile (``sum((a dW) * delta) = sum(a * (delta dW^T))``), and every product
 is its own ``acc += dot`` statement with signs and row scales on an operand (Triton then accumulates in the product;
-a sum, difference or scaling of products first takes a temporary as large as the accumulator). Values needed only
+a sum, difference or scaling of products first takes a temporary as large as the accumulator; ``C P`` and ``dP`` are
+negated once per chunk for that). Values needed only
 after a loop are held, not recomputed or reloaded after it: that spilled more (``benchmarks/triton_resources.py``).
 
 The per-chunk gradients of the decay coefficients are written out (the gates' gradients follow from them by
@@ -110,7 +111,7 @@ if HAS_TRITON:
             zk = _keys(k, kb, sk_t, t, mask, W0i, W1i, L, BN, DK, DH, DV, TH, ACT, PREC)
             dlast, e, xk, rk = _errors(zk, k, v, lw, lb, mask, DV, NORM, RES)
             P0 = _mm(q, tl.trans(k), PREC)
-            CP0 = C0 * P0
+            nCP0 = -(C0 * P0)  # negated once: a product subtracted from a sum is not fused, one added is
             zq = tl.zeros([BN, DV], dtype=tl.float32)  # the output before its norm: (beta X) W + (gamma X) S - ...
             dbeta0, dgamma0, dcn0, dmn0, dbn0, dgn0, dhn0 = _zero_coef_grads(BN)
 
@@ -127,21 +128,21 @@ if HAS_TRITON:
                     d0 = _act_bwd(_mm(dlast, tl.trans(W1j), PREC), z0, ACT)
                     S0j = _tile(S0i, 0, j * TH, DH, DK, TH)
                     zeta0 = (beta0[:, None] * _mm(q, G0j, PREC) + gamma0[:, None] * _mm(q, S0j, PREC)
-                             - _mm(CP0, d0, PREC))
+                             + _mm(nCP0, d0, PREC))
                     x1 = _act(zeta0, ACT)
                     zq += _mm(beta1[:, None] * x1, W1j, PREC)
                     zq += _mm(gamma1[:, None] * x1, _tile(S1i, j * TH, 0, DV, TH, DV), PREC)
                     P1 += _mm(x1, tl.trans(a1), PREC)
-                CP1 = C1 * P1
-                zq -= _mm(CP1, dlast, PREC)
+                nCP1 = -(C1 * P1)
+                zq += _mm(nCP1, dlast, PREC)
                 dz1, dlw, dlb = _out_ln_bwd(zq, do, lw, DV, NORM)
                 dlnw_acc += dlw
                 dlnb_acc += dlb
                 # Step 1 of layer 1, the parts that need no tile.
                 dCP1 = _mm(dz1, tl.trans(dlast), PREC)
                 _put_square(dC_ptr, i1, tl.where(lower, -dCP1 * P1, 0.0), BN)
-                dP1 = dCP1 * C1
-                dD1 = -_mm(tl.trans(CP1), dz1, PREC)
+                ndP1 = -(dCP1 * C1)
+                dD1 = _mm(tl.trans(nCP1), dz1, PREC)
                 # What pass C accumulates over the tiles is kept small (every [BN, D] accumulator is registers held
                 # through the loop): the query path's share of dq in one sum, the end-of-chunk terms' products folded
                 # into dD1 and their row sums taken per tile.
@@ -161,15 +162,15 @@ if HAS_TRITON:
                     d0 = _act_bwd(t0, z0, ACT)
                     qG = _mm(q, G0j, PREC)
                     qS = _mm(q, S0j, PREC)
-                    zeta0 = beta0[:, None] * qG + gamma0[:, None] * qS - _mm(CP0, d0, PREC)
+                    zeta0 = beta0[:, None] * qG + gamma0[:, None] * qS + _mm(nCP0, d0, PREC)
                     x1 = _act(zeta0, ACT)
                     # Layer 1 (X = x1, A = a1, delta = dlast), this tile of its input rows.
                     YW1 = _mm(dz1, tl.trans(W1j), PREC)
                     YS1 = _mm(dz1, tl.trans(S1j), PREC)
                     dbeta1 += tl.sum(x1 * YW1, axis=1)
                     dgamma1 += tl.sum(x1 * YS1, axis=1)
-                    dz0 = _act_bwd(beta1[:, None] * YW1 + gamma1[:, None] * YS1 - _mm(dP1, a1, PREC), zeta0, ACT)
-                    da1 = -_mm(tl.trans(dP1), x1, PREC)
+                    dz0 = _act_bwd(beta1[:, None] * YW1 + gamma1[:, None] * YS1 + _mm(ndP1, a1, PREC), zeta0, ACT)
+                    da1 = _mm(tl.trans(ndP1), x1, PREC)
                     # Layer 0 (X = q, A = k, delta = d0), this tile of its output columns. sum(q * (dz0 W0^T)) is
                     # sum(dz0 * (q W0)), per tile.
                     dbeta0 += tl.sum(dz0 * qG, axis=1)
@@ -185,7 +186,7 @@ if HAS_TRITON:
                     F2 = _mm(k, dSp0, PREC)
                     dcn0 -= tl.sum(F1 * d0, axis=1)
                     dmn0 -= tl.sum(F2 * d0, axis=1)
-                    dD0 = -_mm(tl.trans(CP0), dz0, PREC) - cn0[:, None] * F1 - mn0[:, None] * F2
+                    dD0 = _mm(tl.trans(nCP0), dz0, PREC) - cn0[:, None] * F1 - mn0[:, None] * F2
                     da0 += _mm(-cn0[:, None] * d0, tl.trans(dWp0), PREC)
                     da0 += _mm(-mn0[:, None] * d0, tl.trans(dSp0), PREC)
                     dbn0 += tl.sum(tl.sum(dWp0 * G0j, axis=1), axis=0)
@@ -225,12 +226,12 @@ if HAS_TRITON:
                                 dhn1, BN)
                 tl.debug_barrier()  # pass C's stores (dW tiles, stash) are read back below by other threads
                 _put_square(dC_ptr, i0, tl.where(lower, -dCP0 * P0, 0.0), BN)
-                dP0 = dCP0 * C0
-                dq = dqa - _mm(dP0, k, PREC)
+                ndP0 = -(dCP0 * C0)
+                dq = dqa + _mm(ndP0, k, PREC)
                 if RES:
                     dq += _rows(dob, sdo_t, t, mask, 0, DK)
                 tl.store(dqb + t[:, None] * sg_t + rk_[None, :], dq, mask=mask[:, None])
-                da0 += _mm(-tl.trans(dP0), q, PREC)
+                da0 += _mm(tl.trans(ndP0), q, PREC)
                 # Step 4, then pass D: the key path.
                 dout, df, dlw, dlb = _key_ln_bwd(dD1, dlast, e, xk, rk, lw, mask, DV, NORM)
                 dlnw_acc += dlw
@@ -259,16 +260,16 @@ if HAS_TRITON:
                     qj = _rows(qb, sq_t, t, mask, j * TH, TH)
                     zq += _mm(beta0[:, None] * qj, _tile(W0i, j * TH, 0, DV, TH, DV), PREC)
                     zq += _mm(gamma0[:, None] * qj, _tile(S0i, j * TH, 0, DV, TH, DV), PREC)
-                zq -= _mm(CP0, dlast, PREC)
+                zq += _mm(nCP0, dlast, PREC)
                 dz, dlw, dlb = _out_ln_bwd(zq, do, lw, DV, NORM)
                 dlnw_acc += dlw
                 dlnb_acc += dlb
                 dCP0 = _mm(dz, tl.trans(dlast), PREC)
                 _put_square(dC_ptr, i0, tl.where(lower, -dCP0 * P0, 0.0), BN)
-                dP0 = dCP0 * C0
+                ndP0 = -(dCP0 * C0)
                 # The end-of-chunk terms' products (cn0 k) dW and (mn0 k) dS go straight into dD0; their row sums
                 # sum((k dW) * dlast) = sum(k * (dlast dW^T)) are taken in the second loop, which forms dlast dW^T.
-                dD0 = -_mm(tl.trans(CP0), dz, PREC)
+                dD0 = _mm(tl.trans(nCP0), dz, PREC)
                 for j in range(DK // TH):
                     qj = _rows(qb, sq_t, t, mask, j * TH, TH)
                     kj = _rows(kb, sk_t, t, mask, j * TH, TH)
@@ -280,7 +281,7 @@ if HAS_TRITON:
                     YS = _mm(dz, tl.trans(Sj), PREC)
                     dbeta0 += tl.sum(qj * YW, axis=1)
                     dgamma0 += tl.sum(qj * YS, axis=1)
-                    dqj = beta0[:, None] * YW + gamma0[:, None] * YS - _mm(dP0, kj, PREC)
+                    dqj = beta0[:, None] * YW + gamma0[:, None] * YS + _mm(ndP0, kj, PREC)
                     if RES:
                         dqj += _rows(dob, sdo_t, t, mask, j * TH, TH)
                     tl.store(dqb + t[:, None] * sg_t + (j * TH + tl.arange(0, TH))[None, :], dqj, mask=mask[:, None])
@@ -308,7 +309,7 @@ if HAS_TRITON:
                     dlS = _mm(dlast, tl.trans(dSp), PREC)
                     dcn0 -= tl.sum(kj * dlW, axis=1)
                     dmn0 -= tl.sum(kj * dlS, axis=1)
-                    dkj = (_mm(df, tl.trans(Wj), PREC) - _mm(tl.trans(dP0), qj, PREC) - cn0[:, None] * dlW
+                    dkj = (_mm(df, tl.trans(Wj), PREC) + _mm(tl.trans(ndP0), qj, PREC) - cn0[:, None] * dlW
                            - mn0[:, None] * dlS)
                     if RES:
                         dkj += _rows(dkb, sg_t, t, mask, j * TH, TH)
