@@ -6,8 +6,10 @@ the installed Triton and its bundled ptxas, and print shared memory, registers a
     python benchmarks/triton_resources.py --registers --jobs 2  # registers and spills with and without the cap
 
 This is how ``triton_config.tile_width`` was chosen (an H100 allows 227 KB of shared memory per program). Figures
-depend on the Triton version: the lent GPU's Triton may differ, and ``triton_config.launch`` halves the tile there if
-the device refuses. Each kernel compiles with its default warps, stages and precision
+depend on the Triton version: the lent GPUs have had Triton 3.6, and compiled with it (a second install put first on
+the path: ``pip install --target /tmp/triton36 triton==3.6.0``, then ``PYTHONPATH=/tmp/triton36 python ...``) the
+kernels get the shared memory and registers those runs recorded; ``triton_config.launch`` halves a tile the device
+refuses. Each kernel compiles with its default warps, stages and precision
 (``triton_config.default_config``). Register counts from this ptxas differ from the device's (the H100 runs of
 ``gpu_memory_op.py`` record the device's own in their JSON). Writes ``benchmarks/results/triton_resources.json``.
 """
@@ -34,8 +36,16 @@ def compile_report(fn, consts: dict, warps: int, stages: int, maxnreg: int | Non
     from triton.compiler import ASTSource
 
     sig = {n: ("constexpr" if n in consts else "*fp32" if n.endswith("_ptr") else "i32") for n in fn.arg_names}
+    # What the JIT specializes on at launch: 16-byte aligned tensors and integer arguments divisible by 16 (every
+    # stride at the benchmark sizes), except those marked do_not_specialize. Without it ptxas chose differently from
+    # the lent H100's (Triton 3.6: 32 registers where the device's run had 255 or 128).
+    fixed = set(getattr(fn, "do_not_specialize", None) or ())
+    fixed = {fn.arg_names[x] if isinstance(x, int) else x for x in fixed}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
+             if n not in consts and (n.endswith("_ptr") or n not in fixed)}
     try:
-        k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts), target=GPUTarget("cuda", 90, 32),
+        k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs),
+                           target=GPUTarget("cuda", 90, 32),
                            options={"num_warps": warps, "num_stages": stages,
                                     **({"maxnreg": maxnreg} if maxnreg else {})})
     except Exception as exc:  # a configuration the compiler rejects
