@@ -162,8 +162,7 @@ def candidates(D, depth, chunk) -> dict:
     """Launch configurations to time: ``{name: (forward config, backward config)}`` over the tile widths of
     ``triton_config.tile_width``: the first kernels' 4 warps (8 at 64-row chunks) with 3 stages, the same without
     software pipelining, twice the warps without it, tf32x3 products in the forward, the current default, the
-    default in tiles twice as wide (``wide``), the default with the register cap (``maxreg``, ``maxreg-bwd``), and
-    the forward split over programs."""
+    default with the register cap (``maxreg``, ``maxreg-bwd``), and the forward split over programs."""
     kf, kb = kernel_keys(D, depth, chunk)
     tf, tb = tc.tile_width(*kf), tc.tile_width(*kb)
     w = 8 if kf[2] >= 64 else 4
@@ -180,11 +179,6 @@ def candidates(D, depth, chunk) -> dict:
     if default not in out.values():
         out["default"] = default
     # The defaults with the register cap (KernelConfig.maxreg), for both kernels and for the backward alone.
-    # The defaults in tiles twice as wide (bigger products per program; launch halves a tile that does not fit).
-    width = kf[4] if depth == 2 else kf[3]
-    wide = tuple(dataclasses.replace(c, tile=min(2 * c.tile, width)) for c in default)
-    if wide != default:
-        out["wide"] = wide
     for name, capped in (("maxreg", tuple(dataclasses.replace(c, maxreg=True) for c in default)),
                          ("maxreg-bwd", (default[0], dataclasses.replace(default[1], maxreg=True)))):
         if capped != default:  # the default has it already (triton_config.CAPPED)
