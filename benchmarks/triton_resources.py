@@ -4,14 +4,15 @@ the installed Triton and its bundled ptxas, and print shared memory, registers a
     python benchmarks/triton_resources.py                       # the paper's sizes, each tile width tried
     python benchmarks/triton_resources.py --configs 2,16,64,256,64 --widths 64,32
     python benchmarks/triton_resources.py --registers --jobs 2  # registers and spills with and without the cap
+    python benchmarks/triton_resources.py --candidates 64,2,64 --names default,w8  # the GPU tuning candidates
 
 This is how ``triton_config.tile_width`` was chosen (an H100 allows 227 KB of shared memory per program). Figures
 depend on the Triton version: the lent GPUs have had Triton 3.6, and compiled with it (a second install put first on
 the path: ``pip install --target /tmp/triton36 triton==3.6.0``, then ``PYTHONPATH=/tmp/triton36 python ...``) the
-kernels get the shared memory and registers those runs recorded; ``triton_config.launch`` halves a tile the device
-refuses. Each kernel compiles with its default warps, stages and precision
-(``triton_config.default_config``). Register counts from this ptxas differ from the device's (the H100 runs of
-``gpu_memory_op.py`` record the device's own in their JSON). Writes ``benchmarks/results/triton_resources.json``.
+kernels get the shared memory and registers those runs recorded (their JSON has the device's own), while this
+machine's Triton 3.8 chooses differently; ``triton_config.launch`` halves a tile the device refuses. Each kernel
+compiles with its default warps, stages and precision (``triton_config.default_config``). Writes
+``benchmarks/results/triton_resources.json``.
 """
 
 from __future__ import annotations
@@ -64,43 +65,91 @@ def compile_report(fn, consts: dict, warps: int, stages: int, maxnreg: int | Non
             else None}
 
 
-def _register_row(job) -> dict:
-    """One kernel of one shape at its default configuration, compiled as it is and with the register cap."""
+def compile_kernel(backward: bool, shape, cfg, th: int | None = None, precision: str | None = None,
+                   cap: int | None = None) -> dict:
+    """:func:`compile_report` for the forward or backward kernel of ``shape = (L, BN, DK, DH, DV)`` under launch
+    configuration ``cfg``: tile ``th`` (default the configuration's, at most the streamed width) and ``precision``
+    (default as ``triton_config.launch`` passes it: ieee below ``TF32X3_MIN_TILE``); ``cap``: ``maxnreg``."""
     from titans.ops.memory import triton_config, triton_seq, triton_seq_bwd
 
-    kind, (L, BN, DK, DH, DV) = job
-    fn = triton_seq_bwd._seq_bwd_kernel if kind == "bwd" else triton_seq._seq_fwd_kernel
-    cfg = triton_config.default_config(kind == "bwd", L, BN, DK, DH, DV)
-    th = min(cfg.tile, DH if L == 2 else DK)
-    prec = cfg.precision if th >= triton_config.TF32X3_MIN_TILE else "ieee"
+    L, BN, DK, DH, DV = shape
+    th = th or min(cfg.tile, DH if L == 2 else DK)
+    precision = precision or (cfg.precision if th >= triton_config.TF32X3_MIN_TILE else "ieee")
     consts = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, ACT=0, NORM=True, RES=True,
-                  PREC=triton_config.PRECISIONS[prec])
-    if kind == "bwd":
+                  PREC=triton_config.PRECISIONS[precision])
+    if backward:
         consts["QT"] = triton_seq_bwd.q_transposed(BN, DK)
-    row = {"kernel": kind, "L": L, "BN": BN, "DK": DK, "DH": DH, "DV": DV, "config": str(cfg)}
+    fn = triton_seq_bwd._seq_bwd_kernel if backward else triton_seq._seq_fwd_kernel
+    return compile_report(fn, consts, cfg.warps, cfg.stages, cap)
+
+
+def _register_row(job) -> dict:
+    """One kernel of one shape at its default configuration, compiled as it is and with the register cap."""
+    from titans.ops.memory import triton_config
+
+    kind, shape = job
+    cfg = triton_config.default_config(kind == "bwd", *shape)
+    row = {"kernel": kind, **dict(zip(("L", "BN", "DK", "DH", "DV"), shape)), "config": str(cfg)}
     for name, cap in (("as is", None), ("maxreg", triton_config.max_registers(cfg.warps))):
-        r = compile_report(fn, consts, cfg.warps, cfg.stages, cap)
+        r = compile_kernel(kind == "bwd", shape, cfg, cap=cap)
         row[f"{name} shared KiB"] = round(r["shared_KiB"]) if "shared_KiB" in r else None
         row[f"{name} registers"] = r.get("registers")
         row[f"{name} spill stores"] = r.get("spill_store_bytes", r.get("error"))
     return row
 
 
-def registers(configs: str, out: str, jobs: int = 1) -> None:
-    """Each kernel shape at its default configuration, compiled as it is and with ``maxnreg`` (the register cap of
-    ``triton_config.KernelConfig.maxreg``): registers per thread and bytes of spill stores. ``jobs``: compiles run in
-    that many processes (each takes a minute or more on one core)."""
+def _candidate_row(job) -> dict:
+    """One kernel of one GPU-benchmark size under one tuning candidate (``gpu_memory_op.candidates``)."""
+    from titans.ops.memory import triton_config
+
+    size, name, key, cfg = job
+    r = compile_kernel(key[0], key[1:], cfg, cap=triton_config.max_registers(cfg.warps) if cfg.maxreg else None)
+    return {"D,depth,chunk": ",".join(map(str, size)), "candidate": name, "kernel": "bwd" if key[0] else "fwd",
+            "config": str(cfg), "shared KiB": round(r["shared_KiB"]) if "shared_KiB" in r else None,
+            "fits H100": r.get("fits_H100"), "registers": r.get("registers"),
+            "spill stores": r.get("spill_store_bytes", r.get("error"))}
+
+
+def _run(worker, work, jobs: int, out: str) -> None:
+    """``worker`` over ``work`` in ``jobs`` processes; print each row, then a table, and write the rows to ``out``."""
     from concurrent.futures import ProcessPoolExecutor
 
-    shapes = [tuple(int(x) for x in spec.split(",")) for spec in configs.split(";")]
-    work = [(kind, shape) for shape in shapes for kind in ("fwd", "bwd")]
+    rows = []
     with ProcessPoolExecutor(max(1, jobs)) as pool:
-        rows = []
-        for row in pool.map(_register_row, work):
+        for row in pool.map(worker, work):
             rows.append(row)
             print(row, flush=True)
     print(table(rows, list(rows[0])))
     write_results(out, {"triton": __import__("triton").__version__, "rows": rows})
+
+
+def candidates(sizes: str, names: str, out: str, jobs: int = 1) -> None:
+    """The GPU benchmark's tuning candidates whose names start with one of ``names`` (comma-separated; all if empty)
+    at each ``D,depth,chunk`` size, each kernel compiled once (a kernel configuration shared by two candidates is
+    listed under the first): what to leave out of a lease before it spends device time on it."""
+    import gpu_memory_op
+    from _gpu_report import kernel_keys
+
+    prefixes = [x for x in names.split(",") if x]
+    work, seen = [], set()
+    for spec in sizes.split(";"):
+        size = tuple(int(x) for x in spec.split(","))
+        for name, cfgs in gpu_memory_op.candidates(*size).items():
+            if prefixes and not any(name.startswith(p) for p in prefixes):
+                continue
+            for key, cfg in zip(kernel_keys(*size), cfgs):
+                if (key, cfg) not in seen:
+                    seen.add((key, cfg))
+                    work.append((size, name, key, cfg))
+    _run(_candidate_row, work, jobs, out)
+
+
+def registers(configs: str, out: str, jobs: int = 1) -> None:
+    """Each kernel shape at its default configuration, compiled as it is and with ``maxnreg`` (the register cap of
+    ``triton_config.KernelConfig.maxreg``): registers per thread and bytes of spill stores. ``jobs``: compiles run in
+    that many processes (each takes a minute or more on one core)."""
+    shapes = [tuple(int(x) for x in spec.split(",")) for spec in configs.split(";")]
+    _run(_register_row, [(kind, shape) for shape in shapes for kind in ("fwd", "bwd")], jobs, out)
 
 
 def main():
@@ -109,13 +158,17 @@ def main():
                     "2,16,128,512,128", help="'L,BN,DK,DH,DV;...' (memory depth, chunk rows, dims)")
     ap.add_argument("--widths", default="64,32,16", help="tile widths to try, widest first")
     ap.add_argument("--out", default=None, help="default benchmarks/results/triton_resources.json (with --registers: "
-                    "triton_registers.json)")
+                    "triton_registers.json, with --candidates: triton_candidates.json)")
     ap.add_argument("--registers", action="store_true", help="instead: each shape's default configuration compiled "
                     "as it is and with the register cap (KernelConfig.maxreg)")
-    ap.add_argument("--jobs", type=int, default=1, help="with --registers: compile in this many processes")
+    ap.add_argument("--candidates", default=None, metavar="SIZES", help="instead: the GPU benchmark's tuning "
+                    "candidates at these 'D,depth,chunk;...' sizes, each kernel compiled with its configuration")
+    ap.add_argument("--names", default="", help="with --candidates: only names starting with these (comma-separated)")
+    ap.add_argument("--jobs", type=int, default=1, help="with --registers or --candidates: compile in this many "
+                    "processes")
     args = ap.parse_args()
     try:
-        from titans.ops.memory import triton_config, triton_seq, triton_seq_bwd
+        from titans.ops.memory import triton_config, triton_seq
     except ImportError as exc:
         print(f"triton_resources: {exc}")
         return
@@ -125,21 +178,20 @@ def main():
     if args.registers:
         registers(args.configs, args.out or "benchmarks/results/triton_registers.json", args.jobs)
         return
+    if args.candidates:
+        candidates(args.candidates, args.names, args.out or "benchmarks/results/triton_candidates.json", args.jobs)
+        return
     rows = []
     for spec in args.configs.split(";"):
-        L, BN, DK, DH, DV = (int(x) for x in spec.split(","))
-        for kind, fn in (("fwd", triton_seq._seq_fwd_kernel), ("bwd", triton_seq_bwd._seq_bwd_kernel)):
-            cfg = triton_config.default_config(kind == "bwd", L, BN, DK, DH, DV)
+        shape = tuple(int(x) for x in spec.split(","))
+        for kind in ("fwd", "bwd"):
+            cfg = triton_config.default_config(kind == "bwd", *shape)
             for th in (int(x) for x in args.widths.split(",")):
-                if th > (DH if L == 2 else DK):
+                if th > (shape[3] if shape[0] == 2 else shape[2]):
                     continue
-                consts = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, ACT=0, NORM=True, RES=True,
-                              PREC=triton_config.PRECISIONS[cfg.precision])
-                if kind == "bwd":
-                    consts["QT"] = triton_seq_bwd.q_transposed(BN, DK)
-                row = {"kernel": kind, "L": L, "BN": BN, "DK": DK, "DH": DH, "DV": DV, "TH": th, "warps": cfg.warps,
-                       "stages": cfg.stages, "precision": cfg.precision,
-                       **compile_report(fn, consts, cfg.warps, cfg.stages)}
+                row = {"kernel": kind, **dict(zip(("L", "BN", "DK", "DH", "DV"), shape)), "TH": th,
+                       "warps": cfg.warps, "stages": cfg.stages, "precision": cfg.precision,
+                       **compile_kernel(kind == "bwd", shape, cfg, th=th, precision=cfg.precision)}
                 rows.append(row)
                 print(row, flush=True)
                 if row.get("fits_H100"):
