@@ -95,6 +95,17 @@ def inputs(B, T, H, D, depth, dtype=torch.float32, grad=False):
     return leaves, norm
 
 
+def segments(B, T, H, D, depth, chunk, device="cuda") -> int:
+    """Checkpointed segments ``triton``'s forward+backward runs in at this size (``triton_op.save_budget``; 1: every
+    chunk's state kept, more: one extra forward)."""
+    dims = [D] + [4 * D] * (depth - 1) + [D]
+    W = [torch.empty(B, H, dims[i], dims[i + 1], device="meta") for i in range(depth)]
+    n = T // chunk
+    with torch.enable_grad():
+        per = triton_op._segment(n, W, torch.empty(B, H, 1, D, device=device), chunk, True)
+    return -(-n // per)
+
+
 def run_ours(impl, B, T, H, D, depth, chunk, backward):
     leaves, norm = inputs(B, T, H, D, depth, grad=backward)
     q, k, v, a, e, th, *W = leaves
@@ -344,6 +355,7 @@ def main():
             tc.save_configs(args.tune_out, dict(tc.OVERRIDES))
         kf, kb = kernel_keys(D, depth, chunk)
         row["triton config"] = {"fwd": str(tc.config_for(*kf)), "bwd": str(tc.config_for(*kb))}
+        row["triton segments"] = segments(B, T, H, D, depth, chunk)
         below = triton_seq.split_below(torch.device("cuda"), kf)
         few = below > B * H and not tc.config_for(*kf).split
         if few:

@@ -79,6 +79,8 @@ def compile_kernel(backward: bool, shape, cfg, th: int | None = None, precision:
                   PREC=triton_config.PRECISIONS[precision])
     if backward:
         consts["QT"] = triton_seq_bwd.q_transposed(BN, DK)
+    else:  # as training runs it: saving what the backward needs
+        consts["SAVE"] = True
     fn = triton_seq_bwd._seq_bwd_kernel if backward else triton_seq._seq_fwd_kernel
     return compile_report(fn, consts, cfg.warps, cfg.stages, cap)
 

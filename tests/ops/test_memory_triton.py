@@ -85,8 +85,9 @@ def test_segments_under_activation_checkpointing_match_chunk(monkeypatch):
     backward re-runs each segment's forward): same outputs, state and gradients."""
     import titans.ops.memory.triton_op as op
 
+    assert op.SAVE_BUDGET_BYTES is None and op.save_budget(torch.device("cpu")) == 4 << 30
     monkeypatch.setattr(op, "SAVE_BUDGET_BYTES", 1)
-    assert op._segment(11, [torch.zeros(1, 1, 4, 4)], torch.zeros(1, 1, 1, 4)) == 4
+    assert op._segment(11, [torch.zeros(1, 1, 4, 4)], torch.zeros(1, 1, 1, 4), 4, True) == 4
     inp, leaves = make_inputs(B=1, T=47, H=2, D=16, L=2, hidden=32, per_layer=True, norm=True, residual=True,
                               dtype=torch.float32, requires_grad=True)
     _compare(inp, leaves, 4, "gelu", 5)

@@ -84,6 +84,15 @@ if HAS_TRITON:
         tl.store(ptr + idx * BN * BN + rn[:, None] * BN + rn[None, :], x)
 
     @triton.jit
+    def _saved(ptr, idx, part: tl.constexpr, L: tl.constexpr, NORM: tl.constexpr, BN: tl.constexpr,
+               DV: tl.constexpr):
+        """Where chunk ``idx``'s saved activations (the forward's, for the backward) keep ``part``: 0 the keys
+        through the memory ``zk`` ``[BN, DV]``, 1 (with the norm) the output before it ``zq`` ``[BN, DV]``, 2 (depth
+        2) the second layer's ``P_1 = x_1 a_1^T`` ``[BN, BN]``; a chunk's are contiguous (``saved_width``)."""
+        at = 0 if part == 0 else BN * DV if part == 1 else (1 + NORM) * BN * DV
+        return ptr + idx * ((1 + NORM) * BN * DV + (L - 1) * BN * BN) + at
+
+    @triton.jit
     def _coefs(bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr, idx, BN: tl.constexpr):
         """One layer's coefficients for one chunk (zero-padded to BN rows)."""
         rn = tl.arange(0, BN)

@@ -23,7 +23,7 @@ import torch.utils.checkpoint
 from .chunk import decay_coefficients, memory_update_chunk
 from .common import MemoryState, gates_per_layer
 from .triton_config import config_for
-from .triton_seq import block_rows, interpreting, pack_coefficients, seq_forward_triton, supported
+from .triton_seq import block_rows, interpreting, pack_coefficients, saved_width, seq_forward_triton, supported
 from .triton_seq_bwd import seq_backward_triton
 
 try:
@@ -60,32 +60,33 @@ def chunk_coefficients(gates, n_chunks: int, chunk: int):
 
 
 class SeqFunction(torch.autograd.Function):
-    """The whole-chunk part: Triton forward that keeps every chunk's starting state, Triton backward."""
+    """The whole-chunk part: Triton forward that keeps every chunk's starting state and activations, Triton
+    backward."""
 
     @staticmethod
     def forward(ctx, meta, q, k, v, lnw, lnb, *rest):
         L, act, residual, chunk = meta
         packed, W, S = rest[:5], rest[5:5 + L], rest[5 + L:]
         norm = None if lnw is None else (lnw, lnb)
-        o, Ws, Ss = seq_forward_triton(q, k, v, packed, W, S, norm, act, residual, chunk, save=True)
+        o, Ws, Ss, acts = seq_forward_triton(q, k, v, packed, W, S, norm, act, residual, chunk, save=True)
         N = Ws[0].shape[1] - 1
         B, H = q.shape[:2]
         final = [x[:, N].reshape(B, H, *x.shape[-2:]).to(w.dtype, copy=True)
                  for x, w in zip(Ws + Ss, list(W) + list(S))]
         ctx.meta = meta
-        ctx.save_for_backward(q, k, v, lnw, lnb, *packed, *Ws, *Ss)
+        ctx.save_for_backward(q, k, v, lnw, lnb, acts, *packed, *Ws, *Ss)
         return (o, *final)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, do, *dstate):
         L, act, residual, chunk = ctx.meta
-        q, k, v, lnw, lnb, *rest = ctx.saved_tensors
+        q, k, v, lnw, lnb, acts, *rest = ctx.saved_tensors
         packed, Ws, Ss = rest[:5], rest[5:5 + L], rest[5 + L:]
         norm = None if lnw is None else (lnw, lnb)
         do = do if do.stride(-1) == 1 else do.contiguous()
         dq, dk, dv, dpacked, dW, dS, (dlnw, dlnb) = seq_backward_triton(
-            do, dstate[:L], dstate[L:], q, k, v, packed, Ws, Ss, norm, act, residual, chunk)
+            do, dstate[:L], dstate[L:], q, k, v, packed, Ws, Ss, acts, norm, act, residual, chunk)
         return (None, dq, dk, dv, dlnw, dlnb, *dpacked, *dW, *dS)
 
 
@@ -100,7 +101,7 @@ def _seq(q, k, v, gates, W, S, chunk, act, norm, residual):
         lnw, lnb = norm if norm is not None else (None, None)
         outs = SeqFunction.apply((L, act, residual, chunk), q, k, v, lnw, lnb, *packed, *W, *S)
         return outs[0], list(outs[1:1 + L]), list(outs[1 + L:])
-    o, Ws, Ss = seq_forward_triton(q, k, v, packed, W, S, norm, act, residual, chunk, save=False)
+    o, Ws, Ss, _ = seq_forward_triton(q, k, v, packed, W, S, norm, act, residual, chunk, save=False)
     B, H = q.shape[:2]
     last = N % 2
     return (o, [x[:, last].reshape(B, H, *x.shape[-2:]).to(w.dtype) for x, w in zip(Ws, W)],
@@ -132,16 +133,29 @@ def _backward_fits(q, k, v, gates, W, S, chunk, act, norm, residual) -> str | No
     return _BACKWARD[key]
 
 
-# The backward needs every chunk's starting weights and momentum. Above this many bytes of them for one call, the
-# chunks are run in segments of about sqrt(N) under activation checkpointing: only each segment's starting state is
-# kept, and the backward re-runs one segment's forward at a time (one extra forward in all).
-SAVE_BUDGET_BYTES = 4 << 30
+# The backward needs every chunk's starting weights and momentum (and a few activations). Above a budget of bytes of
+# them for one call, the chunks are run in segments of about sqrt(N) under activation checkpointing: only each
+# segment's starting state is kept, and the backward re-runs one segment's forward at a time (one extra forward in
+# all). The budget: this many bytes, or where None a sixteenth of the CUDA device's memory and at least 4 GiB (5.3 GB
+# on an 80 GB H100: a model of a dozen memory layers keeps its saved states within about three quarters of the card).
+SAVE_BUDGET_BYTES: int | None = None
 
 
-def _segment(n_chunks: int, W, q) -> int:
-    """Chunks per launch: all of them, or about ``sqrt(N)`` when their saved states would pass the budget."""
-    per_chunk = 2 * 4 * sum(w[0, 0].numel() for w in W) * q.shape[0] * q.shape[1]  # W and S, float32, B*H
-    if not torch.is_grad_enabled() or n_chunks * per_chunk <= SAVE_BUDGET_BYTES:
+def save_budget(device: torch.device) -> int:
+    """Bytes of saved states and activations above which one call runs in checkpointed segments."""
+    if SAVE_BUDGET_BYTES is not None:
+        return SAVE_BUDGET_BYTES
+    if device.type == "cuda":
+        return max(4 << 30, torch.cuda.get_device_properties(device).total_memory // 16)
+    return 4 << 30
+
+
+def _segment(n_chunks: int, W, q, chunk: int, norm: bool) -> int:
+    """Chunks per launch: all of them, or about ``sqrt(N)`` when what the backward needs of them (their starting
+    states and activations) would pass :func:`save_budget`."""
+    floats = 2 * sum(w[0, 0].numel() for w in W) + saved_width(len(W), block_rows(chunk), W[-1].shape[-1], norm)
+    per_chunk = 4 * floats * q.shape[0] * q.shape[1]  # float32, B*H
+    if not torch.is_grad_enabled() or n_chunks * per_chunk <= save_budget(q.device):
         return max(n_chunks, 1)
     return max(1, math.isqrt(n_chunks - 1) + 1)
 
@@ -207,7 +221,7 @@ def _kernels(q, k, v, alpha, eta, theta, params, momentum, weights, *, chunk_siz
     # The kernels index tokens by strides but need a unit stride along D.
     q, k, v = ((t if t.stride(-1) == 1 else t.contiguous()).transpose(1, 2) for t in (q, k, v))
     full = T // b * b
-    step = _segment(full // b, W, q) * b
+    step = _segment(full // b, W, q, b, norm is not None) * b
     parts = [(lo, min(lo + step, full), b) for lo in range(0, full, step)]
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, *gates, *W, *S, *(norm or ()))):
         # Outside the checkpointed segments below: the probe runs a backward of its own.

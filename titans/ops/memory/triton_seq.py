@@ -10,7 +10,8 @@ width (depth 2) or ``TH`` rows of the input (depth 1); only ``[chunk, D]`` activ
 
 State buffers are ``[B*H, NSLOT, d_in, d_out]`` float32: the chunk reads slot ``c % NSLOT`` and writes slot
 ``(c + 1) % NSLOT``. With ``NSLOT = N + 1`` every chunk's starting state is kept for the backward
-(``triton_seq_bwd.py``); with ``NSLOT = 2`` (no gradient wanted) two slots ping-pong. Within a program the chunks
+(``triton_seq_bwd.py``), and with it (``SAVE``) the activations it would otherwise recompute over every tile
+(:func:`saved_width`); with ``NSLOT = 2`` (no gradient wanted) two slots ping-pong. Within a program the chunks
 are separated by a barrier, so the next chunk's loads see this chunk's stores.
 
 All arithmetic is float32 (``tl.dot`` in ``ieee``, or ``tf32x3`` where ``triton_config`` says so: about float32's
@@ -87,7 +88,9 @@ if HAS_TRITON:
         _mm,
         _norm_params,
         _put,
+        _put_square,
         _rows,
+        _saved,
         _tile,
     )
 
@@ -95,10 +98,10 @@ if HAS_TRITON:
     @triton.jit(do_not_specialize=["T", "N", "NSLOT", "BH", "H", "CHUNK"])
     def _seq_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t,
                         so_b, so_h, so_t, bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr,
-                        W0_ptr, S0_ptr, W1_ptr, S1_ptr, lnw_ptr, lnb_ptr, T, N, NSLOT, BH, H, CHUNK,
+                        W0_ptr, S0_ptr, W1_ptr, S1_ptr, lnw_ptr, lnb_ptr, acts_ptr, T, N, NSLOT, BH, H, CHUNK,
                         L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
                         TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
-                        PREC: tl.constexpr):
+                        PREC: tl.constexpr, SAVE: tl.constexpr):
         pid = tl.program_id(0).to(tl.int64)  # 64-bit offsets: the saved states pass 2**31 elements at 8K x 128
         b, h, qb, kb, vb = _head_rows(pid, H, q_ptr, sq_b, sq_h, k_ptr, sk_b, sk_h, v_ptr, sv_b, sv_h)
         rn = tl.arange(0, BN)
@@ -125,6 +128,8 @@ if HAS_TRITON:
             beta0, gamma0, C0, cn0, mn0, bn0, gn0, hn0 = _coefs(bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr,
                                                                pid * N + c, BN)
             zk = _keys(k, kb, sk_t, t, mask, W0i, W1i, L, BN, DK, DH, DV, TH, ACT, PREC)
+            if SAVE:
+                _put(_saved(acts_ptr, pid * N + c, 0, L, NORM, BN, DV), 0, 0, DV, zk, BN, DV)
             dlast, e, xk, rk = _errors(zk, k, v, lw, lb, mask, DV, NORM, RES)
             CP0 = C0 * _mm(q, tl.trans(k), PREC)
             if L == 2:
@@ -157,6 +162,8 @@ if HAS_TRITON:
                          TH, DV)
                     _put(S1o, j * TH, 0, DV, hn1 * S1j - _mm(tl.trans(a1), mn1[:, None] * dlast, PREC), TH, DV)
                 z -= _mm(C1 * P1, dlast, PREC)
+                if SAVE:
+                    _put_square(_saved(acts_ptr, pid * N + c, 2, L, NORM, BN, DV), 0, P1, BN)
             else:
                 xw = tl.zeros([BN, DV], dtype=tl.float32)
                 xs = tl.zeros([BN, DV], dtype=tl.float32)
@@ -172,6 +179,8 @@ if HAS_TRITON:
                     _put(S0o, j * TH, 0, DV, hn0 * Sj - _mm(tl.trans(kj), mn0[:, None] * dlast, PREC), TH, DV)
                 z = beta0[:, None] * xw + gamma0[:, None] * xs - _mm(CP0, dlast, PREC)
             if NORM:
+                if SAVE:  # for the norm's backward
+                    _put(_saved(acts_ptr, pid * N + c, 1, L, NORM, BN, DV), 0, 0, DV, z, BN, DV)
                 xq, rq = _ln(z, DV)
                 z = xq * lw[None, :] + lb[None, :]
             if RES:
@@ -215,14 +224,21 @@ def pack_coefficients(coef, BN: int):
     return bg, Cp, F.pad(c_n, (0, p)).contiguous(), F.pad(m_n, (0, p)).contiguous(), scal
 
 
-def forward_args(q, k, v, o, packed, Ws, Ss, norm) -> tuple:
+def saved_width(L: int, BN: int, DV: int, norm: bool) -> int:
+    """Floats of saved activations per chunk and (batch row, head) (``triton_blocks._saved``): the keys through
+    the memory and, with the norm, the output before it (``[BN, DV]`` each), and at depth 2 ``P_1`` (``[BN, BN]``)."""
+    return (1 + norm) * BN * DV + (L - 1) * BN * BN
+
+
+def forward_args(q, k, v, o, packed, Ws, Ss, norm, acts) -> tuple:
     """The leading arguments both forward kernels take: tokens and output with their strides, the packed
-    coefficients, the state buffers of both layers (layer 0's twice at depth 1) and the norm's parameters."""
+    coefficients, the state buffers of both layers (layer 0's twice at depth 1), the norm's parameters and the
+    saved activations' buffer (any float32 tensor when nothing is saved)."""
     lnw, lnb = (norm[0].contiguous(), norm[1].contiguous()) if norm is not None else (Ws[0], Ws[0])
     i1 = 1 if len(Ws) == 2 else 0
     return (q, k, v, o, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2), *packed,
-            Ws[0], Ss[0], Ws[i1], Ss[i1], lnw, lnb)
+            Ws[0], Ss[0], Ws[i1], Ss[i1], lnw, lnb, acts)
 
 
 def seq_forward_triton(q, k, v, packed, W, S, norm, act, residual, chunk, save):
@@ -231,10 +247,12 @@ def seq_forward_triton(q, k, v, packed, W, S, norm, act, residual, chunk, save):
     Args:
         q, k ``[B, H, T, Dk]``, v ``[B, H, T, Dv]`` (unit last stride); ``packed``: :func:`pack_coefficients`'s
         output for the ``N = ceil(T / chunk)`` chunks; W, S: L tensors ``[B, H, d_in, d_out]``, the weights and
-        momentum before the first token; ``save``: keep every chunk's starting state (for the backward).
+        momentum before the first token; ``save``: keep what the backward needs, every chunk's starting state and
+        its activations.
     Returns:
-        ``(o [B, H, T, Dv], Ws, Ss)`` with ``Ws``, ``Ss``: L float32 buffers ``[B*H, NSLOT, d_in, d_out]``; the
-        final state is slot ``N % NSLOT``.
+        ``(o [B, H, T, Dv], Ws, Ss, acts)`` with ``Ws``, ``Ss``: L float32 buffers ``[B*H, NSLOT, d_in, d_out]``
+        (the final state is slot ``N % NSLOT``); ``acts``: float32 ``[B*H, N, saved_width]`` when ``save``, else
+        None.
     """
     B, H, T, DK, DV, L, N, BN, BH, DH = dims(q, v, W, chunk)
     nslot = N + 1 if save else 2
@@ -246,15 +264,18 @@ def seq_forward_triton(q, k, v, packed, W, S, norm, act, residual, chunk, save):
         bs[:, 0] = s.reshape(BH, *s.shape[-2:])
         Ws.append(bw), Ss.append(bs)
     o = torch.empty(B, T, H, DV, dtype=v.dtype, device=v.device).transpose(1, 2)  # stored as [B, T, H, Dv]
+    acts = None
+    if save:
+        acts = torch.empty(BH, N, saved_width(L, BN, DV, norm is not None), dtype=torch.float32, device=q.device)
+    fargs = forward_args(q, k, v, o, packed, Ws, Ss, norm, Ws[0] if acts is None else acts)
     cfg = config_for(False, L, BN, DK, DH, DV)
     if cfg.split or split_below(q.device, (False, L, BN, DK, DH, DV)) > BH:
         from .triton_split import split_forward_triton  # imports this module
 
         if not cfg.split:  # measured with ieee products only (tf32x3 is not tried in a kernel not run with it)
             cfg = dataclasses.replace(cfg, precision="ieee", split=True)
-        split_forward_triton(q, k, v, packed, Ws, Ss, o, norm, act, residual, chunk, cfg)
-        return o, Ws, Ss
-    args = (*forward_args(q, k, v, o, packed, Ws, Ss, norm), T, N, nslot, BH, H, chunk)
-    launch(_seq_fwd_kernel, (BH,), args, cfg=cfg, backward=False, L=L, BN=BN, DK=DK, DH=DH, DV=DV, ACT=_ACT[act],
-           NORM=norm is not None, RES=residual)
-    return o, Ws, Ss
+        split_forward_triton(fargs, q, v, Ws, act, residual, chunk, cfg, norm is not None, save)
+        return o, Ws, Ss, acts
+    launch(_seq_fwd_kernel, (BH,), (*fargs, T, N, nslot, BH, H, chunk), cfg=cfg, backward=False, L=L, BN=BN, DK=DK,
+           DH=DH, DV=DV, ACT=_ACT[act], NORM=norm is not None, RES=residual, SAVE=save)
+    return o, Ws, Ss, acts

@@ -1,16 +1,20 @@
 """Triton backward of the chunk form over a whole sequence: one launch, one program per (batch row, head).
 
-Each program walks its chunks in reverse. For chunk ``c`` it reads the chunk's starting weights and momentum (kept
-by the forward), recomputes the chunk's forward, and applies the five steps of README §6 (``piece.piece_backward``)
-with the gradients of the state after the chunk taken from a two-slot buffer, where it leaves the gradients of the
-state before the chunk for chunk ``c - 1``. Like the forward, the weights are streamed in tiles of ``TH`` hidden
-columns (depth 2) or input rows (depth 1); the passes over the tiles are
+Each program walks its chunks in reverse. For chunk ``c`` it reads the chunk's starting weights and momentum and
+the activations the forward saved (``triton_seq.saved_width``: the keys through the memory, from which the errors
+``delta_L`` follow; the output before its norm, for the norm's backward; at depth 2 ``P_1``), and applies the five
+steps of README §6 (``piece.piece_backward``) with the gradients of the state after the chunk taken from a two-slot
+buffer, where it leaves the gradients of the state before the chunk for chunk ``c - 1``. Like the forward, the
+weights are streamed in tiles of ``TH`` hidden columns (depth 2) or input rows (depth 1); the passes over the tiles
+are
 
-* A: the keys through the memory (``zk``), then the errors ``delta_L``;
-* B: the queries through the memory (``P_1``, ``x_1 W_1``, ``x_1 S_1``), then the output's LayerNorm backward;
 * C: per tile, the query path backward of both layers, the end-of-chunk terms and the delta chain; the gradients
   of ``S`` are complete here, those of ``W`` lack the key path, and two ``[chunk, TH]`` partials are stashed;
 * D: after the LayerNorm backward at the keys (which needs all tiles of C), the key path, completing ``dW``.
+
+(Passes A and B, the keys' and the queries' paths recomputed, were dropped when the forward began to save what the
+backward needed of them: 10 of the depth-2 backward's 42 products per tile, 3 of 15 at depth 1, for
+``2 chunk D + chunk^2`` saved floats per chunk.)
 
 What a pass accumulates over the tiles is held in registers through it, and at 64-row chunks the kernels spill: so
 the query path's two shares of ``dq`` are summed into one accumulator, the end-of-chunk terms' products go straight
@@ -44,7 +48,6 @@ if HAS_TRITON:
         _grad2,
         _head_rows,
         _key_ln_bwd,
-        _keys,
         _mm,
         _norm_params,
         _out_ln_bwd,
@@ -52,6 +55,8 @@ if HAS_TRITON:
         _put_coef_grads,
         _put_square,
         _rows,
+        _saved,
+        _square,
         _tile,
         _zero_coef_grads,
     )
@@ -61,7 +66,7 @@ if HAS_TRITON:
     def _seq_bwd_kernel(q_ptr, k_ptr, v_ptr, do_ptr, dq_ptr, dk_ptr, dv_ptr, sq_b, sq_h, sq_t, sk_b, sk_h, sk_t,
                         sv_b, sv_h, sv_t, sdo_b, sdo_h, sdo_t, sg_b, sg_h, sg_t,
                         bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr, dbg_ptr, dC_ptr, dcn_ptr, dmn_ptr, dscal_ptr,
-                        W0_ptr, S0_ptr, W1_ptr, S1_ptr, dW0_ptr, dS0_ptr, dW1_ptr, dS1_ptr, stash_ptr,
+                        W0_ptr, S0_ptr, W1_ptr, S1_ptr, dW0_ptr, dS0_ptr, dW1_ptr, dS1_ptr, stash_ptr, acts_ptr,
                         lnw_ptr, lnb_ptr, dln_ptr, T, N, NSLOT, BH, H, CHUNK,
                         L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
                         TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
@@ -107,34 +112,22 @@ if HAS_TRITON:
             i0 = pid * N + c
             beta0, gamma0, C0, cn0, mn0, bn0, gn0, hn0 = _coefs(bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr, i0, BN)
 
-            # Pass A: the keys' path and errors.
-            zk = _keys(k, kb, sk_t, t, mask, W0i, W1i, L, BN, DK, DH, DV, TH, ACT, PREC)
+            # The errors, from the keys through the memory that the forward saved; its output before the norm.
+            zk = _tile(_saved(acts_ptr, i0, 0, L, NORM, BN, DV), 0, 0, DV, BN, DV)
             dlast, e, xk, rk = _errors(zk, k, v, lw, lb, mask, DV, NORM, RES)
+            if NORM:  # noqa: SIM108 (a static if on a constexpr: Triton compiles one branch)
+                zq = _tile(_saved(acts_ptr, i0, 1, L, NORM, BN, DV), 0, 0, DV, BN, DV)
+            else:  # unused without the norm
+                zq = do
             P0 = _mm(q, tl.trans(k), PREC)
             nCP0 = -(C0 * P0)  # negated once: a product subtracted from a sum is not fused, one added is
-            zq = tl.zeros([BN, DV], dtype=tl.float32)  # the output before its norm: (beta X) W + (gamma X) S - ...
             dbeta0, dgamma0, dcn0, dmn0, dbn0, dgn0, dhn0 = _zero_coef_grads(BN)
 
             if L == 2:
                 i1 = (BH + pid) * N + c
                 beta1, gamma1, C1, cn1, mn1, bn1, gn1, hn1 = _coefs(bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr, i1, BN)
-                # Pass B: the queries' path (only what the output needs).
-                P1 = tl.zeros([BN, BN], dtype=tl.float32)
-                for j in range(DH // TH):
-                    G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
-                    W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
-                    z0 = _mm(k, G0j, PREC)
-                    a1 = _act(z0, ACT)
-                    d0 = _act_bwd(_mm(dlast, tl.trans(W1j), PREC), z0, ACT)
-                    S0j = _tile(S0i, 0, j * TH, DH, DK, TH)
-                    zeta0 = (beta0[:, None] * _mm(q, G0j, PREC) + gamma0[:, None] * _mm(q, S0j, PREC)
-                             + _mm(nCP0, d0, PREC))
-                    x1 = _act(zeta0, ACT)
-                    zq += _mm(beta1[:, None] * x1, W1j, PREC)
-                    zq += _mm(gamma1[:, None] * x1, _tile(S1i, j * TH, 0, DV, TH, DV), PREC)
-                    P1 += _mm(x1, tl.trans(a1), PREC)
+                P1 = _square(_saved(acts_ptr, i0, 2, L, NORM, BN, DV), 0, BN)
                 nCP1 = -(C1 * P1)
-                zq += _mm(nCP1, dlast, PREC)
                 dz1, dlw, dlb = _out_ln_bwd(zq, do, lw, DV, NORM)
                 dlnw_acc += dlw
                 dlnb_acc += dlb
@@ -256,11 +249,6 @@ if HAS_TRITON:
                 tl.store(dkb + t[:, None] * sg_t + rk_[None, :], dk, mask=mask[:, None])
             else:
                 # Depth 1: X = q, A = k, delta = dlast; tiles of TH input rows (columns of q and k).
-                for j in range(DK // TH):
-                    qj = _rows(qb, sq_t, t, mask, j * TH, TH)
-                    zq += _mm(beta0[:, None] * qj, _tile(W0i, j * TH, 0, DV, TH, DV), PREC)
-                    zq += _mm(gamma0[:, None] * qj, _tile(S0i, j * TH, 0, DV, TH, DV), PREC)
-                zq += _mm(nCP0, dlast, PREC)
                 dz, dlw, dlb = _out_ln_bwd(zq, do, lw, DV, NORM)
                 dlnw_acc += dlw
                 dlnb_acc += dlb
@@ -332,12 +320,13 @@ def q_transposed(BN: int, DK: int) -> bool:
     return BN * DK > 64 * 64
 
 
-def seq_backward_triton(do, dW_final, dS_final, q, k, v, packed, Ws, Ss, norm, act, residual, chunk):
+def seq_backward_triton(do, dW_final, dS_final, q, k, v, packed, Ws, Ss, acts, norm, act, residual, chunk):
     """Gradients of :func:`triton_seq.seq_forward_triton` (run with ``save=True``).
 
     Args:
         do ``[B, H, T, Dv]``; dW_final, dS_final: L tensors ``[B, H, d_in, d_out]`` or None, the gradients of the
-        final state; ``Ws``, ``Ss``: the forward's state buffers (every chunk's starting state).
+        final state; ``Ws``, ``Ss``, ``acts``: what the forward saved (every chunk's starting state, its
+        activations ``[B*H, N, saved_width]``).
     Returns:
         ``(dq, dk, dv, dpacked, dW, dS, (dlnw, dlnb))``: token gradients in the tokens' dtype, gradients of the
         packed coefficients, of the initial weights and momentum (float32, ``[B, H, d_in, d_out]``), of the norm.
@@ -364,7 +353,7 @@ def seq_backward_triton(do, dW_final, dS_final, q, k, v, packed, Ws, Ss, norm, a
         q, k, v, do, dq, dk, dv, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
         dq.stride(0), dq.stride(1), dq.stride(2), *packed, *dpacked,
-        Ws[0], Ss[0], Ws[i1], Ss[i1], dWs[0], dSs[0], dWs[i1], dSs[i1], stash,
+        Ws[0], Ss[0], Ws[i1], Ss[i1], dWs[0], dSs[0], dWs[i1], dSs[i1], stash, acts,
         lnw, lnb, dln, T, N, Ws[0].shape[1], BH, H, chunk)
     launch(_seq_bwd_kernel, (BH,), args, backward=True, L=L, BN=BN, DK=DK, DH=DH, DV=DV, ACT=_ACT[act],
            NORM=norm is not None, RES=residual, QT=q_transposed(BN, DK))

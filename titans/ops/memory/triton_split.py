@@ -20,20 +20,36 @@ path's terms are sums over tiles too). So launch ``c`` (chunks ``c = -1 .. N``),
 * ``j = 0`` also finishes chunk ``c - 1``'s output (the sum of partials, LayerNorm, residual);
 * launch ``-1`` only computes chunk 0's key partials, launch ``N`` only finishes the last output.
 
-No program waits for another within a launch; the launches order the chunks. The state buffers are those of
-``triton_seq.seq_forward_triton`` (every chunk's starting state when ``save``), so its backward applies unchanged.
+No program waits for another within a launch; the launches order the chunks. The state buffers and saved
+activations are those of ``triton_seq.seq_forward_triton`` (every chunk's starting state, keys through the memory,
+output before its norm and, at depth 2, ``P_1`` when ``save``: program ``j = 0`` writes the sums, ``P_1`` from
+per-tile partials like the output's), so its backward applies unchanged.
 """
 
 from __future__ import annotations
 
 from .triton_config import launch
-from .triton_seq import _ACT, HAS_TRITON, dims, forward_args
+from .triton_seq import _ACT, HAS_TRITON, dims
 
 if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from .triton_blocks import _act, _act_bwd, _coefs, _errors, _head_rows, _ln, _mm, _norm_params, _put, _rows, _tile
+    from .triton_blocks import (
+        _act,
+        _act_bwd,
+        _coefs,
+        _errors,
+        _head_rows,
+        _ln,
+        _mm,
+        _norm_params,
+        _put,
+        _put_square,
+        _rows,
+        _saved,
+        _tile,
+    )
 
     @triton.jit
     def _sum_parts(ptr, base, PMAX, NP: tl.constexpr, BN: tl.constexpr, DV: tl.constexpr):
@@ -52,11 +68,11 @@ if HAS_TRITON:
     @triton.jit(do_not_specialize=["T", "N", "NSLOT", "BH", "H", "CHUNK", "PMAX", "c"])
     def _split_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t,
                           so_b, so_h, so_t, bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr,
-                          W0_ptr, S0_ptr, W1_ptr, S1_ptr, lnw_ptr, lnb_ptr, zk_ptr, op_ptr,
+                          W0_ptr, S0_ptr, W1_ptr, S1_ptr, lnw_ptr, lnb_ptr, acts_ptr, zk_ptr, op_ptr, pp_ptr,
                           T, N, NSLOT, BH, H, CHUNK, PMAX, c,
                           L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
                           TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
-                          PREC: tl.constexpr):
+                          PREC: tl.constexpr, SAVE: tl.constexpr):
         pid = tl.program_id(0).to(tl.int64)
         j = tl.program_id(1)
         b, h, qb, kb, vb = _head_rows(pid, H, q_ptr, sq_b, sq_h, k_ptr, sk_b, sk_h, v_ptr, sv_b, sv_h)
@@ -86,6 +102,9 @@ if HAS_TRITON:
             si = pid * NSLOT + c % NSLOT
             so = pid * NSLOT + (c + 1) % NSLOT
             zk = _sum_parts(zk_ptr, (c % 2) * BH + pid, PMAX, NP, BN, DV)
+            if SAVE:  # noqa: SIM102 (SAVE is a constexpr, j is not)
+                if j == 0:
+                    _put(_saved(acts_ptr, pid * N + c, 0, L, NORM, BN, DV), 0, 0, DV, zk, BN, DV)
             dlast, e, xk, rk = _errors(zk, k, v, lw, lb, mask, DV, NORM, RES)
             beta0, gamma0, C0, cn0, mn0, bn0, gn0, hn0 = _coefs(bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr,
                                                                pid * N + c, BN)
@@ -111,8 +130,11 @@ if HAS_TRITON:
                 _put(W1_ptr + so * DH * DV, j * TH, 0, DV, W1n, TH, DV)
                 _put(S1_ptr + so * DH * DV, j * TH, 0, DV, hn1 * S1j - _mm(tl.trans(a1), mn1[:, None] * dlast, PREC),
                      TH, DV)
+                P1 = _mm(x1, tl.trans(a1), PREC)  # this tile's share of P_1 (a sum over tiles)
+                if SAVE:
+                    _put_part(pp_ptr, (c % 2) * BH + pid, PMAX, j, P1, BN, BN)
                 zq = (beta1[:, None] * _mm(x1, W1j, PREC) + gamma1[:, None] * _mm(x1, S1j, PREC)
-                      - _mm(C1 * _mm(x1, tl.trans(a1), PREC), dlast, PREC))
+                      - _mm(C1 * P1, dlast, PREC))
                 k2 = _rows(kb, sk_t, t2, mask2, 0, DK)
                 zk2 = _mm(_act(_mm(k2, G0n, PREC), ACT), W1n, PREC)
             else:
@@ -135,6 +157,12 @@ if HAS_TRITON:
             t = (c - 1) * CHUNK + rn
             mask = (rn < CHUNK) & (t < T)
             z = _sum_parts(op_ptr, ((c - 1) % 2) * BH + pid, PMAX, NP, BN, DV)
+            if SAVE:
+                if NORM:
+                    _put(_saved(acts_ptr, pid * N + c - 1, 1, L, NORM, BN, DV), 0, 0, DV, z, BN, DV)
+                if L == 2:
+                    _put_square(_saved(acts_ptr, pid * N + c - 1, 2, L, NORM, BN, DV), 0,
+                                _sum_parts(pp_ptr, ((c - 1) % 2) * BH + pid, PMAX, NP, BN, BN), BN)
             if NORM:
                 xq, rq = _ln(z, DV)
                 z = xq * lw[None, :] + lb[None, :]
@@ -143,19 +171,21 @@ if HAS_TRITON:
             tl.store(ob + t[:, None] * so_t + rv[None, :], z.to(o_ptr.dtype.element_ty), mask=mask[:, None])
 
 
-def split_forward_triton(q, k, v, packed, Ws, Ss, o, norm, act, residual, chunk, cfg):
-    """Fill ``o`` and the state buffers ``Ws``, ``Ss`` (slot 0: the starting state) over ``N`` chunks, one launch
-    per chunk (``triton_seq.seq_forward_triton`` prepares the buffers and calls this when ``cfg.split``).
+def split_forward_triton(fargs, q, v, Ws, act, residual, chunk, cfg, norm: bool, save: bool):
+    """Fill the output, the state buffers (slot 0: the starting state) and, when ``save``, the saved activations
+    over ``N`` chunks, one launch per chunk (``triton_seq.seq_forward_triton`` prepares ``fargs``, its
+    ``forward_args``, and calls this when ``cfg.split``).
 
-    Shapes: q, k ``[B, H, T, Dk]``, v, o ``[B, H, T, Dv]``; ``Ws``, ``Ss``: L float32 ``[B*H, NSLOT, d_in, d_out]``.
+    Shapes: q ``[B, H, T, Dk]``, v ``[B, H, T, Dv]``; ``Ws``: L float32 ``[B*H, NSLOT, d_in, d_out]``.
     """
     B, H, T, DK, DV, L, N, BN, BH, DH = dims(q, v, Ws, chunk)
     width = DH if L == 2 else DK
     pmax = width // 16  # the most tiles (launch may narrow the configured tile)
     zk = Ws[0].new_empty(2, BH, pmax, BN, DV)
     op = Ws[0].new_empty(2, BH, pmax, BN, DV)
-    head = (*forward_args(q, k, v, o, packed, Ws, Ss, norm), zk, op, T, N, Ws[0].shape[1], BH, H, chunk, pmax)
-    consts = dict(backward=False, L=L, BN=BN, DK=DK, DH=DH, DV=DV, ACT=_ACT[act], NORM=norm is not None,
-                  RES=residual)
+    pp = Ws[0].new_empty(2, BH, pmax, BN, BN) if save and L == 2 else zk  # P_1's partials, for the backward
+    head = (*fargs, zk, op, pp, T, N, Ws[0].shape[1], BH, H, chunk, pmax)
+    consts = dict(backward=False, L=L, BN=BN, DK=DK, DH=DH, DV=DV, ACT=_ACT[act], NORM=norm, RES=residual,
+                  SAVE=save)
     for c in range(-1, N + 1):  # the grid follows the tile that launched (launch narrows one the device refuses)
         launch(_split_fwd_kernel, lambda th: (BH, width // th), (*head, c), cfg=cfg, **consts)
