@@ -66,6 +66,8 @@ def report(paths) -> str:
                 cfg = "–" if cfg is None else cfg["fwd"] if name == "fwd" else f"{cfg['fwd']} / {cfg['bwd']}"
                 if row.get("triton forward split"):  # and the one-program-per-head forward's figure
                     cfg += f" (split: {row['triton forward split']}; unsplit {_num(row, f'triton-seq {name} tok_s')})"
+                if name == "fwd+bwd" and row.get("triton segments", 1) > 1:  # checkpointed: one extra forward
+                    cfg += f" ({row['triton segments']} segments)"
                 if row.get("triton fallback"):
                     cfg = "falls back to chunk"
                 lines.append(
