@@ -172,8 +172,9 @@ def check(T, H, D, depth, chunk) -> float:
 def candidates(D, depth, chunk) -> dict:
     """Launch configurations to time: ``{name: (forward config, backward config)}`` over the tile widths of
     ``triton_config.tile_width``: the first kernels' 4 warps (8 at 64-row chunks) with 3 stages, the same without
-    software pipelining, twice the warps without it, tf32x3 products in the forward, the current default, the
-    default with the register cap (``maxreg``, ``maxreg-bwd``), and the forward split over programs."""
+    software pipelining (also with the register cap), twice the warps without it, tf32x3 products in the forward,
+    the current default, the default with the register cap (``maxreg``, ``maxreg-bwd``), and the forward split over
+    programs."""
     kf, kb = kernel_keys(D, depth, chunk)
     tf, tb = tc.tile_width(*kf), tc.tile_width(*kb)
     w = 8 if kf[2] >= 64 else 4
@@ -181,6 +182,8 @@ def candidates(D, depth, chunk) -> dict:
     out = {f"w{w}-s3": old,
            f"w{w}-s1": (tc.KernelConfig(tf, w, 1), tc.KernelConfig(tb, w, 1)),
            f"w{2 * w}-s1": (tc.KernelConfig(tf, 2 * w, 1), tc.KernelConfig(tb, 2 * w, 1)),
+           # capped (all 255 registers): at 4 warps two programs fit an SM's registers
+           f"w{w}-s1-maxreg": (tc.KernelConfig(tf, w, 1, maxreg=True), tc.KernelConfig(tb, w, 1, maxreg=True)),
            # tf32x3 for the forward only: the backward with it hit an illegal memory access at 64-row chunks
            # (Triton 3.6, H100, 2026-11-26), which poisons the CUDA context of the whole run.
            "tf32x3-fwd": (tc.KernelConfig(tf, w, 1, "tf32x3"), old[1])}
