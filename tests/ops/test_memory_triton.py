@@ -86,6 +86,9 @@ def test_segments_under_activation_checkpointing_match_chunk(monkeypatch):
     import titans.ops.memory.triton_op as op
 
     assert op.SAVE_BUDGET_BYTES is None and op.save_budget(torch.device("cpu")) == 4 << 30
+    for total, budget in ((80 << 30, 5 << 30), (24 << 30, 4 << 30)):  # a sixteenth of the card, at least 4 GiB
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d, t=total: type("P", (), {"total_memory": t}))
+        assert op.save_budget(torch.device("cuda")) == budget
     monkeypatch.setattr(op, "SAVE_BUDGET_BYTES", 1)
     assert op._segment(11, [torch.zeros(1, 1, 4, 4)], torch.zeros(1, 1, 1, 4), 4, True) == 4
     inp, leaves = make_inputs(B=1, T=47, H=2, D=16, L=2, hidden=32, per_layer=True, norm=True, residual=True,
