@@ -5,6 +5,7 @@ the installed Triton and its bundled ptxas, and print shared memory, registers a
     python benchmarks/triton_resources.py --configs 2,16,64,256,64 --widths 64,32
     python benchmarks/triton_resources.py --registers --jobs 2  # registers and spills with and without the cap
     python benchmarks/triton_resources.py --candidates 64,2,64 --names default,w8  # the GPU tuning candidates
+    python benchmarks/triton_resources.py --layouts              # products by outputs per thread
 
 This is how ``triton_config.tile_width`` was chosen (an H100 allows 227 KB of shared memory per program). Figures
 depend on the Triton version: the lent GPUs have had Triton 3.6, and compiled with it (a second install put first on
@@ -30,8 +31,9 @@ from _common import table, write_results  # noqa: E402
 H100_SHARED = 227 * 1024
 
 
-def compile_report(fn, consts: dict, warps: int, stages: int, maxnreg: int | None = None) -> dict:
-    """Compile ``fn`` for sm_90 and read its resources (ptxas -v on the PTX for registers and spills)."""
+def compile_report(fn, consts: dict, warps: int, stages: int, maxnreg: int | None = None, ttgir: bool = False) -> dict:
+    """Compile ``fn`` for sm_90 and read its resources (ptxas -v on the PTX for registers and spills); ``ttgir``:
+    also return Triton's GPU IR (where it laid out each product, :func:`dot_layouts`)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -62,11 +64,38 @@ def compile_report(fn, consts: dict, warps: int, stages: int, maxnreg: int | Non
     spills = re.search(r"(\d+) bytes spill stores", info)
     return {"shared_KiB": k.metadata.shared / 1024, "fits_H100": k.metadata.shared <= H100_SHARED, "ptxas": info,
             "registers": int(regs.group(1)) if regs else None, "spill_store_bytes": int(spills.group(1)) if spills
-            else None}
+            else None, **({"ttgir": k.asm["ttgir"]} if ttgir else {})}
+
+
+def dot_layouts(ir: str) -> list[dict]:
+    """The float32 products (``tt.dot``) of a kernel's GPU IR, grouped by shape and result layout: how many, and the
+    block of outputs each thread computes (``sizePerThread``). A product on the CUDA cores (``ieee``) reads, per step
+    along K, a column of A and a row of B for its block from shared memory: ``a * b`` multiply-adds for ``a + b``
+    loads, the arithmetic per shared-memory load (tensor-core products, ``tf32x3``, have other layouts: ``mma``)."""
+    per_thread = {m.group(1): [int(x) for x in m.group(2).split(",")]
+                  for m in re.finditer(r"^#(\w+) = #ttg\.blocked<\{sizePerThread = \[([\d, ]+)\]", ir, re.M)}
+    pat = (r"tt\.dot [^:]*: tensor<(\d+)x(\d+)xf32, [^*]*\* tensor<\d+x(\d+)xf32, [^>]*>> -> "
+           r"tensor<\d+x\d+xf32, #(\w+)>")
+    groups: dict[tuple, int] = {}
+    for m in re.finditer(pat, ir):
+        M, K, N, layout = int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4)
+        key = (M, K, N, layout)
+        groups[key] = groups.get(key, 0) + 1
+    rows = []
+    for (M, K, N, layout), n in sorted(groups.items(), key=lambda x: -x[1]):
+        a, b = per_thread.get(layout, [0, 0])
+        rows.append({"product": f"[{M},{K}]x[{K},{N}]", "count": n, "layout": layout,
+                     "outputs per thread": f"{a}x{b}" if a else "mma",
+                     "FMA per shared load": round(a * b / (a + b), 2) if a else None})
+    wgmma = len(re.findall(r"= ttng\.warp_group_dot ", ir))  # Hopper's asynchronous tensor-core products
+    if wgmma:
+        rows.append({"product": "warp-group (wgmma)", "count": wgmma, "layout": "mma",
+                     "outputs per thread": "mma", "FMA per shared load": None})
+    return rows
 
 
 def compile_kernel(backward: bool, shape, cfg, th: int | None = None, precision: str | None = None,
-                   cap: int | None = None) -> dict:
+                   cap: int | None = None, ttgir: bool = False) -> dict:
     """:func:`compile_report` for the forward or backward kernel of ``shape = (L, BN, DK, DH, DV)`` under launch
     configuration ``cfg``: tile ``th`` (default the configuration's, at most the streamed width) and ``precision``
     (default as ``triton_config.launch`` passes it: ieee below ``TF32X3_MIN_TILE``); ``cap``: ``maxnreg``."""
@@ -82,7 +111,7 @@ def compile_kernel(backward: bool, shape, cfg, th: int | None = None, precision:
     else:  # as training runs it: saving what the backward needs
         consts["SAVE"] = True
     fn = triton_seq_bwd._seq_bwd_kernel if backward else triton_seq._seq_fwd_kernel
-    return compile_report(fn, consts, cfg.warps, cfg.stages, cap)
+    return compile_report(fn, consts, cfg.warps, cfg.stages, cap, ttgir)
 
 
 def _register_row(job) -> dict:
@@ -146,6 +175,31 @@ def candidates(sizes: str, names: str, out: str, jobs: int = 1) -> None:
     _run(_candidate_row, work, jobs, out)
 
 
+def _layout_rows(job) -> list[dict]:
+    from titans.ops.memory import triton_config
+
+    kind, shape = job
+    cfg = triton_config.default_config(kind == "bwd", *shape)
+    r = compile_kernel(kind == "bwd", shape, cfg, cap=triton_config.max_registers(cfg.warps) if cfg.maxreg else None,
+                       ttgir=True)
+    head = {"kernel": kind, **dict(zip(("L", "BN", "DK", "DH", "DV"), shape)), "config": str(cfg)}
+    return [{**head, **row} for row in dot_layouts(r.get("ttgir", ""))] or [{**head, "error": r.get("error")}]
+
+
+def layouts(configs: str, out: str, jobs: int = 1) -> None:
+    """Each kernel shape at its default configuration: its products grouped by shape and by how many outputs each
+    thread computes, hence multiply-adds per shared-memory load on the CUDA cores (:func:`dot_layouts`)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    shapes = [tuple(int(x) for x in spec.split(",")) for spec in configs.split(";")]
+    rows = []
+    with ProcessPoolExecutor(max(1, jobs)) as pool:
+        for part in pool.map(_layout_rows, [(kind, shape) for shape in shapes for kind in ("fwd", "bwd")]):
+            rows += part
+    print(table(rows, list(rows[0])))
+    write_results(out, {"triton": __import__("triton").__version__, "rows": rows})
+
+
 def registers(configs: str, out: str, jobs: int = 1) -> None:
     """Each kernel shape at its default configuration, compiled as it is and with ``maxnreg`` (the register cap of
     ``triton_config.KernelConfig.maxreg``): registers per thread and bytes of spill stores. ``jobs``: compiles run in
@@ -160,11 +214,14 @@ def main():
                     "2,16,128,512,128", help="'L,BN,DK,DH,DV;...' (memory depth, chunk rows, dims)")
     ap.add_argument("--widths", default="64,32,16", help="tile widths to try, widest first")
     ap.add_argument("--out", default=None, help="default benchmarks/results/triton_resources.json (with --registers: "
-                    "triton_registers.json, with --candidates: triton_candidates.json)")
+                    "triton_registers.json, with --candidates: triton_candidates.json, with --layouts: "
+                    "triton_layouts.json)")
     ap.add_argument("--registers", action="store_true", help="instead: each shape's default configuration compiled "
                     "as it is and with the register cap (KernelConfig.maxreg)")
     ap.add_argument("--candidates", default=None, metavar="SIZES", help="instead: the GPU benchmark's tuning "
                     "candidates at these 'D,depth,chunk;...' sizes, each kernel compiled with its configuration")
+    ap.add_argument("--layouts", action="store_true", help="instead: each shape's products at its default "
+                    "configuration, by outputs per thread (multiply-adds per shared-memory load)")
     ap.add_argument("--names", default="", help="with --candidates: only names starting with these (comma-separated)")
     ap.add_argument("--jobs", type=int, default=1, help="with --registers or --candidates: compile in this many "
                     "processes")
@@ -179,6 +236,9 @@ def main():
         return
     if args.registers:
         registers(args.configs, args.out or "benchmarks/results/triton_registers.json", args.jobs)
+        return
+    if args.layouts:
+        layouts(args.configs, args.out or "benchmarks/results/triton_layouts.json", args.jobs)
         return
     if args.candidates:
         candidates(args.candidates, args.names, args.out or "benchmarks/results/triton_candidates.json", args.jobs)
