@@ -107,7 +107,8 @@ def compile_kernel(backward: bool, shape, cfg, th: int | None = None, precision:
     consts = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, ACT=0, NORM=True, RES=True,
                   PREC=triton_config.PRECISIONS[precision])
     if backward:
-        consts["QT"] = triton_seq_bwd.q_transposed(BN, DK)
+        consts.update(QT=triton_seq_bwd.q_transposed(BN, DK), PRE=cfg.pre and L == 2,
+                      TP=triton_seq_bwd.pre_width(BN, DH))
     else:  # as training runs it: saving what the backward needs
         consts["SAVE"] = True
     fn = triton_seq_bwd._seq_bwd_kernel if backward else triton_seq._seq_fwd_kernel
@@ -176,25 +177,33 @@ def candidates(sizes: str, names: str, out: str, jobs: int = 1) -> None:
 
 
 def _layout_rows(job) -> list[dict]:
+    import dataclasses
+
     from titans.ops.memory import triton_config
 
     kind, shape = job
-    cfg = triton_config.default_config(kind == "bwd", *shape)
-    r = compile_kernel(kind == "bwd", shape, cfg, cap=triton_config.max_registers(cfg.warps) if cfg.maxreg else None,
+    backward = kind != "fwd"
+    cfg = triton_config.default_config(backward, *shape)
+    if kind == "bwd-pre":  # the GPU benchmark's "pre" candidate
+        cfg = dataclasses.replace(cfg, pre=True, stages=1)
+    r = compile_kernel(backward, shape, cfg, cap=triton_config.max_registers(cfg.warps) if cfg.maxreg else None,
                        ttgir=True)
     head = {"kernel": kind, **dict(zip(("L", "BN", "DK", "DH", "DV"), shape)), "config": str(cfg)}
     return [{**head, **row} for row in dot_layouts(r.get("ttgir", ""))] or [{**head, "error": r.get("error")}]
 
 
 def layouts(configs: str, out: str, jobs: int = 1) -> None:
-    """Each kernel shape at its default configuration: its products grouped by shape and by how many outputs each
-    thread computes, hence multiply-adds per shared-memory load on the CUDA cores (:func:`dot_layouts`)."""
+    """Each kernel shape at its default configuration (and at depth 2 the backward with its pre-pass, ``bwd-pre``):
+    its products grouped by shape and by how many outputs each thread computes, hence multiply-adds per
+    shared-memory load on the CUDA cores (:func:`dot_layouts`)."""
     from concurrent.futures import ProcessPoolExecutor
 
     shapes = [tuple(int(x) for x in spec.split(",")) for spec in configs.split(";")]
     rows = []
     with ProcessPoolExecutor(max(1, jobs)) as pool:
-        for part in pool.map(_layout_rows, [(kind, shape) for shape in shapes for kind in ("fwd", "bwd")]):
+        jobs = [(kind, shape) for shape in shapes for kind in ("fwd", "bwd", "bwd-pre") if kind != "bwd-pre"
+                or shape[0] == 2]
+        for part in pool.map(_layout_rows, jobs):
             rows += part
     print(table(rows, list(rows[0])))
     write_results(out, {"triton": __import__("triton").__version__, "rows": rows})

@@ -158,7 +158,7 @@ def _leaves(x):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("forward", ["seq", "split"])
+@pytest.mark.parametrize("forward", ["seq", "split", "pre"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("L,D,hidden,chunk", [(1, 64, 64, 16), (2, 64, 256, 16), (2, 64, 256, 64), (1, 128, 128, 64),
                                               (2, 128, 512, 16), (2, 128, 512, 64)])
@@ -169,10 +169,16 @@ def test_triton_on_cuda_realistic(monkeypatch, forward, dtype, tol, L, D, hidden
     than that (measured: gradients of k at depth 2, head dim 128, about 2e-5), twice the float32 reference's error:
     the kernel must be as accurate as the float32 reference, not more. ``forward``: one program per (batch row,
     head), or the forward split over programs (``triton_split.py``; by default only at few programs and some
-    shapes, ``triton_seq.SPLIT_FEW``)."""
+    shapes, ``triton_seq.SPLIT_FEW``), or (``pre``, depth 2) the backward with its pre-pass (``KernelConfig.pre``)."""
     import titans.ops.memory.triton_seq as ts
+    import titans.ops.memory.triton_seq_bwd as tb
 
-    monkeypatch.setattr(ts, "SPLIT_BELOW", 0 if forward == "seq" else 1 << 30)
+    if forward == "pre":
+        if L == 1:
+            pytest.skip("the pre-pass is a depth-2 backward's")
+        base = tb.config_for
+        monkeypatch.setattr(tb, "config_for", lambda *key: dataclasses.replace(base(*key), pre=True, stages=1))
+    monkeypatch.setattr(ts, "SPLIT_BELOW", 1 << 30 if forward == "split" else 0)
     inp, _ = make_inputs(B=2, T=1000, H=4, D=D, L=L, hidden=hidden, norm=True, residual=True, dtype=torch.float32)
     # A problem float32 can solve: with make_inputs' forgetting (alpha up to 0.05) a thousand tokens shrink a depth-2
     # memory towards zero, where the LayerNorm amplifies rounding and even ``chunk`` in float32 and float64 disagree
@@ -305,6 +311,8 @@ def test_default_configurations():
     with pytest.raises(ValueError, match="expected"):
         tc.KernelConfig.parse("32,4,1,ieee,split,split")
     assert str(tc.KernelConfig.parse("16,16,1,ieee,maxreg")) == "16,16,1,ieee,maxreg"
+    assert tc.KernelConfig.parse("16,8,1,ieee,maxreg,pre") == tc.KernelConfig(16, 8, 1, maxreg=True, pre=True)
+    assert str(tc.KernelConfig(16, 8, 1, pre=True)) == "16,8,1,ieee,pre"
     assert [tc.max_registers(w) for w in (4, 8, 16)] == [255, 255, 128]
 
 
@@ -418,6 +426,21 @@ def test_the_backward_with_q_transposed_matches_chunk(monkeypatch):
     inp, leaves = make_inputs(B=1, T=35, H=2, D=16, L=2, hidden=64, per_layer=True, norm=True, residual=True,
                               dtype=torch.float32, requires_grad=True)
     _compare(inp, leaves, 16, "gelu", 19)
+
+
+@pytest.mark.parametrize("L,chunk,T,cut,hidden", [(2, 16, 35, 19, 64), (2, 8, 29, 11, 128), (1, 16, 21, 7, 16)])
+def test_the_backward_with_its_pre_pass_matches_chunk(monkeypatch, L, chunk, T, cut, hidden):
+    """``KernelConfig.pre``: the backward forms the products of its main tile loop that need nothing the loop
+    accumulates before it, in wide tiles (``triton_seq_bwd.pre_width``; several tiles of pass C per wide tile in the
+    first two cases), and reads them there: the same gradients. Depth 1 ignores it."""
+    import titans.ops.memory.triton_seq_bwd as tb
+
+    base = tb.config_for
+    monkeypatch.setattr(tb, "config_for", lambda *key: dataclasses.replace(base(*key), pre=True, tile=16))
+    monkeypatch.setattr(tb, "pre_width", lambda BN, DH: min(DH, 32))
+    inp, leaves = make_inputs(B=1, T=T, H=2, D=16, L=L, hidden=hidden, per_layer=True, norm=True, residual=True,
+                              dtype=torch.float32, requires_grad=True)
+    _compare(inp, leaves, chunk, "silu", cut)
 
 
 @pytest.mark.parametrize("split", [False, True])

@@ -47,6 +47,32 @@ if HAS_TRITON:
             return tl.dot(a, b, input_precision="ieee")
 
     @triton.jit
+    def _prod(a, b, pre, slot: tl.constexpr, j, PRE: tl.constexpr, BN: tl.constexpr, DH: tl.constexpr,
+              TH: tl.constexpr, PREC: tl.constexpr):
+        """Tile ``j`` (``[BN, TH]``) of a product ``[BN, DH]``: ``a @ b`` (``a``'s rows times this tile of the
+        weights), or where the backward's pre-pass formed the whole product in wide tiles (``PRE``) its tile read
+        from that pass's scratch ``pre`` (``[slots, BN, DH]``, slot ``slot``)."""
+        if PRE:
+            return _tile(pre + slot * BN * DH, 0, j * TH, DH, BN, TH)
+        else:
+            return _mm(a, b, PREC)
+
+    @triton.jit
+    def _wide(a_rows, amask, b_ptr, b_rs, b_cs, K: tl.constexpr, BN: tl.constexpr, TP: tl.constexpr,
+              PREC: tl.constexpr):
+        """``A @ B`` ``[BN, TP]`` with both operands read from memory in slices of 16 along ``K``: row ``i`` of ``A``
+        at ``a_rows[i]`` (zero where ``~amask``), ``B[k, c]`` at ``b_ptr + k b_rs + c b_cs``. A product formed this
+        way holds only its ``[BN, TP]`` sum (4 x 4 outputs per thread at 8 warps where ``BN TP = 4096``, two
+        multiply-adds per shared-memory load) and slices of its operands."""
+        ks = tl.arange(0, 16)
+        c = tl.arange(0, TP)
+        acc = tl.zeros([BN, TP], dtype=tl.float32)
+        for s in range(K // 16):
+            a = tl.load(a_rows[:, None] + (s * 16 + ks)[None, :], mask=amask[:, None], other=0.0).to(tl.float32)
+            acc += _mm(a, tl.load(b_ptr + (s * 16 + ks)[:, None] * b_rs + c[None, :] * b_cs), PREC)
+        return acc
+
+    @triton.jit
     def _head_rows(pid, H, q_ptr, sq_b, sq_h, k_ptr, sk_b, sk_h, v_ptr, sv_b, sv_h):
         """``(b, h, qb, kb, vb)``: program ``pid``'s batch row and head and the bases of its q, k, v rows."""
         b = pid // H

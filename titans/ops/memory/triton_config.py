@@ -38,6 +38,10 @@ class KernelConfig:
     # ptxas of Triton 3.6 / 3.8 settled on 32-128 registers per thread for several of these kernels and spilled the
     # rest (docs/benchmarks.md: "Registers").
     maxreg: bool = False
+    # Backward at depth 2 only: form the ten products of its main tile loop that need nothing the loop accumulates
+    # before it, in wide tiles, into a scratch buffer the loop reads (triton_seq_bwd.pre_width; docs/benchmarks.md,
+    # "How the products are laid out"). Not yet timed on a GPU.
+    pre: bool = False
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -47,17 +51,19 @@ class KernelConfig:
 
     @classmethod
     def parse(cls, text: str) -> KernelConfig:
-        """``'TH,warps,stages[,precision[,split][,maxreg]]'``, e.g. ``'32,8,1,ieee'``, ``'32,4,1,ieee,split'``."""
+        """``'TH,warps,stages[,precision[,split][,maxreg][,pre]]'``, e.g. ``'32,8,1,ieee'``,
+        ``'32,4,1,ieee,split'``."""
         parts = text.split(",")
         flags = parts[4:]
-        if len(parts) < 3 or not set(flags) <= {"split", "maxreg"} or len(set(flags)) != len(flags):
-            raise ValueError(f"kernel config {text!r}: expected 'tile,warps,stages[,precision[,split][,maxreg]]'")
+        if len(parts) < 3 or not set(flags) <= {"split", "maxreg", "pre"} or len(set(flags)) != len(flags):
+            raise ValueError(f"kernel config {text!r}: expected "
+                             "'tile,warps,stages[,precision[,split][,maxreg][,pre]]'")
         return cls(int(parts[0]), int(parts[1]), int(parts[2]), *(parts[3:4] or ["ieee"]), split="split" in flags,
-                   maxreg="maxreg" in flags)
+                   maxreg="maxreg" in flags, pre="pre" in flags)
 
     def __str__(self) -> str:
         return (f"{self.tile},{self.warps},{self.stages},{self.precision}" + (",split" if self.split else "")
-                + (",maxreg" if self.maxreg else ""))
+                + (",maxreg" if self.maxreg else "") + (",pre" if self.pre else ""))
 
 
 def max_registers(warps: int) -> int:

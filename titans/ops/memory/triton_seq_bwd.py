@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import torch
 
-from .triton_config import launch
+from .triton_config import config_for, launch
+from .triton_pre import pre_scratch, pre_width
 from .triton_seq import _ACT, HAS_TRITON, dims
 
 if HAS_TRITON:
@@ -51,6 +52,7 @@ if HAS_TRITON:
         _mm,
         _norm_params,
         _out_ln_bwd,
+        _prod,
         _put,
         _put_coef_grads,
         _put_square,
@@ -60,6 +62,7 @@ if HAS_TRITON:
         _tile,
         _zero_coef_grads,
     )
+    from .triton_pre import _pre_tiles
 
     # Sizes are not specialized (one compiled kernel serves every length and batch).
     @triton.jit(do_not_specialize=["T", "N", "NSLOT", "BH", "H", "CHUNK"])
@@ -67,10 +70,10 @@ if HAS_TRITON:
                         sv_b, sv_h, sv_t, sdo_b, sdo_h, sdo_t, sg_b, sg_h, sg_t,
                         bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr, dbg_ptr, dC_ptr, dcn_ptr, dmn_ptr, dscal_ptr,
                         W0_ptr, S0_ptr, W1_ptr, S1_ptr, dW0_ptr, dS0_ptr, dW1_ptr, dS1_ptr, stash_ptr, acts_ptr,
-                        lnw_ptr, lnb_ptr, dln_ptr, T, N, NSLOT, BH, H, CHUNK,
+                        pre_ptr, lnw_ptr, lnb_ptr, dln_ptr, T, N, NSLOT, BH, H, CHUNK,
                         L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
                         TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
-                        PREC: tl.constexpr, QT: tl.constexpr):
+                        PREC: tl.constexpr, QT: tl.constexpr, PRE: tl.constexpr, TP: tl.constexpr):
         pid = tl.program_id(0).to(tl.int64)  # 64-bit offsets: the saved states pass 2**31 elements at 8K x 128
         b, h, qb, kb, vb = _head_rows(pid, H, q_ptr, sq_b, sq_h, k_ptr, sk_b, sk_h, v_ptr, sv_b, sv_h)
         rn = tl.arange(0, BN)
@@ -143,23 +146,32 @@ if HAS_TRITON:
                 dCP0 = tl.zeros([BN, BN], dtype=tl.float32)
                 da0 = tl.zeros([BN, DK], dtype=tl.float32)
                 dbeta1, dgamma1, dcn1, dmn1, dbn1, dgn1, dhn1 = _zero_coef_grads(BN)
+                pre = pre_ptr + pid * (10 * BN * DH + 2 * BN * DV)  # pre_scratch's layout
+                if PRE:  # Pass P: the products of pass C that need nothing it accumulates, in wide tiles.
+                    _put(pre + 10 * BN * DH, 0, 0, DV, dlast, BN, DV)
+                    _put(pre + 10 * BN * DH + BN * DV, 0, 0, DV, dz1, BN, DV)
+                    tl.debug_barrier()  # read back in slices by other threads
+                    for jp in range(DH // TP):
+                        _pre_tiles(pre, jp, kb + t * sk_t, qb + t * sq_t, mask, W0i, S0i, W1i, S1i, dW0i, dS0i,
+                                   dW1i, dS1i, BN, DK, DH, DV, TP, PREC)
+                    tl.debug_barrier()  # pass C reads what other threads wrote
                 # Pass C: per tile of the hidden width.
                 for j in range(DH // TH):
                     G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
                     S0j = _tile(S0i, 0, j * TH, DH, DK, TH)
                     W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
                     S1j = _tile(S1i, j * TH, 0, DV, TH, DV)
-                    z0 = _mm(k, G0j, PREC)
+                    z0 = _prod(k, G0j, pre, 0, j, PRE, BN, DH, TH, PREC)
                     a1 = _act(z0, ACT)
-                    t0 = _mm(dlast, tl.trans(W1j), PREC)
+                    t0 = _prod(dlast, tl.trans(W1j), pre, 1, j, PRE, BN, DH, TH, PREC)
                     d0 = _act_bwd(t0, z0, ACT)
-                    qG = _mm(q, G0j, PREC)
-                    qS = _mm(q, S0j, PREC)
+                    qG = _prod(q, G0j, pre, 2, j, PRE, BN, DH, TH, PREC)
+                    qS = _prod(q, S0j, pre, 3, j, PRE, BN, DH, TH, PREC)
                     zeta0 = beta0[:, None] * qG + gamma0[:, None] * qS + _mm(nCP0, d0, PREC)
                     x1 = _act(zeta0, ACT)
                     # Layer 1 (X = x1, A = a1, delta = dlast), this tile of its input rows.
-                    YW1 = _mm(dz1, tl.trans(W1j), PREC)
-                    YS1 = _mm(dz1, tl.trans(S1j), PREC)
+                    YW1 = _prod(dz1, tl.trans(W1j), pre, 4, j, PRE, BN, DH, TH, PREC)
+                    YS1 = _prod(dz1, tl.trans(S1j), pre, 5, j, PRE, BN, DH, TH, PREC)
                     dbeta1 += tl.sum(x1 * YW1, axis=1)
                     dgamma1 += tl.sum(x1 * YS1, axis=1)
                     dz0 = _act_bwd(beta1[:, None] * YW1 + gamma1[:, None] * YS1 + _mm(ndP1, a1, PREC), zeta0, ACT)
@@ -175,8 +187,8 @@ if HAS_TRITON:
                     dCP0 += _mm(dz0, tl.trans(d0), PREC)
                     dWp0 = _tile(dW0i, 0, j * TH, DH, DK, TH)
                     dSp0 = _tile(dS0i, 0, j * TH, DH, DK, TH)
-                    F1 = _mm(k, dWp0, PREC)
-                    F2 = _mm(k, dSp0, PREC)
+                    F1 = _prod(k, dWp0, pre, 6, j, PRE, BN, DH, TH, PREC)
+                    F2 = _prod(k, dSp0, pre, 7, j, PRE, BN, DH, TH, PREC)
                     dcn0 -= tl.sum(F1 * d0, axis=1)
                     dmn0 -= tl.sum(F2 * d0, axis=1)
                     dD0 = _mm(tl.trans(nCP0), dz0, PREC) - cn0[:, None] * F1 - mn0[:, None] * F2
@@ -195,8 +207,8 @@ if HAS_TRITON:
                     # Layer 1's end-of-chunk terms: sum((a1 dWp1) * dlast) is sum(a1 * (dlast dWp1^T)), per tile.
                     dWp1 = _tile(dW1i, j * TH, 0, DV, TH, DV)
                     dSp1 = _tile(dS1i, j * TH, 0, DV, TH, DV)
-                    dlW1 = _mm(dlast, tl.trans(dWp1), PREC)
-                    dlS1 = _mm(dlast, tl.trans(dSp1), PREC)
+                    dlW1 = _prod(dlast, tl.trans(dWp1), pre, 8, j, PRE, BN, DH, TH, PREC)
+                    dlS1 = _prod(dlast, tl.trans(dSp1), pre, 9, j, PRE, BN, DH, TH, PREC)
                     da1 -= cn1[:, None] * dlW1 + mn1[:, None] * dlS1
                     dcn1 -= tl.sum(a1 * dlW1, axis=1)
                     dmn1 -= tl.sum(a1 * dlS1, axis=1)
@@ -232,7 +244,7 @@ if HAS_TRITON:
                 for j in range(DH // TH):
                     G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
                     W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
-                    z0 = _mm(k, G0j, PREC)
+                    z0 = _prod(k, G0j, pre, 0, j, PRE, BN, DH, TH, PREC)
                     a1 = _act(z0, ACT)
                     dzk0 = _tile(stash_ptr + pid * 2 * BN * DH, 0, j * TH, DH, BN, TH)
                     da1 = _tile(stash_ptr + (pid * 2 + 1) * BN * DH, 0, j * TH, DH, BN, TH)
@@ -346,6 +358,9 @@ def seq_backward_triton(do, dW_final, dS_final, q, k, v, packed, Ws, Ss, acts, n
     grads = torch.zeros(3, B, H, T, max(DK, DV), dtype=f32, device=q.device)
     dq, dk, dv = grads[0], grads[1], grads[2]
     stash = torch.empty(BH, 2, BN, DH if L == 2 else 16, dtype=f32, device=q.device)
+    cfg = config_for(True, L, BN, DK, DH, DV)
+    use_pre = cfg.pre and L == 2
+    pre = pre_scratch(BH, BN, DH, DV, q.device) if use_pre else stash
     dln = torch.zeros(2, BH, DV, dtype=f32, device=q.device)
     lnw, lnb = (norm[0].contiguous(), norm[1].contiguous()) if norm is not None else (dln, dln)
     i1 = 1 if L == 2 else 0
@@ -353,10 +368,10 @@ def seq_backward_triton(do, dW_final, dS_final, q, k, v, packed, Ws, Ss, acts, n
         q, k, v, do, dq, dk, dv, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
         dq.stride(0), dq.stride(1), dq.stride(2), *packed, *dpacked,
-        Ws[0], Ss[0], Ws[i1], Ss[i1], dWs[0], dSs[0], dWs[i1], dSs[i1], stash, acts,
+        Ws[0], Ss[0], Ws[i1], Ss[i1], dWs[0], dSs[0], dWs[i1], dSs[i1], stash, acts, pre,
         lnw, lnb, dln, T, N, Ws[0].shape[1], BH, H, chunk)
-    launch(_seq_bwd_kernel, (BH,), args, backward=True, L=L, BN=BN, DK=DK, DH=DH, DV=DV, ACT=_ACT[act],
-           NORM=norm is not None, RES=residual, QT=q_transposed(BN, DK))
+    launch(_seq_bwd_kernel, (BH,), args, cfg=cfg, backward=True, L=L, BN=BN, DK=DK, DH=DH, DV=DV, ACT=_ACT[act],
+           NORM=norm is not None, RES=residual, QT=q_transposed(BN, DK), PRE=use_pre, TP=pre_width(BN, DH))
     dW = [g[:, 0].reshape(B, H, *g.shape[-2:]) for g in dWs]
     dS = [g[:, 0].reshape(B, H, *g.shape[-2:]) for g in dSs]
     dnorm = (None, None)
