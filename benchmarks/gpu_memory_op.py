@@ -173,8 +173,8 @@ def candidates(D, depth, chunk) -> dict:
     """Launch configurations to time: ``{name: (forward config, backward config)}`` over the tile widths of
     ``triton_config.tile_width``: the first kernels' 4 warps (8 at 64-row chunks) with 3 stages, the same without
     software pipelining (also with the register cap), twice the warps without it, tf32x3 products in the forward,
-    the current default, the default with the register cap (``maxreg``, ``maxreg-bwd``), at depth 2 the default
-    backward with its pre-pass (``pre``), and the forward split over programs."""
+    the current default, the default with the register cap (``maxreg``, ``maxreg-bwd``), the default backward with
+    its pre-pass (``pre``), and the forward split over programs."""
     kf, kb = kernel_keys(D, depth, chunk)
     tf, tb = tc.tile_width(*kf), tc.tile_width(*kb)
     w = 8 if kf[2] >= 64 else 4
@@ -197,9 +197,8 @@ def candidates(D, depth, chunk) -> dict:
                          ("maxreg-bwd", (default[0], dataclasses.replace(default[1], maxreg=True)))):
         if capped != default:  # the default has it already (triton_config.CAPPED)
             out[name] = capped
-    # At depth 2 the backward with its pre-pass (KernelConfig.pre; one stage: three do not fit at 64-row chunks).
-    if depth == 2:
-        out["pre"] = (default[0], dataclasses.replace(default[1], pre=True, stages=1))
+    # The backward with its pre-pass (KernelConfig.pre; one stage: three do not fit at depth 2 and 64-row chunks).
+    out["pre"] = (default[0], dataclasses.replace(default[1], pre=True, stages=1))
     # The forward split over programs (one launch per chunk, triton_split.py) with the default backward: tiles of
     # the streamed width and half of it, 4 and 8 warps.
     for th in sorted({tf, max(16, tf // 2)}):

@@ -107,8 +107,8 @@ def compile_kernel(backward: bool, shape, cfg, th: int | None = None, precision:
     consts = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, ACT=0, NORM=True, RES=True,
                   PREC=triton_config.PRECISIONS[precision])
     if backward:
-        consts.update(QT=triton_seq_bwd.q_transposed(BN, DK), PRE=cfg.pre and L == 2,
-                      TP=triton_seq_bwd.pre_width(BN, DH))
+        consts.update(QT=triton_seq_bwd.q_transposed(BN, DK), PRE=cfg.pre,
+                      TP=triton_seq_bwd.pre_width(BN, DH if L == 2 else DK))
     else:  # as training runs it: saving what the backward needs
         consts["SAVE"] = True
     fn = triton_seq_bwd._seq_bwd_kernel if backward else triton_seq._seq_fwd_kernel
@@ -193,7 +193,7 @@ def _layout_rows(job) -> list[dict]:
 
 
 def layouts(configs: str, out: str, jobs: int = 1) -> None:
-    """Each kernel shape at its default configuration (and at depth 2 the backward with its pre-pass, ``bwd-pre``):
+    """Each kernel shape at its default configuration (and the backward with its pre-pass, ``bwd-pre``):
     its products grouped by shape and by how many outputs each thread computes, hence multiply-adds per
     shared-memory load on the CUDA cores (:func:`dot_layouts`)."""
     from concurrent.futures import ProcessPoolExecutor
@@ -201,8 +201,7 @@ def layouts(configs: str, out: str, jobs: int = 1) -> None:
     shapes = [tuple(int(x) for x in spec.split(",")) for spec in configs.split(";")]
     rows = []
     with ProcessPoolExecutor(max(1, jobs)) as pool:
-        jobs = [(kind, shape) for shape in shapes for kind in ("fwd", "bwd", "bwd-pre") if kind != "bwd-pre"
-                or shape[0] == 2]
+        jobs = [(kind, shape) for shape in shapes for kind in ("fwd", "bwd", "bwd-pre")]
         for part in pool.map(_layout_rows, jobs):
             rows += part
     print(table(rows, list(rows[0])))

@@ -169,13 +169,11 @@ def test_triton_on_cuda_realistic(monkeypatch, forward, dtype, tol, L, D, hidden
     than that (measured: gradients of k at depth 2, head dim 128, about 2e-5), twice the float32 reference's error:
     the kernel must be as accurate as the float32 reference, not more. ``forward``: one program per (batch row,
     head), or the forward split over programs (``triton_split.py``; by default only at few programs and some
-    shapes, ``triton_seq.SPLIT_FEW``), or (``pre``, depth 2) the backward with its pre-pass (``KernelConfig.pre``)."""
+    shapes, ``triton_seq.SPLIT_FEW``), or (``pre``) the backward with its pre-pass (``KernelConfig.pre``)."""
     import titans.ops.memory.triton_seq as ts
     import titans.ops.memory.triton_seq_bwd as tb
 
     if forward == "pre":
-        if L == 1:
-            pytest.skip("the pre-pass is a depth-2 backward's")
         base = tb.config_for
         monkeypatch.setattr(tb, "config_for", lambda *key: dataclasses.replace(base(*key), pre=True, stages=1))
     monkeypatch.setattr(ts, "SPLIT_BELOW", 1 << 30 if forward == "split" else 0)
@@ -428,17 +426,18 @@ def test_the_backward_with_q_transposed_matches_chunk(monkeypatch):
     _compare(inp, leaves, 16, "gelu", 19)
 
 
-@pytest.mark.parametrize("L,chunk,T,cut,hidden", [(2, 16, 35, 19, 64), (2, 8, 29, 11, 128), (1, 16, 21, 7, 16)])
-def test_the_backward_with_its_pre_pass_matches_chunk(monkeypatch, L, chunk, T, cut, hidden):
-    """``KernelConfig.pre``: the backward forms the products of its main tile loop that need nothing the loop
-    accumulates before it, in wide tiles (``triton_seq_bwd.pre_width``; several tiles of pass C per wide tile in the
-    first two cases), and reads them there: the same gradients. Depth 1 ignores it."""
+@pytest.mark.parametrize("L,chunk,T,cut,D,hidden", [(2, 16, 35, 19, 16, 64), (2, 8, 29, 11, 16, 128),
+                                                    (1, 16, 37, 7, 64, 64), (1, 8, 21, 5, 16, 16)])
+def test_the_backward_with_its_pre_pass_matches_chunk(monkeypatch, L, chunk, T, cut, D, hidden):
+    """``KernelConfig.pre``: the backward forms the products of its tile loops that need nothing the loops
+    accumulate before them, in wide tiles (``triton_pre.py``; several loop tiles per wide tile, and several wide
+    tiles, but in the last case), and reads them there: the same outputs, state and gradients."""
     import titans.ops.memory.triton_seq_bwd as tb
 
     base = tb.config_for
     monkeypatch.setattr(tb, "config_for", lambda *key: dataclasses.replace(base(*key), pre=True, tile=16))
     monkeypatch.setattr(tb, "pre_width", lambda BN, DH: min(DH, 32))
-    inp, leaves = make_inputs(B=1, T=T, H=2, D=16, L=L, hidden=hidden, per_layer=True, norm=True, residual=True,
+    inp, leaves = make_inputs(B=1, T=T, H=2, D=D, L=L, hidden=hidden, per_layer=True, norm=True, residual=True,
                               dtype=torch.float32, requires_grad=True)
     _compare(inp, leaves, chunk, "silu", cut)
 

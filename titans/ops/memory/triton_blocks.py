@@ -58,17 +58,18 @@ if HAS_TRITON:
             return _mm(a, b, PREC)
 
     @triton.jit
-    def _wide(a_rows, amask, b_ptr, b_rs, b_cs, K: tl.constexpr, BN: tl.constexpr, TP: tl.constexpr,
+    def _wide(a_rows, a_ks, amask, b_ptr, b_rs, b_cs, K: tl.constexpr, BN: tl.constexpr, TP: tl.constexpr,
               PREC: tl.constexpr):
-        """``A @ B`` ``[BN, TP]`` with both operands read from memory in slices of 16 along ``K``: row ``i`` of ``A``
-        at ``a_rows[i]`` (zero where ``~amask``), ``B[k, c]`` at ``b_ptr + k b_rs + c b_cs``. A product formed this
-        way holds only its ``[BN, TP]`` sum (4 x 4 outputs per thread at 8 warps where ``BN TP = 4096``, two
+        """``A @ B`` ``[BN, TP]`` with both operands read from memory in slices of 16 along ``K``: ``A[i, k]`` at
+        ``a_rows[i] + k a_ks`` (zero where ``~amask``), ``B[k, c]`` at ``b_ptr + k b_rs + c b_cs``. A product formed
+        this way holds only its ``[BN, TP]`` sum (4 x 4 outputs per thread at 8 warps where ``BN TP = 4096``, two
         multiply-adds per shared-memory load) and slices of its operands."""
         ks = tl.arange(0, 16)
         c = tl.arange(0, TP)
         acc = tl.zeros([BN, TP], dtype=tl.float32)
         for s in range(K // 16):
-            a = tl.load(a_rows[:, None] + (s * 16 + ks)[None, :], mask=amask[:, None], other=0.0).to(tl.float32)
+            a = tl.load(a_rows[:, None] + (s * 16 + ks)[None, :] * a_ks, mask=amask[:, None],
+                        other=0.0).to(tl.float32)
             acc += _mm(a, tl.load(b_ptr + (s * 16 + ks)[:, None] * b_rs + c[None, :] * b_cs), PREC)
         return acc
 

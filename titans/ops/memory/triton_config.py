@@ -38,9 +38,9 @@ class KernelConfig:
     # ptxas of Triton 3.6 / 3.8 settled on 32-128 registers per thread for several of these kernels and spilled the
     # rest (docs/benchmarks.md: "Registers").
     maxreg: bool = False
-    # Backward at depth 2 only: form the ten products of its main tile loop that need nothing the loop accumulates
-    # before it, in wide tiles, into a scratch buffer the loop reads (triton_seq_bwd.pre_width; docs/benchmarks.md,
-    # "How the products are laid out"). Not yet timed on a GPU.
+    # Backward only: form the products of its tile loops that need nothing the loops accumulate before them, in
+    # wide tiles, into a scratch buffer the loops read (triton_pre.py; docs/benchmarks.md, "How the products are laid
+    # out"). Not yet timed on a GPU.
     pre: bool = False
 
     def __post_init__(self):

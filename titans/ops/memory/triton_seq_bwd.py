@@ -62,7 +62,7 @@ if HAS_TRITON:
         _tile,
         _zero_coef_grads,
     )
-    from .triton_pre import _pre_tiles
+    from .triton_pre import _pre_tiles, _pre_tiles1
 
     # Sizes are not specialized (one compiled kernel serves every length and batch).
     @triton.jit(do_not_specialize=["T", "N", "NSLOT", "BH", "H", "CHUNK"])
@@ -267,6 +267,18 @@ if HAS_TRITON:
                 dCP0 = _mm(dz, tl.trans(dlast), PREC)
                 _put_square(dC_ptr, i0, tl.where(lower, -dCP0 * P0, 0.0), BN)
                 ndP0 = -(dCP0 * C0)
+                pre = pre_ptr + pid * (9 * BN * DK + 3 * BN * DV + BN * BN)  # pre_scratch's layout
+                ops = pre + 7 * BN * DK
+                if PRE:  # Pass P: the loops' products that need nothing they accumulate, in wide tiles.
+                    _put(ops, 0, 0, DV, dz, BN, DV)
+                    _put(ops + BN * DV, 0, 0, DV, dlast, BN, DV)
+                    _put_square(ops + 3 * BN * DV, 0, ndP0, BN)
+                    _put(ops + 3 * BN * DV + BN * BN, 0, 0, DK, k, BN, DK)
+                    _put(ops + 3 * BN * DV + BN * BN + BN * DK, 0, 0, DK, q, BN, DK)
+                    tl.debug_barrier()  # read back in slices by other threads
+                    for jp in range(DK // TP):
+                        _pre_tiles1(pre, jp, ops, False, W0i, S0i, dW0i, dS0i, BN, DK, DV, TP, PREC)
+                    tl.debug_barrier()  # the loop reads what other threads wrote
                 # The end-of-chunk terms' products (cn0 k) dW and (mn0 k) dS go straight into dD0; their row sums
                 # sum((k dW) * dlast) = sum(k * (dlast dW^T)) are taken in the second loop, which forms dlast dW^T.
                 dD0 = _mm(tl.trans(nCP0), dz, PREC)
@@ -277,11 +289,11 @@ if HAS_TRITON:
                     Sj = _tile(S0i, j * TH, 0, DV, TH, DV)
                     dWp = _tile(dW0i, j * TH, 0, DV, TH, DV)
                     dSp = _tile(dS0i, j * TH, 0, DV, TH, DV)
-                    YW = _mm(dz, tl.trans(Wj), PREC)
-                    YS = _mm(dz, tl.trans(Sj), PREC)
+                    YW = _prod(dz, tl.trans(Wj), pre, 0, j, PRE, BN, DK, TH, PREC)
+                    YS = _prod(dz, tl.trans(Sj), pre, 1, j, PRE, BN, DK, TH, PREC)
                     dbeta0 += tl.sum(qj * YW, axis=1)
                     dgamma0 += tl.sum(qj * YS, axis=1)
-                    dqj = beta0[:, None] * YW + gamma0[:, None] * YS + _mm(ndP0, kj, PREC)
+                    dqj = beta0[:, None] * YW + gamma0[:, None] * YS + _prod(ndP0, kj, pre, 2, j, PRE, BN, DK, TH, PREC)
                     if RES:
                         dqj += _rows(dob, sdo_t, t, mask, j * TH, TH)
                     tl.store(dqb + t[:, None] * sg_t + (j * TH + tl.arange(0, TH))[None, :], dqj, mask=mask[:, None])
@@ -298,6 +310,11 @@ if HAS_TRITON:
                 dlnb_acc += dlb
                 if RES:  # the residual's share of dk, completed tile by tile below (same layout: no barrier)
                     tl.store(dkb + t[:, None] * sg_t + rv[None, :], dout, mask=mask[:, None])
+                if PRE:  # the second loop's product with df
+                    _put(ops + 2 * BN * DV, 0, 0, DV, df, BN, DV)
+                    tl.debug_barrier()
+                    for jp in range(DK // TP):
+                        _pre_tiles1(pre, jp, ops, True, W0i, S0i, dW0i, dS0i, BN, DK, DV, TP, PREC)
                 tl.debug_barrier()  # dW tiles (and dk) written above are read back below by other threads
                 for j in range(DK // TH):
                     qj = _rows(qb, sq_t, t, mask, j * TH, TH)
@@ -305,11 +322,12 @@ if HAS_TRITON:
                     Wj = _tile(W0i, j * TH, 0, DV, TH, DV)
                     dWp = _tile(dW0i, j * TH, 0, DV, TH, DV)
                     dSp = _tile(dS0i, j * TH, 0, DV, TH, DV)
-                    dlW = _mm(dlast, tl.trans(dWp), PREC)
-                    dlS = _mm(dlast, tl.trans(dSp), PREC)
+                    dlW = _prod(dlast, tl.trans(dWp), pre, 3, j, PRE, BN, DK, TH, PREC)
+                    dlS = _prod(dlast, tl.trans(dSp), pre, 4, j, PRE, BN, DK, TH, PREC)
                     dcn0 -= tl.sum(kj * dlW, axis=1)
                     dmn0 -= tl.sum(kj * dlS, axis=1)
-                    dkj = (_mm(df, tl.trans(Wj), PREC) + _mm(tl.trans(ndP0), qj, PREC) - cn0[:, None] * dlW
+                    dkj = (_prod(df, tl.trans(Wj), pre, 5, j, PRE, BN, DK, TH, PREC)
+                           + _prod(tl.trans(ndP0), qj, pre, 6, j, PRE, BN, DK, TH, PREC) - cn0[:, None] * dlW
                            - mn0[:, None] * dlS)
                     if RES:
                         dkj += _rows(dkb, sg_t, t, mask, j * TH, TH)
@@ -359,8 +377,7 @@ def seq_backward_triton(do, dW_final, dS_final, q, k, v, packed, Ws, Ss, acts, n
     dq, dk, dv = grads[0], grads[1], grads[2]
     stash = torch.empty(BH, 2, BN, DH if L == 2 else 16, dtype=f32, device=q.device)
     cfg = config_for(True, L, BN, DK, DH, DV)
-    use_pre = cfg.pre and L == 2
-    pre = pre_scratch(BH, BN, DH, DV, q.device) if use_pre else stash
+    pre = pre_scratch(L, BH, BN, DK, DH, DV, q.device) if cfg.pre else stash
     dln = torch.zeros(2, BH, DV, dtype=f32, device=q.device)
     lnw, lnb = (norm[0].contiguous(), norm[1].contiguous()) if norm is not None else (dln, dln)
     i1 = 1 if L == 2 else 0
@@ -371,7 +388,8 @@ def seq_backward_triton(do, dW_final, dS_final, q, k, v, packed, Ws, Ss, acts, n
         Ws[0], Ss[0], Ws[i1], Ss[i1], dWs[0], dSs[0], dWs[i1], dSs[i1], stash, acts, pre,
         lnw, lnb, dln, T, N, Ws[0].shape[1], BH, H, chunk)
     launch(_seq_bwd_kernel, (BH,), args, cfg=cfg, backward=True, L=L, BN=BN, DK=DK, DH=DH, DV=DV, ACT=_ACT[act],
-           NORM=norm is not None, RES=residual, QT=q_transposed(BN, DK), PRE=use_pre, TP=pre_width(BN, DH))
+           NORM=norm is not None, RES=residual, QT=q_transposed(BN, DK), PRE=cfg.pre,
+           TP=pre_width(BN, DH if L == 2 else DK))
     dW = [g[:, 0].reshape(B, H, *g.shape[-2:]) for g in dWs]
     dS = [g[:, 0].reshape(B, H, *g.shape[-2:]) for g in dSs]
     dnorm = (None, None)
