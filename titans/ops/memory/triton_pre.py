@@ -1,16 +1,16 @@
 """The backward's pass P (``KernelConfig.pre``, opt-in; ``triton_seq_bwd.py``).
 
 Ten of the products in the backward's main tile loop (pass C) have a head dim as their inner dimension and need
-nothing the loop accumulates: the keys and queries through this tile of the first layer (``k W0``, ``q W0``,
-``q S0``, ``k dW0``, ``k dS0``) and the errors and the output's gradient through the second layer transposed
-(``dlast W1^T``, ``dz1 W1^T``, ``dz1 S1^T``, ``dlast dW1^T``, ``dlast dS1^T``). In pass C they are ``[chunk, TH]``
-products with few outputs per thread (one per thread at 16-row chunks, 8 warps and 16-wide tiles: half a
-multiply-add per shared-memory load; docs/benchmarks.md, "How the products are laid out"). Pass P forms them before
-the loop in tiles of ``TP`` hidden columns (``chunk x TP = 4096`` outputs, a 4 x 4 block per thread), with both
-operands read from memory in slices of 16 along the inner dimension (``triton_blocks._wide``: only the sum and the
-slices on chip), into a per-program scratch that pass C reads tile by tile (``triton_blocks._prod``). At depth 1
-the same for seven products of its two tile loops (``_pre_tiles1``): the output's gradient and the errors through
-the weights transposed, and ``-dP`` against the keys and, transposed, the queries.
+nothing the loop accumulates: the keys and queries through this tile of the first layer (``k W0``, ``q W0``, ``q
+S0``, ``k dW0``, ``k dS0``) and the errors and the output's gradient through the second layer transposed (``dlast
+W1^T``, ``dz1 W1^T``, ``dz1 S1^T``, ``dlast dW1^T``, ``dlast dS1^T``). In pass C they are ``[chunk, TH]`` products
+with few outputs per thread (one per thread at 16-row chunks, 8 warps and 16-wide tiles: half a multiply-add per
+shared-memory load; docs/benchmarks.md, "How the products are laid out"). Pass P forms them before the loop in tiles
+of ``TP`` hidden columns (``chunk x TP = 4096`` outputs, a 4 x 4 block per thread at 8 warps), with both operands
+read from memory in slices of 16 along the inner dimension (``triton_blocks._wide``: only the sum and the slices on
+chip), into a per-program scratch that pass C reads tile by tile (``triton_blocks._prod``). At depth 1 the same for
+seven products of its two tile loops (``_pre_tiles1``): the output's gradient and the errors through the weights
+transposed, and ``-dP`` against the keys and, transposed, the queries.
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ def pre_scratch(L: int, BH: int, BN: int, DK: int, DH: int, DV: int, device) -> 
     return torch.empty(BH, n, dtype=torch.float32, device=device)
 
 
-def pre_width(BN: int, DH: int) -> int:
-    """Hidden columns per tile of pass P: ``BN x TP = 4096`` outputs, 16 per thread at 8 warps (a 4 x 4 block, two
-    multiply-adds per shared-memory load, against one or half in pass C's ``[BN, TH]`` products)."""
-    return min(DH, max(16, 4096 // BN))
+def pre_width(BN: int, width: int) -> int:
+    """Columns per tile of pass P (of the hidden width at depth 2, of the head dim at depth 1): ``BN x TP = 4096``
+    outputs, 16 per thread at 8 warps (a 4 x 4 block, two multiply-adds per shared-memory load, against one or half
+    in pass C's ``[BN, TH]`` products). Not timed on a GPU yet."""
+    return min(width, max(16, 4096 // BN))
 
 
 if HAS_TRITON:
