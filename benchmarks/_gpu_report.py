@@ -8,6 +8,11 @@ import os
 from titans.ops.memory.triton_seq import block_rows
 
 
+def memory_dims(D, depth) -> list[int]:
+    """The benchmark's memory: widths of its layers' inputs and output (expansion 4 at depth 2)."""
+    return [D] + [4 * D] * (depth - 1) + [D]
+
+
 def kernel_keys(D, depth, chunk):
     """The forward's and backward's configuration keys for a benchmark size (hidden width 4 D at depth 2)."""
     dims = (depth, block_rows(chunk), D, 4 * D if depth == 2 else D, D)
@@ -16,7 +21,7 @@ def kernel_keys(D, depth, chunk):
 
 def flops_per_token(D: int, depth: int, chunk: int, backward: bool) -> float:
     """Matmul FLOPs per token per head of the chunked form (forward; about 3x with the recomputing backward)."""
-    dims = [D] + [4 * D] * (depth - 1) + [D]
+    dims = memory_dims(D, depth)
     f = 0.0
     for l in range(depth):
         din, dout = dims[l], dims[l + 1]

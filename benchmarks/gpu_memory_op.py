@@ -41,7 +41,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import table, write_results  # noqa: E402
-from _gpu_report import flops_per_token, kernel_keys, report  # noqa: E402
+from _gpu_report import flops_per_token, kernel_keys, memory_dims, report  # noqa: E402
 
 from titans.ops import memory_update  # noqa: E402
 from titans.ops.memory import triton_config as tc  # noqa: E402
@@ -84,7 +84,7 @@ def inputs(B, T, H, D, depth, dtype=torch.float32, grad=False):
     v = torch.randn(B, T, H, D, device="cuda", generator=g)
     # Gentle forgetting keeps a depth-2 memory O(1), where float32 results are comparable (see the gpu tests).
     gates = [torch.rand(B, T, H, depth, device="cuda", generator=g) * s for s in (0.0005, 1.0, 0.03)]
-    dims = [D] + [4 * D] * (depth - 1) + [D]
+    dims = memory_dims(D, depth)
     W = tuple(torch.randn(B, H, dims[i], dims[i + 1], device="cuda", generator=g) / dims[i] ** 0.5
               for i in range(depth))
     norm = (torch.ones(H, D, device="cuda"), torch.zeros(H, D, device="cuda"))
@@ -98,7 +98,7 @@ def inputs(B, T, H, D, depth, dtype=torch.float32, grad=False):
 def segments(B, T, H, D, depth, chunk, device="cuda") -> int:
     """Checkpointed segments ``triton``'s forward+backward runs in at this size (``triton_op.save_budget``; 1: every
     chunk's state kept, more: one extra forward)."""
-    dims = [D] + [4 * D] * (depth - 1) + [D]
+    dims = memory_dims(D, depth)
     W = [torch.empty(B, H, dims[i], dims[i + 1], device="meta") for i in range(depth)]
     n = T // chunk
     with torch.enable_grad():

@@ -43,56 +43,90 @@ def pre_width(BN: int, width: int) -> int:
 
 
 if HAS_TRITON:
-    from .triton_blocks import _put, _wide
+    from .triton_blocks import _put, _put_square, _wide
 
     @triton.jit
-    def _pre_tiles(pre, jp, k_rows, q_rows, mask, W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i, dS1i, BN: tl.constexpr,
-                   DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr, TP: tl.constexpr, PREC: tl.constexpr):
-        """Pass P, wide tile ``jp`` (``TP`` hidden columns): the ten ``[BN, TP]`` products of pass C whose inner
-        dimension is a head dim, into slots 0-9 of the scratch ``pre``, in the order pass C reads them
-        (:func:`triton_blocks._prod`); ``dlast`` and ``dz1`` are read from its slots 10 and 11 (``[BN, DV]``)."""
-        rn = tl.arange(0, BN)
-        ones = rn < BN
-        dl_rows = pre + 10 * BN * DH + rn * DV
-        dz_rows = pre + 10 * BN * DH + BN * DV + rn * DV
-        c0 = jp * TP
-        _put(pre, 0, c0, DH, _wide(k_rows, 1, mask, W0i + c0, DH, 1, DK, BN, TP, PREC), BN, TP)
-        _put(pre + BN * DH, 0, c0, DH, _wide(dl_rows, 1, ones, W1i + c0 * DV, 1, DV, DV, BN, TP, PREC), BN, TP)
-        _put(pre + 2 * BN * DH, 0, c0, DH, _wide(q_rows, 1, mask, W0i + c0, DH, 1, DK, BN, TP, PREC), BN, TP)
-        _put(pre + 3 * BN * DH, 0, c0, DH, _wide(q_rows, 1, mask, S0i + c0, DH, 1, DK, BN, TP, PREC), BN, TP)
-        _put(pre + 4 * BN * DH, 0, c0, DH, _wide(dz_rows, 1, ones, W1i + c0 * DV, 1, DV, DV, BN, TP, PREC), BN, TP)
-        _put(pre + 5 * BN * DH, 0, c0, DH, _wide(dz_rows, 1, ones, S1i + c0 * DV, 1, DV, DV, BN, TP, PREC), BN, TP)
-        _put(pre + 6 * BN * DH, 0, c0, DH, _wide(k_rows, 1, mask, dW0i + c0, DH, 1, DK, BN, TP, PREC), BN, TP)
-        _put(pre + 7 * BN * DH, 0, c0, DH, _wide(k_rows, 1, mask, dS0i + c0, DH, 1, DK, BN, TP, PREC), BN, TP)
-        _put(pre + 8 * BN * DH, 0, c0, DH, _wide(dl_rows, 1, ones, dW1i + c0 * DV, 1, DV, DV, BN, TP, PREC), BN, TP)
-        _put(pre + 9 * BN * DH, 0, c0, DH, _wide(dl_rows, 1, ones, dS1i + c0 * DV, 1, DV, DV, BN, TP, PREC), BN, TP)
+    def _pre_base(pre_ptr, pid, L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr,
+                  DV: tl.constexpr):
+        """Program ``pid``'s part of the scratch (:func:`pre_scratch`'s sizes, in the kernel's constants)."""
+        per = (L - 1) * (10 * BN * DH + 2 * BN * DV) + (2 - L) * (9 * BN * DK + 3 * BN * DV + BN * BN)
+        return pre_ptr + pid * per
 
     @triton.jit
-    def _pre_tiles1(pre, jp, ops, LATE: tl.constexpr, W0i, S0i, dW0i, dS0i, BN: tl.constexpr, DK: tl.constexpr,
-                    DV: tl.constexpr, TP: tl.constexpr, PREC: tl.constexpr):
-        """Depth 1's pass P, wide tile ``jp`` (``TP`` input rows): the ``[BN, TP]`` products of the backward's two
-        tile loops whose inner dimension is a head dim or the chunk, into slots of ``pre`` (``[7, BN, DK]``): before
-        the first loop 0 ``dz W^T``, 1 ``dz S^T``, 2 ``-dP k``, 3 ``dlast dW^T``, 4 ``dlast dS^T``, 6 ``-dP^T q``;
-        before the second (``LATE``, once ``df`` is known) 5 ``df W^T``. Operands from ``ops``: ``dz``, ``dlast``,
-        ``df`` (``[BN, DV]`` each), ``-dP`` (``[BN, BN]``), ``k``, ``q`` (``[BN, DK]``, zero on padded rows)."""
+    def _pre_pass2(pre, dlast, dz1, k_rows, q_rows, mask, W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i, dS1i,
+                   BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr, TP: tl.constexpr,
+                   PREC: tl.constexpr):
+        """Pass P at depth 2, before pass C: ``dlast`` and ``dz1`` parked after the ten slots (read back in slices),
+        then the ten ``[BN, DH]`` products in tiles of ``TP`` columns into slots 0-9, in the order pass C reads them
+        (:func:`triton_blocks._prod`). ``k_rows``, ``q_rows``: the chunk's token rows (zero where ``~mask``)."""
+        dl = pre + 10 * BN * DH
+        dz = dl + BN * DV
+        _put(dl, 0, 0, DV, dlast, BN, DV)
+        _put(dz, 0, 0, DV, dz1, BN, DV)
+        tl.debug_barrier()  # read back in slices by other threads
         rn = tl.arange(0, BN)
         ones = rn < BN
-        c0 = jp * TP
+        for jp in range(DH // TP):
+            c0 = jp * TP
+            _put(pre, 0, c0, DH, _wide(k_rows, 1, mask, W0i + c0, DH, 1, DK, BN, TP, PREC), BN, TP)
+            _put(pre + BN * DH, 0, c0, DH, _wide(dl + rn * DV, 1, ones, W1i + c0 * DV, 1, DV, DV, BN, TP, PREC), BN,
+                 TP)
+            _put(pre + 2 * BN * DH, 0, c0, DH, _wide(q_rows, 1, mask, W0i + c0, DH, 1, DK, BN, TP, PREC), BN, TP)
+            _put(pre + 3 * BN * DH, 0, c0, DH, _wide(q_rows, 1, mask, S0i + c0, DH, 1, DK, BN, TP, PREC), BN, TP)
+            _put(pre + 4 * BN * DH, 0, c0, DH, _wide(dz + rn * DV, 1, ones, W1i + c0 * DV, 1, DV, DV, BN, TP, PREC),
+                 BN, TP)
+            _put(pre + 5 * BN * DH, 0, c0, DH, _wide(dz + rn * DV, 1, ones, S1i + c0 * DV, 1, DV, DV, BN, TP, PREC),
+                 BN, TP)
+            _put(pre + 6 * BN * DH, 0, c0, DH, _wide(k_rows, 1, mask, dW0i + c0, DH, 1, DK, BN, TP, PREC), BN, TP)
+            _put(pre + 7 * BN * DH, 0, c0, DH, _wide(k_rows, 1, mask, dS0i + c0, DH, 1, DK, BN, TP, PREC), BN, TP)
+            _put(pre + 8 * BN * DH, 0, c0, DH, _wide(dl + rn * DV, 1, ones, dW1i + c0 * DV, 1, DV, DV, BN, TP, PREC),
+                 BN, TP)
+            _put(pre + 9 * BN * DH, 0, c0, DH, _wide(dl + rn * DV, 1, ones, dS1i + c0 * DV, 1, DV, DV, BN, TP, PREC),
+                 BN, TP)
+        tl.debug_barrier()  # pass C reads what other threads wrote
+
+    @triton.jit
+    def _pre_pass1(pre, dz, dlast, ndP, k, q, W0i, S0i, dW0i, dS0i, BN: tl.constexpr, DK: tl.constexpr,
+                   DV: tl.constexpr, TP: tl.constexpr, PREC: tl.constexpr):
+        """Pass P at depth 1, before the first tile loop: the operands ``dz``, ``dlast`` (``[BN, DV]``), ``-dP``
+        (``[BN, BN]``), ``k``, ``q`` (``[BN, DK]``, zero on padded rows) parked after the seven slots, then in tiles of
+        ``TP`` input rows slot 0 ``dz W^T``, 1 ``dz S^T``, 2 ``-dP k``, 3 ``dlast dW^T``, 4 ``dlast dS^T``, 6 ``-dP^T
+        q`` (5, ``df W^T``, waits for ``df``: :func:`_pre_pass1_late`)."""
+        ops = pre + 7 * BN * DK
         nP = ops + 3 * BN * DV
         kq = nP + BN * BN
-        if LATE:
-            _put(pre + 5 * BN * DK, 0, c0, DK, _wide(ops + 2 * BN * DV + rn * DV, 1, ones, W0i + c0 * DV, 1, DV, DV,
-                                                     BN, TP, PREC), BN, TP)
-        else:
-            dz_rows = ops + rn * DV
-            dl_rows = ops + BN * DV + rn * DV
-            _put(pre, 0, c0, DK, _wide(dz_rows, 1, ones, W0i + c0 * DV, 1, DV, DV, BN, TP, PREC), BN, TP)
-            _put(pre + BN * DK, 0, c0, DK, _wide(dz_rows, 1, ones, S0i + c0 * DV, 1, DV, DV, BN, TP, PREC), BN, TP)
-            _put(pre + 2 * BN * DK, 0, c0, DK, _wide(nP + rn * BN, 1, ones, kq + c0, DK, 1, BN, BN, TP, PREC), BN,
+        _put(ops, 0, 0, DV, dz, BN, DV)
+        _put(ops + BN * DV, 0, 0, DV, dlast, BN, DV)
+        _put_square(nP, 0, ndP, BN)
+        _put(kq, 0, 0, DK, k, BN, DK)
+        _put(kq + BN * DK, 0, 0, DK, q, BN, DK)
+        tl.debug_barrier()  # read back in slices by other threads
+        rn = tl.arange(0, BN)
+        ones = rn < BN
+        for jp in range(DK // TP):
+            c0 = jp * TP
+            _put(pre, 0, c0, DK, _wide(ops + rn * DV, 1, ones, W0i + c0 * DV, 1, DV, DV, BN, TP, PREC), BN, TP)
+            _put(pre + BN * DK, 0, c0, DK, _wide(ops + rn * DV, 1, ones, S0i + c0 * DV, 1, DV, DV, BN, TP, PREC), BN,
                  TP)
-            _put(pre + 3 * BN * DK, 0, c0, DK, _wide(dl_rows, 1, ones, dW0i + c0 * DV, 1, DV, DV, BN, TP, PREC), BN,
-                 TP)
-            _put(pre + 4 * BN * DK, 0, c0, DK, _wide(dl_rows, 1, ones, dS0i + c0 * DV, 1, DV, DV, BN, TP, PREC), BN,
-                 TP)
+            _put(pre + 2 * BN * DK, 0, c0, DK, _wide(nP + rn * BN, 1, ones, kq + c0, DK, 1, BN, BN, TP, PREC), BN, TP)
+            _put(pre + 3 * BN * DK, 0, c0, DK, _wide(ops + BN * DV + rn * DV, 1, ones, dW0i + c0 * DV, 1, DV, DV, BN,
+                                                     TP, PREC), BN, TP)
+            _put(pre + 4 * BN * DK, 0, c0, DK, _wide(ops + BN * DV + rn * DV, 1, ones, dS0i + c0 * DV, 1, DV, DV, BN,
+                                                     TP, PREC), BN, TP)
             _put(pre + 6 * BN * DK, 0, c0, DK, _wide(nP + rn, BN, ones, kq + BN * DK + c0, DK, 1, BN, BN, TP, PREC),
                  BN, TP)
+        tl.debug_barrier()  # the loop reads what other threads wrote
+
+    @triton.jit
+    def _pre_pass1_late(pre, df, W0i, BN: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, TP: tl.constexpr,
+                        PREC: tl.constexpr):
+        """Pass P at depth 1, before the second tile loop: ``df`` parked in its operand slot, then slot 5 ``df W^T``."""
+        dfp = pre + 7 * BN * DK + 2 * BN * DV
+        _put(dfp, 0, 0, DV, df, BN, DV)
+        tl.debug_barrier()  # read back in slices by other threads
+        rn = tl.arange(0, BN)
+        for jp in range(DK // TP):
+            c0 = jp * TP
+            _put(pre + 5 * BN * DK, 0, c0, DK, _wide(dfp + rn * DV, 1, rn < BN, W0i + c0 * DV, 1, DV, DV, BN, TP,
+                                                     PREC), BN, TP)
+        tl.debug_barrier()  # the loop reads what other threads wrote

@@ -8,6 +8,8 @@ buffer, where it leaves the gradients of the state before the chunk for chunk ``
 weights are streamed in tiles of ``TH`` hidden columns (depth 2) or input rows (depth 1); the passes over the tiles
 are
 
+* P (opt-in, ``KernelConfig.pre``; ``triton_pre.py``): before C, the products of C (and at depth 1 of both loops)
+  that need nothing the loop accumulates, in wide tiles into a scratch the loops read;
 * C: per tile, the query path backward of both layers, the end-of-chunk terms and the delta chain; the gradients
   of ``S`` are complete here, those of ``W`` lack the key path, and two ``[chunk, TH]`` partials are stashed;
 * D: after the LayerNorm backward at the keys (which needs all tiles of C), the key path, completing ``dW``.
@@ -62,7 +64,7 @@ if HAS_TRITON:
         _tile,
         _zero_coef_grads,
     )
-    from .triton_pre import _pre_tiles, _pre_tiles1
+    from .triton_pre import _pre_base, _pre_pass1, _pre_pass1_late, _pre_pass2
 
     # Sizes are not specialized (one compiled kernel serves every length and batch).
     @triton.jit(do_not_specialize=["T", "N", "NSLOT", "BH", "H", "CHUNK"])
@@ -146,15 +148,10 @@ if HAS_TRITON:
                 dCP0 = tl.zeros([BN, BN], dtype=tl.float32)
                 da0 = tl.zeros([BN, DK], dtype=tl.float32)
                 dbeta1, dgamma1, dcn1, dmn1, dbn1, dgn1, dhn1 = _zero_coef_grads(BN)
-                pre = pre_ptr + pid * (10 * BN * DH + 2 * BN * DV)  # pre_scratch's layout
+                pre = _pre_base(pre_ptr, pid, L, BN, DK, DH, DV)
                 if PRE:  # Pass P: the products of pass C that need nothing it accumulates, in wide tiles.
-                    _put(pre + 10 * BN * DH, 0, 0, DV, dlast, BN, DV)
-                    _put(pre + 10 * BN * DH + BN * DV, 0, 0, DV, dz1, BN, DV)
-                    tl.debug_barrier()  # read back in slices by other threads
-                    for jp in range(DH // TP):
-                        _pre_tiles(pre, jp, kb + t * sk_t, qb + t * sq_t, mask, W0i, S0i, W1i, S1i, dW0i, dS0i,
-                                   dW1i, dS1i, BN, DK, DH, DV, TP, PREC)
-                    tl.debug_barrier()  # pass C reads what other threads wrote
+                    _pre_pass2(pre, dlast, dz1, kb + t * sk_t, qb + t * sq_t, mask, W0i, S0i, W1i, S1i, dW0i, dS0i,
+                               dW1i, dS1i, BN, DK, DH, DV, TP, PREC)
                 # Pass C: per tile of the hidden width.
                 for j in range(DH // TH):
                     G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
@@ -267,18 +264,9 @@ if HAS_TRITON:
                 dCP0 = _mm(dz, tl.trans(dlast), PREC)
                 _put_square(dC_ptr, i0, tl.where(lower, -dCP0 * P0, 0.0), BN)
                 ndP0 = -(dCP0 * C0)
-                pre = pre_ptr + pid * (9 * BN * DK + 3 * BN * DV + BN * BN)  # pre_scratch's layout
-                ops = pre + 7 * BN * DK
+                pre = _pre_base(pre_ptr, pid, L, BN, DK, DH, DV)
                 if PRE:  # Pass P: the loops' products that need nothing they accumulate, in wide tiles.
-                    _put(ops, 0, 0, DV, dz, BN, DV)
-                    _put(ops + BN * DV, 0, 0, DV, dlast, BN, DV)
-                    _put_square(ops + 3 * BN * DV, 0, ndP0, BN)
-                    _put(ops + 3 * BN * DV + BN * BN, 0, 0, DK, k, BN, DK)
-                    _put(ops + 3 * BN * DV + BN * BN + BN * DK, 0, 0, DK, q, BN, DK)
-                    tl.debug_barrier()  # read back in slices by other threads
-                    for jp in range(DK // TP):
-                        _pre_tiles1(pre, jp, ops, False, W0i, S0i, dW0i, dS0i, BN, DK, DV, TP, PREC)
-                    tl.debug_barrier()  # the loop reads what other threads wrote
+                    _pre_pass1(pre, dz, dlast, ndP0, k, q, W0i, S0i, dW0i, dS0i, BN, DK, DV, TP, PREC)
                 # The end-of-chunk terms' products (cn0 k) dW and (mn0 k) dS go straight into dD0; their row sums
                 # sum((k dW) * dlast) = sum(k * (dlast dW^T)) are taken in the second loop, which forms dlast dW^T.
                 dD0 = _mm(tl.trans(nCP0), dz, PREC)
@@ -311,10 +299,7 @@ if HAS_TRITON:
                 if RES:  # the residual's share of dk, completed tile by tile below (same layout: no barrier)
                     tl.store(dkb + t[:, None] * sg_t + rv[None, :], dout, mask=mask[:, None])
                 if PRE:  # the second loop's product with df
-                    _put(ops + 2 * BN * DV, 0, 0, DV, df, BN, DV)
-                    tl.debug_barrier()
-                    for jp in range(DK // TP):
-                        _pre_tiles1(pre, jp, ops, True, W0i, S0i, dW0i, dS0i, BN, DK, DV, TP, PREC)
+                    _pre_pass1_late(pre, df, W0i, BN, DK, DV, TP, PREC)
                 tl.debug_barrier()  # dW tiles (and dk) written above are read back below by other threads
                 for j in range(DK // TH):
                     qj = _rows(qb, sq_t, t, mask, j * TH, TH)
