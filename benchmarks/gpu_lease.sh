@@ -13,7 +13,10 @@
 # Optional environment: SIZES ('D,depth,chunk,T;...', default the grid at 8K then 2K), DEFAULT_TESTS=0 (skip the
 # first gpu tests), FINAL_TESTS=0 (skip step 4), BASELINES (gpu_memory_op's --baselines; '' for none),
 # TITANS_TRITON_CONFIGS (configurations from an earlier lease: their sizes are not re-tuned), CANDIDATES (tune
-# every size again, over only the candidates whose names start with these comma-separated prefixes).
+# every size again, over only the candidates whose names start with these comma-separated prefixes),
+# LAST_CANDIDATES (after step 3, in processes of their own and in the last LAST_S seconds (default 150) before step
+# 4: every size tuned over only these candidates, e.g. 'tf32x3-pre,default', then the gpu-marked tests of the
+# tf32x3 pass P; gpu_memory_op.RISKY: a candidate that may end the CUDA context ends only this step).
 # Logs and JSON go to $OUT (or /tmp/gpu_out). The wheels (ignored by git; the lent machine has torch, triton,
 # einops, numpy):
 #   echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
@@ -37,15 +40,19 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv |
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.log"
 GRID=(--lengths 8192,2048)
 [ -n "${SIZES:-}" ] && GRID=(--sizes "$SIZES")
+SIZES_ARG=("${GRID[@]}")
 [ -n "${CANDIDATES:-}" ] && GRID+=(--retune --candidates "$CANDIDATES")
+COMPILE=("${GRID[@]}")
+[ -n "${CANDIDATES:-}" ] && [ -n "${LAST_CANDIDATES:-}" ] \
+  && COMPILE=("${SIZES_ARG[@]}" --retune --candidates "$CANDIDATES,$LAST_CANDIDATES")
 PHASE1=$(( TOTAL * 2 / 5 ))
-for i in $(seq 0 9); do
-  timeout "$PHASE1" python3 benchmarks/gpu_memory_op.py --tune --compile-only "${GRID[@]}" --shard "$i/10" \
+for i in $(seq 0 9); do  # a kernel that crashes here ends only its shard
+  timeout "$PHASE1" python3 benchmarks/gpu_memory_op.py --tune --compile-only "${COMPILE[@]}" --shard "$i/10" \
     > "$OUT/compile_$i.log" 2>&1 &
 done
 if [ "${DEFAULT_TESTS:-1}" = 1 ]; then
-  env -u TITANS_TRITON_CONFIGS timeout "$PHASE1" python3 -m pytest -v -m gpu -p no:cacheprovider -n 5 \
-    tests/ops/test_memory_triton.py > "$OUT/gpu_tests.log" 2>&1
+  env -u TITANS_TRITON_CONFIGS timeout "$PHASE1" python3 -m pytest -v -m gpu -k "not tf32x3" -p no:cacheprovider \
+    -n 5 tests/ops/test_memory_triton.py > "$OUT/gpu_tests.log" 2>&1
   stamp "gpu tests (default configurations) rc=$?"
 fi
 wait
@@ -55,14 +62,28 @@ stamp "compiled ($(grep -c ^compiled "$OUT/compile.log") done, $(grep -c ^FAILED
 [ -n "${TITANS_TRITON_CONFIGS:-}" ] && cp "$TITANS_TRITON_CONFIGS" "$OUT/tuned.json"
 # Step 4 needs about 100 s; a tuned size can take a minute.
 RESERVE=$([ "${FINAL_TESTS:-1}" = 1 ] && echo 100 || echo 10)
+LAST=$([ -n "${LAST_CANDIDATES:-}" ] && echo "${LAST_S:-150}" || echo 0)
+RESERVE=$(( RESERVE + LAST ))
 timeout $(( $(left) - RESERVE )) python3 benchmarks/gpu_memory_op.py --tune --tune-out "$OUT/tuned.json" \
   "${GRID[@]}" --repeats 2 --budget-s $(( $(left) - RESERVE - 70 )) --out "$OUT/gpu_memory_op.json" \
   --baselines "${BASELINES-titans-pytorch,fla}" \
   > "$OUT/bench.log" 2>&1
 stamp "benchmark rc=$?"
 grep -v '^{' "$OUT/bench.log" | tail -25
+if [ "$LAST" -gt 0 ]; then  # two thirds of LAST_S timing, then the gpu tests of the tf32x3 pass P
+  timeout $(( $(left) - RESERVE + LAST * 2 / 3 )) python3 benchmarks/gpu_memory_op.py --tune --retune \
+    --candidates "$LAST_CANDIDATES" --tune-out "$OUT/tuned_last.json" "${SIZES_ARG[@]}" --repeats 2 \
+    --budget-s $(( $(left) - RESERVE + LAST * 2 / 3 - 60 )) --out "$OUT/gpu_memory_op_last.json" --baselines "" \
+    > "$OUT/bench_last.log" 2>&1
+  stamp "benchmark (LAST_CANDIDATES) rc=$?"
+  grep -v '^{' "$OUT/bench_last.log" | tail -12
+  timeout $(( $(left) - RESERVE + LAST )) python3 -m pytest -v -m gpu -k tf32x3 -p no:cacheprovider -n 6 \
+    tests/ops/test_memory_triton.py > "$OUT/gpu_tests_last.log" 2>&1
+  stamp "gpu tests (tf32x3 pass P) rc=$?"
+  tail -3 "$OUT/gpu_tests_last.log"
+fi
 if [ "${FINAL_TESTS:-1}" = 1 ] && [ -f "$OUT/tuned.json" ] && [ "$(left)" -gt 30 ]; then
-  TITANS_TRITON_CONFIGS="$OUT/tuned.json" timeout $(( $(left) - 5 )) python3 -m pytest -v -m gpu \
+  TITANS_TRITON_CONFIGS="$OUT/tuned.json" timeout $(( $(left) - 5 )) python3 -m pytest -v -m gpu -k "not tf32x3" \
     -p no:cacheprovider -n 6 tests/ops/test_memory_triton.py > "$OUT/gpu_tests_tuned.log" 2>&1
   stamp "gpu tests (tuned configurations) rc=$?"
   tail -3 "$OUT/gpu_tests_tuned.log"

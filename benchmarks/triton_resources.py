@@ -108,7 +108,7 @@ def compile_kernel(backward: bool, shape, cfg, th: int | None = None, precision:
                   PREC=triton_config.PRECISIONS[precision])
     if backward:
         consts.update(QT=triton_seq_bwd.q_transposed(BN, DK), PRE=cfg.pre,
-                      TP=triton_seq_bwd.pre_width(BN, DH if L == 2 else DK))
+                      TP=triton_seq_bwd.pre_width(BN, DH if L == 2 else DK), PPREC=triton_config.pre_precision(cfg))
     else:  # as training runs it: saving what the backward needs
         consts["SAVE"] = True
     fn = triton_seq_bwd._seq_bwd_kernel if backward else triton_seq._seq_fwd_kernel
@@ -184,8 +184,9 @@ def _layout_rows(job) -> list[dict]:
     kind, shape = job
     backward = kind != "fwd"
     cfg = triton_config.default_config(backward, *shape)
-    if kind == "bwd-pre":  # the GPU benchmark's "pre" candidate
-        cfg = dataclasses.replace(cfg, pre=True, stages=1)
+    if kind.startswith("bwd-pre"):  # the GPU benchmark's "pre" and "tf32x3-pre" candidates
+        cfg = dataclasses.replace(cfg, pre=True, stages=1, pre_precision=kind.removeprefix("bwd-pre-") if
+                                  kind != "bwd-pre" else "ieee")
     r = compile_kernel(backward, shape, cfg, cap=triton_config.max_registers(cfg.warps) if cfg.maxreg else None,
                        ttgir=True)
     head = {"kernel": kind, **dict(zip(("L", "BN", "DK", "DH", "DV"), shape)), "config": str(cfg)}
@@ -193,7 +194,8 @@ def _layout_rows(job) -> list[dict]:
 
 
 def layouts(configs: str, out: str, jobs: int = 1) -> None:
-    """Each kernel shape at its default configuration (and the backward with its pre-pass, ``bwd-pre``):
+    """Each kernel shape at its default configuration (and the backward with its pre-pass, ``bwd-pre``, and with
+    that pass's products on the tensor cores, ``bwd-pre-tf32x3``):
     its products grouped by shape and by how many outputs each thread computes, hence multiply-adds per
     shared-memory load on the CUDA cores (:func:`dot_layouts`)."""
     from concurrent.futures import ProcessPoolExecutor
@@ -201,7 +203,7 @@ def layouts(configs: str, out: str, jobs: int = 1) -> None:
     shapes = [tuple(int(x) for x in spec.split(",")) for spec in configs.split(";")]
     rows = []
     with ProcessPoolExecutor(max(1, jobs)) as pool:
-        jobs = [(kind, shape) for shape in shapes for kind in ("fwd", "bwd", "bwd-pre")]
+        jobs = [(kind, shape) for shape in shapes for kind in ("fwd", "bwd", "bwd-pre", "bwd-pre-tf32x3")]
         for part in pool.map(_layout_rows, jobs):
             rows += part
     print(table(rows, list(rows[0])))

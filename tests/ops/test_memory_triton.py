@@ -158,7 +158,7 @@ def _leaves(x):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("forward", ["seq", "split", "pre"])
+@pytest.mark.parametrize("forward", ["seq", "split", "pre", "pre-tf32x3"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("L,D,hidden,chunk", [(1, 64, 64, 16), (2, 64, 256, 16), (2, 64, 256, 64), (1, 128, 128, 64),
                                               (2, 128, 512, 16), (2, 128, 512, 64)])
@@ -169,13 +169,17 @@ def test_triton_on_cuda_realistic(monkeypatch, forward, dtype, tol, L, D, hidden
     than that (measured: gradients of k at depth 2, head dim 128, about 2e-5), twice the float32 reference's error:
     the kernel must be as accurate as the float32 reference, not more. ``forward``: one program per (batch row,
     head), or the forward split over programs (``triton_split.py``; by default only at few programs and some
-    shapes, ``triton_seq.SPLIT_FEW``), or (``pre``) the backward with its pre-pass (``KernelConfig.pre``)."""
+    shapes, ``triton_seq.SPLIT_FEW``), or (``pre``) the backward with its pre-pass (``KernelConfig.pre``), with its
+    products on the tensor cores (``pre-tf32x3``; ``benchmarks/gpu_lease.sh`` runs these in a later process: tf32x3
+    has ended runs in an illegal memory access)."""
     import titans.ops.memory.triton_seq as ts
     import titans.ops.memory.triton_seq_bwd as tb
 
-    if forward == "pre":
+    if forward.startswith("pre"):
         base = tb.config_for
-        monkeypatch.setattr(tb, "config_for", lambda *key: dataclasses.replace(base(*key), pre=True, stages=1))
+        prec = forward.removeprefix("pre-") if "-" in forward else "ieee"
+        monkeypatch.setattr(tb, "config_for", lambda *key: dataclasses.replace(base(*key), pre=True, stages=1,
+                                                                              pre_precision=prec))
     monkeypatch.setattr(ts, "SPLIT_BELOW", 1 << 30 if forward == "split" else 0)
     inp, _ = make_inputs(B=2, T=1000, H=4, D=D, L=L, hidden=hidden, norm=True, residual=True, dtype=torch.float32)
     # A problem float32 can solve: with make_inputs' forgetting (alpha up to 0.05) a thousand tokens shrink a depth-2
@@ -311,6 +315,17 @@ def test_default_configurations():
     assert str(tc.KernelConfig.parse("16,16,1,ieee,maxreg")) == "16,16,1,ieee,maxreg"
     assert tc.KernelConfig.parse("16,8,1,ieee,maxreg,pre") == tc.KernelConfig(16, 8, 1, maxreg=True, pre=True)
     assert str(tc.KernelConfig(16, 8, 1, pre=True)) == "16,8,1,ieee,pre"
+    pre3 = tc.KernelConfig(16, 8, 1, maxreg=True, pre=True, pre_precision="tf32x3")
+    assert tc.KernelConfig.parse("16,8,1,ieee,maxreg,pre-tf32x3") == pre3
+    assert str(pre3) == "16,8,1,ieee,maxreg,pre-tf32x3" and tc.pre_precision(pre3) == tc.PRECISIONS["tf32x3"]
+    assert tc.pre_precision(tc.KernelConfig(16, 8, 1)) == tc.PRECISIONS["ieee"]
+    for bad in ("16,8,1,ieee,pre,pre-tf32x3", "16,8,1,ieee,pre-tf32"):
+        with pytest.raises(ValueError, match="expected"):
+            tc.KernelConfig.parse(bad)
+    with pytest.raises(ValueError, match="pre_precision='tf32x3' needs pre=True"):
+        tc.KernelConfig(16, 8, 1, pre_precision="tf32x3")
+    with pytest.raises(ValueError, match="KernelConfig.pre_precision='tf32'"):
+        tc.KernelConfig(16, 8, 1, pre=True, pre_precision="tf32")
     assert [tc.max_registers(w) for w in (4, 8, 16)] == [255, 255, 128]
 
 
@@ -426,16 +441,20 @@ def test_the_backward_with_q_transposed_matches_chunk(monkeypatch):
     _compare(inp, leaves, 16, "gelu", 19)
 
 
-@pytest.mark.parametrize("L,chunk,T,cut,D,hidden", [(2, 16, 35, 19, 16, 64), (2, 8, 29, 11, 16, 128),
-                                                    (1, 16, 37, 7, 64, 64), (1, 8, 21, 5, 16, 16)])
-def test_the_backward_with_its_pre_pass_matches_chunk(monkeypatch, L, chunk, T, cut, D, hidden):
+@pytest.mark.parametrize("L,chunk,T,cut,D,hidden,prec", [
+    (2, 16, 35, 19, 16, 64, "ieee"), (2, 8, 29, 11, 16, 128, "ieee"), (1, 16, 37, 7, 64, 64, "ieee"),
+    (1, 8, 21, 5, 16, 16, "ieee"), (2, 16, 35, 19, 32, 64, "tf32x3"), (1, 16, 37, 7, 64, 64, "tf32x3")])
+def test_the_backward_with_its_pre_pass_matches_chunk(monkeypatch, L, chunk, T, cut, D, hidden, prec):
     """``KernelConfig.pre``: the backward forms the products of its tile loops that need nothing the loops
     accumulate before them, in wide tiles (``triton_pre.py``; several loop tiles per wide tile, and several wide
-    tiles, but in the last case), and reads them there: the same outputs, state and gradients."""
+    tiles, but in the fourth case), and reads them there: the same outputs, state and gradients. With ``tf32x3``
+    (``pre-tf32x3``) the products at least 32 wide along their inner dimension take it in 32-wide slices (the
+    interpreter's products are float32 whatever the precision: this checks the slicing, not the rounding)."""
     import titans.ops.memory.triton_seq_bwd as tb
 
     base = tb.config_for
-    monkeypatch.setattr(tb, "config_for", lambda *key: dataclasses.replace(base(*key), pre=True, tile=16))
+    monkeypatch.setattr(tb, "config_for", lambda *key: dataclasses.replace(base(*key), pre=True, tile=16,
+                                                                          pre_precision=prec))
     monkeypatch.setattr(tb, "pre_width", lambda BN, DH: min(DH, 32))
     inp, leaves = make_inputs(B=1, T=T, H=2, D=D, L=L, hidden=hidden, per_layer=True, norm=True, residual=True,
                               dtype=torch.float32, requires_grad=True)

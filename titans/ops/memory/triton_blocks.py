@@ -60,17 +60,28 @@ if HAS_TRITON:
     @triton.jit
     def _wide(a_rows, a_ks, amask, b_ptr, b_rs, b_cs, K: tl.constexpr, BN: tl.constexpr, TP: tl.constexpr,
               PREC: tl.constexpr):
-        """``A @ B`` ``[BN, TP]`` with both operands read from memory in slices of 16 along ``K``: ``A[i, k]`` at
+        """``A @ B`` ``[BN, TP]`` with both operands read from memory in slices along ``K``: ``A[i, k]`` at
         ``a_rows[i] + k a_ks`` (zero where ``~amask``), ``B[k, c]`` at ``b_ptr + k b_rs + c b_cs``. A product formed
         this way holds only its ``[BN, TP]`` sum (4 x 4 outputs per thread at 8 warps where ``BN TP = 4096``, two
-        multiply-adds per shared-memory load) and slices of its operands."""
-        ks = tl.arange(0, 16)
+        multiply-adds per shared-memory load) and slices of its operands: 16 wide, or with ``tf32x3`` (tensor cores)
+        32 wide, and ``ieee`` where ``K`` or ``TP`` is under 32 (tf32x3 products 16 wide ended in illegal memory
+        accesses on the H100: ``triton_config.TF32X3_MIN_TILE``)."""
+        if PREC == 1 and K >= 32 and TP >= 32:
+            return _wide_slices(a_rows, a_ks, amask, b_ptr, b_rs, b_cs, K, BN, TP, 32, 1)
+        else:
+            return _wide_slices(a_rows, a_ks, amask, b_ptr, b_rs, b_cs, K, BN, TP, 16, 0)
+
+    @triton.jit
+    def _wide_slices(a_rows, a_ks, amask, b_ptr, b_rs, b_cs, K: tl.constexpr, BN: tl.constexpr, TP: tl.constexpr,
+                     KS: tl.constexpr, PREC: tl.constexpr):
+        """:func:`_wide` in slices of ``KS`` along ``K`` with products of precision ``PREC``."""
+        ks = tl.arange(0, KS)
         c = tl.arange(0, TP)
         acc = tl.zeros([BN, TP], dtype=tl.float32)
-        for s in range(K // 16):
-            a = tl.load(a_rows[:, None] + (s * 16 + ks)[None, :] * a_ks, mask=amask[:, None],
+        for s in range(K // KS):
+            a = tl.load(a_rows[:, None] + (s * KS + ks)[None, :] * a_ks, mask=amask[:, None],
                         other=0.0).to(tl.float32)
-            acc += _mm(a, tl.load(b_ptr + (s * 16 + ks)[:, None] * b_rs + c[None, :] * b_cs), PREC)
+            acc += _mm(a, tl.load(b_ptr + (s * KS + ks)[:, None] * b_rs + c[None, :] * b_cs), PREC)
         return acc
 
     @triton.jit

@@ -42,33 +42,48 @@ class KernelConfig:
     # wide tiles, into a scratch buffer the loops read (triton_pre.py; docs/benchmarks.md, "How the products are laid
     # out"). Not yet timed on a GPU.
     pre: bool = False
+    # The precision of pass P's products (``pre-tf32x3``: tensor cores there, where the wide tiles leave the registers
+    # for them, while the tile loops stay ``precision``). Not yet timed on a GPU.
+    pre_precision: str = "ieee"
 
     def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"KernelConfig.precision={self.precision!r}: expected one of {sorted(PRECISIONS)}")
+        for field in ("precision", "pre_precision"):
+            if getattr(self, field) not in PRECISIONS:
+                raise ValueError(f"KernelConfig.{field}={getattr(self, field)!r}: expected one of {sorted(PRECISIONS)}")
+        if self.pre_precision != "ieee" and not self.pre:
+            raise ValueError(f"KernelConfig.pre_precision={self.pre_precision!r} needs pre=True (it is pass P's)")
         if self.tile < 16 or self.tile & (self.tile - 1):
             raise ValueError(f"KernelConfig.tile={self.tile}: expected a power of two >= 16")
 
     @classmethod
     def parse(cls, text: str) -> KernelConfig:
-        """``'TH,warps,stages[,precision[,split][,maxreg][,pre]]'``, e.g. ``'32,8,1,ieee'``,
-        ``'32,4,1,ieee,split'``."""
+        """``'TH,warps,stages[,precision[,split][,maxreg][,pre|,pre-tf32x3]]'``, e.g. ``'32,8,1,ieee'``,
+        ``'32,4,1,ieee,split'``, ``'16,8,1,ieee,maxreg,pre-tf32x3'``."""
         parts = text.split(",")
         flags = parts[4:]
-        if len(parts) < 3 or not set(flags) <= {"split", "maxreg", "pre"} or len(set(flags)) != len(flags):
+        if (len(parts) < 3 or not set(flags) <= {"split", "maxreg", "pre", "pre-tf32x3"}
+                or len(set(flags)) != len(flags) or {"pre", "pre-tf32x3"} <= set(flags)):
             raise ValueError(f"kernel config {text!r}: expected "
-                             "'tile,warps,stages[,precision[,split][,maxreg][,pre]]'")
+                             "'tile,warps,stages[,precision[,split][,maxreg][,pre|,pre-tf32x3]]'")
+        pre3 = "pre-tf32x3" in flags
         return cls(int(parts[0]), int(parts[1]), int(parts[2]), *(parts[3:4] or ["ieee"]), split="split" in flags,
-                   maxreg="maxreg" in flags, pre="pre" in flags)
+                   maxreg="maxreg" in flags, pre="pre" in flags or pre3, pre_precision="tf32x3" if pre3 else "ieee")
 
     def __str__(self) -> str:
+        pre = ",pre" + ("" if self.pre_precision == "ieee" else f"-{self.pre_precision}") if self.pre else ""
         return (f"{self.tile},{self.warps},{self.stages},{self.precision}" + (",split" if self.split else "")
-                + (",maxreg" if self.maxreg else "") + (",pre" if self.pre else ""))
+                + (",maxreg" if self.maxreg else "") + pre)
 
 
 def max_registers(warps: int) -> int:
     """Registers per thread that let one program of ``warps`` warps use a whole SM's 64K registers (at most 255)."""
     return min(255, 65536 // (32 * warps))
+
+
+def pre_precision(cfg: KernelConfig) -> int:
+    """The kernel constant of pass P's products (``PPREC``): :data:`PRECISIONS` of ``cfg.pre_precision`` (ieee
+    without pass P). ``triton_blocks._wide`` keeps ieee for products under 32 wide, as :func:`launch` does for tiles."""
+    return PRECISIONS[cfg.pre_precision if cfg.pre else "ieee"]
 
 
 def tile_width(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int) -> int:
@@ -129,8 +144,8 @@ def default_config(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int, c
         cfg = KernelConfig(16, 8, 1, maxreg=True)
     else:
         cfg = KernelConfig(tile_width(*key), 8, 3 if backward and BN >= 64 else 1)
-    if cfg.precision == "tf32x3" and tuple(capability) < (8, 0):
-        cfg = KernelConfig(cfg.tile, cfg.warps, cfg.stages)
+    if tuple(capability) < (8, 0):
+        cfg = dataclasses.replace(cfg, precision="ieee", pre_precision="ieee")
     return cfg
 
 

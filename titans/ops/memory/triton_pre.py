@@ -10,7 +10,9 @@ of ``TP`` hidden columns (``chunk x TP = 4096`` outputs, a 4 x 4 block per threa
 read from memory in slices of 16 along the inner dimension (``triton_blocks._wide``: only the sum and the slices on
 chip), into a per-program scratch that pass C reads tile by tile (``triton_blocks._prod``). At depth 1 the same for
 seven products of its two tile loops (``_pre_tiles1``): the output's gradient and the errors through the weights
-transposed, and ``-dP`` against the keys and, transposed, the queries.
+transposed, and ``-dP`` against the keys and, transposed, the queries. The products' precision is the kernel's
+``PPREC`` (``KernelConfig.pre_precision``: ``tf32x3`` puts them on the tensor cores, where the loops' registers do
+not allow it; ``_wide``).
 """
 
 from __future__ import annotations

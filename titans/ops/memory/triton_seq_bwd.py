@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import torch
 
-from .triton_config import config_for, launch
+from .triton_config import config_for, launch, pre_precision
 from .triton_pre import pre_scratch, pre_width
 from .triton_seq import _ACT, HAS_TRITON, dims
 
@@ -75,7 +75,8 @@ if HAS_TRITON:
                         pre_ptr, lnw_ptr, lnb_ptr, dln_ptr, T, N, NSLOT, BH, H, CHUNK,
                         L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
                         TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
-                        PREC: tl.constexpr, QT: tl.constexpr, PRE: tl.constexpr, TP: tl.constexpr):
+                        PREC: tl.constexpr, QT: tl.constexpr, PRE: tl.constexpr, TP: tl.constexpr,
+                        PPREC: tl.constexpr):
         pid = tl.program_id(0).to(tl.int64)  # 64-bit offsets: the saved states pass 2**31 elements at 8K x 128
         b, h, qb, kb, vb = _head_rows(pid, H, q_ptr, sq_b, sq_h, k_ptr, sk_b, sk_h, v_ptr, sv_b, sv_h)
         rn = tl.arange(0, BN)
@@ -151,7 +152,7 @@ if HAS_TRITON:
                 pre = _pre_base(pre_ptr, pid, L, BN, DK, DH, DV)
                 if PRE:  # Pass P: the products of pass C that need nothing it accumulates, in wide tiles.
                     _pre_pass2(pre, dlast, dz1, kb + t * sk_t, qb + t * sq_t, mask, W0i, S0i, W1i, S1i, dW0i, dS0i,
-                               dW1i, dS1i, BN, DK, DH, DV, TP, PREC)
+                               dW1i, dS1i, BN, DK, DH, DV, TP, PPREC)
                 # Pass C: per tile of the hidden width.
                 for j in range(DH // TH):
                     G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
@@ -266,7 +267,7 @@ if HAS_TRITON:
                 ndP0 = -(dCP0 * C0)
                 pre = _pre_base(pre_ptr, pid, L, BN, DK, DH, DV)
                 if PRE:  # Pass P: the loops' products that need nothing they accumulate, in wide tiles.
-                    _pre_pass1(pre, dz, dlast, ndP0, k, q, W0i, S0i, dW0i, dS0i, BN, DK, DV, TP, PREC)
+                    _pre_pass1(pre, dz, dlast, ndP0, k, q, W0i, S0i, dW0i, dS0i, BN, DK, DV, TP, PPREC)
                 # The end-of-chunk terms' products (cn0 k) dW and (mn0 k) dS go straight into dD0; their row sums
                 # sum((k dW) * dlast) = sum(k * (dlast dW^T)) are taken in the second loop, which forms dlast dW^T.
                 dD0 = _mm(tl.trans(nCP0), dz, PREC)
@@ -299,7 +300,7 @@ if HAS_TRITON:
                 if RES:  # the residual's share of dk, completed tile by tile below (same layout: no barrier)
                     tl.store(dkb + t[:, None] * sg_t + rv[None, :], dout, mask=mask[:, None])
                 if PRE:  # the second loop's product with df
-                    _pre_pass1_late(pre, df, W0i, BN, DK, DV, TP, PREC)
+                    _pre_pass1_late(pre, df, W0i, BN, DK, DV, TP, PPREC)
                 tl.debug_barrier()  # dW tiles (and dk) written above are read back below by other threads
                 for j in range(DK // TH):
                     qj = _rows(qb, sq_t, t, mask, j * TH, TH)
@@ -374,7 +375,7 @@ def seq_backward_triton(do, dW_final, dS_final, q, k, v, packed, Ws, Ss, acts, n
         lnw, lnb, dln, T, N, Ws[0].shape[1], BH, H, chunk)
     launch(_seq_bwd_kernel, (BH,), args, cfg=cfg, backward=True, L=L, BN=BN, DK=DK, DH=DH, DV=DV, ACT=_ACT[act],
            NORM=norm is not None, RES=residual, QT=q_transposed(BN, DK), PRE=cfg.pre,
-           TP=pre_width(BN, DH if L == 2 else DK))
+           TP=pre_width(BN, DH if L == 2 else DK), PPREC=pre_precision(cfg))
     dW = [g[:, 0].reshape(B, H, *g.shape[-2:]) for g in dWs]
     dS = [g[:, 0].reshape(B, H, *g.shape[-2:]) for g in dSs]
     dnorm = (None, None)
