@@ -14,9 +14,9 @@
 # first gpu tests), FINAL_TESTS=0 (skip step 4), BASELINES (gpu_memory_op's --baselines; '' for none),
 # TITANS_TRITON_CONFIGS (configurations from an earlier lease: their sizes are not re-tuned), CANDIDATES (tune
 # every size again, over only the candidates whose names start with these comma-separated prefixes),
-# LAST_CANDIDATES (after step 3, in processes of their own and in the last LAST_S seconds (default 150) before step
-# 4: every size tuned over only these candidates, e.g. 'tf32x3-pre,default', then the gpu-marked tests of the
-# tf32x3 pass P; gpu_memory_op.RISKY: a candidate that may end the CUDA context ends only this step).
+# LAST_CANDIDATES (after step 3, in the last LAST_S seconds (default 150) before step 4: every size tuned over each
+# of these candidates alone, a process per candidate, e.g. 'tf32x3-bwd,tf32x3-pre', then the gpu-marked tf32x3
+# tests; for gpu_memory_op.RISKY: a candidate that may end the CUDA context ends only its own process).
 # Logs and JSON go to $OUT (or /tmp/gpu_out). The wheels (ignored by git; the lent machine has torch, triton,
 # einops, numpy):
 #   echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
@@ -70,16 +70,20 @@ timeout $(( $(left) - RESERVE )) python3 benchmarks/gpu_memory_op.py --tune --tu
   > "$OUT/bench.log" 2>&1
 stamp "benchmark rc=$?"
 grep -v '^{' "$OUT/bench.log" | tail -25
-if [ "$LAST" -gt 0 ]; then  # two thirds of LAST_S timing, then the gpu tests of the tf32x3 pass P
-  timeout $(( $(left) - RESERVE + LAST * 2 / 3 )) python3 benchmarks/gpu_memory_op.py --tune --retune \
-    --candidates "$LAST_CANDIDATES" --tune-out "$OUT/tuned_last.json" "${SIZES_ARG[@]}" --repeats 2 \
-    --budget-s $(( $(left) - RESERVE + LAST * 2 / 3 - 60 )) --out "$OUT/gpu_memory_op_last.json" --baselines "" \
-    > "$OUT/bench_last.log" 2>&1
-  stamp "benchmark (LAST_CANDIDATES) rc=$?"
-  grep -v '^{' "$OUT/bench_last.log" | tail -12
+if [ "$LAST" -gt 0 ]; then  # two thirds of LAST_S timing (a process per candidate), then their gpu tests
+  IFS=, read -r -a NAMES <<< "$LAST_CANDIDATES"
+  for n in "${!NAMES[@]}"; do
+    name=${NAMES[$n]}
+    share=$(( ($(left) - RESERVE + LAST * 2 / 3) / (${#NAMES[@]} - n) ))
+    timeout "$share" python3 benchmarks/gpu_memory_op.py --tune --retune --candidates "$name" \
+      --tune-out "$OUT/tuned_$name.json" "${SIZES_ARG[@]}" --repeats 2 --budget-s $(( share - 40 )) \
+      --out "$OUT/gpu_memory_op_$name.json" --baselines "" > "$OUT/bench_$name.log" 2>&1
+    stamp "benchmark ($name) rc=$?"
+    grep -v '^{' "$OUT/bench_$name.log" | tail -8
+  done
   timeout $(( $(left) - RESERVE + LAST )) python3 -m pytest -v -m gpu -k tf32x3 -p no:cacheprovider -n 6 \
     tests/ops/test_memory_triton.py > "$OUT/gpu_tests_last.log" 2>&1
-  stamp "gpu tests (tf32x3 pass P) rc=$?"
+  stamp "gpu tests (tf32x3 backwards) rc=$?"
   tail -3 "$OUT/gpu_tests_last.log"
 fi
 if [ "${FINAL_TESTS:-1}" = 1 ] && [ -f "$OUT/tuned.json" ] && [ "$(left)" -gt 30 ]; then

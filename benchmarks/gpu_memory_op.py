@@ -174,8 +174,8 @@ def candidates(D, depth, chunk) -> dict:
     ``triton_config.tile_width``: the first kernels' 4 warps (8 at 64-row chunks) with 3 stages, the same without
     software pipelining (also with the register cap), twice the warps without it, tf32x3 products in the forward,
     the current default, the default with the register cap (``maxreg``, ``maxreg-bwd``), the default backward with
-    its pre-pass (``pre``) and with that pass's products on the tensor cores (``tf32x3-pre``, one of :data:`RISKY`),
-    and the forward split over programs."""
+    its pre-pass (``pre``), with that pass's products on the tensor cores (``tf32x3-pre``) and with every product
+    there (``tf32x3-bwd``; both :data:`RISKY`), and the forward split over programs."""
     kf, kb = kernel_keys(D, depth, chunk)
     tf, tb = tc.tile_width(*kf), tc.tile_width(*kb)
     w = 8 if kf[2] >= 64 else 4
@@ -202,6 +202,8 @@ def candidates(D, depth, chunk) -> dict:
     out["pre"] = (default[0], dataclasses.replace(default[1], pre=True, stages=1))
     # ... with pass P's products on the tensor cores (tf32x3; RISKY: timed only where named).
     out["tf32x3-pre"] = (default[0], dataclasses.replace(default[1], pre=True, pre_precision="tf32x3", stages=1))
+    # ... and every product of the backward there (triton_config.TENSOR_CORE_BACKWARD, RISKY).
+    out["tf32x3-bwd"] = (default[0], tc.KernelConfig.parse(tc.TENSOR_CORE_BACKWARD))
     # The forward split over programs (one launch per chunk, triton_split.py) with the default backward: tiles of
     # the streamed width and half of it, 4 and 8 warps.
     for th in sorted({tf, max(16, tf // 2)}):
@@ -218,7 +220,7 @@ ONLY: list[str] = []  # set by --candidates: time only the candidates whose name
 # Candidates --tune times only where --candidates names them in full: never run on a GPU, and with tf32x3 products,
 # which have ended runs in an illegal memory access (ending the CUDA context, hence every later candidate and size):
 # gpu_lease.sh times them in a process of their own (LAST_CANDIDATES).
-RISKY = {"tf32x3-pre"}
+RISKY = {"tf32x3-pre", "tf32x3-bwd"}
 
 
 RETUNE = []  # set by --retune: tune shapes with a measured default too

@@ -187,6 +187,8 @@ def _layout_rows(job) -> list[dict]:
     if kind.startswith("bwd-pre"):  # the GPU benchmark's "pre" and "tf32x3-pre" candidates
         cfg = dataclasses.replace(cfg, pre=True, stages=1, pre_precision=kind.removeprefix("bwd-pre-") if
                                   kind != "bwd-pre" else "ieee")
+    if kind == "bwd-tf32x3":  # and its "tf32x3-bwd"
+        cfg = triton_config.KernelConfig.parse(triton_config.TENSOR_CORE_BACKWARD)
     r = compile_kernel(backward, shape, cfg, cap=triton_config.max_registers(cfg.warps) if cfg.maxreg else None,
                        ttgir=True)
     head = {"kernel": kind, **dict(zip(("L", "BN", "DK", "DH", "DV"), shape)), "config": str(cfg)}
@@ -194,8 +196,8 @@ def _layout_rows(job) -> list[dict]:
 
 
 def layouts(configs: str, out: str, jobs: int = 1) -> None:
-    """Each kernel shape at its default configuration (and the backward with its pre-pass, ``bwd-pre``, and with
-    that pass's products on the tensor cores, ``bwd-pre-tf32x3``):
+    """Each kernel shape at its default configuration (and the backward with its pre-pass, ``bwd-pre``, with that
+    pass's products on the tensor cores, ``bwd-pre-tf32x3``, and with all of them, ``bwd-tf32x3``):
     its products grouped by shape and by how many outputs each thread computes, hence multiply-adds per
     shared-memory load on the CUDA cores (:func:`dot_layouts`)."""
     from concurrent.futures import ProcessPoolExecutor
@@ -203,7 +205,7 @@ def layouts(configs: str, out: str, jobs: int = 1) -> None:
     shapes = [tuple(int(x) for x in spec.split(",")) for spec in configs.split(";")]
     rows = []
     with ProcessPoolExecutor(max(1, jobs)) as pool:
-        jobs = [(kind, shape) for shape in shapes for kind in ("fwd", "bwd", "bwd-pre", "bwd-pre-tf32x3")]
+        jobs = [(kind, shape) for shape in shapes for kind in ("fwd", "bwd", "bwd-pre", "bwd-pre-tf32x3", "bwd-tf32x3")]
         for part in pool.map(_layout_rows, jobs):
             rows += part
     print(table(rows, list(rows[0])))

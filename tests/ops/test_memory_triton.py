@@ -158,7 +158,7 @@ def _leaves(x):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("forward", ["seq", "split", "pre", "pre-tf32x3"])
+@pytest.mark.parametrize("forward", ["seq", "split", "pre", "pre-tf32x3", "tf32x3-bwd"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("L,D,hidden,chunk", [(1, 64, 64, 16), (2, 64, 256, 16), (2, 64, 256, 64), (1, 128, 128, 64),
                                               (2, 128, 512, 16), (2, 128, 512, 64)])
@@ -170,12 +170,17 @@ def test_triton_on_cuda_realistic(monkeypatch, forward, dtype, tol, L, D, hidden
     the kernel must be as accurate as the float32 reference, not more. ``forward``: one program per (batch row,
     head), or the forward split over programs (``triton_split.py``; by default only at few programs and some
     shapes, ``triton_seq.SPLIT_FEW``), or (``pre``) the backward with its pre-pass (``KernelConfig.pre``), with its
-    products on the tensor cores (``pre-tf32x3``; ``benchmarks/gpu_lease.sh`` runs these in a later process: tf32x3
-    has ended runs in an illegal memory access)."""
+    products on the tensor cores (``pre-tf32x3``), or with every product of the backward there (``tf32x3-bwd``, the
+    GPU benchmark's candidate; ``benchmarks/gpu_lease.sh`` runs the tf32x3 ones in a later process: tf32x3 has ended
+    runs in an illegal memory access)."""
+    import titans.ops.memory.triton_config as tc
     import titans.ops.memory.triton_seq as ts
     import titans.ops.memory.triton_seq_bwd as tb
 
-    if forward.startswith("pre"):
+    if forward == "tf32x3-bwd":
+        cfg = tc.KernelConfig.parse(tc.TENSOR_CORE_BACKWARD)
+        monkeypatch.setattr(tb, "config_for", lambda *key: cfg)
+    elif forward.startswith("pre"):
         base = tb.config_for
         prec = forward.removeprefix("pre-") if "-" in forward else "ieee"
         monkeypatch.setattr(tb, "config_for", lambda *key: dataclasses.replace(base(*key), pre=True, stages=1,
@@ -443,18 +448,23 @@ def test_the_backward_with_q_transposed_matches_chunk(monkeypatch):
 
 @pytest.mark.parametrize("L,chunk,T,cut,D,hidden,prec", [
     (2, 16, 35, 19, 16, 64, "ieee"), (2, 8, 29, 11, 16, 128, "ieee"), (1, 16, 37, 7, 64, 64, "ieee"),
-    (1, 8, 21, 5, 16, 16, "ieee"), (2, 16, 35, 19, 32, 64, "tf32x3"), (1, 16, 37, 7, 64, 64, "tf32x3")])
+    (1, 8, 21, 5, 16, 16, "ieee"), (2, 16, 35, 19, 32, 64, "tf32x3"), (1, 16, 37, 7, 64, 64, "tf32x3"),
+    (2, 16, 35, 19, 32, 64, "tf32x3-bwd")])
 def test_the_backward_with_its_pre_pass_matches_chunk(monkeypatch, L, chunk, T, cut, D, hidden, prec):
     """``KernelConfig.pre``: the backward forms the products of its tile loops that need nothing the loops
     accumulate before them, in wide tiles (``triton_pre.py``; several loop tiles per wide tile, and several wide
     tiles, but in the fourth case), and reads them there: the same outputs, state and gradients. With ``tf32x3``
     (``pre-tf32x3``) the products at least 32 wide along their inner dimension take it in 32-wide slices (the
-    interpreter's products are float32 whatever the precision: this checks the slicing, not the rounding)."""
+    interpreter's products are float32 whatever the precision: this checks the slicing, not the rounding);
+    ``tf32x3-bwd``: ``triton_config.TENSOR_CORE_BACKWARD`` (32-wide tiles, tf32x3 products in the loops too)."""
+    import titans.ops.memory.triton_config as tc
     import titans.ops.memory.triton_seq_bwd as tb
 
     base = tb.config_for
-    monkeypatch.setattr(tb, "config_for", lambda *key: dataclasses.replace(base(*key), pre=True, tile=16,
-                                                                          pre_precision=prec))
+    cfg = lambda *key: dataclasses.replace(base(*key), pre=True, tile=16, pre_precision=prec)  # noqa: E731
+    if prec == "tf32x3-bwd":
+        cfg = lambda *key: tc.KernelConfig.parse(tc.TENSOR_CORE_BACKWARD)  # noqa: E731
+    monkeypatch.setattr(tb, "config_for", cfg)
     monkeypatch.setattr(tb, "pre_width", lambda BN, DH: min(DH, 32))
     inp, leaves = make_inputs(B=1, T=T, H=2, D=D, L=L, hidden=hidden, per_layer=True, norm=True, residual=True,
                               dtype=torch.float32, requires_grad=True)
