@@ -113,11 +113,11 @@ TUNED = {
 # CUDA context; they ran and agreed with ``chunk`` at depth 1 in a 16-wide tile and in 32- and 64-wide tiles, and were
 # the fastest only in a 32-wide one. So 16-wide tiles use ieee.
 TF32X3_MIN_TILE = 32
-# The backward with every product on the tensor cores: 32-wide tiles (tf32x3 ran in 16-wide ones only as ieee,
-# above), the register cap, pass P in tf32x3 too. Compiled offline (benchmarks/triton_resources.py --candidates ...
-# --names tf32x3-bwd) it spills about twice the bytes of the default at depth 2 / head dim 64 / 64-row chunks, and
-# needs more shared memory than an H100 has at depth 1 / head dim 128 / 64-row chunks (launch then halves the tile,
-# and the loops run ieee). A tuning candidate (GPU benchmark: tf32x3-bwd), not yet timed.
+# The backward with every product on the tensor cores: 32-wide tiles (16-wide ones run tf32x3 as ieee, above), the
+# register cap, pass P in tf32x3 too. Compiled offline (benchmarks/triton_resources.py --candidates ... --names
+# tf32x3-bwd) it spills about twice the bytes of the default at depth 2 / head dim 64 / 64-row chunks, and at head
+# dim 128 with 64-row chunks needs more shared memory than an H100 has (launch then halves the tile, and the loops
+# run ieee). A tuning candidate (the GPU benchmark's tf32x3-bwd), not yet timed.
 TENSOR_CORE_BACKWARD = "32,8,1,tf32x3,maxreg,pre-tf32x3"
 # Backward kernel shapes whose TUNED configuration gets the register cap (KernelConfig.maxreg) on top. Compiled
 # offline as the lent H100 compiles it (Triton 3.6, sm_90, the JIT's divisibility specialization;
