@@ -198,10 +198,11 @@ def candidates(D, depth, chunk) -> dict:
                          ("maxreg-bwd", (default[0], dataclasses.replace(default[1], maxreg=True)))):
         if capped != default:  # the default has it already (triton_config.CAPPED)
             out[name] = capped
-    # The backward with its pre-pass (KernelConfig.pre; one stage: three do not fit at depth 2 and 64-row chunks).
-    out["pre"] = (default[0], dataclasses.replace(default[1], pre=True, stages=1))
+    # The backward with its pre-pass (KernelConfig.pre; the default's stages, at most triton_config.PRE_MAX_STAGES).
+    stages = min(default[1].stages, tc.PRE_MAX_STAGES)
+    out["pre"] = (default[0], dataclasses.replace(default[1], pre=True, stages=stages))
     # ... with pass P's products on the tensor cores (tf32x3; RISKY: timed only where named).
-    out["tf32x3-pre"] = (default[0], dataclasses.replace(default[1], pre=True, pre_precision="tf32x3", stages=1))
+    out["tf32x3-pre"] = (default[0], dataclasses.replace(default[1], pre=True, pre_precision="tf32x3", stages=stages))
     # ... and every product of the backward there (triton_config.TENSOR_CORE_BACKWARD, RISKY).
     out["tf32x3-bwd"] = (default[0], tc.KernelConfig.parse(tc.TENSOR_CORE_BACKWARD))
     # The forward split over programs (one launch per chunk, triton_split.py) with the default backward: tiles of

@@ -185,8 +185,8 @@ def _layout_rows(job) -> list[dict]:
     backward = kind != "fwd"
     cfg = triton_config.default_config(backward, *shape)
     if kind.startswith("bwd-pre"):  # the GPU benchmark's "pre" and "tf32x3-pre" candidates
-        cfg = dataclasses.replace(cfg, pre=True, stages=1, pre_precision=kind.removeprefix("bwd-pre-") if
-                                  kind != "bwd-pre" else "ieee")
+        cfg = dataclasses.replace(cfg, pre=True, stages=min(cfg.stages, triton_config.PRE_MAX_STAGES),
+                                  pre_precision=kind.removeprefix("bwd-pre-") if kind != "bwd-pre" else "ieee")
     if kind == "bwd-tf32x3":  # and its "tf32x3-bwd"
         cfg = triton_config.KernelConfig.parse(triton_config.TENSOR_CORE_BACKWARD)
     r = compile_kernel(backward, shape, cfg, cap=triton_config.max_registers(cfg.warps) if cfg.maxreg else None,

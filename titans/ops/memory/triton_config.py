@@ -113,6 +113,10 @@ TUNED = {
 # CUDA context; they ran and agreed with ``chunk`` at depth 1 in a 16-wide tile and in 32- and 64-wide tiles, and were
 # the fastest only in a 32-wide one. So 16-wide tiles use ieee.
 TF32X3_MIN_TILE = 32
+# Pipeline stages at most with pass P (KernelConfig.pre): at depth 2 / head dim 64 / 64-row chunks, whose default
+# backward has 3 stages, pass P's scratch reads need 232 KB of shared memory at 3 (more than an H100's 227) and 188
+# KB at 2 (offline compile, Triton 3.6; benchmarks/triton_resources.py --candidates 64,2,64 --names pre).
+PRE_MAX_STAGES = 2
 # The backward with every product on the tensor cores: 32-wide tiles (16-wide ones run tf32x3 as ieee, above), the
 # register cap, pass P in tf32x3 too. Compiled offline (benchmarks/triton_resources.py --candidates ... --names
 # tf32x3-bwd) it spills about twice the bytes of the default at depth 2 / head dim 64 / 64-row chunks, and at head
