@@ -24,7 +24,9 @@ also times each candidate launch configuration
 (:func:`candidates`: tile width, warps, pipeline stages, dot precision; ``titans.ops.memory.triton_config``) that
 agrees with ``chunk`` to 1e-5, keeps the fastest forward and the fastest backward (backward time = forward+backward
 minus forward), and measures the row with them; the choices are written to ``--tune-out``, a file that
-``TITANS_TRITON_CONFIGS`` loads.
+``TITANS_TRITON_CONFIGS`` loads. The candidates in :data:`RISKY` (tf32x3 backwards, which may end the process's CUDA
+context) are timed only where ``--candidates`` names them in full; ``gpu_lease.sh`` runs each in a process of its
+own (``LAST_CANDIDATES``).
 """
 
 from __future__ import annotations
