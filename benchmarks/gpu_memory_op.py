@@ -175,7 +175,8 @@ def candidates(D, depth, chunk) -> dict:
     """Launch configurations to time: ``{name: (forward config, backward config)}`` over the tile widths of
     ``triton_config.tile_width``: the first kernels' 4 warps (8 at 64-row chunks) with 3 stages, the same without
     software pipelining (also with the register cap), twice the warps without it, tf32x3 products in the forward,
-    the current default, the default with the register cap (``maxreg``, ``maxreg-bwd``), the default backward with
+    the current default, the default with the register cap (``maxreg``, ``maxreg-bwd``), the default forward with two
+    pipeline stages (``fwd-s2``), the default backward with
     its pre-pass (``pre``), with that pass's products on the tensor cores (``tf32x3-pre``) and with every product
     there (``tf32x3-bwd``; both :data:`RISKY`), and the forward split over programs."""
     kf, kb = kernel_keys(D, depth, chunk)
@@ -200,6 +201,9 @@ def candidates(D, depth, chunk) -> dict:
                          ("maxreg-bwd", (default[0], dataclasses.replace(default[1], maxreg=True)))):
         if capped != default:  # the default has it already (triton_config.CAPPED)
             out[name] = capped
+    # The default forward with two pipeline stages (the weight tiles' loads started a tile ahead; the defaults have
+    # one where they were measured, before the tile loops were trimmed).
+    out["fwd-s2"] = (dataclasses.replace(default[0], stages=2), default[1])
     # The backward with its pre-pass (KernelConfig.pre; the default's stages, at most triton_config.PRE_MAX_STAGES).
     stages = min(default[1].stages, tc.PRE_MAX_STAGES)
     out["pre"] = (default[0], dataclasses.replace(default[1], pre=True, stages=stages))
