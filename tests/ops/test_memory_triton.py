@@ -258,6 +258,14 @@ def test_launch_configurations_change_nothing_but_speed(monkeypatch, tmp_path):
     monkeypatch.setattr(tc, "_LOADED", [])
     monkeypatch.setenv("TITANS_TRITON_CONFIGS", str(path))
     assert tc.config_for(True, *key) == cfgs[(True, *key)]
+    # a file tuned on an H100 loaded beside an older card: its tf32x3 products run ieee there
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 5))
+    assert tc.config_for(True, *key) == tc.KernelConfig(32, 2, 2, maxreg=True)
+    monkeypatch.undo()
+    monkeypatch.setattr(tc, "OVERRIDES", {})
+    monkeypatch.setattr(tc, "_LOADED", [])
+    monkeypatch.setenv("TITANS_TRITON_CONFIGS", str(path))
     assert tc.config_for(True, 1, 16, 16, 16, 16) == tc.default_config(True, 1, 16, 16, 16, 16)
     _compare(inp, leaves, 16, "gelu", 5)
     path.write_text('[{"backward": false, "L": 2, "BN": 16, "DK": 16, "DH": 32, "DV": 16, "config": "16,4"}]')
@@ -304,6 +312,9 @@ def test_default_configurations():
     tuned = (False, 2, 64, 64, 256, 64)
     assert str(tc.default_config(*tuned)) == tc.TUNED[tuned] == "32,8,1,tf32x3"
     assert tc.default_config(*tuned, capability=(7, 5)) == tc.KernelConfig(32, 8, 1, "ieee")
+    tensor = tc.KernelConfig.parse(tc.TENSOR_CORE_BACKWARD)
+    assert tc.for_device(tensor, (8, 0)) == tensor
+    assert str(tc.for_device(tensor, (7, 5))) == "32,8,1,ieee,maxreg,pre"
     assert tc.default_config(False, 1, 16, 256, 256, 256) == tc.KernelConfig(32, 8, 1)
     assert tc.default_config(True, 1, 64, 256, 256, 256) == tc.KernelConfig(16, 8, 3)
     assert tc.default_config(True, 2, 64, 128, 512, 128) == tc.KernelConfig(16, 8, 1, maxreg=True)

@@ -154,6 +154,12 @@ def default_config(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int, c
         cfg = KernelConfig(16, 8, 1, maxreg=True)
     else:
         cfg = KernelConfig(tile_width(*key), 8, 3 if backward and BN >= 64 else 1)
+    return for_device(cfg, capability)
+
+
+def for_device(cfg: KernelConfig, capability) -> KernelConfig:
+    """``cfg`` as a device of CUDA ``capability`` can run it: tf32x3 products (for the loops or pass P) need TF32
+    tensor cores (8.0 or newer) and run ieee below that."""
     if tuple(capability) < (8, 0):
         cfg = dataclasses.replace(cfg, precision="ieee", pre_precision="ieee")
     return cfg
@@ -187,16 +193,17 @@ def load_configs(path: str) -> dict[tuple, KernelConfig]:
 
 def config_for(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int) -> KernelConfig:
     """The configuration of a kernel shape: :data:`OVERRIDES` (with ``TITANS_TRITON_CONFIGS`` read into it once),
-    else :func:`default_config`."""
+    else :func:`default_config`; either as this device can run it (:func:`for_device`: a file tuned on an H100 may be
+    loaded on an older card)."""
     path = os.environ.get("TITANS_TRITON_CONFIGS")
     if path and path not in _LOADED:
         _LOADED.append(path)
         for key, cfg in load_configs(path).items():
             OVERRIDES.setdefault(key, cfg)
     key = (backward, L, BN, DK, DH, DV)
-    if key in OVERRIDES:
-        return OVERRIDES[key]
     cap = torch.cuda.get_device_capability() if torch.cuda.is_available() else (9, 0)
+    if key in OVERRIDES:
+        return for_device(OVERRIDES[key], cap)
     return default_config(*key, capability=cap)
 
 
