@@ -171,6 +171,13 @@ def check(T, H, D, depth, chunk) -> float:
     return float(max(errs))
 
 
+def with_pre(cfg, precision: str = "ieee"):
+    """A backward configuration with its pre-pass (``KernelConfig.pre``) whose products have ``precision``: the
+    ``pre`` and ``tf32x3-pre`` candidates. Its pipeline stages are ``cfg``'s, at most
+    ``triton_config.PRE_MAX_STAGES``."""
+    return dataclasses.replace(cfg, pre=True, pre_precision=precision, stages=min(cfg.stages, tc.PRE_MAX_STAGES))
+
+
 def candidates(D, depth, chunk) -> dict:
     """Launch configurations to time: ``{name: (forward config, backward config)}`` over the tile widths of
     ``triton_config.tile_width``: the first kernels' 4 warps (8 at 64-row chunks) with 3 stages, the same without
@@ -204,11 +211,9 @@ def candidates(D, depth, chunk) -> dict:
     # The default forward with two pipeline stages (the weight tiles' loads started a tile ahead; the defaults have
     # one where they were measured, before the tile loops were trimmed).
     out["fwd-s2"] = (dataclasses.replace(default[0], stages=2), default[1])
-    # The backward with its pre-pass (KernelConfig.pre; the default's stages, at most triton_config.PRE_MAX_STAGES).
-    stages = min(default[1].stages, tc.PRE_MAX_STAGES)
-    out["pre"] = (default[0], dataclasses.replace(default[1], pre=True, stages=stages))
-    # ... with pass P's products on the tensor cores (tf32x3; RISKY: timed only where named).
-    out["tf32x3-pre"] = (default[0], dataclasses.replace(default[1], pre=True, pre_precision="tf32x3", stages=stages))
+    # The backward with its pre-pass, and with that pass's products on the tensor cores (RISKY: timed only where named).
+    out["pre"] = (default[0], with_pre(default[1]))
+    out["tf32x3-pre"] = (default[0], with_pre(default[1], "tf32x3"))
     # ... and every product of the backward there (triton_config.TENSOR_CORE_BACKWARD, RISKY).
     out["tf32x3-bwd"] = (default[0], tc.KernelConfig.parse(tc.TENSOR_CORE_BACKWARD))
     # The forward split over programs (one launch per chunk, triton_split.py) with the default backward: tiles of

@@ -177,7 +177,7 @@ def candidates(sizes: str, names: str, out: str, jobs: int = 1) -> None:
 
 
 def _layout_rows(job) -> list[dict]:
-    import dataclasses
+    import gpu_memory_op
 
     from titans.ops.memory import triton_config
 
@@ -185,8 +185,7 @@ def _layout_rows(job) -> list[dict]:
     backward = kind != "fwd"
     cfg = triton_config.default_config(backward, *shape)
     if kind.startswith("bwd-pre"):  # the GPU benchmark's "pre" and "tf32x3-pre" candidates
-        cfg = dataclasses.replace(cfg, pre=True, stages=min(cfg.stages, triton_config.PRE_MAX_STAGES),
-                                  pre_precision=kind.removeprefix("bwd-pre-") if kind != "bwd-pre" else "ieee")
+        cfg = gpu_memory_op.with_pre(cfg, kind.removeprefix("bwd-pre-") if kind != "bwd-pre" else "ieee")
     if kind == "bwd-tf32x3":  # and its "tf32x3-bwd"
         cfg = triton_config.KernelConfig.parse(triton_config.TENSOR_CORE_BACKWARD)
     r = compile_kernel(backward, shape, cfg, cap=triton_config.max_registers(cfg.warps) if cfg.maxreg else None,
