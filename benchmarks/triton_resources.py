@@ -6,6 +6,7 @@ the installed Triton and its bundled ptxas, and print shared memory, registers a
     python benchmarks/triton_resources.py --registers --jobs 2  # registers and spills with and without the cap
     python benchmarks/triton_resources.py --candidates 64,2,64 --names default,w8  # the GPU tuning candidates
     python benchmarks/triton_resources.py --layouts              # products by outputs per thread
+    python benchmarks/triton_resources.py --wgmma --jobs 2       # the tf32x3 kernels the H100 runs ran, or crashed on
 
 This is how ``triton_config.tile_width`` was chosen (an H100 allows 227 KB of shared memory per program). Figures
 depend on the Triton version: the lent GPUs have had Triton 3.6, and compiled with it (a second install put first on
@@ -38,6 +39,8 @@ def compile_report(fn, consts: dict, warps: int, stages: int, maxnreg: int | Non
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    from titans.ops.memory import triton_config
+
     sig = {n: ("constexpr" if n in consts else "*fp32" if n.endswith("_ptr") else "i32") for n in fn.arg_names}
     # What the JIT specializes on at launch: 16-byte aligned tensors and integer arguments divisible by 16 (every
     # stride at the benchmark sizes), except those marked do_not_specialize. Without it ptxas chose differently from
@@ -64,7 +67,16 @@ def compile_report(fn, consts: dict, warps: int, stages: int, maxnreg: int | Non
     spills = re.search(r"(\d+) bytes spill stores", info)
     return {"shared_KiB": k.metadata.shared / 1024, "fits_H100": k.metadata.shared <= H100_SHARED, "ptxas": info,
             "registers": int(regs.group(1)) if regs else None, "spill_store_bytes": int(spills.group(1)) if spills
-            else None, **({"ttgir": k.asm["ttgir"]} if ttgir else {})}
+            else None, "tf32_wgmma": tf32_wgmma(k.asm["ptx"]),
+            "narrow_tf32": triton_config.narrow_tf32(k.asm["ptx"]),
+            **({"ttgir": k.asm["ttgir"]} if ttgir else {})}
+
+
+def tf32_wgmma(ptx: str) -> str:
+    """The TF32 warp-group products (Hopper's ``wgmma``) in a kernel's PTX, counted by instruction width N, e.g.
+    ``'n8:1152 n32:410'`` ('' where there are none)."""
+    widths = re.findall(r"wgmma\.mma_async\.sync\.aligned\.m64n(\d+)k8\.f32\.tf32\.tf32", ptx)
+    return " ".join(f"n{n}:{widths.count(n)}" for n in sorted(set(widths), key=int))
 
 
 def dot_layouts(ir: str) -> list[dict]:
@@ -139,7 +151,7 @@ def _candidate_row(job) -> dict:
     return {"D,depth,chunk": ",".join(map(str, size)), "candidate": name, "kernel": "bwd" if key[0] else "fwd",
             "config": str(cfg), "shared KiB": round(r["shared_KiB"]) if "shared_KiB" in r else None,
             "fits H100": r.get("fits_H100"), "registers": r.get("registers"),
-            "spill stores": r.get("spill_store_bytes", r.get("error"))}
+            "spill stores": r.get("spill_store_bytes", r.get("error")), "tf32 wgmma": r.get("tf32_wgmma")}
 
 
 def _run(worker, work, jobs: int, out: str) -> None:
@@ -211,6 +223,41 @@ def layouts(configs: str, out: str, jobs: int = 1) -> None:
     write_results(out, {"triton": __import__("triton").__version__, "rows": rows})
 
 
+# Every tf32x3 kernel the lent H100 has launched (Triton 3.6; benchmarks/results/gpu_logs/runN_bench.log), as
+# (outcome, run, backward, (L, BN, DK, DH, DV), config): "crashed" ended the run in an illegal memory access, "ran"
+# finished and agreed with chunk. The kernels have been rewritten since; their products' shapes have not.
+TF32X3_HISTORY = [
+    ("crashed", 3, True, (2, 64, 64, 256, 64), "16,8,1,tf32x3"),
+    ("crashed", 6, False, (2, 64, 128, 512, 128), "16,8,1,tf32x3"),
+    ("ran", 3, False, (2, 16, 64, 256, 64), "64,4,1,tf32x3"),
+    ("ran", 3, True, (2, 16, 64, 256, 64), "32,4,1,tf32x3"),
+    ("ran", 3, False, (2, 64, 64, 256, 64), "32,8,1,tf32x3"),
+    ("ran", 3, False, (1, 16, 64, 64, 64), "64,4,1,tf32x3"),
+    ("ran", 3, False, (1, 64, 64, 64, 64), "32,8,1,tf32x3"),
+    ("ran", 3, False, (2, 16, 128, 512, 128), "32,4,1,tf32x3"),
+    ("ran", 5, False, (1, 16, 128, 128, 128), "32,4,1,tf32x3"),
+    ("ran", 5, False, (1, 64, 128, 128, 128), "16,8,1,tf32x3"),
+]
+
+
+def _wgmma_row(job) -> dict:
+    from titans.ops.memory import triton_config
+
+    outcome, run, backward, shape, text = job
+    cfg = triton_config.KernelConfig.parse(text)
+    # As those runs launched them: tf32x3 in every tile width (TF32X3_MIN_TILE came after run 6).
+    r = compile_kernel(backward, shape, cfg, precision="tf32x3")
+    return {"outcome": outcome, "run": run, "kernel": "bwd" if backward else "fwd",
+            **dict(zip(("L", "BN", "DK", "DH", "DV"), shape)), "config": text, "tf32 wgmma": r.get("tf32_wgmma"),
+            "8 wide": r.get("narrow_tf32"), "error": r.get("error")}
+
+
+def wgmma(out: str, jobs: int = 1) -> None:
+    """The TF32 warp-group products, by width, of the tf32x3 kernels the H100 runs crashed on or ran
+    (:data:`TF32X3_HISTORY`): what ``triton_config.narrow_tf32`` keys on."""
+    _run(_wgmma_row, TF32X3_HISTORY, jobs, out)
+
+
 def registers(configs: str, out: str, jobs: int = 1) -> None:
     """Each kernel shape at its default configuration, compiled as it is and with ``maxnreg`` (the register cap of
     ``triton_config.KernelConfig.maxreg``): registers per thread and bytes of spill stores. ``jobs``: compiles run in
@@ -226,13 +273,15 @@ def main():
     ap.add_argument("--widths", default="64,32,16", help="tile widths to try, widest first")
     ap.add_argument("--out", default=None, help="default benchmarks/results/triton_resources.json (with --registers: "
                     "triton_registers.json, with --candidates: triton_candidates.json, with --layouts: "
-                    "triton_layouts.json)")
+                    "triton_layouts.json, with --wgmma: triton_wgmma.json)")
     ap.add_argument("--registers", action="store_true", help="instead: each shape's default configuration compiled "
                     "as it is and with the register cap (KernelConfig.maxreg)")
     ap.add_argument("--candidates", default=None, metavar="SIZES", help="instead: the GPU benchmark's tuning "
                     "candidates at these 'D,depth,chunk;...' sizes, each kernel compiled with its configuration")
     ap.add_argument("--layouts", action="store_true", help="instead: each shape's products at its default "
                     "configuration, by outputs per thread (multiply-adds per shared-memory load)")
+    ap.add_argument("--wgmma", action="store_true", help="instead: the TF32 tensor-core products, by width, of the "
+                    "tf32x3 kernels the H100 runs crashed on or ran")
     ap.add_argument("--names", default="", help="with --candidates: only names starting with these (comma-separated)")
     ap.add_argument("--jobs", type=int, default=1, help="with --registers or --candidates: compile in this many "
                     "processes")
@@ -247,6 +296,9 @@ def main():
         return
     if args.registers:
         registers(args.configs, args.out or "benchmarks/results/triton_registers.json", args.jobs)
+        return
+    if args.wgmma:
+        wgmma(args.out or "benchmarks/results/triton_wgmma.json", args.jobs)
         return
     if args.layouts:
         layouts(args.configs, args.out or "benchmarks/results/triton_layouts.json", args.jobs)

@@ -288,6 +288,9 @@ def test_tf32x3_runs_as_ieee_in_16_wide_tiles(monkeypatch):
         def __init__(self, refuse):
             self.refuse = refuse  # the device refuses tiles wider than 16
 
+        def warmup(self, *args, grid, **kw):  # compiles without running; as the interpreter, returns no PTX
+            return None
+
         def __getitem__(self, grid):
             def run(*args, TH, PREC, **kw):
                 if TH > 16 and self.refuse:
@@ -302,6 +305,53 @@ def test_tf32x3_runs_as_ieee_in_16_wide_tiles(monkeypatch):
         tc.LAUNCHED.clear()
         tc.launch(Kernel(refuse), (1,), (), **key)
     assert seen == [(32, 1), (16, 0)]
+
+
+@pytest.mark.parametrize("narrow", [False, True])
+@pytest.mark.parametrize("config", ["tensor-core backward", "32,8,1,ieee,maxreg,pre-tf32x3"])
+def test_tf32_products_laid_out_8_wide_run_as_ieee(monkeypatch, caplog, narrow, config):
+    """Before the first launch of a tf32x3 configuration ``launch`` compiles the kernel without running it; where the
+    PTX has TF32 warp-group products 8 wide (both kernels that crashed an H100 run had them) every product, pass P's
+    too, runs ieee, with a warning, and later launches keep that without compiling again."""
+    from titans.ops.memory import triton_config as tc
+
+    ptx = ("wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32 {...};\n"
+           + ("wgmma.mma_async.sync.aligned.m64n8k8.f32.tf32.tf32 {...};\n" if narrow else ""))
+    warmed, ran = [], []
+
+    class Compiled:
+        asm = {"ptx": ptx}
+
+    class Kernel:
+        def warmup(self, *args, grid, **kw):
+            warmed.append((kw["PREC"], kw["PPREC"]))
+            return Compiled()
+
+        def __getitem__(self, grid):
+            def run(*args, PREC, PPREC, **kw):
+                ran.append((PREC, PPREC))
+            return run
+
+    monkeypatch.setattr(tc, "LAUNCHED", {})
+    key = dict(backward=True, L=2, BN=64, DK=64, DH=256, DV=64)
+    cfg = tc.KernelConfig.parse(tc.TENSOR_CORE_BACKWARD if config == "tensor-core backward" else config)
+    asked = (tc.PRECISIONS[cfg.precision], tc.pre_precision(cfg))
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            tc.launch(Kernel(), (1,), (), cfg=cfg, PPREC=tc.pre_precision(cfg), **key)
+    assert warmed == [asked]
+    assert ran == [(0, 0)] * 2 if narrow else [asked] * 2
+    assert ("8 wide" in caplog.text) == narrow
+    assert tc.LAUNCHED[(tuple(key.values()), cfg)]["narrow tf32"] == narrow
+
+
+def test_narrow_tf32_reads_the_product_width():
+    from titans.ops.memory import triton_config as tc
+
+    assert tc.narrow_tf32("x; wgmma.mma_async.sync.aligned.m64n8k8.f32.tf32.tf32 {%f1};")
+    for other in ("wgmma.mma_async.sync.aligned.m64n16k8.f32.tf32.tf32", "mma.sync.aligned.m16n8k8.row.col.f32.tf32",
+                  "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16", ""):
+        assert not tc.narrow_tf32(other)
 
 
 def test_default_configurations():

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +27,7 @@ except ImportError:  # the optional extra is not installed: nothing here is call
     triton = None
 
 PRECISIONS = {"ieee": 0, "tf32x3": 1}
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,10 @@ TUNED = {
 # tf32x3 products in 16-wide tiles ended in an illegal memory access both times they ran at depth 2 on the H100
 # (the backward at head dim 64 and the forward at head dim 128, 64-row chunks; Triton 3.6), which ends the process's
 # CUDA context; they ran and agreed with ``chunk`` at depth 1 in a 16-wide tile and in 32- and 64-wide tiles, and were
-# the fastest only in a 32-wide one. So 16-wide tiles use ieee.
+# the fastest only in a 32-wide one. So 16-wide tiles use ieee. What the two crashed kernels share, compiled offline
+# as those runs compiled them, is TF32 tensor-core products 8 columns wide (wgmma m64n8k8), which none of the eight
+# that ran has (benchmarks/results/triton_wgmma.json); :func:`launch` checks every tf32x3 kernel for them
+# (:func:`narrow_tf32`) before its first run, and no tuning candidate has them at 32-wide tiles.
 TF32X3_MIN_TILE = 32
 # Pipeline stages at most with pass P (KernelConfig.pre): at depth 2 / head dim 64 / 64-row chunks, whose default
 # backward has 3 stages, pass P's scratch reads need 232 KB of shared memory at 3 (more than an H100's 227) and 188
@@ -207,28 +213,58 @@ def config_for(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int) -> Ke
     return default_config(*key, capability=cap)
 
 
+def narrow_tf32(ptx: str) -> bool:
+    """Whether a kernel's PTX has TF32 warp-group products 8 columns wide (``wgmma ... m64n8k8 ... tf32``). Both
+    kernels that ended an H100 run in an illegal memory access had them, none of the eight tf32x3 kernels that ran
+    did (compiled offline as the runs compiled them: ``benchmarks/triton_resources.py --wgmma``), and the same fault
+    at that width has been reported upstream (triton-lang/triton#10629)."""
+    return _NARROW_TF32.search(ptx) is not None
+
+
+_NARROW_TF32 = re.compile(r"wgmma\.mma_async\.sync\.aligned\.m64n8k8\.f32\.tf32\.tf32")
+
+
 def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: int, DV: int,
            cfg: KernelConfig | None = None, **consts):
     """Launch ``kernel`` with ``cfg`` (default: its shape's configuration), halving the tile while the device refuses
-    it (``OutOfResources``); ``grid``: a tuple, or a function of the tile width that returns one. Returns Triton's
-    compiled kernel (``n_regs``, ``n_spills``, ``metadata.shared``)."""
+    it (``OutOfResources``); ``grid``: a tuple, or a function of the tile width that returns one. Before the first
+    launch of a configuration with tf32x3 products (``PREC`` or pass P's ``PPREC``) it compiles the kernel without
+    running it and, where the compiler laid a product out 8 columns wide on the tensor cores (:func:`narrow_tf32`),
+    runs every product ieee instead, with a warning. Returns Triton's compiled kernel (``n_regs``, ``n_spills``,
+    ``metadata.shared``)."""
     key = (backward, L, BN, DK, DH, DV)
     cfg = cfg or config_for(*key)
-    th = LAUNCHED[(key, cfg)]["tile"] if (key, cfg) in LAUNCHED else min(cfg.tile, DH if L == 2 else DK)
+    first = (key, cfg) not in LAUNCHED
+    th = min(cfg.tile, DH if L == 2 else DK) if first else LAUNCHED[(key, cfg)]["tile"]
+    narrow = False if first else LAUNCHED[(key, cfg)]["narrow tf32"]
     while True:
         try:
-            prec = PRECISIONS[cfg.precision if th >= TF32X3_MIN_TILE else "ieee"]
+            prec = PRECISIONS[cfg.precision if th >= TF32X3_MIN_TILE and not narrow else "ieee"]
             extra = {"maxnreg": max_registers(cfg.warps)} if cfg.maxreg else {}
-            compiled = kernel[grid(th) if callable(grid) else grid](
-                *args, L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, PREC=prec, num_warps=cfg.warps,
-                num_stages=cfg.stages, **extra, **consts)
+            call = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, PREC=prec, num_warps=cfg.warps,
+                        num_stages=cfg.stages, **extra, **consts)
+            if narrow and "PPREC" in call:
+                call["PPREC"] = PRECISIONS["ieee"]
+            g = grid(th) if callable(grid) else grid
+            if first and not narrow and (prec or call.get("PPREC")):
+                # Compiled, not run (the interpreter returns None): an illegal memory access would end the CUDA
+                # context, and with it the caller's process.
+                ptx = getattr(kernel.warmup(*args, grid=g, **call), "asm", {}).get("ptx", "")
+                if narrow_tf32(ptx):
+                    logger.warning("triton: %s kernel %s, config %s: the compiler laid tf32 products out 8 wide on "
+                                   "the tensor cores (illegal memory accesses on an H100, Triton 3.6); running its "
+                                   "products ieee", "backward" if backward else "forward", key[1:], cfg)
+                    narrow = True
+                    continue
+            compiled = kernel[g](*args, **call)
         except triton.runtime.errors.OutOfResources:
             if th <= 16:
                 raise
             th //= 2
             continue
-        if (key, cfg) not in LAUNCHED:  # the tile that launched is the one to start from next time
+        if first:  # the tile that launched is the one to start from next time
             LAUNCHED[(key, cfg)] = {"tile": th, "regs": getattr(compiled, "n_regs", None),
                                     "spills": getattr(compiled, "n_spills", None),
-                                    "shared": getattr(getattr(compiled, "metadata", None), "shared", None)}
+                                    "shared": getattr(getattr(compiled, "metadata", None), "shared", None),
+                                    "narrow tf32": narrow}
         return compiled
