@@ -75,7 +75,9 @@ def compile_report(fn, consts: dict, warps: int, stages: int, maxnreg: int | Non
 def tf32_wgmma(ptx: str) -> str:
     """The TF32 warp-group products (Hopper's ``wgmma``) in a kernel's PTX, counted by instruction width N, e.g.
     ``'n8:1152 n32:410'`` ('' where there are none)."""
-    widths = re.findall(r"wgmma\.mma_async\.sync\.aligned\.m64n(\d+)k8\.f32\.tf32\.tf32", ptx)
+    from titans.ops.memory import triton_config
+
+    widths = triton_config.TF32_WGMMA.findall(ptx)
     return " ".join(f"n{n}:{widths.count(n)}" for n in sorted(set(widths), key=int))
 
 

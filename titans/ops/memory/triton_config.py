@@ -218,10 +218,11 @@ def narrow_tf32(ptx: str) -> bool:
     kernels that ended an H100 run in an illegal memory access had them, none of the eight tf32x3 kernels that ran
     did (compiled offline as the runs compiled them: ``benchmarks/triton_resources.py --wgmma``), and the same fault
     at that width has been reported upstream (triton-lang/triton#10629)."""
-    return _NARROW_TF32.search(ptx) is not None
+    return "8" in TF32_WGMMA.findall(ptx)
 
 
-_NARROW_TF32 = re.compile(r"wgmma\.mma_async\.sync\.aligned\.m64n8k8\.f32\.tf32\.tf32")
+# A TF32 warp-group product (Hopper's wgmma) in PTX; its group is the instruction's width N.
+TF32_WGMMA = re.compile(r"wgmma\.mma_async\.sync\.aligned\.m64n(\d+)k8\.f32\.tf32\.tf32")
 
 
 def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: int, DV: int,
