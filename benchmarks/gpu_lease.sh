@@ -17,7 +17,7 @@
 # LAST_CANDIDATES (after step 3, in the last LAST_S seconds (default 150) before step 4: every size tuned over each
 # of these candidates alone, a process per candidate, e.g. 'tf32x3-bwd,tf32x3-pre', then the gpu-marked tf32x3
 # tests; for gpu_memory_op.RISKY: a candidate that may end the CUDA context ends only its own process).
-# Logs and JSON go to $OUT (or /tmp/gpu_out). The wheels (ignored by git; the lent machine has torch, triton,
+# Logs and JSON go to $OUT (or /tmp/gpu_out); all but device.log, bench.log and the benchmark's JSON end up in logs.tgz. The wheels (ignored by git; the lent machine has torch, triton,
 # einops, numpy):
 #   echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform any -d .whl \
@@ -93,3 +93,5 @@ if [ "${FINAL_TESTS:-1}" = 1 ] && [ -f "$OUT/tuned.json" ] && [ "$(left)" -gt 30
   tail -3 "$OUT/gpu_tests_tuned.log"
 fi
 stamp done
+# At most 8 files come back from a lent machine: the logs beyond the first two and the tuned configurations in one.
+cd "$OUT" && tar czf logs.tgz --remove-files $(ls -- *.log tuned*.json 2>/dev/null | grep -vx 'device.log\|bench.log')

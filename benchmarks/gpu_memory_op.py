@@ -24,9 +24,9 @@ also times each candidate launch configuration
 (:func:`candidates`: tile width, warps, pipeline stages, dot precision; ``titans.ops.memory.triton_config``) that
 agrees with ``chunk`` to 1e-5, keeps the fastest forward and the fastest backward (backward time = forward+backward
 minus forward), and measures the row with them; the choices are written to ``--tune-out``, a file that
-``TITANS_TRITON_CONFIGS`` loads. The candidates in :data:`RISKY` (tf32x3 backwards, which may end the process's CUDA
-context) are timed only where ``--candidates`` names them in full; ``gpu_lease.sh`` runs each in a process of its
-own (``LAST_CANDIDATES``).
+``TITANS_TRITON_CONFIGS`` loads. The candidates in :data:`RISKY` (tf32x3 kernels no GPU has run, which may end the
+process's CUDA context) are timed only where ``--candidates`` names them in full; ``gpu_lease.sh`` runs each in a
+process of its own (``LAST_CANDIDATES``).
 """
 
 from __future__ import annotations
@@ -183,7 +183,8 @@ def candidates(D, depth, chunk) -> dict:
     ``triton_config.tile_width``: the first kernels' 4 warps (8 at 64-row chunks) with 3 stages, the same without
     software pipelining (also with the register cap), twice the warps without it, tf32x3 products in the forward,
     the current default, the default with the register cap (``maxreg``, ``maxreg-bwd``), the default forward with two
-    pipeline stages (``fwd-s2``), the default backward with
+    pipeline stages (``fwd-s2``) and, at depth 2, reading q and k per tile (``reload``), a 32-wide tf32x3 forward
+    where the default's tiles are 16 wide (``tf32x3-fwd32``, :data:`RISKY`), the default backward with
     its pre-pass (``pre``), with that pass's products on the tensor cores (``tf32x3-pre``) and with every product
     there (``tf32x3-bwd``; both :data:`RISKY`), and the forward split over programs."""
     kf, kb = kernel_keys(D, depth, chunk)
@@ -206,11 +207,18 @@ def candidates(D, depth, chunk) -> dict:
     # The defaults with the register cap (KernelConfig.maxreg), for both kernels and for the backward alone.
     for name, capped in (("maxreg", tuple(dataclasses.replace(c, maxreg=True) for c in default)),
                          ("maxreg-bwd", (default[0], dataclasses.replace(default[1], maxreg=True)))):
-        if capped != default:  # the default has it already (triton_config.CAPPED)
+        if capped != default:  # the default has it already (triton_config.TUNED)
             out[name] = capped
     # The default forward with two pipeline stages (the weight tiles' loads started a tile ahead; the defaults have
     # one where they were measured, before the tile loops were trimmed).
     out["fwd-s2"] = (dataclasses.replace(default[0], stages=2), default[1])
+    if depth == 2:  # the forward reading q and k again per weight tile (KernelConfig.reload)
+        out["reload"] = (dataclasses.replace(default[0], reload=True), default[1])
+    # Where the default forward streams 16-wide tiles (their products on the CUDA cores: tf32x3 needs 32), a 32-wide
+    # tf32x3 forward with the register cap, which compiled offline fits an H100 at depth 2 / head dim 128 / chunk 64
+    # (224 KB; RISKY: tf32x3 in a kernel no GPU has run).
+    if default[0].tile < tc.TF32X3_MIN_TILE:
+        out["tf32x3-fwd32"] = (tc.KernelConfig(32, 8, 1, "tf32x3", maxreg=True), default[1])
     # The backward with its pre-pass, and with that pass's products on the tensor cores (RISKY: timed only where named).
     out["pre"] = (default[0], with_pre(default[1]))
     out["tf32x3-pre"] = (default[0], with_pre(default[1], "tf32x3"))
@@ -232,7 +240,7 @@ ONLY: list[str] = []  # set by --candidates: time only the candidates whose name
 # Candidates --tune times only where --candidates names them in full: never run on a GPU, and with tf32x3 products,
 # which have ended runs in an illegal memory access (ending the CUDA context, hence every later candidate and size):
 # gpu_lease.sh times them in a process of their own (LAST_CANDIDATES).
-RISKY = {"tf32x3-pre", "tf32x3-bwd"}
+RISKY = {"tf32x3-pre", "tf32x3-bwd", "tf32x3-fwd32"}
 
 
 RETUNE = []  # set by --retune: tune shapes with a measured default too

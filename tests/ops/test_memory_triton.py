@@ -158,7 +158,7 @@ def _leaves(x):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("forward", ["seq", "split", "pre", "pre-tf32x3", "tf32x3-bwd"])
+@pytest.mark.parametrize("forward", ["seq", "split", "reload", "tf32x3-fwd32", "pre", "pre-tf32x3", "tf32x3-bwd"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("L,D,hidden,chunk", [(1, 64, 64, 16), (2, 64, 256, 16), (2, 64, 256, 64), (1, 128, 128, 64),
                                               (2, 128, 512, 16), (2, 128, 512, 64)])
@@ -169,10 +169,12 @@ def test_triton_on_cuda_realistic(monkeypatch, forward, dtype, tol, L, D, hidden
     than that (measured: gradients of k at depth 2, head dim 128, about 2e-5), twice the float32 reference's error:
     the kernel must be as accurate as the float32 reference, not more. ``forward``: one program per (batch row,
     head), or the forward split over programs (``triton_split.py``; by default only at few programs and some
-    shapes, ``triton_seq.SPLIT_FEW``), or (``pre``) the backward with its pre-pass (``KernelConfig.pre``), with its
-    products on the tensor cores (``pre-tf32x3``), or with every product of the backward there (``tf32x3-bwd``, the
-    GPU benchmark's candidate; ``benchmarks/gpu_lease.sh`` runs the tf32x3 ones in a later process: tf32x3 has ended
-    runs in an illegal memory access)."""
+    shapes, ``triton_seq.SPLIT_FEW``), or reading q and k again per weight tile (``reload``, depth 2), or in
+    32-wide tiles with tf32x3 products (``tf32x3-fwd32``, the GPU benchmark's candidate of that name), or
+    (``pre``) the backward with its pre-pass (``KernelConfig.pre``), with its products on the tensor cores
+    (``pre-tf32x3``), or with every product of the backward there (``tf32x3-bwd``, the GPU benchmark's candidate;
+    ``benchmarks/gpu_lease.sh`` runs the tf32x3 ones in a later process: tf32x3 has ended runs in an illegal memory
+    access)."""
     import titans.ops.memory.triton_config as tc
     import titans.ops.memory.triton_seq as ts
     import titans.ops.memory.triton_seq_bwd as tb
@@ -180,6 +182,13 @@ def test_triton_on_cuda_realistic(monkeypatch, forward, dtype, tol, L, D, hidden
     if forward == "tf32x3-bwd":
         cfg = tc.KernelConfig.parse(tc.TENSOR_CORE_BACKWARD)
         monkeypatch.setattr(tb, "config_for", lambda *key: cfg)
+    elif forward == "tf32x3-fwd32":
+        monkeypatch.setattr(ts, "config_for", lambda *key: tc.KernelConfig(32, 8, 1, "tf32x3", maxreg=True))
+    elif forward == "reload":
+        if L == 1:
+            pytest.skip("KernelConfig.reload is a depth-2 forward's")
+        base_f = ts.config_for
+        monkeypatch.setattr(ts, "config_for", lambda *key: dataclasses.replace(base_f(*key), reload=True))
     elif forward.startswith("pre"):
         base = tb.config_for
         prec = forward.removeprefix("pre-") if "-" in forward else "ieee"
@@ -304,6 +313,7 @@ def test_tf32x3_runs_as_ieee_in_16_wide_tiles(monkeypatch):
     for refuse in (False, True):
         tc.LAUNCHED.clear()
         tc.launch(Kernel(refuse), (1,), (), **key)
+        assert tc.LAUNCHED[(tuple(key.values()), tc.OVERRIDES[tuple(key.values())])]["ptx read"] is False
     assert seen == [(32, 1), (16, 0)]
 
 
@@ -343,6 +353,7 @@ def test_tf32_products_laid_out_8_wide_run_as_ieee(monkeypatch, caplog, narrow, 
     assert ran == [(0, 0)] * 2 if narrow else [asked] * 2
     assert ("8 wide" in caplog.text) == narrow
     assert tc.LAUNCHED[(tuple(key.values()), cfg)]["narrow tf32"] == narrow
+    assert tc.LAUNCHED[(tuple(key.values()), cfg)]["ptx read"] is True
 
 
 def test_narrow_tf32_reads_the_product_width():
@@ -367,13 +378,14 @@ def test_default_configurations():
     assert str(tc.for_device(tensor, (7, 5))) == "32,8,1,ieee,maxreg,pre"
     assert tc.default_config(False, 1, 16, 256, 256, 256) == tc.KernelConfig(32, 8, 1)
     assert tc.default_config(True, 1, 64, 256, 256, 256) == tc.KernelConfig(16, 8, 3)
-    assert tc.default_config(True, 2, 64, 128, 512, 128) == tc.KernelConfig(16, 8, 1, maxreg=True)
-    capped = (True, 1, 64, 128, 128, 128)
-    assert tc.default_config(*capped) == dataclasses.replace(tc.KernelConfig.parse(tc.TUNED[capped]), maxreg=True)
-    assert all(key in tc.TUNED for key in tc.CAPPED)
+    assert tc.default_config(True, 2, 64, 256, 1024, 256) == tc.KernelConfig(16, 8, 1, maxreg=True)
+    tuned_pre = tc.default_config(True, 2, 64, 128, 512, 128)
+    assert tuned_pre == tc.KernelConfig(16, 8, 1, maxreg=True, pre=True, pre_precision="tf32x3")
     assert all(str(tc.KernelConfig.parse(c)) == c for c in tc.TUNED.values())
     assert tc.KernelConfig.parse("32,4,1,ieee,split") == tc.KernelConfig(32, 4, 1, split=True)
     assert str(tc.KernelConfig(32, 4, 1, split=True)) == "32,4,1,ieee,split"
+    assert tc.KernelConfig.parse("16,8,1,ieee,reload,maxreg") == tc.KernelConfig(16, 8, 1, maxreg=True, reload=True)
+    assert str(tc.KernelConfig(16, 8, 1, maxreg=True, reload=True)) == "16,8,1,ieee,maxreg,reload"
     with pytest.raises(ValueError, match="expected"):
         tc.KernelConfig.parse("32,4,1,ieee,fast")
     with pytest.raises(ValueError, match="expected"):
@@ -503,6 +515,20 @@ def test_the_backward_with_q_transposed_matches_chunk(monkeypatch):
 
     monkeypatch.setattr(tb, "q_transposed", lambda BN, DK: True)
     inp, leaves = make_inputs(B=1, T=35, H=2, D=16, L=2, hidden=64, per_layer=True, norm=True, residual=True,
+                              dtype=torch.float32, requires_grad=True)
+    _compare(inp, leaves, 16, "gelu", 19)
+
+
+@pytest.mark.parametrize("nr", [True, False])
+def test_the_forward_reading_q_and_k_per_tile_matches_chunk(monkeypatch, nr):
+    """``KernelConfig.reload``: the depth-2 forward reads the chunk's q and k again for each weight tile (four tiles
+    here) instead of holding them through the loop, and the residual's q after it: the same outputs, state and
+    gradients."""
+    import titans.ops.memory.triton_seq as ts
+
+    base = ts.config_for
+    monkeypatch.setattr(ts, "config_for", lambda *key: dataclasses.replace(base(*key), tile=16, reload=True))
+    inp, leaves = make_inputs(B=1, T=35, H=2, D=16, L=2, hidden=64, per_layer=True, norm=nr, residual=nr,
                               dtype=torch.float32, requires_grad=True)
     _compare(inp, leaves, 16, "gelu", 19)
 

@@ -41,12 +41,18 @@ class KernelConfig:
     # ptxas of Triton 3.6 / 3.8 settled on 32-128 registers per thread for several of these kernels and spilled the
     # rest (docs/benchmarks.md: "Registers").
     maxreg: bool = False
+    # Forward only, depth 2, one program per head: read the chunk's q and k again for each weight tile instead of
+    # holding them ([chunk, D] each) in registers through the tile loop. Compiled offline (Triton 3.6) its spill bytes
+    # fall 32% at head dim 128 / 64-row chunks, 12% at head dim 64 / 64-row chunks and 82% at head dim 64 / 16-row
+    # ones, and triple at head dim 128 / 16-row ones (benchmarks/results/triton_reload.json; docs/benchmarks.md,
+    # "Reading q and k per tile"). A tuning candidate (``reload``), not yet timed.
+    reload: bool = False
     # Backward only: form the products of its tile loops that need nothing the loops accumulate before them, in
     # wide tiles, into a scratch buffer the loops read (triton_pre.py; docs/benchmarks.md, "How the products are laid
-    # out"). Not yet timed on a GPU.
+    # out"). Timed in run 9: the default at the head-dim-128 shapes' backwards.
     pre: bool = False
     # The precision of pass P's products (``pre-tf32x3``: tensor cores there, where the wide tiles leave the registers
-    # for them, while the tile loops stay ``precision``). Not yet timed on a GPU.
+    # for them, while the tile loops stay ``precision``). Timed in run 9 (the defaults with pass P use it).
     pre_precision: str = "ieee"
 
     def __post_init__(self):
@@ -60,22 +66,23 @@ class KernelConfig:
 
     @classmethod
     def parse(cls, text: str) -> KernelConfig:
-        """``'TH,warps,stages[,precision[,split][,maxreg][,pre|,pre-tf32x3]]'``, e.g. ``'32,8,1,ieee'``,
+        """``'TH,warps,stages[,precision[,split][,maxreg][,reload][,pre|,pre-tf32x3]]'``, e.g. ``'32,8,1,ieee'``,
         ``'32,4,1,ieee,split'``, ``'16,8,1,ieee,maxreg,pre-tf32x3'``."""
         parts = text.split(",")
         flags = parts[4:]
-        if (len(parts) < 3 or not set(flags) <= {"split", "maxreg", "pre", "pre-tf32x3"}
+        if (len(parts) < 3 or not set(flags) <= {"split", "maxreg", "reload", "pre", "pre-tf32x3"}
                 or len(set(flags)) != len(flags) or {"pre", "pre-tf32x3"} <= set(flags)):
             raise ValueError(f"kernel config {text!r}: expected "
-                             "'tile,warps,stages[,precision[,split][,maxreg][,pre|,pre-tf32x3]]'")
+                             "'tile,warps,stages[,precision[,split][,maxreg][,reload][,pre|,pre-tf32x3]]'")
         pre3 = "pre-tf32x3" in flags
         return cls(int(parts[0]), int(parts[1]), int(parts[2]), *(parts[3:4] or ["ieee"]), split="split" in flags,
-                   maxreg="maxreg" in flags, pre="pre" in flags or pre3, pre_precision="tf32x3" if pre3 else "ieee")
+                   maxreg="maxreg" in flags, reload="reload" in flags, pre="pre" in flags or pre3,
+                   pre_precision="tf32x3" if pre3 else "ieee")
 
     def __str__(self) -> str:
         pre = ",pre" + ("" if self.pre_precision == "ieee" else f"-{self.pre_precision}") if self.pre else ""
         return (f"{self.tile},{self.warps},{self.stages},{self.precision}" + (",split" if self.split else "")
-                + (",maxreg" if self.maxreg else "") + pre)
+                + (",maxreg" if self.maxreg else "") + (",reload" if self.reload else "") + pre)
 
 
 def max_registers(warps: int) -> int:
@@ -100,17 +107,23 @@ def tile_width(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int) -> in
 
 
 # Measured on an H100 (Triton 3.6; ``benchmarks/gpu_memory_op.py --tune``, 8 heads, 131K tokens per call, runs 3
-# to 6 of docs/benchmarks.md; the file is benchmarks/results/gpu_triton_configs_h100.json): the fastest candidate
-# per kernel shape, (backward, L, BN, DK, DH, DV) -> "tile,warps,stages,precision".
+# to 6 and 9 of docs/benchmarks.md; the files are benchmarks/results/gpu_triton_configs_h100.json and
+# gpu_memory_op_h100_run9*.json): the fastest candidate per kernel shape, (backward, L, BN, DK, DH, DV) ->
+# "tile,warps,stages,precision[,maxreg][,pre[-tf32x3]]" (KernelConfig.parse).
 TUNED = {
     (False, 2, 16, 64, 256, 64): "64,8,1,ieee", (True, 2, 16, 64, 256, 64): "32,8,1,ieee",
-    (False, 2, 64, 64, 256, 64): "32,8,1,tf32x3", (True, 2, 64, 64, 256, 64): "16,8,3,ieee",
+    (False, 2, 64, 64, 256, 64): "32,8,1,tf32x3", (True, 2, 64, 64, 256, 64): "32,8,1,tf32x3,maxreg,pre-tf32x3",
     (False, 1, 16, 64, 64, 64): "64,8,1,ieee", (True, 1, 16, 64, 64, 64): "32,4,3,ieee",
     (False, 1, 64, 64, 64, 64): "32,16,1,ieee", (True, 1, 64, 64, 64, 64): "16,8,1,ieee",
-    (False, 2, 16, 128, 512, 128): "32,8,1,ieee", (True, 2, 16, 128, 512, 128): "16,8,1,ieee",
+    (False, 2, 16, 128, 512, 128): "32,8,2,ieee", (True, 2, 16, 128, 512, 128): "16,8,1,ieee,pre-tf32x3",
     (False, 1, 16, 128, 128, 128): "32,8,1,ieee", (True, 1, 16, 128, 128, 128): "16,4,3,ieee",  # runs 5, 6
-    (False, 1, 64, 128, 128, 128): "16,16,1,ieee", (True, 1, 64, 128, 128, 128): "16,16,1,ieee",
+    (False, 1, 64, 128, 128, 128): "16,16,2,ieee", (True, 1, 64, 128, 128, 128): "16,8,1,ieee,maxreg,pre-tf32x3",
+    (False, 2, 64, 128, 512, 128): "16,8,1,ieee,maxreg", (True, 2, 64, 128, 512, 128): "16,8,1,ieee,maxreg,pre-tf32x3",
 }
+# Run 9 (H100, 2K tokens, batch 64, 2026-11-27) tuned the four 2K sizes where ``triton`` had been slower than ``chunk``
+# over the default, the forward with two stages, pass P (``pre``) and the tensor-core backwards: the backward of
+# depth 1 / head dim 128 / chunk 64 and of depth 2 / head dim 128 ran 32-wide tf32x3 there as 16-wide tiles (the
+# shared memory; ieee loops, pass P in tf32x3), which is what the table says they are.
 # tf32x3 products in 16-wide tiles ended in an illegal memory access both times they ran at depth 2 on the H100
 # (the backward at head dim 64 and the forward at head dim 128, 64-row chunks; Triton 3.6), which ends the process's
 # CUDA context; they ran and agreed with ``chunk`` at depth 1 in a 16-wide tile and in 32- and 64-wide tiles, and were
@@ -127,21 +140,14 @@ PRE_MAX_STAGES = 2
 # register cap, pass P in tf32x3 too. Compiled offline (benchmarks/triton_resources.py --candidates ... --names
 # tf32x3-bwd) it spills about twice the bytes of the default at depth 2 / head dim 64 / 64-row chunks, and at head
 # dim 128 with 64-row chunks needs more shared memory than an H100 has (launch then halves the tile, and the loops
-# run ieee). A tuning candidate (the GPU benchmark's tf32x3-bwd), not yet timed.
+# run ieee). The GPU benchmark's tf32x3-bwd candidate: the fastest backward at depth 2 / head dim 64 / chunk 64 in
+# run 9 (and, as 16-wide tiles, at depth 1 / head dim 128 / chunk 64).
 TENSOR_CORE_BACKWARD = "32,8,1,tf32x3,maxreg,pre-tf32x3"
-# Backward kernel shapes whose TUNED configuration gets the register cap (KernelConfig.maxreg) on top. Compiled
-# offline as the lent H100 compiles it (Triton 3.6, sm_90, the JIT's divisibility specialization;
-# benchmarks/triton_resources.py --registers, which reproduces the registers the H100 runs recorded), ptxas left to
-# itself gives these 64 or 128 of the 255 registers a thread of 8 warps may have, and spills: depth 1 / head dim 128
-# / chunk 64 4.3 KB of spill stores per thread capped against 6.3 KB, depth 2 / head dim 64 / chunk 64 4.7 KB against
-# 9.7 KB (benchmarks/results/triton_registers.json). Not timed with the cap yet; 2K sizes where triton was slower
-# than chunk.
-CAPPED = {(True, 1, 64, 128, 128, 128), (True, 2, 64, 64, 256, 64)}
 
 
 def default_config(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int, capability=(9, 0)) -> KernelConfig:
-    """The configuration a kernel shape launches with: :data:`TUNED`'s where it was measured (with the register cap at
-    the :data:`CAPPED` shapes), at depth 2 with head dim 128 and 64-row chunks what fits and spills least offline
+    """The configuration a kernel shape launches with: :data:`TUNED`'s where it was measured, at depth 2 with head dim
+    128 or more and 64-row chunks what fits and spills least offline
     (below), else the widest tile of :func:`tile_width` with 8 warps and no software pipelining (the fastest, or
     within 2% of it, for 7 of the 10 kernels measured; with 4 warps or 3 stages ptxas often settled on 32 registers
     and spilled nearly everything, 2.5-13x slower), keeping 3 stages for the backward of 64-row chunks (faster at the
@@ -150,13 +156,11 @@ def default_config(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int, c
     key = (backward, L, BN, DK, DH, DV)
     if key in TUNED:
         cfg = KernelConfig.parse(TUNED[key])
-        if key in CAPPED:
-            cfg = dataclasses.replace(cfg, maxreg=True)
     elif L == 2 and BN >= 64 and DK >= 128:
-        # Not timed on a GPU yet. Compiled offline (Triton 3.8, benchmarks/triton_resources.py, head dim 128 / chunk
-        # 64): the backward needs 304 KB of shared memory at 3 stages (204 KB at 1), and ptxas settles on 32
-        # registers for both kernels with 35 KB (forward) and 108 KB (backward) of spills per thread unless capped
-        # (255 registers: 6 and 23 KB).
+        # Head dim 128 is in TUNED now (run 9: this, with pass P); head dim 256 is not measured. Compiled offline
+        # (Triton 3.8, benchmarks/triton_resources.py, head dim 128 / chunk 64): the backward needs 304 KB of shared
+        # memory at 3 stages (204 KB at 1), and ptxas settles on 32 registers for both kernels with 35 KB (forward)
+        # and 108 KB (backward) of spills per thread unless capped (255 registers: 6 and 23 KB).
         cfg = KernelConfig(16, 8, 1, maxreg=True)
     else:
         cfg = KernelConfig(tile_width(*key), 8, 3 if backward and BN >= 64 else 1)
@@ -231,13 +235,15 @@ def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: 
     it (``OutOfResources``); ``grid``: a tuple, or a function of the tile width that returns one. Before the first
     launch of a configuration with tf32x3 products (``PREC`` or pass P's ``PPREC``) it compiles the kernel without
     running it and, where the compiler laid a product out 8 columns wide on the tensor cores (:func:`narrow_tf32`),
-    runs every product ieee instead, with a warning. Returns Triton's compiled kernel (``n_regs``, ``n_spills``,
+    runs every product ieee instead, with a warning (``LAUNCHED`` records both, and whether there was PTX to read).
+    Returns Triton's compiled kernel (``n_regs``, ``n_spills``,
     ``metadata.shared``)."""
     key = (backward, L, BN, DK, DH, DV)
     cfg = cfg or config_for(*key)
     first = (key, cfg) not in LAUNCHED
     th = min(cfg.tile, DH if L == 2 else DK) if first else LAUNCHED[(key, cfg)]["tile"]
     narrow = False if first else LAUNCHED[(key, cfg)]["narrow tf32"]
+    read = None  # whether the tf32 check saw PTX (None: no check; the interpreter has none)
     while True:
         try:
             prec = PRECISIONS[cfg.precision if th >= TF32X3_MIN_TILE and not narrow else "ieee"]
@@ -251,6 +257,7 @@ def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: 
                 # Compiled, not run (the interpreter returns None): an illegal memory access would end the CUDA
                 # context, and with it the caller's process.
                 ptx = getattr(kernel.warmup(*args, grid=g, **call), "asm", {}).get("ptx", "")
+                read = bool(ptx)
                 if narrow_tf32(ptx):
                     logger.warning("triton: %s kernel %s, config %s: the compiler laid tf32 products out 8 wide on "
                                    "the tensor cores (illegal memory accesses on an H100, Triton 3.6); running its "
@@ -267,5 +274,5 @@ def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: 
             LAUNCHED[(key, cfg)] = {"tile": th, "regs": getattr(compiled, "n_regs", None),
                                     "spills": getattr(compiled, "n_spills", None),
                                     "shared": getattr(getattr(compiled, "metadata", None), "shared", None),
-                                    "narrow tf32": narrow}
+                                    "narrow tf32": narrow, "ptx read": read}
         return compiled

@@ -91,6 +91,7 @@ if HAS_TRITON:
         _put_square,
         _rows,
         _saved,
+        _square,
         _tile,
     )
 
@@ -101,7 +102,7 @@ if HAS_TRITON:
                         W0_ptr, S0_ptr, W1_ptr, S1_ptr, lnw_ptr, lnb_ptr, acts_ptr, T, N, NSLOT, BH, H, CHUNK,
                         L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
                         TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
-                        PREC: tl.constexpr, SAVE: tl.constexpr):
+                        PREC: tl.constexpr, SAVE: tl.constexpr, RELOAD: tl.constexpr):
         pid = tl.program_id(0).to(tl.int64)  # 64-bit offsets: the saved states pass 2**31 elements at 8K x 128
         b, h, qb, kb, vb = _head_rows(pid, H, q_ptr, sq_b, sq_h, k_ptr, sk_b, sk_h, v_ptr, sv_b, sv_h)
         rn = tl.arange(0, BN)
@@ -133,8 +134,8 @@ if HAS_TRITON:
             dlast, e, xk, rk = _errors(zk, k, v, lw, lb, mask, DV, NORM, RES)
             CP0 = C0 * _mm(q, tl.trans(k), PREC)
             if L == 2:
-                beta1, gamma1, C1, cn1, mn1, bn1, gn1, hn1 = _coefs(bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr,
-                                                                   (BH + pid) * N + c, BN)
+                beta1, gamma1, _, cn1, mn1, bn1, gn1, hn1 = _coefs(bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr,
+                                                                  (BH + pid) * N + c, BN)
                 # beta X W + gamma X S in one accumulator, (beta X) W + (gamma X) S (registers held through the
                 # loop), each product its own `acc += dot`, which Triton fuses into the product (a sum of products or
                 # a difference first takes a [BN, DV] temporary). At depth 1 two sums with one operand spilled less
@@ -146,22 +147,29 @@ if HAS_TRITON:
                     S0j = _tile(S0i, 0, j * TH, DH, DK, TH)
                     W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
                     S1j = _tile(S1i, j * TH, 0, DV, TH, DV)
-                    z0 = _mm(k, G0j, PREC)
+                    if RELOAD:  # KernelConfig.reload: read again (L1/L2) rather than held through the loop
+                        kt = _rows(kb, sk_t, t, mask, 0, DK)
+                        qt = _rows(qb, sq_t, t, mask, 0, DK)
+                    else:
+                        kt = k
+                        qt = q
+                    z0 = _mm(kt, G0j, PREC)
                     a1 = _act(z0, ACT)
                     d0 = _act_bwd(_mm(dlast, tl.trans(W1j), PREC), z0, ACT)
-                    zeta0 = (beta0[:, None] * _mm(q, G0j, PREC) + gamma0[:, None] * _mm(q, S0j, PREC)
+                    zeta0 = (beta0[:, None] * _mm(qt, G0j, PREC) + gamma0[:, None] * _mm(qt, S0j, PREC)
                              - _mm(CP0, d0, PREC))
                     x1 = _act(zeta0, ACT)
-                    _put(W0o, 0, j * TH, DH, bn0 * G0j + gn0 * S0j - _mm(tl.trans(k), cn0[:, None] * d0, PREC),
+                    _put(W0o, 0, j * TH, DH, bn0 * G0j + gn0 * S0j - _mm(tl.trans(kt), cn0[:, None] * d0, PREC),
                          DK, TH)
-                    _put(S0o, 0, j * TH, DH, hn0 * S0j - _mm(tl.trans(k), mn0[:, None] * d0, PREC), DK, TH)
+                    _put(S0o, 0, j * TH, DH, hn0 * S0j - _mm(tl.trans(kt), mn0[:, None] * d0, PREC), DK, TH)
                     z += _mm(beta1[:, None] * x1, W1j, PREC)
                     z += _mm(gamma1[:, None] * x1, S1j, PREC)
                     P1 += _mm(x1, tl.trans(a1), PREC)
                     _put(W1o, j * TH, 0, DV, bn1 * W1j + gn1 * S1j - _mm(tl.trans(a1), cn1[:, None] * dlast, PREC),
                          TH, DV)
                     _put(S1o, j * TH, 0, DV, hn1 * S1j - _mm(tl.trans(a1), mn1[:, None] * dlast, PREC), TH, DV)
-                z -= _mm(C1 * P1, dlast, PREC)
+                # C_1 read here, not with the layer's other coefficients: it would be held through the loop.
+                z -= _mm(_square(C_ptr, (BH + pid) * N + c, BN) * P1, dlast, PREC)
                 if SAVE:
                     _put_square(_saved(acts_ptr, pid * N + c, 2, L, NORM, BN, DV), 0, P1, BN)
             else:
@@ -184,7 +192,10 @@ if HAS_TRITON:
                 xq, rq = _ln(z, DV)
                 z = xq * lw[None, :] + lb[None, :]
             if RES:
-                z = z + q
+                if RELOAD:  # noqa: SIM108 (a static if on a constexpr: Triton compiles one branch)
+                    z = z + _rows(qb, sq_t, t, mask, 0, DK)
+                else:
+                    z = z + q
             tl.store(ob + t[:, None] * so_t + rv[None, :], z.to(o_ptr.dtype.element_ty), mask=mask[:, None])
             tl.debug_barrier()  # the next chunk reads the state this one wrote (other threads of this program)
 
@@ -277,5 +288,5 @@ def seq_forward_triton(q, k, v, packed, W, S, norm, act, residual, chunk, save):
         split_forward_triton(fargs, q, v, Ws, act, residual, chunk, cfg, norm is not None, save)
         return o, Ws, Ss, acts
     launch(_seq_fwd_kernel, (BH,), (*fargs, T, N, nslot, BH, H, chunk), cfg=cfg, backward=False, L=L, BN=BN, DK=DK,
-           DH=DH, DV=DV, ACT=_ACT[act], NORM=norm is not None, RES=residual, SAVE=save)
+           DH=DH, DV=DV, ACT=_ACT[act], NORM=norm is not None, RES=residual, SAVE=save, RELOAD=cfg.reload and L == 2)
     return o, Ws, Ss, acts
