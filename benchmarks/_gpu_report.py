@@ -72,7 +72,13 @@ def report(paths) -> str:
                 if row.get("triton forward split"):  # and the one-program-per-head forward's figure
                     cfg += f" (split: {row['triton forward split']}; unsplit {_num(row, f'triton-seq {name} tok_s')})"
                 if name == "fwd+bwd" and row.get("triton segments", 1) > 1:  # checkpointed: one extra forward
-                    cfg += f" ({row['triton segments']} segments)"
+                    cfg += f" ({row['triton segments']} segments"
+                    if "triton-unsegmented fwd+bwd tok_s" in row:  # and the same call keeping every chunk's state
+                        peak = row.get("triton-unsegmented fwd+bwd peak_MiB", 0) / 1024
+                        cfg += f"; unsegmented {_num(row, 'triton-unsegmented fwd+bwd tok_s')} at {peak:.0f} GB"
+                    elif "triton-unsegmented fwd+bwd error" in row:  # OOM, or – for another error (in the JSON)
+                        cfg += f"; unsegmented {_num(row, 'triton-unsegmented fwd+bwd tok_s')}"
+                    cfg += ")"
                 if row.get("triton fallback"):
                     cfg = "falls back to chunk"
                 lines.append(

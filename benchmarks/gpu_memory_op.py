@@ -410,6 +410,13 @@ def main():
                 r = measure(partial(run_ours, "triton", B, T, H, D, depth, chunk, fwd_bwd), B * T, args.repeats)
                 triton_seq.SPLIT_BELOW = None
                 row.update({f"triton-seq {name} {k}": v for k, v in r.items()})
+            if fwd_bwd and row["triton segments"] > 1:
+                # What checkpointing costs (one extra forward): every chunk's state kept, where it fits the card
+                # (the budget is a memory choice, triton_op.save_budget).
+                triton_op.SAVE_BUDGET_BYTES = 1 << 62
+                r = measure(partial(run_ours, "triton", B, T, H, D, depth, chunk, True), B * T, args.repeats)
+                triton_op.SAVE_BUDGET_BYTES = None
+                row.update({f"triton-unsegmented fwd+bwd {k}": v for k, v in r.items()})
             # titans-pytorch keeps far more activations: halve its batch until it fits, then (at batch 1) its
             # sequence down to 1K, and say which batch and length it ran (its cost per token does not grow with T).
             bt, tt = B, T
