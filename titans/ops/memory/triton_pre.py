@@ -1,4 +1,4 @@
-"""The backward's pass P (``KernelConfig.pre``, opt-in; ``triton_seq_bwd.py``).
+"""The backward's pass P (``KernelConfig.pre``, ``triton_seq_bwd.py``; the default where an H100 ran it faster).
 
 Ten of the products in the backward's main tile loop (pass C) have a head dim as their inner dimension and need
 nothing the loop accumulates: the keys and queries through this tile of the first layer (``k W0``, ``q W0``, ``q
@@ -40,7 +40,7 @@ def pre_scratch(L: int, BH: int, BN: int, DK: int, DH: int, DV: int, device) -> 
 def pre_width(BN: int, width: int) -> int:
     """Columns per tile of pass P (of the hidden width at depth 2, of the head dim at depth 1): ``BN x TP = 4096``
     outputs, 16 per thread at 8 warps (a 4 x 4 block, two multiply-adds per shared-memory load, against one or half
-    in pass C's ``[BN, TH]`` products). Not timed on a GPU yet."""
+    in pass C's ``[BN, TH]`` products). Timed only as part of pass P (run 9), not against other widths."""
     return min(width, max(16, 4096 // BN))
 
 

@@ -8,8 +8,8 @@ buffer, where it leaves the gradients of the state before the chunk for chunk ``
 weights are streamed in tiles of ``TH`` hidden columns (depth 2) or input rows (depth 1); the passes over the tiles
 are
 
-* P (opt-in, ``KernelConfig.pre``; ``triton_pre.py``): before C, the products of C (and at depth 1 of both loops)
-  that need nothing the loop accumulates, in wide tiles into a scratch the loops read;
+* P (``KernelConfig.pre``, the default where it was faster; ``triton_pre.py``): before C, the products of C (and
+  at depth 1 of both loops) that need nothing the loop accumulates, in wide tiles into a scratch the loops read;
 * C: per tile, the query path backward of both layers, the end-of-chunk terms and the delta chain; the gradients
   of ``S`` are complete here, those of ``W`` lack the key path, and two ``[chunk, TH]`` partials are stashed;
 * D: after the LayerNorm backward at the keys (which needs all tiles of C), the key path, completing ``dW``.
