@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import sys
 import time
 from functools import partial
@@ -54,7 +55,8 @@ TUNE_TOL = 1e-5  # a candidate must agree with ``chunk`` this well (forward outp
 
 def cuda_time(fn, repeats: int) -> float:
     """Median seconds of ``fn()`` over ``repeats`` calls after a warm-up (one timed call when a call takes over a
-    second: the slow baselines at long sequences)."""
+    second: the slow baselines at long sequences); of an even count, the mean of the middle two (runs 1-10 took the
+    upper one: with the leases' two repeats, the slower call)."""
     fn()
     torch.cuda.synchronize()
     times = []
@@ -67,7 +69,7 @@ def cuda_time(fn, repeats: int) -> float:
         times.append(a.elapsed_time(b) / 1e3)
         if times[-1] > 1.0:
             break
-    return sorted(times)[len(times) // 2]
+    return statistics.median(times)
 
 
 def ceilings() -> dict:
