@@ -11,7 +11,8 @@
 #    $OUT/tuned.json), starting no new size once too little time is left for step 4;
 # 4. the gpu-marked tests again with the tuned configurations (TITANS_TRITON_CONFIGS).
 # Optional environment: SIZES ('D,depth,chunk,T;...', default the grid at 8K then 2K), DEFAULT_TESTS=0 (skip the
-# first gpu tests), FINAL_TESTS=0 (skip step 4), BASELINES (gpu_memory_op's --baselines; '' for none),
+# first gpu tests), FINAL_TESTS=0 (skip step 4), BASELINES (gpu_memory_op's --baselines; '' for none), BASELINES_AT
+# (its --baselines-at: only at these sizes),
 # TITANS_TRITON_CONFIGS (configurations from an earlier lease: their sizes are not re-tuned), CANDIDATES (tune
 # every size again, over only the candidates whose names start with these comma-separated prefixes),
 # LAST_CANDIDATES (after step 3, in the last LAST_S seconds (default 150) before step 4: every size tuned over each
@@ -66,7 +67,7 @@ LAST=$([ -n "${LAST_CANDIDATES:-}" ] && echo "${LAST_S:-150}" || echo 0)
 RESERVE=$(( RESERVE + LAST ))
 timeout $(( $(left) - RESERVE )) python3 benchmarks/gpu_memory_op.py --tune --tune-out "$OUT/tuned.json" \
   "${GRID[@]}" --repeats 2 --budget-s $(( $(left) - RESERVE - 70 )) --out "$OUT/gpu_memory_op.json" \
-  --baselines "${BASELINES-titans-pytorch,fla}" \
+  --baselines "${BASELINES-titans-pytorch,fla}" --baselines-at "${BASELINES_AT:-}" \
   > "$OUT/bench.log" 2>&1
 stamp "benchmark rc=$?"
 grep -v '^{' "$OUT/bench.log" | tail -25

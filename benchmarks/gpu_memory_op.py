@@ -346,6 +346,9 @@ def main():
     ap.add_argument("--baselines", default="titans-pytorch,fla",
                     help="comma-separated comparisons to time beside chunk and triton ('' for none: titans-pytorch at "
                     "batch 1 takes minutes per size)")
+    ap.add_argument("--baselines-at", default="", metavar="SIZES",
+                    help="'D,depth,chunk,T;...': time the baselines only at these sizes (e.g. titans-pytorch at the "
+                    "acceptance size, 64,2,16,8192)")
     ap.add_argument("--report", nargs="+", metavar="JSON", help="print saved runs as a markdown table and exit")
     args = ap.parse_args()
     if args.report:
@@ -357,6 +360,10 @@ def main():
     baselines = {b for b in args.baselines.split(",") if b}
     if unknown := baselines - {"titans-pytorch", "fla"}:
         raise SystemExit(f"gpu_memory_op: --baselines: unknown {sorted(unknown)} (known: titans-pytorch, fla)")
+    spec = [one.split(",") for one in args.baselines_at.split(";") if one]
+    if any(len(one) != 4 or not all(x.strip().isdigit() for x in one) for one in spec):
+        raise SystemExit(f"gpu_memory_op: --baselines-at {args.baselines_at!r}: expected 'D,depth,chunk,T;...'")
+    baselines_at = {tuple(int(x) for x in one) for one in spec}
     if not torch.cuda.is_available():
         print("gpu_memory_op: no CUDA device here; nothing to measure (the interpreter tests cover correctness).")
         return
@@ -386,6 +393,7 @@ def main():
             break
         B = max(1, args.tokens // T)
         row = {"D": D, "depth": depth, "chunk": chunk, "T": T, "B": B}
+        here = baselines if not baselines_at or (D, depth, chunk, T) in baselines_at else set()
         torch.cuda.empty_cache()
         if args.tune and (D, depth, chunk) not in tuned and not preset(D, depth, chunk):
             tune(row, B, T, H, D, depth, chunk, args.repeats)
@@ -422,17 +430,17 @@ def main():
             # titans-pytorch keeps far more activations: halve its batch until it fits, then (at batch 1) its
             # sequence down to 1K, and say which batch and length it ran (its cost per token does not grow with T).
             bt, tt = B, T
-            while "titans-pytorch" in baselines:
+            while "titans-pytorch" in here:
                 r = measure(partial(run_titans_pytorch, bt, tt, H, D, depth, chunk, fwd_bwd), bt * tt, args.repeats)
                 if "out of memory" not in r.get("error", "") or (bt == 1 and tt <= 1024):
                     break
                 bt, tt = (bt // 2, tt) if bt > 1 else (1, tt // 2)
-            if "titans-pytorch" in baselines:
+            if "titans-pytorch" in here:
                 row.update({f"titans-pytorch {name} {k}": v for k, v in r.items()})
                 row[f"titans-pytorch {name} batch"] = bt
                 if tt != T:
                     row[f"titans-pytorch {name} T"] = tt
-            if depth == 1 and "fla" in baselines:
+            if depth == 1 and "fla" in here:
                 r = measure(partial(run_fla, B, T, H, D, fwd_bwd), B * T, args.repeats)
                 row.update({f"fla-gdn {name} {k}": v for k, v in r.items()})
             if why := fallbacks():
