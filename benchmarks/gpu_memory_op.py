@@ -185,8 +185,8 @@ def candidates(D, depth, chunk) -> dict:
     ``triton_config.tile_width``: the first kernels' 4 warps (8 at 64-row chunks) with 3 stages, the same without
     software pipelining (also with the register cap), twice the warps without it, tf32x3 products in the forward,
     the current default, the default with the register cap (``maxreg``, ``maxreg-bwd``), the default forward with two
-    pipeline stages (``fwd-s2``) and, at depth 2, reading q and k per tile (``reload``), a 32-wide tf32x3 forward
-    where the default's tiles are 16 wide (``tf32x3-fwd32``, :data:`RISKY`), the default backward with
+    pipeline stages (``fwd-s2``) and, at depth 2, reading q and k per tile (``reload``), a tf32x3 forward in tiles
+    twice the default's (``tf32x3-wide``, :data:`RISKY`), the default backward with
     its pre-pass (``pre``), with that pass's products on the tensor cores (``tf32x3-pre``) and with every product
     there (``tf32x3-bwd``; both :data:`RISKY`), and the forward split over programs."""
     kf, kb = kernel_keys(D, depth, chunk)
@@ -216,11 +216,13 @@ def candidates(D, depth, chunk) -> dict:
     out["fwd-s2"] = (dataclasses.replace(default[0], stages=2), default[1])
     if depth == 2:  # the forward reading q and k again per weight tile (KernelConfig.reload)
         out["reload"] = (dataclasses.replace(default[0], reload=True), default[1])
-    # Where the default forward streams 16-wide tiles (their products on the CUDA cores: tf32x3 needs 32), a 32-wide
-    # tf32x3 forward with the register cap, which compiled offline fits an H100 at depth 2 / head dim 128 / chunk 64
-    # (224 KB; RISKY: tf32x3 in a kernel no GPU has run).
-    if default[0].tile < tc.TF32X3_MIN_TILE:
-        out["tf32x3-fwd32"] = (tc.KernelConfig(32, 8, 1, "tf32x3", maxreg=True), default[1])
+    # A tf32x3 forward in tiles twice the default's (at least 32: tf32x3 needs them) with the register cap: compiled
+    # offline it fits an H100 at depth 2 / chunk 64, head dim 128 (32 wide, where the default's 16-wide tiles put
+    # every product on the CUDA cores: 224 KB) and head dim 64 (64 wide: 176 KB); at 16-row chunks it spills 20-25 KB
+    # per thread, and is not tried. RISKY: kernels no GPU has run.
+    wide = max(tc.TF32X3_MIN_TILE, 2 * default[0].tile)
+    if chunk >= 64 and wide <= (memory_dims(D, depth)[1] if depth == 2 else D):
+        out["tf32x3-wide"] = (tc.KernelConfig(wide, 8, 1, "tf32x3", maxreg=True), default[1])
     # The backward with its pre-pass, and with that pass's products on the tensor cores (RISKY: timed only where named).
     out["pre"] = (default[0], with_pre(default[1]))
     out["tf32x3-pre"] = (default[0], with_pre(default[1], "tf32x3"))
@@ -242,7 +244,7 @@ ONLY: list[str] = []  # set by --candidates: time only the candidates whose name
 # Candidates --tune times only where --candidates names them in full: never run on a GPU, and with tf32x3 products,
 # which have ended runs in an illegal memory access (ending the CUDA context, hence every later candidate and size):
 # gpu_lease.sh times them in a process of their own (LAST_CANDIDATES).
-RISKY = {"tf32x3-pre", "tf32x3-bwd", "tf32x3-fwd32"}
+RISKY = {"tf32x3-pre", "tf32x3-bwd", "tf32x3-wide"}
 
 
 RETUNE = []  # set by --retune: tune shapes with a measured default too
