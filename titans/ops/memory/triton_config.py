@@ -121,9 +121,9 @@ TUNED = {
     (False, 2, 64, 128, 512, 128): "16,8,1,ieee,maxreg", (True, 2, 64, 128, 512, 128): "16,8,1,ieee,maxreg,pre-tf32x3",
 }
 # Run 9 (H100, 2K tokens, batch 64, 2026-11-27) tuned the four 2K sizes where ``triton`` had been slower than ``chunk``
-# over the default, the forward with two stages, pass P (``pre``) and the tensor-core backwards: the backward of
-# depth 1 / head dim 128 / chunk 64 and of depth 2 / head dim 128 ran 32-wide tf32x3 there as 16-wide tiles (the
-# shared memory; ieee loops, pass P in tf32x3), which is what the table says they are.
+# over the default, the forward with two stages, pass P (``pre``) and the tensor-core backwards. At depth 1 / head
+# dim 128 / chunk 64 and depth 2 / head dim 128 / chunk 64 the fastest backward was the all-tensor-core candidate,
+# which ran there as 16-wide tiles (the shared memory: ieee loops, pass P in tf32x3); the table gives what ran.
 # tf32x3 products in 16-wide tiles ended in an illegal memory access both times they ran at depth 2 on the H100
 # (the backward at head dim 64 and the forward at head dim 128, 64-row chunks; Triton 3.6), which ends the process's
 # CUDA context; they ran and agreed with ``chunk`` at depth 1 in a 16-wide tile and in 32- and 64-wide tiles, and were
@@ -236,8 +236,7 @@ def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: 
     launch of a configuration with tf32x3 products (``PREC`` or pass P's ``PPREC``) it compiles the kernel without
     running it and, where the compiler laid a product out 8 columns wide on the tensor cores (:func:`narrow_tf32`),
     runs every product ieee instead, with a warning (``LAUNCHED`` records both, and whether there was PTX to read).
-    Returns Triton's compiled kernel (``n_regs``, ``n_spills``,
-    ``metadata.shared``)."""
+    Returns Triton's compiled kernel (``n_regs``, ``n_spills``, ``metadata.shared``)."""
     key = (backward, L, BN, DK, DH, DV)
     cfg = cfg or config_for(*key)
     first = (key, cfg) not in LAUNCHED
