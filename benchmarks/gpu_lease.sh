@@ -18,9 +18,9 @@
 # LAST_CANDIDATES (after step 3, in the last LAST_S seconds (default 150) before step 4: every size tuned over each
 # of these candidates alone, a process per candidate, e.g. 'tf32x3-bwd,tf32x3-pre', then the gpu-marked tf32x3
 # tests; for gpu_memory_op.RISKY: a candidate that may end the CUDA context ends only its own process).
-# Logs and JSON go to $OUT (or /tmp/gpu_out); all but device.log, bench.log and the benchmark's JSON end up in logs.tgz. The wheels (ignored by git; the lent machine has torch, triton,
-# einops, numpy):
-#   echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+# Logs and JSON go to $OUT (or /tmp/gpu_out); all but device.log, bench.log and the benchmark's JSON end up in
+# logs.tgz. The wheels (.gitignore has .whl; the lent machine has torch, triton, einops, numpy):
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform any -d .whl \
 #     titans-pytorch==0.5.5 fla-core==0.6.0 assoc-scan axial-positional-embedding einx hyper-connections \
 #     rotary-embedding-torch tensordict x-transformers accelerated-scan frozendict torch-einops-utils pyvers loguru
@@ -84,7 +84,7 @@ if [ "$LAST" -gt 0 ]; then  # two thirds of LAST_S timing (a process per candida
   done
   timeout $(( $(left) - RESERVE + LAST )) python3 -m pytest -v -m gpu -k tf32x3 -p no:cacheprovider -n 6 \
     tests/ops/test_memory_triton.py > "$OUT/gpu_tests_last.log" 2>&1
-  stamp "gpu tests (tf32x3 backwards) rc=$?"
+  stamp "gpu tests (tf32x3) rc=$?"
   tail -3 "$OUT/gpu_tests_last.log"
 fi
 if [ "${FINAL_TESTS:-1}" = 1 ] && [ -f "$OUT/tuned.json" ] && [ "$(left)" -gt 30 ]; then

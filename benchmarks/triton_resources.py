@@ -124,7 +124,7 @@ def compile_kernel(backward: bool, shape, cfg, th: int | None = None, precision:
         consts.update(QT=triton_seq_bwd.q_transposed(BN, DK), PRE=cfg.pre,
                       TP=triton_seq_bwd.pre_width(BN, DH if L == 2 else DK), PPREC=triton_config.pre_precision(cfg))
     else:  # as training runs it: saving what the backward needs
-        consts.update(SAVE=True, RELOAD=cfg.reload and L == 2)
+        consts.update(SAVE=True, RELOAD=cfg.reload)
     fn = triton_seq_bwd._seq_bwd_kernel if backward else triton_seq._seq_fwd_kernel
     return compile_report(fn, consts, cfg.warps, cfg.stages, cap, ttgir)
 

@@ -41,11 +41,12 @@ class KernelConfig:
     # ptxas of Triton 3.6 / 3.8 settled on 32-128 registers per thread for several of these kernels and spilled the
     # rest (docs/benchmarks.md: "Registers").
     maxreg: bool = False
-    # Forward only, depth 2, one program per head: read the chunk's q and k again for each weight tile instead of
-    # holding them ([chunk, D] each) in registers through the tile loop. Compiled offline (Triton 3.6) its spill bytes
-    # fall 32% at head dim 128 / 64-row chunks, 12% at head dim 64 / 64-row chunks and 82% at head dim 64 / 16-row
-    # ones, and triple at head dim 128 / 16-row ones (benchmarks/results/triton_reload.json; docs/benchmarks.md,
-    # "Reading q and k per tile"). A tuning candidate (``reload``), not yet timed.
+    # Forward only, one program per head: at depth 2 read the chunk's q and k again for each weight tile instead of
+    # holding them ([chunk, D] each) in registers through the tile loop (at depth 1 only the residual's q is re-read).
+    # Compiled offline (Triton 3.6) its spill bytes fall 32% at head dim 128 / 64-row chunks, 12% at head dim 64 /
+    # 64-row chunks and 82% at head dim 64 / 16-row ones, and triple at head dim 128 / 16-row ones
+    # (benchmarks/results/triton_reload.json; docs/benchmarks.md, "Reading q and k per tile"). A tuning candidate
+    # (``reload``), not yet timed.
     reload: bool = False
     # Backward only: form the products of its tile loops that need nothing the loops accumulate before them, in
     # wide tiles, into a scratch buffer the loops read (triton_pre.py; docs/benchmarks.md, "How the products are laid

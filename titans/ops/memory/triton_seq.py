@@ -288,5 +288,5 @@ def seq_forward_triton(q, k, v, packed, W, S, norm, act, residual, chunk, save):
         split_forward_triton(fargs, q, v, Ws, act, residual, chunk, cfg, norm is not None, save)
         return o, Ws, Ss, acts
     launch(_seq_fwd_kernel, (BH,), (*fargs, T, N, nslot, BH, H, chunk), cfg=cfg, backward=False, L=L, BN=BN, DK=DK,
-           DH=DH, DV=DV, ACT=_ACT[act], NORM=norm is not None, RES=residual, SAVE=save, RELOAD=cfg.reload and L == 2)
+           DH=DH, DV=DV, ACT=_ACT[act], NORM=norm is not None, RES=residual, SAVE=save, RELOAD=cfg.reload)
     return o, Ws, Ss, acts
