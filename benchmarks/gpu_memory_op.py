@@ -219,9 +219,11 @@ def candidates(D, depth, chunk) -> dict:
     # A tf32x3 forward in tiles twice the default's (at least 32: tf32x3 needs them) with the register cap: compiled
     # offline it fits an H100 at depth 2 / chunk 64, head dim 128 (32 wide, where the default's 16-wide tiles put
     # every product on the CUDA cores: 224 KB) and head dim 64 (64 wide: 176 KB); at 16-row chunks it spills 20-25 KB
-    # per thread, and is not tried. RISKY: kernels no GPU has run.
+    # per thread, and is not tried. Nor where the default forward is tf32x3 already: measured (run 11, H100) at both
+    # such shapes, 64 wide was slower at head dim 64 and 32 wide is the default at head dim 128. RISKY: kernels no GPU
+    # has run.
     wide = max(tc.TF32X3_MIN_TILE, 2 * default[0].tile)
-    if chunk >= 64 and wide <= (memory_dims(D, depth)[1] if depth == 2 else D):
+    if chunk >= 64 and default[0].precision != "tf32x3" and wide <= (memory_dims(D, depth)[1] if depth == 2 else D):
         out["tf32x3-wide"] = (tc.KernelConfig(wide, 8, 1, "tf32x3", maxreg=True), default[1])
     # The backward with its pre-pass, and with that pass's products on the tensor cores (RISKY: timed only where named).
     out["pre"] = (default[0], with_pre(default[1]))
