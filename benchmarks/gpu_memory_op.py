@@ -185,10 +185,10 @@ def candidates(D, depth, chunk) -> dict:
     ``triton_config.tile_width``: the first kernels' 4 warps (8 at 64-row chunks) with 3 stages, the same without
     software pipelining (also with the register cap), twice the warps without it, tf32x3 products in the forward,
     the current default, the default with the register cap (``maxreg``, ``maxreg-bwd``), the default forward with two
-    pipeline stages (``fwd-s2``) and, at depth 2, reading q and k per tile (``reload``), a tf32x3 forward in tiles
-    twice the default's (``tf32x3-wide``, :data:`RISKY`), the default backward with
-    its pre-pass (``pre``), with that pass's products on the tensor cores (``tf32x3-pre``) and with every product
-    there (``tf32x3-bwd``; both :data:`RISKY`), and the forward split over programs."""
+    pipeline stages (``fwd-s2``) and, at depth 2, reading q and k per tile (``reload``), its tile loop in three
+    passes (``phased``), a tf32x3 forward in tiles twice the default's (``tf32x3-wide``, :data:`RISKY`), the default
+    backward with its pre-pass (``pre``), with that pass's products on the tensor cores (``tf32x3-pre``) and with
+    every product there (``tf32x3-bwd``; both :data:`RISKY`), and the forward split over programs."""
     kf, kb = kernel_keys(D, depth, chunk)
     tf, tb = tc.tile_width(*kf), tc.tile_width(*kb)
     w = 8 if kf[2] >= 64 else 4
@@ -214,8 +214,9 @@ def candidates(D, depth, chunk) -> dict:
     # The default forward with two pipeline stages (the weight tiles' loads started a tile ahead; the defaults have
     # one where they were measured, before the tile loops were trimmed).
     out["fwd-s2"] = (dataclasses.replace(default[0], stages=2), default[1])
-    if depth == 2:  # the forward reading q and k again per weight tile (KernelConfig.reload)
+    if depth == 2:  # the forward reading q and k again per weight tile (KernelConfig.reload), and in three passes
         out["reload"] = (dataclasses.replace(default[0], reload=True), default[1])
+        out["phased"] = (dataclasses.replace(default[0], phased=True), default[1])  # (KernelConfig.phased)
     # A tf32x3 forward in tiles twice the default's (at least 32: tf32x3 needs them) with the register cap: compiled
     # offline it fits an H100 at depth 2 / chunk 64, head dim 128 (32 wide, where the default's 16-wide tiles put
     # every product on the CUDA cores: 224 KB) and head dim 64 (64 wide: 176 KB); at 16-row chunks it spills 20-25 KB

@@ -124,7 +124,7 @@ def compile_kernel(backward: bool, shape, cfg, th: int | None = None, precision:
         consts.update(QT=triton_seq_bwd.q_transposed(BN, DK), PRE=cfg.pre,
                       TP=triton_seq_bwd.pre_width(BN, DH if L == 2 else DK), PPREC=triton_config.pre_precision(cfg))
     else:  # as training runs it: saving what the backward needs
-        consts.update(SAVE=True, RELOAD=cfg.reload)
+        consts.update(SAVE=True, RELOAD=cfg.reload, PHASED=cfg.phased and L == 2)
     fn = triton_seq_bwd._seq_bwd_kernel if backward else triton_seq._seq_fwd_kernel
     return compile_report(fn, consts, cfg.warps, cfg.stages, cap, ttgir)
 
@@ -177,6 +177,7 @@ def candidates(sizes: str, names: str, out: str, jobs: int = 1) -> None:
     from _gpu_report import kernel_keys
 
     prefixes = [x for x in names.split(",") if x]
+    gpu_memory_op.ONLY = prefixes  # as --candidates does there: 'default' by that name even where another equals it
     work, seen = [], set()
     for spec in sizes.split(";"):
         size = tuple(int(x) for x in spec.split(","))

@@ -158,7 +158,8 @@ def _leaves(x):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("forward", ["seq", "split", "reload", "tf32x3-wide", "pre", "pre-tf32x3", "tf32x3-bwd"])
+@pytest.mark.parametrize("forward", ["seq", "split", "reload", "phased", "tf32x3-wide", "pre", "pre-tf32x3",
+                                     "tf32x3-bwd"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("L,D,hidden,chunk", [(1, 64, 64, 16), (2, 64, 256, 16), (2, 64, 256, 64), (1, 128, 128, 64),
                                               (2, 128, 512, 16), (2, 128, 512, 64)])
@@ -169,7 +170,8 @@ def test_triton_on_cuda_realistic(monkeypatch, forward, dtype, tol, L, D, hidden
     than that (measured: gradients of k at depth 2, head dim 128, about 2e-5), twice the float32 reference's error:
     the kernel must be as accurate as the float32 reference, not more. ``forward``: one program per (batch row,
     head), or the forward split over programs (``triton_split.py``; by default only at few programs and some
-    shapes, ``triton_seq.SPLIT_FEW``), or reading q and k again per weight tile (``reload``, depth 2), or in
+    shapes, ``triton_seq.SPLIT_FEW``), or reading q and k again per weight tile (``reload``, depth 2), or its tile
+    loop in passes (``phased``, depth 2), or in
     tiles twice the default's with tf32x3 products (``tf32x3-wide``, the GPU benchmark's candidate), or
     (``pre``) the backward with its pre-pass (``KernelConfig.pre``), with its products on the tensor cores
     (``pre-tf32x3``), or with every product of the backward there (``tf32x3-bwd``, the GPU benchmark's candidate;
@@ -188,11 +190,11 @@ def test_triton_on_cuda_realistic(monkeypatch, forward, dtype, tol, L, D, hidden
             pytest.skip("the benchmark offers tf32x3-wide at 64-row chunks where the default forward is ieee only")
         wide = lambda *key: tc.KernelConfig(max(32, 2 * base_w(*key).tile), 8, 1, "tf32x3", maxreg=True)  # noqa: E731
         monkeypatch.setattr(ts, "config_for", wide)
-    elif forward == "reload":
+    elif forward in ("reload", "phased"):
         if L == 1:
-            pytest.skip("KernelConfig.reload is a depth-2 forward's")
+            pytest.skip(f"KernelConfig.{forward} is a depth-2 forward's")
         base_f = ts.config_for
-        monkeypatch.setattr(ts, "config_for", lambda *key: dataclasses.replace(base_f(*key), reload=True))
+        monkeypatch.setattr(ts, "config_for", lambda *key: dataclasses.replace(base_f(*key), **{forward: True}))
     elif forward.startswith("pre"):
         base = tb.config_for
         prec = forward.removeprefix("pre-") if "-" in forward else "ieee"

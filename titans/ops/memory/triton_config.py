@@ -45,9 +45,13 @@ class KernelConfig:
     # holding them ([chunk, D] each) in registers through the tile loop (at depth 1 only the residual's q is re-read).
     # Compiled offline (Triton 3.6) its spill bytes fall 32% at head dim 128 / 64-row chunks, 12% at head dim 64 /
     # 64-row chunks and 82% at head dim 64 / 16-row ones, and triple at head dim 128 / 16-row ones
-    # (benchmarks/results/triton_reload.json; docs/benchmarks.md, "Reading q and k per tile"). A tuning candidate
-    # (``reload``), not yet timed.
+    # (benchmarks/results/triton_reload.json; docs/benchmarks.md, "Reading q and k per tile"). Timed in runs 11 and
+    # 12 (H100): 3-11% faster at head dim 128 / 64-row chunks (its default there), no faster elsewhere.
     reload: bool = False
+    # Forward only, one program per head, depth 2: the tile loop in five passes that pass what crosses between them
+    # through a per-program scratch in global memory rather than holding it (triton_phased.py; compiled offline it
+    # spills 39-100% fewer bytes). A tuning candidate (``phased``), not yet timed.
+    phased: bool = False
     # Backward only: form the products of its tile loops that need nothing the loops accumulate before them, in
     # wide tiles, into a scratch buffer the loops read (triton_pre.py; docs/benchmarks.md, "How the products are laid
     # out"). Timed in run 9: the default at the head-dim-128 shapes' backwards.
@@ -67,23 +71,24 @@ class KernelConfig:
 
     @classmethod
     def parse(cls, text: str) -> KernelConfig:
-        """``'TH,warps,stages[,precision[,split][,maxreg][,reload][,pre|,pre-tf32x3]]'``, e.g. ``'32,8,1,ieee'``,
-        ``'32,4,1,ieee,split'``, ``'16,8,1,ieee,maxreg,pre-tf32x3'``."""
+        """``'TH,warps,stages[,precision[,split][,maxreg][,reload][,phased][,pre|,pre-tf32x3]]'``, e.g.
+        ``'32,8,1,ieee'``, ``'32,4,1,ieee,split'``, ``'16,8,1,ieee,maxreg,pre-tf32x3'``."""
         parts = text.split(",")
         flags = parts[4:]
-        if (len(parts) < 3 or not set(flags) <= {"split", "maxreg", "reload", "pre", "pre-tf32x3"}
+        if (len(parts) < 3 or not set(flags) <= {"split", "maxreg", "reload", "phased", "pre", "pre-tf32x3"}
                 or len(set(flags)) != len(flags) or {"pre", "pre-tf32x3"} <= set(flags)):
             raise ValueError(f"kernel config {text!r}: expected "
-                             "'tile,warps,stages[,precision[,split][,maxreg][,reload][,pre|,pre-tf32x3]]'")
+                             "'tile,warps,stages[,precision[,split][,maxreg][,reload][,phased][,pre|,pre-tf32x3]]'")
         pre3 = "pre-tf32x3" in flags
         return cls(int(parts[0]), int(parts[1]), int(parts[2]), *(parts[3:4] or ["ieee"]), split="split" in flags,
-                   maxreg="maxreg" in flags, reload="reload" in flags, pre="pre" in flags or pre3,
-                   pre_precision="tf32x3" if pre3 else "ieee")
+                   maxreg="maxreg" in flags, reload="reload" in flags, phased="phased" in flags,
+                   pre="pre" in flags or pre3, pre_precision="tf32x3" if pre3 else "ieee")
 
     def __str__(self) -> str:
         pre = ",pre" + ("" if self.pre_precision == "ieee" else f"-{self.pre_precision}") if self.pre else ""
         return (f"{self.tile},{self.warps},{self.stages},{self.precision}" + (",split" if self.split else "")
-                + (",maxreg" if self.maxreg else "") + (",reload" if self.reload else "") + pre)
+                + (",maxreg" if self.maxreg else "") + (",reload" if self.reload else "")
+                + (",phased" if self.phased else "") + pre)
 
 
 def max_registers(warps: int) -> int:

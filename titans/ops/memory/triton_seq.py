@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .triton_config import config_for, launch
+from .triton_phased import scratch_width
 
 try:
     import triton
@@ -94,15 +95,24 @@ if HAS_TRITON:
         _square,
         _tile,
     )
+    from .triton_phased import (
+        _first_layer,
+        _first_state,
+        _keep_errors,
+        _kept_errors,
+        _keys_kept,
+        _second_layer,
+        _second_state,
+    )
 
     # Sizes are not specialized (one compiled kernel serves every length and batch).
     @triton.jit(do_not_specialize=["T", "N", "NSLOT", "BH", "H", "CHUNK"])
     def _seq_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t,
                         so_b, so_h, so_t, bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr,
-                        W0_ptr, S0_ptr, W1_ptr, S1_ptr, lnw_ptr, lnb_ptr, acts_ptr, T, N, NSLOT, BH, H, CHUNK,
-                        L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
-                        TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
-                        PREC: tl.constexpr, SAVE: tl.constexpr, RELOAD: tl.constexpr):
+                        W0_ptr, S0_ptr, W1_ptr, S1_ptr, lnw_ptr, lnb_ptr, acts_ptr, scr_ptr, T, N, NSLOT, BH, H,
+                        CHUNK, L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr,
+                        DV: tl.constexpr, TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
+                        PREC: tl.constexpr, SAVE: tl.constexpr, RELOAD: tl.constexpr, PHASED: tl.constexpr):
         pid = tl.program_id(0).to(tl.int64)  # 64-bit offsets: the saved states pass 2**31 elements at 8K x 128
         b, h, qb, kb, vb = _head_rows(pid, H, q_ptr, sq_b, sq_h, k_ptr, sk_b, sk_h, v_ptr, sv_b, sv_h)
         rn = tl.arange(0, BN)
@@ -110,6 +120,7 @@ if HAS_TRITON:
         ob = o_ptr + b * so_b + h * so_h
         lw, lb = _norm_params(lnw_ptr, lnb_ptr, h, DV, NORM)
         D0: tl.constexpr = DH if L == 2 else DV
+        scr = scr_ptr + pid * (3 * BN * DH + BN * DV + BN * BN)  # PHASED: this program's (triton_phased.scratch_width)
         for c in range(N):
             t = c * CHUNK + rn
             mask = (rn < CHUNK) & (t < T)
@@ -128,7 +139,10 @@ if HAS_TRITON:
             S1o = S1_ptr + so * DH * DV
             beta0, gamma0, C0, cn0, mn0, bn0, gn0, hn0 = _coefs(bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr,
                                                                pid * N + c, BN)
-            zk = _keys(k, kb, sk_t, t, mask, W0i, W1i, L, BN, DK, DH, DV, TH, ACT, PREC)
+            if PHASED:
+                zk = _keys_kept(kb, sk_t, t, mask, W0i, W1i, scr, BN, DK, DH, DV, TH, ACT, PREC)
+            else:
+                zk = _keys(k, kb, sk_t, t, mask, W0i, W1i, L, BN, DK, DH, DV, TH, ACT, PREC)
             if SAVE:
                 _put(_saved(acts_ptr, pid * N + c, 0, L, NORM, BN, DV), 0, 0, DV, zk, BN, DV)
             dlast, e, xk, rk = _errors(zk, k, v, lw, lb, mask, DV, NORM, RES)
@@ -136,6 +150,17 @@ if HAS_TRITON:
             if L == 2:
                 beta1, gamma1, _, cn1, mn1, bn1, gn1, hn1 = _coefs(bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr,
                                                                   (BH + pid) * N + c, BN)
+            if L == 2 and PHASED:  # KernelConfig.phased: the loop below in five passes (triton_phased.py)
+                _keep_errors(scr, dlast, CP0, BN, DH, DV)
+                tl.debug_barrier()  # pass 2 reads z0, delta_L, C_0 P_0 as other threads of this program wrote them
+                _first_layer(qb, sq_t, beta0, gamma0, W0i, S0i, W1i, scr, t, mask, BN, DK, DH, DV, TH, ACT, PREC)
+                tl.debug_barrier()  # passes 3-5 read delta_0 and x1 as other threads of this program wrote them
+                _first_state(kb, sk_t, t, mask, cn0, mn0, bn0, gn0, hn0, W0i, S0i, W0o, S0o, scr, BN, DK, DH, TH,
+                             PREC)
+                z, P1 = _second_layer(beta1, gamma1, W1i, S1i, scr, BN, DH, DV, TH, ACT, PREC)
+                _second_state(cn1, mn1, bn1, gn1, hn1, W1i, S1i, W1o, S1o, scr, BN, DH, DV, TH, ACT, PREC)
+                dlast = _kept_errors(scr, BN, DH, DV)  # read again: not held through the passes
+            elif L == 2:
                 # beta X W + gamma X S in one accumulator, (beta X) W + (gamma X) S (registers held through the
                 # loop), each product its own `acc += dot`, which Triton fuses into the product (a sum of products or
                 # a difference first takes a [BN, DV] temporary). At depth 1 two sums with one operand spilled less
@@ -168,10 +193,6 @@ if HAS_TRITON:
                     _put(W1o, j * TH, 0, DV, bn1 * W1j + gn1 * S1j - _mm(tl.trans(a1), cn1[:, None] * dlast, PREC),
                          TH, DV)
                     _put(S1o, j * TH, 0, DV, hn1 * S1j - _mm(tl.trans(a1), mn1[:, None] * dlast, PREC), TH, DV)
-                # C_1 read here, not with the layer's other coefficients: it would be held through the loop.
-                z -= _mm(_square(C_ptr, (BH + pid) * N + c, BN) * P1, dlast, PREC)
-                if SAVE:
-                    _put_square(_saved(acts_ptr, pid * N + c, 2, L, NORM, BN, DV), 0, P1, BN)
             else:
                 xw = tl.zeros([BN, DV], dtype=tl.float32)
                 xs = tl.zeros([BN, DV], dtype=tl.float32)
@@ -186,13 +207,18 @@ if HAS_TRITON:
                          TH, DV)
                     _put(S0o, j * TH, 0, DV, hn0 * Sj - _mm(tl.trans(kj), mn0[:, None] * dlast, PREC), TH, DV)
                 z = beta0[:, None] * xw + gamma0[:, None] * xs - _mm(CP0, dlast, PREC)
+            if L == 2:
+                # C_1 read here, not with the layer's other coefficients: it would be held through the loop.
+                z -= _mm(_square(C_ptr, (BH + pid) * N + c, BN) * P1, dlast, PREC)
+                if SAVE:
+                    _put_square(_saved(acts_ptr, pid * N + c, 2, L, NORM, BN, DV), 0, P1, BN)
             if NORM:
                 if SAVE:  # for the norm's backward
                     _put(_saved(acts_ptr, pid * N + c, 1, L, NORM, BN, DV), 0, 0, DV, z, BN, DV)
                 xq, rq = _ln(z, DV)
                 z = xq * lw[None, :] + lb[None, :]
             if RES:
-                if RELOAD:  # noqa: SIM108 (a static if on a constexpr: Triton compiles one branch)
+                if RELOAD or PHASED:  # noqa: SIM108 (a static if on constexprs: Triton compiles one branch)
                     z = z + _rows(qb, sq_t, t, mask, 0, DK)
                 else:
                     z = z + q
@@ -287,6 +313,9 @@ def seq_forward_triton(q, k, v, packed, W, S, norm, act, residual, chunk, save):
             cfg = dataclasses.replace(cfg, precision="ieee", stages=1, split=True)
         split_forward_triton(fargs, q, v, Ws, act, residual, chunk, cfg, norm is not None, save)
         return o, Ws, Ss, acts
-    launch(_seq_fwd_kernel, (BH,), (*fargs, T, N, nslot, BH, H, chunk), cfg=cfg, backward=False, L=L, BN=BN, DK=DK,
-           DH=DH, DV=DV, ACT=_ACT[act], NORM=norm is not None, RES=residual, SAVE=save, RELOAD=cfg.reload)
+    phased = cfg.phased and L == 2
+    scr = torch.empty(BH, scratch_width(BN, DH, DV), dtype=torch.float32, device=q.device) if phased else Ws[0]
+    launch(_seq_fwd_kernel, (BH,), (*fargs, scr, T, N, nslot, BH, H, chunk), cfg=cfg, backward=False, L=L, BN=BN,
+           DK=DK, DH=DH, DV=DV, ACT=_ACT[act], NORM=norm is not None, RES=residual, SAVE=save, RELOAD=cfg.reload,
+           PHASED=phased)
     return o, Ws, Ss, acts

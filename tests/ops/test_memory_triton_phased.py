@@ -1,0 +1,52 @@
+"""``KernelConfig.phased`` (``triton_phased.py``): the depth-2 forward's tile loop in three passes through a
+per-program scratch, against ``impl="chunk"``: outputs, final state and every gradient (the backward reads what this
+forward saved), fp32, relative RMS error <= 1e-5, in Triton's interpreter on CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from .memory_cases import make_inputs
+from .test_memory_triton import _compare
+
+triton = pytest.importorskip("triton")
+
+
+@pytest.mark.parametrize("chunk,T,cut,nr,act,hidden,tile", [
+    (16, 35, 19, True, "gelu", 64, 16),    # four tiles, mid-chunk resume
+    (16, 37, 21, False, "silu", 64, 32),   # two tiles, no norm or residual
+    (8, 29, 3, True, "relu", 32, 16),      # 8-row chunks padded to 16 rows
+])
+def test_the_forward_in_phases_matches_chunk(monkeypatch, chunk, T, cut, nr, act, hidden, tile):
+    import titans.ops.memory.triton_seq as ts
+
+    base = ts.config_for
+    monkeypatch.setattr(ts, "config_for", lambda *key: dataclasses.replace(base(*key), tile=tile, phased=True)
+                        if not key[0] else base(*key))
+    inp, leaves = make_inputs(B=1, T=T, H=2, D=16, L=2, hidden=hidden, per_layer=True, norm=nr, residual=nr,
+                              dtype=torch.float32, requires_grad=True)
+    _compare(inp, leaves, chunk, act, cut)
+
+
+def test_the_phases_change_nothing_at_depth_1(monkeypatch):
+    """The flag is a depth-2 forward's: at depth 1 the one-loop forward runs, and no scratch is allocated."""
+    import titans.ops.memory.triton_seq as ts
+
+    base = ts.config_for
+    monkeypatch.setattr(ts, "config_for", lambda *key: dataclasses.replace(base(*key), phased=True))
+    inp, leaves = make_inputs(B=1, T=21, H=2, D=16, L=1, hidden=16, per_layer=True, norm=True, residual=True,
+                              dtype=torch.float32, requires_grad=True)
+    _compare(inp, leaves, 16, "gelu", 7)
+
+
+def test_the_configuration_text_names_the_phases():
+    from titans.ops.memory.triton_config import KernelConfig
+
+    cfg = KernelConfig.parse("32,8,1,tf32x3,maxreg,reload,phased")
+    assert cfg == KernelConfig(32, 8, 1, "tf32x3", maxreg=True, reload=True, phased=True)
+    assert str(cfg) == "32,8,1,tf32x3,maxreg,reload,phased"
+    with pytest.raises(ValueError, match="phased"):
+        KernelConfig.parse("32,8,1,ieee,phased,phased")
