@@ -216,7 +216,8 @@ def candidates(D, depth, chunk) -> dict:
     out["fwd-s2"] = (dataclasses.replace(default[0], stages=2), default[1])
     if depth == 2:  # the forward reading q and k again per weight tile (KernelConfig.reload), and in three passes
         out["reload"] = (dataclasses.replace(default[0], reload=True), default[1])
-        out["phased"] = (dataclasses.replace(default[0], phased=True), default[1])  # (KernelConfig.phased)
+        # ... both kernels' tile loops in passes through a scratch (KernelConfig.phased; triton_phased*.py)
+        out["phased"] = tuple(dataclasses.replace(c, phased=True) for c in default)
     # A tf32x3 forward in tiles twice the default's (at least 32: tf32x3 needs them) with the register cap: compiled
     # offline it fits an H100 at depth 2 / chunk 64, head dim 128 (32 wide, where the default's 16-wide tiles put
     # every product on the CUDA cores: 224 KB) and head dim 64 (64 wide: 176 KB); at 16-row chunks it spills 20-25 KB
@@ -229,8 +230,11 @@ def candidates(D, depth, chunk) -> dict:
     # The backward with its pre-pass, and with that pass's products on the tensor cores (RISKY: timed only where named).
     out["pre"] = (default[0], with_pre(default[1]))
     out["tf32x3-pre"] = (default[0], with_pre(default[1], "tf32x3"))
-    # ... and every product of the backward there (triton_config.TENSOR_CORE_BACKWARD, RISKY).
+    # ... and every product of the backward there (triton_config.TENSOR_CORE_BACKWARD, RISKY), also with its pass C
+    # in passes (at depth 2 / head dim 128 / chunk 64 only that one fits an H100 in 32-wide tiles, compiled offline).
     out["tf32x3-bwd"] = (default[0], tc.KernelConfig.parse(tc.TENSOR_CORE_BACKWARD))
+    if depth == 2:
+        out["tf32x3-bwd-phased"] = (default[0], tc.KernelConfig.parse(tc.TENSOR_CORE_BACKWARD + ",phased"))
     # The forward split over programs (one launch per chunk, triton_split.py) with the default backward: tiles of
     # the streamed width and half of it, 4 and 8 warps.
     for th in sorted({tf, max(16, tf // 2)}):
@@ -247,7 +251,7 @@ ONLY: list[str] = []  # set by --candidates: time only the candidates whose name
 # Candidates --tune times only where --candidates names them in full: never run on a GPU, and with tf32x3 products,
 # which have ended runs in an illegal memory access (ending the CUDA context, hence every later candidate and size):
 # gpu_lease.sh times them in a process of their own (LAST_CANDIDATES).
-RISKY = {"tf32x3-pre", "tf32x3-bwd", "tf32x3-wide"}
+RISKY = {"tf32x3-pre", "tf32x3-bwd", "tf32x3-bwd-phased", "tf32x3-wide"}
 
 
 RETUNE = []  # set by --retune: tune shapes with a measured default too

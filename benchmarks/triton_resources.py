@@ -32,9 +32,11 @@ from _common import table, write_results  # noqa: E402
 H100_SHARED = 227 * 1024
 
 
-def compile_report(fn, consts: dict, warps: int, stages: int, maxnreg: int | None = None, ttgir: bool = False) -> dict:
-    """Compile ``fn`` for sm_90 and read its resources (ptxas -v on the PTX for registers and spills); ``ttgir``:
-    also return Triton's GPU IR (where it laid out each product, :func:`dot_layouts`)."""
+def compile_report(fn, consts: dict, warps: int, stages: int, maxnreg: int | None = None, ttgir: bool = False,
+                   trips: int = 1) -> dict:
+    """Compile ``fn`` for sm_90 and read its resources (ptxas -v on the PTX for registers and spills; the spill
+    instructions of its machine code per chunk, :func:`loop_spills`, with ``trips`` iterations of each innermost
+    loop); ``ttgir``: also return Triton's GPU IR (where it laid out each product, :func:`dot_layouts`)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -68,8 +70,38 @@ def compile_report(fn, consts: dict, warps: int, stages: int, maxnreg: int | Non
     return {"shared_KiB": k.metadata.shared / 1024, "fits_H100": k.metadata.shared <= H100_SHARED, "ptxas": info,
             "registers": int(regs.group(1)) if regs else None, "spill_store_bytes": int(spills.group(1)) if spills
             else None, "tf32_wgmma": tf32_wgmma(k.asm["ptx"]),
-            "narrow_tf32": triton_config.narrow_tf32(k.asm["ptx"]),
+            "narrow_tf32": triton_config.narrow_tf32(k.asm["ptx"]), **loop_spills(k.asm["cubin"], trips),
             **({"ttgir": k.asm["ttgir"]} if ttgir else {})}
+
+
+def loop_spills(cubin: bytes, trips: int) -> dict:
+    """Spill instructions (``STL``/``LDL``, one per thread each) in a kernel's machine code (``nvdisasm``, bundled
+    with Triton), and those a chunk executes: the innermost loops' (bodies between a backward branch and its target
+    that hold no other) ``trips`` times, the rest once (the tile loops run ``trips`` times per chunk; the chunk loop
+    is the outer one). Where ``ptxas -v``'s spill bytes count every spill once, this weighs a spill in a tile loop
+    by how often it runs."""
+    import triton
+
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(cubin)
+    sass = subprocess.run([tool, "-c", f.name], capture_output=True, text=True).stdout
+    os.unlink(f.name)
+    code, labels, pending = [], {}, []
+    for line in sass.splitlines():
+        if m := re.match(r"\s*\.L_x_(\d+):", line):
+            pending.append(m.group(1))
+        elif m := re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(.*?);", line):
+            addr = int(m.group(1), 16)
+            labels.update({p: addr for p in pending})
+            pending = []
+            code.append((addr, m.group(2)))
+    loops = [(labels[m.group(1)], addr) for addr, text in code
+             if (m := re.search(r"BRA.*\.L_x_(\d+)", text)) and labels.get(m.group(1), addr) < addr]
+    inner = [a for a in loops if not any(b != a and a[0] <= b[0] and b[1] <= a[1] for b in loops)]
+    spills = [addr for addr, text in code if re.match(r"(@!?U?P\w+\s+)?(STL|LDL)", text)]
+    in_inner = sum(1 for x in spills for lo, hi in inner if lo <= x <= hi)
+    return {"spill_instructions": len(spills), "spills_per_chunk": len(spills) - in_inner + trips * in_inner}
 
 
 def tf32_wgmma(ptx: str) -> str:
@@ -122,11 +154,12 @@ def compile_kernel(backward: bool, shape, cfg, th: int | None = None, precision:
                   PREC=triton_config.PRECISIONS[precision])
     if backward:
         consts.update(QT=triton_seq_bwd.q_transposed(BN, DK), PRE=cfg.pre,
-                      TP=triton_seq_bwd.pre_width(BN, DH if L == 2 else DK), PPREC=triton_config.pre_precision(cfg))
+                      TP=triton_seq_bwd.pre_width(BN, DH if L == 2 else DK), PPREC=triton_config.pre_precision(cfg),
+                      PHASED=cfg.phased and L == 2)
     else:  # as training runs it: saving what the backward needs
         consts.update(SAVE=True, RELOAD=cfg.reload, PHASED=cfg.phased and L == 2)
     fn = triton_seq_bwd._seq_bwd_kernel if backward else triton_seq._seq_fwd_kernel
-    return compile_report(fn, consts, cfg.warps, cfg.stages, cap, ttgir)
+    return compile_report(fn, consts, cfg.warps, cfg.stages, cap, ttgir, trips=(DH if L == 2 else DK) // th)
 
 
 def _register_row(job) -> dict:
@@ -153,7 +186,8 @@ def _candidate_row(job) -> dict:
     return {"D,depth,chunk": ",".join(map(str, size)), "candidate": name, "kernel": "bwd" if key[0] else "fwd",
             "config": str(cfg), "shared KiB": round(r["shared_KiB"]) if "shared_KiB" in r else None,
             "fits H100": r.get("fits_H100"), "registers": r.get("registers"),
-            "spill stores": r.get("spill_store_bytes", r.get("error")), "tf32 wgmma": r.get("tf32_wgmma")}
+            "spill stores": r.get("spill_store_bytes", r.get("error")),
+            "spills run per chunk": r.get("spills_per_chunk"), "tf32 wgmma": r.get("tf32_wgmma")}
 
 
 def _run(worker, work, jobs: int, out: str) -> None:

@@ -159,7 +159,7 @@ def _leaves(x):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("forward", ["seq", "split", "reload", "phased", "tf32x3-wide", "pre", "pre-tf32x3",
-                                     "tf32x3-bwd"])
+                                     "tf32x3-bwd", "tf32x3-bwd-phased"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("L,D,hidden,chunk", [(1, 64, 64, 16), (2, 64, 256, 16), (2, 64, 256, 64), (1, 128, 128, 64),
                                               (2, 128, 512, 16), (2, 128, 512, 64)])
@@ -171,18 +171,21 @@ def test_triton_on_cuda_realistic(monkeypatch, forward, dtype, tol, L, D, hidden
     the kernel must be as accurate as the float32 reference, not more. ``forward``: one program per (batch row,
     head), or the forward split over programs (``triton_split.py``; by default only at few programs and some
     shapes, ``triton_seq.SPLIT_FEW``), or reading q and k again per weight tile (``reload``, depth 2), or its tile
-    loop in passes (``phased``, depth 2), or in
+    loops in passes (``phased``, depth 2, both kernels), or in
     tiles twice the default's with tf32x3 products (``tf32x3-wide``, the GPU benchmark's candidate), or
     (``pre``) the backward with its pre-pass (``KernelConfig.pre``), with its products on the tensor cores
-    (``pre-tf32x3``), or with every product of the backward there (``tf32x3-bwd``, the GPU benchmark's candidate;
+    (``pre-tf32x3``), or with every product of the backward there (``tf32x3-bwd``, and with its pass C in passes,
+    ``tf32x3-bwd-phased``: the GPU benchmark's candidates;
     ``benchmarks/gpu_lease.sh`` runs the tf32x3 ones in a later process: tf32x3 has ended runs in an illegal memory
     access)."""
     import titans.ops.memory.triton_config as tc
     import titans.ops.memory.triton_seq as ts
     import titans.ops.memory.triton_seq_bwd as tb
 
-    if forward == "tf32x3-bwd":
-        cfg = tc.KernelConfig.parse(tc.TENSOR_CORE_BACKWARD)
+    if forward.startswith("tf32x3-bwd"):
+        if forward.endswith("phased") and L == 1:
+            pytest.skip("KernelConfig.phased is a depth-2 kernel's")
+        cfg = tc.KernelConfig.parse(tc.TENSOR_CORE_BACKWARD + (",phased" if forward.endswith("phased") else ""))
         monkeypatch.setattr(tb, "config_for", lambda *key: cfg)
     elif forward == "tf32x3-wide":
         base_w = ts.config_for
@@ -193,8 +196,10 @@ def test_triton_on_cuda_realistic(monkeypatch, forward, dtype, tol, L, D, hidden
     elif forward in ("reload", "phased"):
         if L == 1:
             pytest.skip(f"KernelConfig.{forward} is a depth-2 forward's")
-        base_f = ts.config_for
+        base_f, base_b = ts.config_for, tb.config_for
         monkeypatch.setattr(ts, "config_for", lambda *key: dataclasses.replace(base_f(*key), **{forward: True}))
+        if forward == "phased":  # both kernels
+            monkeypatch.setattr(tb, "config_for", lambda *key: dataclasses.replace(base_b(*key), phased=True))
     elif forward.startswith("pre"):
         base = tb.config_for
         prec = forward.removeprefix("pre-") if "-" in forward else "ieee"

@@ -50,3 +50,25 @@ def test_the_configuration_text_names_the_phases():
     assert str(cfg) == "32,8,1,tf32x3,maxreg,reload,phased"
     with pytest.raises(ValueError, match="phased"):
         KernelConfig.parse("32,8,1,ieee,phased,phased")
+
+
+@pytest.mark.parametrize("chunk,T,cut,nr,act,D,hidden,pre", [
+    (16, 35, 19, True, "gelu", 16, 64, ""),          # four tiles, mid-chunk resume
+    (8, 29, 3, False, "silu", 16, 32, ""),           # two tiles, no norm or residual, 8-row chunks
+    (16, 35, 19, True, "relu", 16, 64, "pre"),       # with pass P (its products read from its scratch)
+    (16, 35, 19, True, "gelu", 32, 64, "tf32x3-bwd"),  # triton_config.TENSOR_CORE_BACKWARD: 32-wide tiles
+])
+def test_the_backward_in_passes_matches_chunk(monkeypatch, chunk, T, cut, nr, act, D, hidden, pre):
+    """``KernelConfig.phased`` on the backward (``triton_phased_bwd.py``): pass C as five loops through a scratch,
+    then q, k and the errors read or formed again: the same gradients (and, through the forward, outputs)."""
+    import titans.ops.memory.triton_config as tc
+    import titans.ops.memory.triton_seq_bwd as tb
+
+    base = tb.config_for
+    cfg = lambda *key: dataclasses.replace(base(*key), tile=16, phased=True, pre=pre == "pre", stages=1)  # noqa: E731
+    if pre == "tf32x3-bwd":
+        cfg = lambda *key: tc.KernelConfig.parse(tc.TENSOR_CORE_BACKWARD + ",phased")  # noqa: E731
+    monkeypatch.setattr(tb, "config_for", cfg)
+    inp, leaves = make_inputs(B=1, T=T, H=2, D=D, L=2, hidden=hidden, per_layer=True, norm=nr, residual=nr,
+                              dtype=torch.float32, requires_grad=True)
+    _compare(inp, leaves, chunk, act, cut)

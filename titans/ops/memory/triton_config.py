@@ -48,9 +48,11 @@ class KernelConfig:
     # (benchmarks/results/triton_reload.json; docs/benchmarks.md, "Reading q and k per tile"). Timed in runs 11 and
     # 12 (H100): 3-11% faster at head dim 128 / 64-row chunks (its default there), no faster elsewhere.
     reload: bool = False
-    # Forward only, one program per head, depth 2: the tile loop in five passes that pass what crosses between them
-    # through a per-program scratch in global memory rather than holding it (triton_phased.py; compiled offline it
-    # spills 39-100% fewer bytes). A tuning candidate (``phased``), not yet timed.
+    # Depth 2, one program per head: the tile loops in several passes that pass what crosses between them through a
+    # per-program scratch in global memory rather than holding it (the forward's: triton_phased.py, the backward's
+    # pass C: triton_phased_bwd.py). Compiled offline the spill instructions a chunk runs fall 53-100% (forward) and
+    # -60% to +16% (backward), and the all-tensor-core backward fits at head dim 128 / 64-row chunks
+    # (docs/benchmarks.md, "in passes"). Tuning candidates (``phased``, ``tf32x3-bwd-phased``), not yet timed.
     phased: bool = False
     # Backward only: form the products of its tile loops that need nothing the loops accumulate before them, in
     # wide tiles, into a scratch buffer the loops read (triton_pre.py; docs/benchmarks.md, "How the products are laid

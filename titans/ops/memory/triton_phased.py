@@ -19,8 +19,8 @@ goes through a per-program scratch in global memory (:func:`scratch_width` float
 Barriers follow the keeping of ``delta_L`` and pass 2 (a pass reads the scratch in another thread layout than the
 one that wrote it). The arithmetic is the one-loop forward's, term for term (the same products, summed in the same
 order over tiles). q and k are read per tile as with ``KernelConfig.reload``. Compiled offline (Triton 3.6, sm_90;
-docs/benchmarks.md, "The forward in passes") it spills 39-100% fewer bytes than the default forward at the four
-depth-2 shapes, with 31-57% of its shared memory; not yet timed on a GPU.
+docs/benchmarks.md, "The forward and the backward in passes") the spill instructions a chunk runs fall 53-100%
+against the default forward at the four depth-2 shapes, with 31-57% of its shared memory; not yet timed on a GPU.
 """
 
 from __future__ import annotations

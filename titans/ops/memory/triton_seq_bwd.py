@@ -11,20 +11,18 @@ are
 * P (``KernelConfig.pre``, the default where it was faster; ``triton_pre.py``): before C, the products of C (and
   at depth 1 of both loops) that need nothing the loop accumulates, in wide tiles into a scratch the loops read;
 * C: per tile, the query path backward of both layers, the end-of-chunk terms and the delta chain; the gradients
-  of ``S`` are complete here, those of ``W`` lack the key path, and two ``[chunk, TH]`` partials are stashed;
+  of ``S`` are complete here, those of ``W`` lack the key path, and two ``[chunk, TH]`` partials are stashed (at
+  depth 2 with ``KernelConfig.phased``, five loops through a scratch: ``triton_phased_bwd.py``);
 * D: after the LayerNorm backward at the keys (which needs all tiles of C), the key path, completing ``dW``.
-
-(Passes A and B, the keys' and the queries' paths recomputed, were dropped when the forward began to save what the
-backward needed of them: 10 of the depth-2 backward's 42 products per tile, 3 of 15 at depth 1, for
-``2 chunk D + chunk^2`` saved floats per chunk.)
+(Passes A and B, the keys' and the queries' paths recomputed, went when the forward began to save what they gave.)
 
 What a pass accumulates over the tiles is held in registers through it, and at 64-row chunks the kernels spill: so
 the query path's two shares of ``dq`` are summed into one accumulator, the end-of-chunk terms' products go straight
 into ``dD`` with their row sums taken per tile (``sum((a dW) * delta) = sum(a * (delta dW^T))``), and every product
 is its own ``acc += dot`` statement with signs and row scales on an operand (Triton then accumulates in the product;
 a sum, difference or scaling of products first takes a temporary as large as the accumulator; ``C P`` and ``dP`` are
-negated once per chunk for that). Values needed only
-after a loop are held, not recomputed or reloaded after it: that spilled more (``benchmarks/triton_resources.py``).
+negated once per chunk for that). Values needed only after a loop are held, not recomputed or reloaded after it:
+in the one-loop pass C that spilled more (``benchmarks/triton_resources.py``).
 
 The per-chunk gradients of the decay coefficients are written out (the gates' gradients follow from them by
 autograd through ``chunk.decay_coefficients``); the LayerNorm parameters' gradients are summed per program and
@@ -36,6 +34,7 @@ from __future__ import annotations
 import torch
 
 from .triton_config import config_for, launch, pre_precision
+from .triton_phased_bwd import scratch_width
 from .triton_pre import pre_scratch, pre_width
 from .triton_seq import _ACT, HAS_TRITON, dims
 
@@ -64,6 +63,7 @@ if HAS_TRITON:
         _tile,
         _zero_coef_grads,
     )
+    from .triton_phased_bwd import _again, _keep, _pass1, _pass2, _pass3, _states
     from .triton_pre import _pre_base, _pre_pass1, _pre_pass1_late, _pre_pass2
 
     # Sizes are not specialized (one compiled kernel serves every length and batch).
@@ -72,11 +72,11 @@ if HAS_TRITON:
                         sv_b, sv_h, sv_t, sdo_b, sdo_h, sdo_t, sg_b, sg_h, sg_t,
                         bg_ptr, C_ptr, cn_ptr, mn_ptr, scal_ptr, dbg_ptr, dC_ptr, dcn_ptr, dmn_ptr, dscal_ptr,
                         W0_ptr, S0_ptr, W1_ptr, S1_ptr, dW0_ptr, dS0_ptr, dW1_ptr, dS1_ptr, stash_ptr, acts_ptr,
-                        pre_ptr, lnw_ptr, lnb_ptr, dln_ptr, T, N, NSLOT, BH, H, CHUNK,
+                        pre_ptr, ph_ptr, lnw_ptr, lnb_ptr, dln_ptr, T, N, NSLOT, BH, H, CHUNK,
                         L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
                         TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
                         PREC: tl.constexpr, QT: tl.constexpr, PRE: tl.constexpr, TP: tl.constexpr,
-                        PPREC: tl.constexpr):
+                        PPREC: tl.constexpr, PHASED: tl.constexpr):
         pid = tl.program_id(0).to(tl.int64)  # 64-bit offsets: the saved states pass 2**31 elements at 8K x 128
         b, h, qb, kb, vb = _head_rows(pid, H, q_ptr, sq_b, sq_h, k_ptr, sk_b, sk_h, v_ptr, sv_b, sv_h)
         rn = tl.arange(0, BN)
@@ -153,78 +153,98 @@ if HAS_TRITON:
                 if PRE:  # Pass P: the products of pass C that need nothing it accumulates, in wide tiles.
                     _pre_pass2(pre, dlast, dz1, kb + t * sk_t, qb + t * sq_t, mask, W0i, S0i, W1i, S1i, dW0i, dS0i,
                                dW1i, dS1i, BN, DK, DH, DV, TP, PPREC)
-                # Pass C: per tile of the hidden width.
-                for j in range(DH // TH):
-                    G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
-                    S0j = _tile(S0i, 0, j * TH, DH, DK, TH)
-                    W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
-                    S1j = _tile(S1i, j * TH, 0, DV, TH, DV)
-                    z0 = _prod(k, G0j, pre, 0, j, PRE, BN, DH, TH, PREC)
-                    a1 = _act(z0, ACT)
-                    t0 = _prod(dlast, tl.trans(W1j), pre, 1, j, PRE, BN, DH, TH, PREC)
-                    d0 = _act_bwd(t0, z0, ACT)
-                    qG = _prod(q, G0j, pre, 2, j, PRE, BN, DH, TH, PREC)
-                    qS = _prod(q, S0j, pre, 3, j, PRE, BN, DH, TH, PREC)
-                    zeta0 = beta0[:, None] * qG + gamma0[:, None] * qS + _mm(nCP0, d0, PREC)
-                    x1 = _act(zeta0, ACT)
-                    # Layer 1 (X = x1, A = a1, delta = dlast), this tile of its input rows.
-                    YW1 = _prod(dz1, tl.trans(W1j), pre, 4, j, PRE, BN, DH, TH, PREC)
-                    YS1 = _prod(dz1, tl.trans(S1j), pre, 5, j, PRE, BN, DH, TH, PREC)
-                    dbeta1 += tl.sum(x1 * YW1, axis=1)
-                    dgamma1 += tl.sum(x1 * YS1, axis=1)
-                    dz0 = _act_bwd(beta1[:, None] * YW1 + gamma1[:, None] * YS1 + _mm(ndP1, a1, PREC), zeta0, ACT)
-                    da1 = _mm(tl.trans(ndP1), x1, PREC)
-                    # Layer 0 (X = q, A = k, delta = d0), this tile of its output columns. sum(q * (dz0 W0^T)) is
-                    # sum(dz0 * (q W0)), per tile.
-                    dbeta0 += tl.sum(dz0 * qG, axis=1)
-                    dgamma0 += tl.sum(dz0 * qS, axis=1)
-                    bdz0 = beta0[:, None] * dz0
-                    gdz0 = gamma0[:, None] * dz0
-                    dqa += _mm(bdz0, tl.trans(G0j), PREC)
-                    dqa += _mm(gdz0, tl.trans(S0j), PREC)
-                    dCP0 += _mm(dz0, tl.trans(d0), PREC)
-                    dWp0 = _tile(dW0i, 0, j * TH, DH, DK, TH)
-                    dSp0 = _tile(dS0i, 0, j * TH, DH, DK, TH)
-                    F1 = _prod(k, dWp0, pre, 6, j, PRE, BN, DH, TH, PREC)
-                    F2 = _prod(k, dSp0, pre, 7, j, PRE, BN, DH, TH, PREC)
-                    dcn0 -= tl.sum(F1 * d0, axis=1)
-                    dmn0 -= tl.sum(F2 * d0, axis=1)
-                    dD0 = _mm(tl.trans(nCP0), dz0, PREC) - cn0[:, None] * F1 - mn0[:, None] * F2
-                    da0 += _mm(-cn0[:, None] * d0, tl.trans(dWp0), PREC)
-                    da0 += _mm(-mn0[:, None] * d0, tl.trans(dSp0), PREC)
-                    dbn0 += tl.sum(tl.sum(dWp0 * G0j, axis=1), axis=0)
-                    dgn0 += tl.sum(tl.sum(dWp0 * S0j, axis=1), axis=0)
-                    dhn0 += tl.sum(tl.sum(dSp0 * S0j, axis=1), axis=0)
-                    if QT:  # q^T (beta0 dz0): see q_transposed
-                        _put(dW0o, 0, j * TH, DH, _mm(tl.trans(q), bdz0, PREC) + bn0 * dWp0, DK, TH)
-                        _put(dS0o, 0, j * TH, DH, _mm(tl.trans(q), gdz0, PREC) + gn0 * dWp0 + hn0 * dSp0, DK, TH)
-                    else:
-                        _put(dW0o, 0, j * TH, DH, _mm(tl.trans(beta0[:, None] * q), dz0, PREC) + bn0 * dWp0, DK, TH)
-                        _put(dS0o, 0, j * TH, DH, _mm(tl.trans(gamma0[:, None] * q), dz0, PREC) + gn0 * dWp0
-                             + hn0 * dSp0, DK, TH)
-                    # Layer 1's end-of-chunk terms: sum((a1 dWp1) * dlast) is sum(a1 * (dlast dWp1^T)), per tile.
-                    dWp1 = _tile(dW1i, j * TH, 0, DV, TH, DV)
-                    dSp1 = _tile(dS1i, j * TH, 0, DV, TH, DV)
-                    dlW1 = _prod(dlast, tl.trans(dWp1), pre, 8, j, PRE, BN, DH, TH, PREC)
-                    dlS1 = _prod(dlast, tl.trans(dSp1), pre, 9, j, PRE, BN, DH, TH, PREC)
-                    da1 -= cn1[:, None] * dlW1 + mn1[:, None] * dlS1
-                    dcn1 -= tl.sum(a1 * dlW1, axis=1)
-                    dmn1 -= tl.sum(a1 * dlS1, axis=1)
-                    dbn1 += tl.sum(tl.sum(dWp1 * W1j, axis=1), axis=0)
-                    dgn1 += tl.sum(tl.sum(dWp1 * S1j, axis=1), axis=0)
-                    dhn1 += tl.sum(tl.sum(dSp1 * S1j, axis=1), axis=0)
-                    # Step 3, the delta chain d0 = (dlast W1^T) * sigma'(z0), second order in z0.
-                    dt = _act_bwd(dD0, z0, ACT)
-                    dzk0 = dD0 * t0 * _grad2(z0, ACT)
-                    dD1 += _mm(dt, W1j, PREC)
-                    dD1 += _mm(-cn1[:, None] * a1, dWp1, PREC)
-                    dD1 += _mm(-mn1[:, None] * a1, dSp1, PREC)
-                    _put(dW1o, j * TH, 0, DV, _mm(tl.trans(beta1[:, None] * x1), dz1, PREC) + bn1 * dWp1
-                         + _mm(tl.trans(dt), dlast, PREC), TH, DV)
-                    _put(dS1o, j * TH, 0, DV, _mm(tl.trans(gamma1[:, None] * x1), dz1, PREC) + gn1 * dWp1 + hn1 * dSp1,
-                         TH, DV)
-                    _put(stash_ptr + pid * 2 * BN * DH, 0, j * TH, DH, dzk0, BN, TH)
-                    _put(stash_ptr + (pid * 2 + 1) * BN * DH, 0, j * TH, DH, da1, BN, TH)
+                if PHASED:  # KernelConfig.phased: pass C in four passes (triton_phased_bwd.py)
+                    sp = ph_ptr + pid * (5 * BN * DH + 2 * BN * DV + 2 * BN * BN)  # its scratch_width
+                    _keep(sp, dlast, dz1, nCP0, ndP1, BN, DH, DV)
+                    tl.debug_barrier()  # pass 1 reads them as other threads of this program wrote them
+                    stash = stash_ptr + pid * 2 * BN * DH
+                    dbeta0, dgamma0, dcn0, dmn0, dbeta1, dgamma1 = _pass1(
+                        kb, sk_t, qb, sq_t, t, mask, sp, pre, stash, W0i, S0i, W1i, S1i, dW0i, dS0i, beta0, gamma0,
+                        cn0, mn0, beta1, gamma1, dbeta0, dgamma0, dcn0, dmn0, BN, DK, DH, DV, TH, ACT, PREC, PRE)
+                    tl.debug_barrier()  # the passes below read what pass 1 kept
+                    dbn0, dgn0, dhn0, dcn1, dmn1, dbn1, dgn1, dhn1 = _states(
+                        qb, sq_t, t, mask, sp, pre, stash, W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i, dS1i, dW0o, dS0o,
+                        dW1o, dS1o, beta0, gamma0, bn0, gn0, hn0, beta1, gamma1, cn1, mn1, bn1, gn1, hn1, dbn0, dgn0,
+                        dhn0, BN, DK, DH, DV, TH, PREC, PRE, QT)
+                    dqa, dCP0 = _pass2(sp, W0i, S0i, beta0, gamma0, BN, DK, DH, TH, PREC)
+                    da0, dD1t = _pass3(sp, W1i, dW0i, dS0i, dW1i, dS1i, cn0, mn0, cn1, mn1, BN, DK, DH, DV, TH, PREC)
+                    dD1 += dD1t
+                    k, q, P0, C0, dlast, e, xk, rk = _again(kb, sk_t, qb, sq_t, vb, sv_t, t, mask, C_ptr, i0,
+                                                            _saved(acts_ptr, i0, 0, L, NORM, BN, DV), lw, lb, BN,
+                                                            DK, DV, NORM, RES, PREC)
+                else:
+                    # Pass C: per tile of the hidden width.
+                    for j in range(DH // TH):
+                        G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
+                        S0j = _tile(S0i, 0, j * TH, DH, DK, TH)
+                        W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
+                        S1j = _tile(S1i, j * TH, 0, DV, TH, DV)
+                        z0 = _prod(k, G0j, pre, 0, j, PRE, BN, DH, TH, PREC)
+                        a1 = _act(z0, ACT)
+                        t0 = _prod(dlast, tl.trans(W1j), pre, 1, j, PRE, BN, DH, TH, PREC)
+                        d0 = _act_bwd(t0, z0, ACT)
+                        qG = _prod(q, G0j, pre, 2, j, PRE, BN, DH, TH, PREC)
+                        qS = _prod(q, S0j, pre, 3, j, PRE, BN, DH, TH, PREC)
+                        zeta0 = beta0[:, None] * qG + gamma0[:, None] * qS + _mm(nCP0, d0, PREC)
+                        x1 = _act(zeta0, ACT)
+                        # Layer 1 (X = x1, A = a1, delta = dlast), this tile of its input rows.
+                        YW1 = _prod(dz1, tl.trans(W1j), pre, 4, j, PRE, BN, DH, TH, PREC)
+                        YS1 = _prod(dz1, tl.trans(S1j), pre, 5, j, PRE, BN, DH, TH, PREC)
+                        dbeta1 += tl.sum(x1 * YW1, axis=1)
+                        dgamma1 += tl.sum(x1 * YS1, axis=1)
+                        dz0 = _act_bwd(beta1[:, None] * YW1 + gamma1[:, None] * YS1 + _mm(ndP1, a1, PREC), zeta0, ACT)
+                        da1 = _mm(tl.trans(ndP1), x1, PREC)
+                        # Layer 0 (X = q, A = k, delta = d0), this tile of its output columns. sum(q * (dz0 W0^T)) is
+                        # sum(dz0 * (q W0)), per tile.
+                        dbeta0 += tl.sum(dz0 * qG, axis=1)
+                        dgamma0 += tl.sum(dz0 * qS, axis=1)
+                        bdz0 = beta0[:, None] * dz0
+                        gdz0 = gamma0[:, None] * dz0
+                        dqa += _mm(bdz0, tl.trans(G0j), PREC)
+                        dqa += _mm(gdz0, tl.trans(S0j), PREC)
+                        dCP0 += _mm(dz0, tl.trans(d0), PREC)
+                        dWp0 = _tile(dW0i, 0, j * TH, DH, DK, TH)
+                        dSp0 = _tile(dS0i, 0, j * TH, DH, DK, TH)
+                        F1 = _prod(k, dWp0, pre, 6, j, PRE, BN, DH, TH, PREC)
+                        F2 = _prod(k, dSp0, pre, 7, j, PRE, BN, DH, TH, PREC)
+                        dcn0 -= tl.sum(F1 * d0, axis=1)
+                        dmn0 -= tl.sum(F2 * d0, axis=1)
+                        dD0 = _mm(tl.trans(nCP0), dz0, PREC) - cn0[:, None] * F1 - mn0[:, None] * F2
+                        da0 += _mm(-cn0[:, None] * d0, tl.trans(dWp0), PREC)
+                        da0 += _mm(-mn0[:, None] * d0, tl.trans(dSp0), PREC)
+                        dbn0 += tl.sum(tl.sum(dWp0 * G0j, axis=1), axis=0)
+                        dgn0 += tl.sum(tl.sum(dWp0 * S0j, axis=1), axis=0)
+                        dhn0 += tl.sum(tl.sum(dSp0 * S0j, axis=1), axis=0)
+                        if QT:  # q^T (beta0 dz0): see q_transposed
+                            _put(dW0o, 0, j * TH, DH, _mm(tl.trans(q), bdz0, PREC) + bn0 * dWp0, DK, TH)
+                            _put(dS0o, 0, j * TH, DH, _mm(tl.trans(q), gdz0, PREC) + gn0 * dWp0 + hn0 * dSp0, DK, TH)
+                        else:
+                            _put(dW0o, 0, j * TH, DH, _mm(tl.trans(beta0[:, None] * q), dz0, PREC) + bn0 * dWp0, DK, TH)
+                            _put(dS0o, 0, j * TH, DH, _mm(tl.trans(gamma0[:, None] * q), dz0, PREC) + gn0 * dWp0
+                                 + hn0 * dSp0, DK, TH)
+                        # Layer 1's end-of-chunk terms: sum((a1 dWp1) * dlast) is sum(a1 * (dlast dWp1^T)), per tile.
+                        dWp1 = _tile(dW1i, j * TH, 0, DV, TH, DV)
+                        dSp1 = _tile(dS1i, j * TH, 0, DV, TH, DV)
+                        dlW1 = _prod(dlast, tl.trans(dWp1), pre, 8, j, PRE, BN, DH, TH, PREC)
+                        dlS1 = _prod(dlast, tl.trans(dSp1), pre, 9, j, PRE, BN, DH, TH, PREC)
+                        da1 -= cn1[:, None] * dlW1 + mn1[:, None] * dlS1
+                        dcn1 -= tl.sum(a1 * dlW1, axis=1)
+                        dmn1 -= tl.sum(a1 * dlS1, axis=1)
+                        dbn1 += tl.sum(tl.sum(dWp1 * W1j, axis=1), axis=0)
+                        dgn1 += tl.sum(tl.sum(dWp1 * S1j, axis=1), axis=0)
+                        dhn1 += tl.sum(tl.sum(dSp1 * S1j, axis=1), axis=0)
+                        # Step 3, the delta chain d0 = (dlast W1^T) * sigma'(z0), second order in z0.
+                        dt = _act_bwd(dD0, z0, ACT)
+                        dzk0 = dD0 * t0 * _grad2(z0, ACT)
+                        dD1 += _mm(dt, W1j, PREC)
+                        dD1 += _mm(-cn1[:, None] * a1, dWp1, PREC)
+                        dD1 += _mm(-mn1[:, None] * a1, dSp1, PREC)
+                        _put(dW1o, j * TH, 0, DV, _mm(tl.trans(beta1[:, None] * x1), dz1, PREC) + bn1 * dWp1
+                             + _mm(tl.trans(dt), dlast, PREC), TH, DV)
+                        _put(dS1o, j * TH, 0, DV, _mm(tl.trans(gamma1[:, None] * x1), dz1, PREC) + gn1 * dWp1
+                             + hn1 * dSp1, TH, DV)
+                        _put(stash_ptr + pid * 2 * BN * DH, 0, j * TH, DH, dzk0, BN, TH)
+                        _put(stash_ptr + (pid * 2 + 1) * BN * DH, 0, j * TH, DH, da1, BN, TH)
                 _put_coef_grads(dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i1, dbeta1, dgamma1, dcn1, dmn1, dbn1, dgn1,
                                 dhn1, BN)
                 tl.debug_barrier()  # pass C's stores (dW tiles, stash) are read back below by other threads
@@ -364,6 +384,8 @@ def seq_backward_triton(do, dW_final, dS_final, q, k, v, packed, Ws, Ss, acts, n
     stash = torch.empty(BH, 2, BN, DH if L == 2 else 16, dtype=f32, device=q.device)
     cfg = config_for(True, L, BN, DK, DH, DV)
     pre = pre_scratch(L, BH, BN, DK, DH, DV, q.device) if cfg.pre else stash
+    phased = cfg.phased and L == 2
+    ph = torch.empty(BH, scratch_width(BN, DH, DV), dtype=f32, device=q.device) if phased else stash
     dln = torch.zeros(2, BH, DV, dtype=f32, device=q.device)
     lnw, lnb = (norm[0].contiguous(), norm[1].contiguous()) if norm is not None else (dln, dln)
     i1 = 1 if L == 2 else 0
@@ -371,11 +393,11 @@ def seq_backward_triton(do, dW_final, dS_final, q, k, v, packed, Ws, Ss, acts, n
         q, k, v, do, dq, dk, dv, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
         dq.stride(0), dq.stride(1), dq.stride(2), *packed, *dpacked,
-        Ws[0], Ss[0], Ws[i1], Ss[i1], dWs[0], dSs[0], dWs[i1], dSs[i1], stash, acts, pre,
+        Ws[0], Ss[0], Ws[i1], Ss[i1], dWs[0], dSs[0], dWs[i1], dSs[i1], stash, acts, pre, ph,
         lnw, lnb, dln, T, N, Ws[0].shape[1], BH, H, chunk)
     launch(_seq_bwd_kernel, (BH,), args, cfg=cfg, backward=True, L=L, BN=BN, DK=DK, DH=DH, DV=DV, ACT=_ACT[act],
            NORM=norm is not None, RES=residual, QT=q_transposed(BN, DK), PRE=cfg.pre,
-           TP=pre_width(BN, DH if L == 2 else DK), PPREC=pre_precision(cfg))
+           TP=pre_width(BN, DH if L == 2 else DK), PPREC=pre_precision(cfg), PHASED=phased)
     dW = [g[:, 0].reshape(B, H, *g.shape[-2:]) for g in dWs]
     dS = [g[:, 0].reshape(B, H, *g.shape[-2:]) for g in dSs]
     dnorm = (None, None)

@@ -1,0 +1,211 @@
+"""The depth-2 backward's pass C in passes (``KernelConfig.phased`` on a backward configuration), for
+``triton_seq_bwd._seq_bwd_kernel``.
+
+Why: pass C (per tile of the hidden width: both layers' query-path backward, the end-of-chunk terms, the delta
+chain) holds through its loop four sums (the query path's ``dq``, the keys' ``da0``, ``dD1``, ``dCP0``: at head dim
+128 with 64-row chunks ``[64, 128]`` three times and ``[64, 64]``), the chunk-wide operands every tile multiplies
+(q, k, ``delta_L``, the output's gradient ``dz1``, ``-C_0 P_0``, ``-C_1 dP_1``) and a tile's twenty products. Here
+it is five loops over the tiles, and what crosses between them goes through a per-program scratch in global memory
+(:func:`scratch_width`), the chunk-wide operands read per tile from it (kept by :func:`_keep`) or from q and k:
+
+1. (:func:`_pass1`) the query path's backward through both layers to ``dz0``, the delta chain's ``dt``, pass D's
+   ``dzk0`` (stashed) and the row sums that need them; keeps ``dz0``, ``delta_0``, ``dt``, ``a1``, ``x1``;
+2. (:func:`_states`, two loops) the first layer's state gradients before the chunk (``dW0``, ``dS0`` tiles), then
+   the second layer's, with the end-of-chunk terms' row sums and pass D's ``da1`` (stashed);
+3. (:func:`_pass2`) ``dq``'s query share ``sum_j (beta0 dz0) W0^T + (gamma0 dz0) S0^T`` and ``dCP0 = sum_j dz0
+   delta_0^T``;
+4. (:func:`_pass3`) ``da0 = -sum_j (cn0 delta_0) dW0^T + (mn0 delta_0) dS0^T`` and ``dD1``'s tile terms
+   ``sum_j dt W1 - (cn1 a1) dW1 - (mn1 a1) dS1``;
+
+then (:func:`_again`) q, k, ``P_0``, ``C_0`` and the errors read or formed again rather than held. Barriers follow
+the keeping and pass 1. The products are pass C's, summed over tiles in the same order (``dD1``'s tile terms summed
+before its first term is added: float32 rounding apart, the same). What it buys (compiled offline, Triton 3.6,
+docs/benchmarks.md "The backward in passes"): at head dim 128 / 64-row chunks the backward with every product on
+the tensor cores in 32-wide tiles fits an H100's shared memory (192 KB; the one-loop one needs 256 KB); spill
+instructions executed per chunk (``benchmarks/triton_resources.py --loops``) fall at head dim 64 and rise at head
+dim 128 in 16-wide tiles. Not yet timed on a GPU.
+"""
+
+from __future__ import annotations
+
+from .triton_blocks import HAS_TRITON
+
+
+def scratch_width(BN: int, DH: int, DV: int) -> int:
+    """Floats per program: ``dz0``, ``delta_0``, ``dt``, ``a1``, ``x1`` (``[BN, DH]`` each), then ``delta_L``, ``dz1``
+    (``[BN, DV]``), ``-C_0 P_0``, ``-C_1 dP_1`` (``[BN, BN]``)."""
+    return 5 * BN * DH + 2 * BN * DV + 2 * BN * BN
+
+
+if HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+    from .triton_blocks import (
+        _act,
+        _act_bwd,
+        _errors,
+        _grad2,
+        _mm,
+        _prod,
+        _put,
+        _rows,
+        _square,
+        _tile,
+        _zero_coef_grads,
+    )
+
+    @triton.jit
+    def _keep(sp, dlast, dz1, nCP0, ndP1, BN: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr):
+        """Keep the chunk-wide operands the passes read per tile, after the five ``[BN, DH]`` slots."""
+        kp = sp + 5 * BN * DH
+        _put(kp, 0, 0, DV, dlast, BN, DV)
+        _put(kp + BN * DV, 0, 0, DV, dz1, BN, DV)
+        _put(kp + 2 * BN * DV, 0, 0, BN, nCP0, BN, BN)
+        _put(kp + 2 * BN * DV + BN * BN, 0, 0, BN, ndP1, BN, BN)
+
+    @triton.jit
+    def _slot(sp, i: tl.constexpr, j, BN: tl.constexpr, DH: tl.constexpr, TH: tl.constexpr):
+        """Tile ``j`` (``[BN, TH]``) of kept slot ``i`` (0 ``dz0``, 1 ``delta_0``, 2 ``dt``, 3 ``a1``, 4 ``x1``)."""
+        return _tile(sp + i * BN * DH, 0, j * TH, DH, BN, TH)
+
+    @triton.jit
+    def _pass1(kb, sk_t, qb, sq_t, t, mask, sp, pre, stash, W0i, S0i, W1i, S1i, dW0i, dS0i, beta0, gamma0, cn0, mn0,
+               beta1, gamma1, dbeta0, dgamma0, dcn0, dmn0, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr,
+               DV: tl.constexpr, TH: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr, PRE: tl.constexpr):
+        """Pass 1: per tile, the query path's backward through both layers to ``dz0``, the delta chain's ``dt`` and
+        pass D's ``dzk0`` (stashed); keeps ``dz0``, ``delta_0``, ``dt``, ``a1``, ``x1``. Returns the row sums
+        ``(dbeta0, dgamma0, dcn0, dmn0)`` (added to those given) and ``(dbeta1, dgamma1)``."""
+        kp = sp + 5 * BN * DH
+        dbeta1 = tl.zeros([BN], dtype=tl.float32)
+        dgamma1 = tl.zeros([BN], dtype=tl.float32)
+        for j in range(DH // TH):
+            k = _rows(kb, sk_t, t, mask, 0, DK)
+            q = _rows(qb, sq_t, t, mask, 0, DK)
+            G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
+            z0 = _prod(k, G0j, pre, 0, j, PRE, BN, DH, TH, PREC)
+            t0 = _prod(_tile(kp, 0, 0, DV, BN, DV), tl.trans(_tile(W1i, j * TH, 0, DV, TH, DV)), pre, 1, j, PRE, BN,
+                       DH, TH, PREC)
+            d0 = _act_bwd(t0, z0, ACT)
+            qG = _prod(q, G0j, pre, 2, j, PRE, BN, DH, TH, PREC)
+            qS = _prod(q, _tile(S0i, 0, j * TH, DH, DK, TH), pre, 3, j, PRE, BN, DH, TH, PREC)
+            nCP0 = _tile(kp + 2 * BN * DV, 0, 0, BN, BN, BN)
+            zeta0 = beta0[:, None] * qG + gamma0[:, None] * qS + _mm(nCP0, d0, PREC)
+            x1 = _act(zeta0, ACT)
+            dz1 = _tile(kp + BN * DV, 0, 0, DV, BN, DV)
+            YW1 = _prod(dz1, tl.trans(_tile(W1i, j * TH, 0, DV, TH, DV)), pre, 4, j, PRE, BN, DH, TH, PREC)
+            YS1 = _prod(dz1, tl.trans(_tile(S1i, j * TH, 0, DV, TH, DV)), pre, 5, j, PRE, BN, DH, TH, PREC)
+            dbeta1 += tl.sum(x1 * YW1, axis=1)
+            dgamma1 += tl.sum(x1 * YS1, axis=1)
+            a1 = _act(z0, ACT)
+            ndP1 = _tile(kp + 2 * BN * DV + BN * BN, 0, 0, BN, BN, BN)
+            dz0 = _act_bwd(beta1[:, None] * YW1 + gamma1[:, None] * YS1 + _mm(ndP1, a1, PREC), zeta0, ACT)
+            dbeta0 += tl.sum(dz0 * qG, axis=1)
+            dgamma0 += tl.sum(dz0 * qS, axis=1)
+            F1 = _prod(k, _tile(dW0i, 0, j * TH, DH, DK, TH), pre, 6, j, PRE, BN, DH, TH, PREC)
+            F2 = _prod(k, _tile(dS0i, 0, j * TH, DH, DK, TH), pre, 7, j, PRE, BN, DH, TH, PREC)
+            dcn0 -= tl.sum(F1 * d0, axis=1)
+            dmn0 -= tl.sum(F2 * d0, axis=1)
+            dD0 = _mm(tl.trans(nCP0), dz0, PREC) - cn0[:, None] * F1 - mn0[:, None] * F2
+            dt = _act_bwd(dD0, z0, ACT)
+            _put(stash, 0, j * TH, DH, dD0 * t0 * _grad2(z0, ACT), BN, TH)  # dzk0, for pass D
+            _put(sp, 0, j * TH, DH, dz0, BN, TH)
+            _put(sp + BN * DH, 0, j * TH, DH, d0, BN, TH)
+            _put(sp + 2 * BN * DH, 0, j * TH, DH, dt, BN, TH)
+            _put(sp + 3 * BN * DH, 0, j * TH, DH, a1, BN, TH)
+            _put(sp + 4 * BN * DH, 0, j * TH, DH, x1, BN, TH)
+        return dbeta0, dgamma0, dcn0, dmn0, dbeta1, dgamma1
+
+    @triton.jit
+    def _states(qb, sq_t, t, mask, sp, pre, stash, W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i, dS1i, dW0o, dS0o, dW1o,
+                dS1o, beta0, gamma0, bn0, gn0, hn0, beta1, gamma1, cn1, mn1, bn1, gn1, hn1, dbn0, dgn0, dhn0,
+                BN: tl.constexpr,
+                DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, PREC: tl.constexpr,
+                PRE: tl.constexpr, QT: tl.constexpr):
+        """Pass 2: per tile, the state gradients before the chunk (``dW``, ``dS`` of both layers), the end-of-chunk
+        terms' row sums and ``da1`` (stashed for pass D). Returns ``(dbn0, dgn0, dhn0, dcn1, dmn1, dbn1, dgn1,
+        dhn1)``, layer 0's added to those given."""
+        kp = sp + 5 * BN * DH
+        _, _, dcn1, dmn1, dbn1, dgn1, dhn1 = _zero_coef_grads(BN)
+        for j in range(DH // TH):
+            dz0 = _slot(sp, 0, j, BN, DH, TH)
+            dWp0 = _tile(dW0i, 0, j * TH, DH, DK, TH)
+            dSp0 = _tile(dS0i, 0, j * TH, DH, DK, TH)
+            G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
+            S0j = _tile(S0i, 0, j * TH, DH, DK, TH)
+            dbn0 += tl.sum(tl.sum(dWp0 * G0j, axis=1), axis=0)
+            dgn0 += tl.sum(tl.sum(dWp0 * S0j, axis=1), axis=0)
+            dhn0 += tl.sum(tl.sum(dSp0 * S0j, axis=1), axis=0)
+            q = _rows(qb, sq_t, t, mask, 0, DK)
+            if QT:  # q^T (beta0 dz0): see triton_seq_bwd.q_transposed
+                _put(dW0o, 0, j * TH, DH, _mm(tl.trans(q), beta0[:, None] * dz0, PREC) + bn0 * dWp0, DK, TH)
+                _put(dS0o, 0, j * TH, DH, _mm(tl.trans(q), gamma0[:, None] * dz0, PREC) + gn0 * dWp0 + hn0 * dSp0,
+                     DK, TH)
+            else:
+                _put(dW0o, 0, j * TH, DH, _mm(tl.trans(beta0[:, None] * q), dz0, PREC) + bn0 * dWp0, DK, TH)
+                _put(dS0o, 0, j * TH, DH, _mm(tl.trans(gamma0[:, None] * q), dz0, PREC) + gn0 * dWp0 + hn0 * dSp0,
+                     DK, TH)
+        for j in range(DH // TH):  # the second layer's, in a loop of its own: one loop for both spilled more
+            dlast = _tile(kp, 0, 0, DV, BN, DV)
+            dWp1 = _tile(dW1i, j * TH, 0, DV, TH, DV)
+            dSp1 = _tile(dS1i, j * TH, 0, DV, TH, DV)
+            dlW1 = _prod(dlast, tl.trans(dWp1), pre, 8, j, PRE, BN, DH, TH, PREC)
+            dlS1 = _prod(dlast, tl.trans(dSp1), pre, 9, j, PRE, BN, DH, TH, PREC)
+            a1 = _slot(sp, 3, j, BN, DH, TH)
+            x1 = _slot(sp, 4, j, BN, DH, TH)
+            ndP1 = _tile(kp + 2 * BN * DV + BN * BN, 0, 0, BN, BN, BN)
+            _put(stash + BN * DH, 0, j * TH, DH,
+                 _mm(tl.trans(ndP1), x1, PREC) - cn1[:, None] * dlW1 - mn1[:, None] * dlS1, BN, TH)  # da1
+            dcn1 -= tl.sum(a1 * dlW1, axis=1)
+            dmn1 -= tl.sum(a1 * dlS1, axis=1)
+            W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
+            S1j = _tile(S1i, j * TH, 0, DV, TH, DV)
+            dbn1 += tl.sum(tl.sum(dWp1 * W1j, axis=1), axis=0)
+            dgn1 += tl.sum(tl.sum(dWp1 * S1j, axis=1), axis=0)
+            dhn1 += tl.sum(tl.sum(dSp1 * S1j, axis=1), axis=0)
+            dz1 = _tile(kp + BN * DV, 0, 0, DV, BN, DV)
+            _put(dW1o, j * TH, 0, DV, _mm(tl.trans(beta1[:, None] * x1), dz1, PREC) + bn1 * dWp1
+                 + _mm(tl.trans(_slot(sp, 2, j, BN, DH, TH)), dlast, PREC), TH, DV)
+            _put(dS1o, j * TH, 0, DV, _mm(tl.trans(gamma1[:, None] * x1), dz1, PREC) + gn1 * dWp1 + hn1 * dSp1,
+                 TH, DV)
+        return dbn0, dgn0, dhn0, dcn1, dmn1, dbn1, dgn1, dhn1
+
+    @triton.jit
+    def _pass2(sp, W0i, S0i, beta0, gamma0, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, TH: tl.constexpr,
+               PREC: tl.constexpr):
+        """Pass 2: ``(dqa, dCP0)``."""
+        dqa = tl.zeros([BN, DK], dtype=tl.float32)
+        dCP0 = tl.zeros([BN, BN], dtype=tl.float32)
+        for j in range(DH // TH):
+            dz0 = _slot(sp, 0, j, BN, DH, TH)
+            dqa += _mm(beta0[:, None] * dz0, tl.trans(_tile(W0i, 0, j * TH, DH, DK, TH)), PREC)
+            dqa += _mm(gamma0[:, None] * dz0, tl.trans(_tile(S0i, 0, j * TH, DH, DK, TH)), PREC)
+            dCP0 += _mm(dz0, tl.trans(_slot(sp, 1, j, BN, DH, TH)), PREC)
+        return dqa, dCP0
+
+    @triton.jit
+    def _pass3(sp, W1i, dW0i, dS0i, dW1i, dS1i, cn0, mn0, cn1, mn1, BN: tl.constexpr, DK: tl.constexpr,
+               DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, PREC: tl.constexpr):
+        """Pass 3: ``(da0, dD1's tile terms)``."""
+        da0 = tl.zeros([BN, DK], dtype=tl.float32)
+        dD1 = tl.zeros([BN, DV], dtype=tl.float32)
+        for j in range(DH // TH):
+            d0 = _slot(sp, 1, j, BN, DH, TH)
+            da0 += _mm(-cn0[:, None] * d0, tl.trans(_tile(dW0i, 0, j * TH, DH, DK, TH)), PREC)
+            da0 += _mm(-mn0[:, None] * d0, tl.trans(_tile(dS0i, 0, j * TH, DH, DK, TH)), PREC)
+            a1 = _slot(sp, 3, j, BN, DH, TH)
+            dD1 += _mm(_slot(sp, 2, j, BN, DH, TH), _tile(W1i, j * TH, 0, DV, TH, DV), PREC)
+            dD1 += _mm(-cn1[:, None] * a1, _tile(dW1i, j * TH, 0, DV, TH, DV), PREC)
+            dD1 += _mm(-mn1[:, None] * a1, _tile(dS1i, j * TH, 0, DV, TH, DV), PREC)
+        return da0, dD1
+
+    @triton.jit
+    def _again(kb, sk_t, qb, sq_t, vb, sv_t, t, mask, C_ptr, i0, zk_ptr, lw, lb, BN: tl.constexpr, DK: tl.constexpr,
+               DV: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr, PREC: tl.constexpr):
+        """After the passes, what the kernel reads or forms again rather than hold through them: ``(k, q, P0, C0,
+        delta_L, e, xk, rk)`` (``zk_ptr``: the keys' output the forward saved)."""
+        k = _rows(kb, sk_t, t, mask, 0, DK)
+        q = _rows(qb, sq_t, t, mask, 0, DK)
+        zk = _tile(zk_ptr, 0, 0, DV, BN, DV)
+        dlast, e, xk, rk = _errors(zk, k, _rows(vb, sv_t, t, mask, 0, DV), lw, lb, mask, DV, NORM, RES)
+        return k, q, _mm(q, tl.trans(k), PREC), _square(C_ptr, i0, BN), dlast, e, xk, rk
