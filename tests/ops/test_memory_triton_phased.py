@@ -15,18 +15,22 @@ from .test_memory_triton import _compare
 triton = pytest.importorskip("triton")
 
 
-@pytest.mark.parametrize("chunk,T,cut,nr,act,hidden,tile", [
-    (16, 35, 19, True, "gelu", 64, 16),    # four tiles, mid-chunk resume
-    (16, 37, 21, False, "silu", 64, 32),   # two tiles, no norm or residual
-    (8, 29, 3, True, "relu", 32, 16),      # 8-row chunks padded to 16 rows
-])
-def test_the_forward_in_phases_matches_chunk(monkeypatch, chunk, T, cut, nr, act, hidden, tile):
+@pytest.mark.parametrize("chunk,T,cut,nr,act,D,hidden,tile", [
+    (16, 35, 19, True, "gelu", 16, 64, 16),    # four tiles, mid-chunk resume
+    (16, 37, 21, False, "silu", 16, 64, 32),   # two tiles, no norm or residual
+    (8, 29, 3, True, "relu", 16, 32, 16),      # 8-row chunks padded to 16 rows
+    (16, 21, 7, True, "gelu", 128, 128, 32),   # head dim 128 (and tf32x3, below): the second layer's state
+])                                             # formed transposed
+def test_the_forward_in_phases_matches_chunk(monkeypatch, chunk, T, cut, nr, act, D, hidden, tile):
     import titans.ops.memory.triton_seq as ts
 
     base = ts.config_for
-    monkeypatch.setattr(ts, "config_for", lambda *key: dataclasses.replace(base(*key), tile=tile, phased=True)
-                        if not key[0] else base(*key))
-    inp, leaves = make_inputs(B=1, T=T, H=2, D=16, L=2, hidden=hidden, per_layer=True, norm=nr, residual=nr,
+    # tf32x3 at head dim 128 (in the interpreter the products are float32 whatever the precision: this takes the
+    # kernels' tf32x3-only branches, here the transposed second-layer state)
+    prec = "tf32x3" if D >= 128 else "ieee"
+    monkeypatch.setattr(ts, "config_for", lambda *key: dataclasses.replace(base(*key), tile=tile, phased=True,
+                                                                          precision=prec) if not key[0] else base(*key))
+    inp, leaves = make_inputs(B=1, T=T, H=2, D=D, L=2, hidden=hidden, per_layer=True, norm=nr, residual=nr,
                               dtype=torch.float32, requires_grad=True)
     _compare(inp, leaves, chunk, act, cut)
 
@@ -57,6 +61,8 @@ def test_the_configuration_text_names_the_phases():
     (8, 29, 3, False, "silu", 16, 32, ""),           # two tiles, no norm or residual, 8-row chunks
     (16, 35, 19, True, "relu", 16, 64, "pre"),       # with pass P (its products read from its scratch)
     (16, 35, 19, True, "gelu", 32, 64, "tf32x3-bwd"),  # triton_config.TENSOR_CORE_BACKWARD: 32-wide tiles
+    (16, 21, 7, True, "silu", 128, 128, ""),          # head dim 128, tf32x3 (below): second-layer tiles
+    (16, 21, 7, True, "gelu", 128, 128, "pre"),       # formed transposed; with pass P
 ])
 def test_the_backward_in_passes_matches_chunk(monkeypatch, chunk, T, cut, nr, act, D, hidden, pre):
     """``KernelConfig.phased`` on the backward (``triton_phased_bwd.py``): pass C as five loops through a scratch,
@@ -65,7 +71,8 @@ def test_the_backward_in_passes_matches_chunk(monkeypatch, chunk, T, cut, nr, ac
     import titans.ops.memory.triton_seq_bwd as tb
 
     base = tb.config_for
-    cfg = lambda *key: dataclasses.replace(base(*key), tile=16, phased=True, pre=pre == "pre", stages=1)  # noqa: E731
+    wide = dict(tile=32, precision="tf32x3") if D >= 128 else dict(tile=16)  # tf32x3: as in the forward's test
+    cfg = lambda *key: dataclasses.replace(base(*key), phased=True, pre=pre == "pre", stages=1, **wide)  # noqa: E731
     if pre == "tf32x3-bwd":
         cfg = lambda *key: tc.KernelConfig.parse(tc.TENSOR_CORE_BACKWARD + ",phased")  # noqa: E731
     monkeypatch.setattr(tb, "config_for", cfg)

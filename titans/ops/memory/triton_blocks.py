@@ -111,6 +111,20 @@ if HAS_TRITON:
         tl.store(ptr + r[:, None] * ld + c[None, :], x)
 
     @triton.jit
+    def _tile_t(ptr, r0, c0, ld, R: tl.constexpr, C: tl.constexpr):
+        """The ``[R, C]`` tile at ``(r0, c0)``, read transposed: ``[C, R]``."""
+        r = r0 + tl.arange(0, R)
+        c = c0 + tl.arange(0, C)
+        return tl.load(ptr + r[None, :] * ld + c[:, None])
+
+    @triton.jit
+    def _put_t(ptr, r0, c0, ld, xt, R: tl.constexpr, C: tl.constexpr):
+        """Store ``xt`` (``[C, R]``) transposed as the ``[R, C]`` tile at ``(r0, c0)``."""
+        r = r0 + tl.arange(0, R)
+        c = c0 + tl.arange(0, C)
+        tl.store(ptr + r[None, :] * ld + c[:, None], xt)
+
+    @triton.jit
     def _square(ptr, idx, BN: tl.constexpr):
         """Chunk ``idx``'s ``[BN, BN]`` matrix of a stack of them (the decay coefficients ``C`` or their gradient)."""
         rn = tl.arange(0, BN)

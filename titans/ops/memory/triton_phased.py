@@ -19,7 +19,7 @@ goes through a per-program scratch in global memory (:func:`scratch_width` float
 Barriers follow the keeping of ``delta_L`` and pass 2 (a pass reads the scratch in another thread layout than the
 one that wrote it). The arithmetic is the one-loop forward's, term for term (the same products, summed in the same
 order over tiles). q and k are read per tile as with ``KernelConfig.reload``. Compiled offline (Triton 3.6, sm_90;
-docs/benchmarks.md, "The forward and the backward in passes") the spill instructions a chunk runs fall 53-100%
+docs/benchmarks.md, "The forward and the backward in passes") the spill instructions a chunk runs fall 69-100%
 against the default forward at the four depth-2 shapes, with 31-57% of its shared memory; not yet timed on a GPU.
 """
 
@@ -37,7 +37,7 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from .triton_blocks import _act, _act_bwd, _mm, _put, _rows, _tile
+    from .triton_blocks import _act, _act_bwd, _mm, _put, _put_t, _rows, _tile, _tile_t
 
     @triton.jit
     def _keys_kept(kb, s_t, t, mask, W0i, W1i, scr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr,
@@ -106,11 +106,22 @@ if HAS_TRITON:
     @triton.jit
     def _second_state(cn1, mn1, bn1, gn1, hn1, W1i, S1i, W1o, S1o, scr, BN: tl.constexpr, DH: tl.constexpr,
                       DV: tl.constexpr, TH: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr):
-        """Pass 5: the second layer's weights and momentum after the chunk (``W1o``, ``S1o``)."""
+        """Pass 5: the second layer's weights and momentum after the chunk (``W1o``, ``S1o``). At head dim 128 and
+        more with tf32x3 products they are formed transposed (``[DV, TH]``: the products' rows the head dim rather
+        than the tile's few, as the tensor cores' warp-group products want at least 64): compiled offline that cut
+        this loop's spills 4x at head dim 128 / 64-row chunks, and raised them at head dim 64 (docs/benchmarks.md,
+        "in passes")."""
         for j in range(DH // TH):
-            W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
-            S1j = _tile(S1i, j * TH, 0, DV, TH, DV)
-            a1t = tl.trans(_act(_tile(scr, 0, j * TH, DH, BN, TH), ACT))
-            dlast = _kept_errors(scr, BN, DH, DV)
-            _put(W1o, j * TH, 0, DV, bn1 * W1j + gn1 * S1j - _mm(a1t, cn1[:, None] * dlast, PREC), TH, DV)
-            _put(S1o, j * TH, 0, DV, hn1 * S1j - _mm(a1t, mn1[:, None] * dlast, PREC), TH, DV)
+            a1 = _act(_tile(scr, 0, j * TH, DH, BN, TH), ACT)
+            if DV >= 128 and PREC == 1:
+                dlt = tl.trans(_kept_errors(scr, BN, DH, DV))
+                S1j = _tile_t(S1i, j * TH, 0, DV, TH, DV)
+                _put_t(W1o, j * TH, 0, DV, bn1 * _tile_t(W1i, j * TH, 0, DV, TH, DV) + gn1 * S1j
+                       - _mm(dlt * cn1[None, :], a1, PREC), TH, DV)
+                _put_t(S1o, j * TH, 0, DV, hn1 * S1j - _mm(dlt * mn1[None, :], a1, PREC), TH, DV)
+            else:
+                dlast = _kept_errors(scr, BN, DH, DV)
+                S1j = _tile(S1i, j * TH, 0, DV, TH, DV)
+                _put(W1o, j * TH, 0, DV, bn1 * _tile(W1i, j * TH, 0, DV, TH, DV) + gn1 * S1j
+                     - _mm(tl.trans(a1), cn1[:, None] * dlast, PREC), TH, DV)
+                _put(S1o, j * TH, 0, DV, hn1 * S1j - _mm(tl.trans(a1), mn1[:, None] * dlast, PREC), TH, DV)

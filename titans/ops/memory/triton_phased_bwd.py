@@ -49,9 +49,11 @@ if HAS_TRITON:
         _mm,
         _prod,
         _put,
+        _put_t,
         _rows,
         _square,
         _tile,
+        _tile_t,
         _zero_coef_grads,
     )
 
@@ -146,11 +148,25 @@ if HAS_TRITON:
                 _put(dS0o, 0, j * TH, DH, _mm(tl.trans(gamma0[:, None] * q), dz0, PREC) + gn0 * dWp0 + hn0 * dSp0,
                      DK, TH)
         for j in range(DH // TH):  # the second layer's, in a loop of its own: one loop for both spilled more
+            # At head dim 128 and more with tf32x3 products the [TH, DV] tiles are formed transposed ([DV, TH]: the
+            # products' rows the head dim, not the tile's few), as the forward's (triton_phased._second_state).
+            if DV >= 128 and PREC == 1:
+                dWp1 = _tile_t(dW1i, j * TH, 0, DV, TH, DV)
+                dSp1 = _tile_t(dS1i, j * TH, 0, DV, TH, DV)
+                W1j = _tile_t(W1i, j * TH, 0, DV, TH, DV)
+                S1j = _tile_t(S1i, j * TH, 0, DV, TH, DV)
+                dWt = dWp1
+                dSt = dSp1
+            else:
+                dWp1 = _tile(dW1i, j * TH, 0, DV, TH, DV)
+                dSp1 = _tile(dS1i, j * TH, 0, DV, TH, DV)
+                W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
+                S1j = _tile(S1i, j * TH, 0, DV, TH, DV)
+                dWt = tl.trans(dWp1)
+                dSt = tl.trans(dSp1)
             dlast = _tile(kp, 0, 0, DV, BN, DV)
-            dWp1 = _tile(dW1i, j * TH, 0, DV, TH, DV)
-            dSp1 = _tile(dS1i, j * TH, 0, DV, TH, DV)
-            dlW1 = _prod(dlast, tl.trans(dWp1), pre, 8, j, PRE, BN, DH, TH, PREC)
-            dlS1 = _prod(dlast, tl.trans(dSp1), pre, 9, j, PRE, BN, DH, TH, PREC)
+            dlW1 = _prod(dlast, dWt, pre, 8, j, PRE, BN, DH, TH, PREC)
+            dlS1 = _prod(dlast, dSt, pre, 9, j, PRE, BN, DH, TH, PREC)
             a1 = _slot(sp, 3, j, BN, DH, TH)
             x1 = _slot(sp, 4, j, BN, DH, TH)
             ndP1 = _tile(kp + 2 * BN * DV + BN * BN, 0, 0, BN, BN, BN)
@@ -158,16 +174,21 @@ if HAS_TRITON:
                  _mm(tl.trans(ndP1), x1, PREC) - cn1[:, None] * dlW1 - mn1[:, None] * dlS1, BN, TH)  # da1
             dcn1 -= tl.sum(a1 * dlW1, axis=1)
             dmn1 -= tl.sum(a1 * dlS1, axis=1)
-            W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
-            S1j = _tile(S1i, j * TH, 0, DV, TH, DV)
             dbn1 += tl.sum(tl.sum(dWp1 * W1j, axis=1), axis=0)
             dgn1 += tl.sum(tl.sum(dWp1 * S1j, axis=1), axis=0)
             dhn1 += tl.sum(tl.sum(dSp1 * S1j, axis=1), axis=0)
-            dz1 = _tile(kp + BN * DV, 0, 0, DV, BN, DV)
-            _put(dW1o, j * TH, 0, DV, _mm(tl.trans(beta1[:, None] * x1), dz1, PREC) + bn1 * dWp1
-                 + _mm(tl.trans(_slot(sp, 2, j, BN, DH, TH)), dlast, PREC), TH, DV)
-            _put(dS1o, j * TH, 0, DV, _mm(tl.trans(gamma1[:, None] * x1), dz1, PREC) + gn1 * dWp1 + hn1 * dSp1,
-                 TH, DV)
+            dt = _slot(sp, 2, j, BN, DH, TH)
+            if DV >= 128 and PREC == 1:
+                dz1t = _tile_t(kp + BN * DV, 0, 0, DV, BN, DV)
+                _put_t(dW1o, j * TH, 0, DV, _mm(dz1t, beta1[:, None] * x1, PREC) + bn1 * dWp1
+                       + _mm(_tile_t(kp, 0, 0, DV, BN, DV), dt, PREC), TH, DV)
+                _put_t(dS1o, j * TH, 0, DV, _mm(dz1t, gamma1[:, None] * x1, PREC) + gn1 * dWp1 + hn1 * dSp1, TH, DV)
+            else:
+                dz1 = _tile(kp + BN * DV, 0, 0, DV, BN, DV)
+                _put(dW1o, j * TH, 0, DV, _mm(tl.trans(beta1[:, None] * x1), dz1, PREC) + bn1 * dWp1
+                     + _mm(tl.trans(dt), dlast, PREC), TH, DV)
+                _put(dS1o, j * TH, 0, DV, _mm(tl.trans(gamma1[:, None] * x1), dz1, PREC) + gn1 * dWp1 + hn1 * dSp1,
+                     TH, DV)
         return dbn0, dgn0, dhn0, dcn1, dmn1, dbn1, dgn1, dhn1
 
     @triton.jit
@@ -209,3 +230,12 @@ if HAS_TRITON:
         zk = _tile(zk_ptr, 0, 0, DV, BN, DV)
         dlast, e, xk, rk = _errors(zk, k, _rows(vb, sv_t, t, mask, 0, DV), lw, lb, mask, DV, NORM, RES)
         return k, q, _mm(q, tl.trans(k), PREC), _square(C_ptr, i0, BN), dlast, e, xk, rk
+
+    @triton.jit
+    def _add_key_outer(dW1o, j, a1, df, TRANS: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, PREC: tl.constexpr):
+        """Pass D's ``dW1[j] += a1^T df`` (``[TH, DV]``), formed transposed where ``TRANS`` (the phased backward at
+        head dim 128 and more with tf32x3 products, as in :func:`_states`)."""
+        if TRANS:
+            _put_t(dW1o, j * TH, 0, DV, _tile_t(dW1o, j * TH, 0, DV, TH, DV) + _mm(tl.trans(df), a1, PREC), TH, DV)
+        else:
+            _put(dW1o, j * TH, 0, DV, _tile(dW1o, j * TH, 0, DV, TH, DV) + _mm(tl.trans(a1), df, PREC), TH, DV)

@@ -63,7 +63,7 @@ if HAS_TRITON:
         _tile,
         _zero_coef_grads,
     )
-    from .triton_phased_bwd import _again, _keep, _pass1, _pass2, _pass3, _states
+    from .triton_phased_bwd import _add_key_outer, _again, _keep, _pass1, _pass2, _pass3, _states
     from .triton_pre import _pre_base, _pre_pass1, _pre_pass1_late, _pre_pass2
 
     # Sizes are not specialized (one compiled kernel serves every length and batch).
@@ -266,7 +266,7 @@ if HAS_TRITON:
                     a1 = _act(z0, ACT)
                     dzk0 = _tile(stash_ptr + pid * 2 * BN * DH, 0, j * TH, DH, BN, TH)
                     da1 = _tile(stash_ptr + (pid * 2 + 1) * BN * DH, 0, j * TH, DH, BN, TH)
-                    _put(dW1o, j * TH, 0, DV, _tile(dW1o, j * TH, 0, DV, TH, DV) + _mm(tl.trans(a1), df, PREC), TH, DV)
+                    _add_key_outer(dW1o, j, a1, df, PHASED and DV >= 128 and PREC == 1, DV, TH, PREC)
                     dzk0 += _act_bwd(da1 + _mm(df, tl.trans(W1j), PREC), z0, ACT)
                     _put(dW0o, 0, j * TH, DH, _tile(dW0o, 0, j * TH, DH, DK, TH) + _mm(tl.trans(k), dzk0, PREC), DK, TH)
                     da0 += _mm(dzk0, tl.trans(G0j), PREC)
