@@ -1,5 +1,5 @@
-"""The depth-2 backward's pass C in passes (``KernelConfig.phased`` on a backward configuration), for
-``triton_seq_bwd._seq_bwd_kernel``.
+"""The depth-2 backward's passes C and D in several loops each (``KernelConfig.phased`` on a backward
+configuration), for ``triton_seq_bwd._seq_bwd_kernel``.
 
 Why: pass C (per tile of the hidden width: both layers' query-path backward, the end-of-chunk terms, the delta
 chain) holds through its loop four sums (the query path's ``dq``, the keys' ``da0``, ``dD1``, ``dCP0``: at head dim
@@ -20,10 +20,11 @@ it is five loops over the tiles, and what crosses between them goes through a pe
 then (:func:`_again`) q, k, ``P_0``, ``C_0`` and the errors read or formed again rather than held. Barriers follow
 the keeping and pass 1. The products are pass C's, summed over tiles in the same order (``dD1``'s tile terms summed
 before its first term is added: float32 rounding apart, the same). What it buys (compiled offline, Triton 3.6,
-docs/benchmarks.md "The backward in passes"): at head dim 128 / 64-row chunks the backward with every product on
-the tensor cores in 32-wide tiles fits an H100's shared memory (192 KB; the one-loop one needs 256 KB); spill
-instructions executed per chunk (``benchmarks/triton_resources.py --loops``) fall at head dim 64 and rise at head
-dim 128 in 16-wide tiles. Not yet timed on a GPU.
+docs/benchmarks.md "The forward and the backward in passes"): at head dim 128 / 64-row chunks the backward with
+every product on the tensor cores in 32-wide tiles fits an H100's shared memory (192 KB; the one-loop one needs 256
+KB), and with tf32x3 products (the second layer's gradient tiles formed transposed) the spill instructions a chunk
+runs (``benchmarks/triton_resources.py``) fall 23-42% against the default backwards at 64-row chunks; on the CUDA
+cores (ieee) they rise at head dim 128. Pass D too runs as two loops here (:func:`_pass_d`). Not yet timed on a GPU.
 """
 
 from __future__ import annotations
@@ -148,9 +149,10 @@ if HAS_TRITON:
                 _put(dS0o, 0, j * TH, DH, _mm(tl.trans(gamma0[:, None] * q), dz0, PREC) + gn0 * dWp0 + hn0 * dSp0,
                      DK, TH)
         for j in range(DH // TH):  # the second layer's, in a loop of its own: one loop for both spilled more
-            # At head dim 128 and more with tf32x3 products the [TH, DV] tiles are formed transposed ([DV, TH]: the
-            # products' rows the head dim, not the tile's few), as the forward's (triton_phased._second_state).
-            if DV >= 128 and PREC == 1:
+            # With tf32x3 products the [TH, DV] tiles are formed transposed ([DV, TH]: the products' rows the head dim,
+            # not the tile's few; the warp-group products take 64 rows at least), as the forward's at head dim 128
+            # (triton_phased._second_state): compiled offline, fewer spills at both head dims (docs/benchmarks.md).
+            if PREC == 1:
                 dWp1 = _tile_t(dW1i, j * TH, 0, DV, TH, DV)
                 dSp1 = _tile_t(dS1i, j * TH, 0, DV, TH, DV)
                 W1j = _tile_t(W1i, j * TH, 0, DV, TH, DV)
@@ -178,7 +180,7 @@ if HAS_TRITON:
             dgn1 += tl.sum(tl.sum(dWp1 * S1j, axis=1), axis=0)
             dhn1 += tl.sum(tl.sum(dSp1 * S1j, axis=1), axis=0)
             dt = _slot(sp, 2, j, BN, DH, TH)
-            if DV >= 128 and PREC == 1:
+            if PREC == 1:
                 dz1t = _tile_t(kp + BN * DV, 0, 0, DV, BN, DV)
                 _put_t(dW1o, j * TH, 0, DV, _mm(dz1t, beta1[:, None] * x1, PREC) + bn1 * dWp1
                        + _mm(_tile_t(kp, 0, 0, DV, BN, DV), dt, PREC), TH, DV)
@@ -232,10 +234,29 @@ if HAS_TRITON:
         return k, q, _mm(q, tl.trans(k), PREC), _square(C_ptr, i0, BN), dlast, e, xk, rk
 
     @triton.jit
-    def _add_key_outer(dW1o, j, a1, df, TRANS: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, PREC: tl.constexpr):
-        """Pass D's ``dW1[j] += a1^T df`` (``[TH, DV]``), formed transposed where ``TRANS`` (the phased backward at
-        head dim 128 and more with tf32x3 products, as in :func:`_states`)."""
-        if TRANS:
-            _put_t(dW1o, j * TH, 0, DV, _tile_t(dW1o, j * TH, 0, DV, TH, DV) + _mm(tl.trans(df), a1, PREC), TH, DV)
-        else:
-            _put(dW1o, j * TH, 0, DV, _tile(dW1o, j * TH, 0, DV, TH, DV) + _mm(tl.trans(a1), df, PREC), TH, DV)
+    def _pass_d(kb, sk_t, t, mask, pre, stash, W0i, W1i, dW0o, dW1o, df, da0, BN: tl.constexpr, DK: tl.constexpr,
+                DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr,
+                PRE: tl.constexpr):
+        """Pass D (the key path) in two loops: per tile the second layer's ``dW += a1^T df`` and ``dzk0`` (kept in
+        the stash), then the first layer's ``dW += k^T dzk0`` and ``da0 += dzk0 W0^T``. Returns ``da0``. With tf32x3
+        products ``a1^T df`` is formed transposed (as in :func:`_states`)."""
+        for j in range(DH // TH):
+            z0 = _prod(_rows(kb, sk_t, t, mask, 0, DK), _tile(W0i, 0, j * TH, DH, DK, TH), pre, 0, j, PRE, BN, DH,
+                       TH, PREC)
+            a1 = _act(z0, ACT)
+            if PREC == 1:
+                _put_t(dW1o, j * TH, 0, DV, _tile_t(dW1o, j * TH, 0, DV, TH, DV) + _mm(tl.trans(df), a1, PREC), TH,
+                       DV)
+            else:
+                _put(dW1o, j * TH, 0, DV, _tile(dW1o, j * TH, 0, DV, TH, DV) + _mm(tl.trans(a1), df, PREC), TH, DV)
+            da1 = _tile(stash + BN * DH, 0, j * TH, DH, BN, TH)
+            dzk0 = _tile(stash, 0, j * TH, DH, BN, TH) + _act_bwd(
+                da1 + _mm(df, tl.trans(_tile(W1i, j * TH, 0, DV, TH, DV)), PREC), z0, ACT)
+            _put(stash, 0, j * TH, DH, dzk0, BN, TH)
+        tl.debug_barrier()  # the second loop reads dzk0 as other threads wrote it
+        for j in range(DH // TH):
+            dzk0 = _tile(stash, 0, j * TH, DH, BN, TH)
+            kt = tl.trans(_rows(kb, sk_t, t, mask, 0, DK))
+            _put(dW0o, 0, j * TH, DH, _tile(dW0o, 0, j * TH, DH, DK, TH) + _mm(kt, dzk0, PREC), DK, TH)
+            da0 += _mm(dzk0, tl.trans(_tile(W0i, 0, j * TH, DH, DK, TH)), PREC)
+        return da0

@@ -63,7 +63,7 @@ if HAS_TRITON:
         _tile,
         _zero_coef_grads,
     )
-    from .triton_phased_bwd import _add_key_outer, _again, _keep, _pass1, _pass2, _pass3, _states
+    from .triton_phased_bwd import _again, _keep, _pass1, _pass2, _pass3, _pass_d, _states
     from .triton_pre import _pre_base, _pre_pass1, _pre_pass1_late, _pre_pass2
 
     # Sizes are not specialized (one compiled kernel serves every length and batch).
@@ -259,14 +259,17 @@ if HAS_TRITON:
                 dout, df, dlw, dlb = _key_ln_bwd(dD1, dlast, e, xk, rk, lw, mask, DV, NORM)
                 dlnw_acc += dlw
                 dlnb_acc += dlb
-                for j in range(DH // TH):
+                if PHASED:  # in two loops (triton_phased_bwd._pass_d)
+                    da0 = _pass_d(kb, sk_t, t, mask, pre, stash_ptr + pid * 2 * BN * DH, W0i, W1i, dW0o, dW1o, df, da0,
+                                  BN, DK, DH, DV, TH, ACT, PREC, PRE)
+                for j in range(0 if PHASED else DH // TH):  # (no iteration when phased: _pass_d did it)
                     G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
                     W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
                     z0 = _prod(k, G0j, pre, 0, j, PRE, BN, DH, TH, PREC)
                     a1 = _act(z0, ACT)
                     dzk0 = _tile(stash_ptr + pid * 2 * BN * DH, 0, j * TH, DH, BN, TH)
                     da1 = _tile(stash_ptr + (pid * 2 + 1) * BN * DH, 0, j * TH, DH, BN, TH)
-                    _add_key_outer(dW1o, j, a1, df, PHASED and DV >= 128 and PREC == 1, DV, TH, PREC)
+                    _put(dW1o, j * TH, 0, DV, _tile(dW1o, j * TH, 0, DV, TH, DV) + _mm(tl.trans(a1), df, PREC), TH, DV)
                     dzk0 += _act_bwd(da1 + _mm(df, tl.trans(W1j), PREC), z0, ACT)
                     _put(dW0o, 0, j * TH, DH, _tile(dW0o, 0, j * TH, DH, DK, TH) + _mm(tl.trans(k), dzk0, PREC), DK, TH)
                     da0 += _mm(dzk0, tl.trans(G0j), PREC)
