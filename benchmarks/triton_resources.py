@@ -34,28 +34,17 @@ H100_SHARED = 227 * 1024
 
 def compile_report(fn, consts: dict, warps: int, stages: int, maxnreg: int | None = None, ttgir: bool = False,
                    trips: int = 1) -> dict:
-    """Compile ``fn`` for sm_90 and read its resources (ptxas -v on the PTX for registers and spills; the spill
-    instructions of its machine code per chunk, :func:`loop_spills`, with ``trips`` iterations of each innermost
-    loop); ``ttgir``: also return Triton's GPU IR (where it laid out each product, :func:`dot_layouts`)."""
+    """Compile ``fn`` for sm_90 (``titans.ops.memory.triton_compile``) and read its resources (ptxas -v on the PTX
+    for registers and spills; the spill instructions of its machine code per chunk, :func:`loop_spills`, with
+    ``trips`` iterations of each innermost loop); ``ttgir``: also return Triton's GPU IR (where it laid out each
+    product, :func:`dot_layouts`)."""
     import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
 
     from titans.ops.memory import triton_config
+    from titans.ops.memory.triton_compile import compile_offline
 
-    sig = {n: ("constexpr" if n in consts else "*fp32" if n.endswith("_ptr") else "i32") for n in fn.arg_names}
-    # What the JIT specializes on at launch: 16-byte aligned tensors and integer arguments divisible by 16 (every
-    # stride at the benchmark sizes), except those marked do_not_specialize. Without it ptxas chose differently from
-    # the lent H100's (Triton 3.6: 32 registers where the device's run had 255 or 128).
-    fixed = set(getattr(fn, "do_not_specialize", None) or ())
-    fixed = {fn.arg_names[x] if isinstance(x, int) else x for x in fixed}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
-             if n not in consts and (n.endswith("_ptr") or n not in fixed)}
     try:
-        k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs),
-                           target=GPUTarget("cuda", 90, 32),
-                           options={"num_warps": warps, "num_stages": stages,
-                                    **({"maxnreg": maxnreg} if maxnreg else {})})
+        k = compile_offline(fn, consts, warps, stages, maxnreg)
     except Exception as exc:  # a configuration the compiler rejects
         return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
@@ -144,22 +133,15 @@ def compile_kernel(backward: bool, shape, cfg, th: int | None = None, precision:
                    cap: int | None = None, ttgir: bool = False) -> dict:
     """:func:`compile_report` for the forward or backward kernel of ``shape = (L, BN, DK, DH, DV)`` under launch
     configuration ``cfg``: tile ``th`` (default the configuration's, at most the streamed width) and ``precision``
-    (default as ``triton_config.launch`` passes it: ieee below ``TF32X3_MIN_TILE``); ``cap``: ``maxnreg``."""
-    from titans.ops.memory import triton_config, triton_seq, triton_seq_bwd
+    (default as ``triton_config.launch`` passes it: ieee below ``TF32X3_MIN_TILE``); ``cap``: ``maxnreg``. The
+    forward as training runs it (saving what the backward needs)."""
+    from titans.ops.memory import triton_seq, triton_seq_bwd
+    from titans.ops.memory.triton_compile import kernel_constants
 
-    L, BN, DK, DH, DV = shape
-    th = th or min(cfg.tile, DH if L == 2 else DK)
-    precision = precision or (cfg.precision if th >= triton_config.TF32X3_MIN_TILE else "ieee")
-    consts = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, ACT=0, NORM=True, RES=True,
-                  PREC=triton_config.PRECISIONS[precision])
-    if backward:
-        consts.update(QT=triton_seq_bwd.q_transposed(BN, DK), PRE=cfg.pre,
-                      TP=triton_seq_bwd.pre_width(BN, DH if L == 2 else DK), PPREC=triton_config.pre_precision(cfg),
-                      PHASED=cfg.phased and L == 2)
-    else:  # as training runs it: saving what the backward needs
-        consts.update(SAVE=True, RELOAD=cfg.reload, PHASED=cfg.phased and L == 2)
+    consts = kernel_constants(backward, shape, cfg, th, precision)
     fn = triton_seq_bwd._seq_bwd_kernel if backward else triton_seq._seq_fwd_kernel
-    return compile_report(fn, consts, cfg.warps, cfg.stages, cap, ttgir, trips=(DH if L == 2 else DK) // th)
+    L, DK, DH = shape[0], shape[2], shape[3]
+    return compile_report(fn, consts, cfg.warps, cfg.stages, cap, ttgir, trips=(DH if L == 2 else DK) // consts["TH"])
 
 
 def _register_row(job) -> dict:

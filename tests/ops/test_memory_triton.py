@@ -520,7 +520,7 @@ def test_the_forward_split_over_programs_matches_chunk(monkeypatch, how, L, chun
 
 
 def test_the_backward_with_q_transposed_matches_chunk(monkeypatch):
-    """Depth 2's layer-0 weight gradients as ``q^T (beta0 dz0)`` (``triton_seq_bwd.q_transposed``: the form used at
+    """Depth 2's layer-0 weight gradients as ``q^T (beta0 dz0)`` (``triton_config.q_transposed``: the form used at
     head dim 128 / chunk 64, too large to run here) give the same gradients."""
     import titans.ops.memory.triton_seq_bwd as tb
 

@@ -94,6 +94,15 @@ class KernelConfig:
                 + (",phased" if self.phased else "") + pre)
 
 
+def q_transposed(BN: int, DK: int) -> bool:
+    """Whether the depth-2 backward forms layer 0's weight gradients as ``q^T (beta0 dz0)`` rather than
+    ``(beta0 q)^T dz0`` (the kernel's ``QT``): where q is large. Triton hoists the latter's two scaled copies of q out
+    of the tile loop and keeps them in shared memory: 64 KB at head dim 128 / chunk 64, which then needs 268 KB at one
+    stage, more than an H100's 227 (204 KB this way). Only there: at the smaller shapes this form made ptxas settle
+    on 32 registers (offline, Triton 3.8), and their launch configurations were measured with the other."""
+    return BN * DK > 64 * 64
+
+
 def max_registers(warps: int) -> int:
     """Registers per thread that let one program of ``warps`` warps use a whole SM's 64K registers (at most 255)."""
     return min(255, 65536 // (32 * warps))

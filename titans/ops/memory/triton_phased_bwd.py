@@ -140,7 +140,7 @@ if HAS_TRITON:
             dgn0 += tl.sum(tl.sum(dWp0 * S0j, axis=1), axis=0)
             dhn0 += tl.sum(tl.sum(dSp0 * S0j, axis=1), axis=0)
             q = _rows(qb, sq_t, t, mask, 0, DK)
-            if QT:  # q^T (beta0 dz0): see triton_seq_bwd.q_transposed
+            if QT:  # q^T (beta0 dz0): see triton_config.q_transposed
                 _put(dW0o, 0, j * TH, DH, _mm(tl.trans(q), beta0[:, None] * dz0, PREC) + bn0 * dWp0, DK, TH)
                 _put(dS0o, 0, j * TH, DH, _mm(tl.trans(q), gamma0[:, None] * dz0, PREC) + gn0 * dWp0 + hn0 * dSp0,
                      DK, TH)

@@ -313,9 +313,16 @@ def seq_forward_triton(q, k, v, packed, W, S, norm, act, residual, chunk, save):
             cfg = dataclasses.replace(cfg, precision="ieee", stages=1, split=True)
         split_forward_triton(fargs, q, v, Ws, act, residual, chunk, cfg, norm is not None, save)
         return o, Ws, Ss, acts
-    phased = cfg.phased and L == 2
-    scr = torch.empty(BH, scratch_width(BN, DH, DV), dtype=torch.float32, device=q.device) if phased else Ws[0]
+    consts = forward_constants(L, cfg, act, norm is not None, residual, save)
+    scr = Ws[0]  # any float32 tensor where there are no passes
+    if consts["PHASED"]:
+        scr = torch.empty(BH, scratch_width(BN, DH, DV), dtype=torch.float32, device=q.device)
     launch(_seq_fwd_kernel, (BH,), (*fargs, scr, T, N, nslot, BH, H, chunk), cfg=cfg, backward=False, L=L, BN=BN,
-           DK=DK, DH=DH, DV=DV, ACT=_ACT[act], NORM=norm is not None, RES=residual, SAVE=save, RELOAD=cfg.reload,
-           PHASED=phased)
+           DK=DK, DH=DH, DV=DV, **consts)
     return o, Ws, Ss, acts
+
+
+def forward_constants(L: int, cfg, act: str, norm: bool, residual: bool, save: bool) -> dict:
+    """The constants ``_seq_fwd_kernel`` takes besides the shape, tile and precision (``triton_config.launch``
+    adds those) under configuration ``cfg``; also what ``triton_compile`` compiles with."""
+    return dict(ACT=_ACT[act], NORM=norm, RES=residual, SAVE=save, RELOAD=cfg.reload, PHASED=cfg.phased and L == 2)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import torch
 
-from .triton_config import config_for, launch, pre_precision
+from .triton_config import config_for, launch, pre_precision, q_transposed
 from .triton_phased_bwd import scratch_width
 from .triton_pre import pre_scratch, pre_width
 from .triton_seq import _ACT, HAS_TRITON, dims
@@ -350,15 +350,6 @@ if HAS_TRITON:
         tl.store(dln_ptr + (BH + pid) * DV + rv, dlnb_acc)
 
 
-def q_transposed(BN: int, DK: int) -> bool:
-    """Whether the depth-2 backward forms layer 0's weight gradients as ``q^T (beta0 dz0)`` rather than
-    ``(beta0 q)^T dz0`` (the kernel's ``QT``): where q is large. Triton hoists the latter's two scaled copies of q out
-    of the tile loop and keeps them in shared memory: 64 KB at head dim 128 / chunk 64, which then needs 268 KB at one
-    stage, more than an H100's 227 (204 KB this way). Only there: at the smaller shapes this form made ptxas settle
-    on 32 registers (offline, Triton 3.8), and their launch configurations were measured with the other."""
-    return BN * DK > 64 * 64
-
-
 def seq_backward_triton(do, dW_final, dS_final, q, k, v, packed, Ws, Ss, acts, norm, act, residual, chunk):
     """Gradients of :func:`triton_seq.seq_forward_triton` (run with ``save=True``).
 
@@ -387,8 +378,8 @@ def seq_backward_triton(do, dW_final, dS_final, q, k, v, packed, Ws, Ss, acts, n
     stash = torch.empty(BH, 2, BN, DH if L == 2 else 16, dtype=f32, device=q.device)
     cfg = config_for(True, L, BN, DK, DH, DV)
     pre = pre_scratch(L, BH, BN, DK, DH, DV, q.device) if cfg.pre else stash
-    phased = cfg.phased and L == 2
-    ph = torch.empty(BH, scratch_width(BN, DH, DV), dtype=f32, device=q.device) if phased else stash
+    consts = backward_constants(L, BN, DK, DH, cfg, act, norm is not None, residual)
+    ph = torch.empty(BH, scratch_width(BN, DH, DV), dtype=f32, device=q.device) if consts["PHASED"] else stash
     dln = torch.zeros(2, BH, DV, dtype=f32, device=q.device)
     lnw, lnb = (norm[0].contiguous(), norm[1].contiguous()) if norm is not None else (dln, dln)
     i1 = 1 if L == 2 else 0
@@ -398,9 +389,7 @@ def seq_backward_triton(do, dW_final, dS_final, q, k, v, packed, Ws, Ss, acts, n
         dq.stride(0), dq.stride(1), dq.stride(2), *packed, *dpacked,
         Ws[0], Ss[0], Ws[i1], Ss[i1], dWs[0], dSs[0], dWs[i1], dSs[i1], stash, acts, pre, ph,
         lnw, lnb, dln, T, N, Ws[0].shape[1], BH, H, chunk)
-    launch(_seq_bwd_kernel, (BH,), args, cfg=cfg, backward=True, L=L, BN=BN, DK=DK, DH=DH, DV=DV, ACT=_ACT[act],
-           NORM=norm is not None, RES=residual, QT=q_transposed(BN, DK), PRE=cfg.pre,
-           TP=pre_width(BN, DH if L == 2 else DK), PPREC=pre_precision(cfg), PHASED=phased)
+    launch(_seq_bwd_kernel, (BH,), args, cfg=cfg, backward=True, L=L, BN=BN, DK=DK, DH=DH, DV=DV, **consts)
     dW = [g[:, 0].reshape(B, H, *g.shape[-2:]) for g in dWs]
     dS = [g[:, 0].reshape(B, H, *g.shape[-2:]) for g in dSs]
     dnorm = (None, None)
@@ -408,3 +397,10 @@ def seq_backward_triton(do, dW_final, dS_final, q, k, v, packed, Ws, Ss, acts, n
         dnorm = tuple(x.reshape(B, H, DV).sum(0).to(norm[0].dtype) for x in dln)
     low = q.dtype
     return (dq[..., :DK].to(low), dk[..., :DK].to(low), dv[..., :DV].to(v.dtype), dpacked, dW, dS, dnorm)
+
+
+def backward_constants(L: int, BN: int, DK: int, DH: int, cfg, act: str, norm: bool, residual: bool) -> dict:
+    """The constants ``_seq_bwd_kernel`` takes besides the shape, tile and precision (``triton_config.launch`` adds
+    those) under configuration ``cfg``; also what ``triton_compile`` compiles with."""
+    return dict(ACT=_ACT[act], NORM=norm, RES=residual, QT=q_transposed(BN, DK), PRE=cfg.pre,
+                TP=pre_width(BN, DH if L == 2 else DK), PPREC=pre_precision(cfg), PHASED=cfg.phased and L == 2)

@@ -1,0 +1,58 @@
+"""Compiling the Triton kernels of ``impl="triton"`` for a CUDA device without one (Triton's own ptxas): what
+``benchmarks/triton_resources.py`` measures (shared memory, registers, spills), and what
+``tests/ops/test_memory_triton_compile.py`` checks on machines without CUDA, where the interpreter runs the kernels as
+Python and so accepts code the compiler rejects (a host function called from a kernel, say).
+
+Not for use under ``TRITON_INTERPRET=1``: ``triton.jit`` then gives interpreted functions, which do not compile (the
+test compiles in a process of its own).
+"""
+
+from __future__ import annotations
+
+
+def kernel_constants(backward: bool, shape: tuple, cfg, th: int | None = None, precision: str | None = None,
+                     act: str = "gelu", norm: bool = True, residual: bool = True, save: bool = True) -> dict:
+    """The compile-time constants of the forward or backward kernel of ``shape = (L, BN, DK, DH, DV)`` under launch
+    configuration ``cfg``, as ``triton_config.launch`` passes them: tile ``th`` (default the configuration's, at most
+    the streamed width) and ``precision`` (default: ieee below ``TF32X3_MIN_TILE``); the forward as training runs it
+    (``save``)."""
+    from . import triton_config, triton_seq, triton_seq_bwd
+
+    L, BN, DK, DH, DV = shape
+    th = th or min(cfg.tile, DH if L == 2 else DK)
+    precision = precision or (cfg.precision if th >= triton_config.TF32X3_MIN_TILE else "ieee")
+    consts = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, PREC=triton_config.PRECISIONS[precision])
+    if backward:
+        return {**consts, **triton_seq_bwd.backward_constants(L, BN, DK, DH, cfg, act, norm, residual)}
+    return {**consts, **triton_seq.forward_constants(L, cfg, act, norm, residual, save)}
+
+
+def compile_offline(fn, consts: dict, warps: int, stages: int, maxnreg: int | None = None, arch: int = 90):
+    """Compile ``@triton.jit`` kernel ``fn`` with ``consts`` for CUDA ``sm_<arch>``; returns Triton's compiled kernel
+    (``asm["ptx"]``, ``asm["cubin"]``, ``metadata.shared``). Raises what the compiler raises. It specializes as a
+    launch at the benchmark sizes would: 16-byte aligned tensors and integer arguments divisible by 16 (every stride
+    there), except those marked ``do_not_specialize`` (without it ptxas chose differently from the lent H100's:
+    Triton 3.6, 32 registers where the device's run had 255 or 128)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    sig = {n: ("constexpr" if n in consts else "*fp32" if n.endswith("_ptr") else "i32") for n in fn.arg_names}
+    fixed = set(getattr(fn, "do_not_specialize", None) or ())
+    fixed = {fn.arg_names[x] if isinstance(x, int) else x for x in fixed}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
+             if n not in consts and (n.endswith("_ptr") or n not in fixed)}
+    options = {"num_warps": warps, "num_stages": stages, **({"maxnreg": maxnreg} if maxnreg else {})}
+    return triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs),
+                          target=GPUTarget("cuda", arch, 32), options=options)
+
+
+def compile_kernel(backward: bool, shape: tuple, cfg, th: int | None = None, precision: str | None = None,
+                   maxnreg: int | None = None, arch: int = 90):
+    """:func:`compile_offline` of the forward or backward kernel of ``shape`` under ``cfg`` (constants:
+    :func:`kernel_constants`)."""
+    from . import triton_seq, triton_seq_bwd
+
+    fn = triton_seq_bwd._seq_bwd_kernel if backward else triton_seq._seq_fwd_kernel
+    return compile_offline(fn, kernel_constants(backward, shape, cfg, th, precision), cfg.warps, cfg.stages, maxnreg,
+                           arch)
