@@ -51,8 +51,8 @@ class KernelConfig:
     # Depth 2, one program per head: the tile loops in several passes that pass what crosses between them through a
     # per-program scratch in global memory rather than holding it (the forward's: triton_phased.py, the backward's
     # pass C and D: triton_phased_bwd.py). Compiled offline the spill instructions a chunk runs change by -69 to
-    # -100% (forward) and -42 to +277% (backward), and the all-tensor-core backward fits at head dim 128 / 64-row
-    # chunks, with 23% fewer than the default backward there (docs/benchmarks.md, "in passes"). Tuning candidates
+    # -100% (forward) and -42 to +348% (backward), and the all-tensor-core backward fits at head dim 128 / 64-row
+    # chunks, with 34% fewer than the default backward there (docs/benchmarks.md, "in passes"). Tuning candidates
     # (``phased``, ``tf32x3-bwd-phased``), not yet timed.
     phased: bool = False
     # Backward only: form the products of its tile loops that need nothing the loops accumulate before them, in

@@ -14,17 +14,18 @@ it is five loops over the tiles, and what crosses between them goes through a pe
    the second layer's, with the end-of-chunk terms' row sums and pass D's ``da1`` (stashed);
 3. (:func:`_pass2`) ``dq``'s query share ``sum_j (beta0 dz0) W0^T + (gamma0 dz0) S0^T`` and ``dCP0 = sum_j dz0
    delta_0^T``;
-4. (:func:`_pass3`) ``da0 = -sum_j (cn0 delta_0) dW0^T + (mn0 delta_0) dS0^T`` and ``dD1``'s tile terms
-   ``sum_j dt W1 - (cn1 a1) dW1 - (mn1 a1) dS1``;
+4. (:func:`_pass3`) ``dD1``'s tile terms ``sum_j dt W1 - (cn1 a1) dW1 - (mn1 a1) dS1``;
 
-then (:func:`_again`) q, k, ``P_0``, ``C_0`` and the errors read or formed again rather than held. Barriers follow
-the keeping and pass 1. The products are pass C's, summed over tiles in the same order (``dD1``'s tile terms summed
-before its first term is added: float32 rounding apart, the same). What it buys (compiled offline, Triton 3.6,
+then (:func:`_again`) q, k, ``P_0``, ``C_0`` and the errors read or formed again rather than held, and pass D in two
+loops (:func:`_pass_d`), the second of which also forms ``da0``'s end-of-chunk terms ``-sum_j (cn0 delta_0) dW0^T +
+(mn0 delta_0) dS0^T`` (pass C's in the one-loop kernel). Barriers follow the keeping, pass 1 and
+pass D's first loop. The products are passes C's and D's; ``dD1`` and ``da0`` sum them in another order (float32
+rounding apart, the same). What it buys (compiled offline, Triton 3.6,
 docs/benchmarks.md "The forward and the backward in passes"): at head dim 128 / 64-row chunks the backward with
 every product on the tensor cores in 32-wide tiles fits an H100's shared memory (192 KB; the one-loop one needs 256
 KB), and with tf32x3 products (the second layer's gradient tiles formed transposed) the spill instructions a chunk
-runs (``benchmarks/triton_resources.py``) fall 23-42% against the default backwards at 64-row chunks; on the CUDA
-cores (ieee) they rise at head dim 128. Pass D too runs as two loops here (:func:`_pass_d`). Not yet timed on a GPU.
+runs (``benchmarks/triton_resources.py``) fall 34-42% against the default backwards at 64-row chunks; on the CUDA
+cores (ieee) they rise at head dim 128. Not yet timed on a GPU.
 """
 
 from __future__ import annotations
@@ -207,20 +208,16 @@ if HAS_TRITON:
         return dqa, dCP0
 
     @triton.jit
-    def _pass3(sp, W1i, dW0i, dS0i, dW1i, dS1i, cn0, mn0, cn1, mn1, BN: tl.constexpr, DK: tl.constexpr,
-               DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, PREC: tl.constexpr):
-        """Pass 3: ``(da0, dD1's tile terms)``."""
-        da0 = tl.zeros([BN, DK], dtype=tl.float32)
+    def _pass3(sp, W1i, dW1i, dS1i, cn1, mn1, BN: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
+               TH: tl.constexpr, PREC: tl.constexpr):
+        """Pass 3: ``dD1``'s tile terms (``da0``'s end-of-chunk terms wait for pass D's second loop)."""
         dD1 = tl.zeros([BN, DV], dtype=tl.float32)
         for j in range(DH // TH):
-            d0 = _slot(sp, 1, j, BN, DH, TH)
-            da0 += _mm(-cn0[:, None] * d0, tl.trans(_tile(dW0i, 0, j * TH, DH, DK, TH)), PREC)
-            da0 += _mm(-mn0[:, None] * d0, tl.trans(_tile(dS0i, 0, j * TH, DH, DK, TH)), PREC)
             a1 = _slot(sp, 3, j, BN, DH, TH)
             dD1 += _mm(_slot(sp, 2, j, BN, DH, TH), _tile(W1i, j * TH, 0, DV, TH, DV), PREC)
             dD1 += _mm(-cn1[:, None] * a1, _tile(dW1i, j * TH, 0, DV, TH, DV), PREC)
             dD1 += _mm(-mn1[:, None] * a1, _tile(dS1i, j * TH, 0, DV, TH, DV), PREC)
-        return da0, dD1
+        return dD1
 
     @triton.jit
     def _again(kb, sk_t, qb, sq_t, vb, sv_t, t, mask, C_ptr, i0, zk_ptr, lw, lb, BN: tl.constexpr, DK: tl.constexpr,
@@ -234,12 +231,13 @@ if HAS_TRITON:
         return k, q, _mm(q, tl.trans(k), PREC), _square(C_ptr, i0, BN), dlast, e, xk, rk
 
     @triton.jit
-    def _pass_d(kb, sk_t, t, mask, pre, stash, W0i, W1i, dW0o, dW1o, df, da0, BN: tl.constexpr, DK: tl.constexpr,
-                DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr,
-                PRE: tl.constexpr):
+    def _pass_d(kb, sk_t, t, mask, pre, stash, sp, W0i, W1i, dW0i, dS0i, dW0o, dW1o, df, da0, cn0, mn0,
+                BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr,
+                ACT: tl.constexpr, PREC: tl.constexpr, PRE: tl.constexpr):
         """Pass D (the key path) in two loops: per tile the second layer's ``dW += a1^T df`` and ``dzk0`` (kept in
-        the stash), then the first layer's ``dW += k^T dzk0`` and ``da0 += dzk0 W0^T``. Returns ``da0``. With tf32x3
-        products ``a1^T df`` is formed transposed (as in :func:`_states`)."""
+        the stash), then the first layer's ``dW += k^T dzk0`` and ``da0 += dzk0 W0^T`` with ``da0``'s end-of-chunk
+        terms (held through one loop rather than three). Returns ``da0``. With tf32x3 products ``a1^T df`` is formed
+        transposed (as in :func:`_states`)."""
         for j in range(DH // TH):
             z0 = _prod(_rows(kb, sk_t, t, mask, 0, DK), _tile(W0i, 0, j * TH, DH, DK, TH), pre, 0, j, PRE, BN, DH,
                        TH, PREC)
@@ -259,4 +257,7 @@ if HAS_TRITON:
             kt = tl.trans(_rows(kb, sk_t, t, mask, 0, DK))
             _put(dW0o, 0, j * TH, DH, _tile(dW0o, 0, j * TH, DH, DK, TH) + _mm(kt, dzk0, PREC), DK, TH)
             da0 += _mm(dzk0, tl.trans(_tile(W0i, 0, j * TH, DH, DK, TH)), PREC)
+            d0 = _slot(sp, 1, j, BN, DH, TH)  # and pass C's end-of-chunk terms of da0
+            da0 += _mm(-cn0[:, None] * d0, tl.trans(_tile(dW0i, 0, j * TH, DH, DK, TH)), PREC)
+            da0 += _mm(-mn0[:, None] * d0, tl.trans(_tile(dS0i, 0, j * TH, DH, DK, TH)), PREC)
         return da0

@@ -167,8 +167,7 @@ if HAS_TRITON:
                         dW1o, dS1o, beta0, gamma0, bn0, gn0, hn0, beta1, gamma1, cn1, mn1, bn1, gn1, hn1, dbn0, dgn0,
                         dhn0, BN, DK, DH, DV, TH, PREC, PRE, QT)
                     dqa, dCP0 = _pass2(sp, W0i, S0i, beta0, gamma0, BN, DK, DH, TH, PREC)
-                    da0, dD1t = _pass3(sp, W1i, dW0i, dS0i, dW1i, dS1i, cn0, mn0, cn1, mn1, BN, DK, DH, DV, TH, PREC)
-                    dD1 += dD1t
+                    dD1 += _pass3(sp, W1i, dW1i, dS1i, cn1, mn1, BN, DH, DV, TH, PREC)
                     k, q, P0, C0, dlast, e, xk, rk = _again(kb, sk_t, qb, sq_t, vb, sv_t, t, mask, C_ptr, i0,
                                                             _saved(acts_ptr, i0, 0, L, NORM, BN, DV), lw, lb, BN,
                                                             DK, DV, NORM, RES, PREC)
@@ -260,8 +259,8 @@ if HAS_TRITON:
                 dlnw_acc += dlw
                 dlnb_acc += dlb
                 if PHASED:  # in two loops (triton_phased_bwd._pass_d)
-                    da0 = _pass_d(kb, sk_t, t, mask, pre, stash_ptr + pid * 2 * BN * DH, W0i, W1i, dW0o, dW1o, df, da0,
-                                  BN, DK, DH, DV, TH, ACT, PREC, PRE)
+                    da0 = _pass_d(kb, sk_t, t, mask, pre, stash_ptr + pid * 2 * BN * DH, sp, W0i, W1i, dW0i, dS0i, dW0o,
+                                  dW1o, df, da0, cn0, mn0, BN, DK, DH, DV, TH, ACT, PREC, PRE)
                 for j in range(0 if PHASED else DH // TH):  # (no iteration when phased: _pass_d did it)
                     G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
                     W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
