@@ -16,8 +16,8 @@
 # TITANS_TRITON_CONFIGS (configurations from an earlier lease: their sizes are not re-tuned), CANDIDATES (tune
 # every size again, over only the candidates whose names start with these comma-separated prefixes),
 # LAST_CANDIDATES (after step 3, in the last LAST_S seconds (default 150) before step 4: every size tuned over each
-# of these candidates alone, a process per candidate, e.g. 'tf32x3-bwd,tf32x3-pre', then the gpu-marked tf32x3
-# tests; for gpu_memory_op.RISKY: a candidate that may end the CUDA context ends only its own process).
+# of these candidates alone, a process per candidate, e.g. 'tf32x3-bwd,tf32x3-pre', then the gpu-marked tests of
+# those variants; for gpu_memory_op.RISKY: a candidate that may end the CUDA context ends only its own process).
 # Logs and JSON go to $OUT (or /tmp/gpu_out); all but device.log, bench.log and the benchmark's JSON end up in
 # logs.tgz. The wheels (.gitignore has .whl; the lent machine has torch, triton, einops, numpy):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
@@ -82,9 +82,10 @@ if [ "$LAST" -gt 0 ]; then  # two thirds of LAST_S timing (a process per candida
     stamp "benchmark ($name) rc=$?"
     grep -v '^{' "$OUT/bench_$name.log" | tail -8
   done
-  timeout $(( $(left) - RESERVE + LAST )) python3 -m pytest -v -m gpu -k tf32x3 -p no:cacheprovider -n 6 \
-    tests/ops/test_memory_triton.py > "$OUT/gpu_tests_last.log" 2>&1
-  stamp "gpu tests (tf32x3) rc=$?"
+  # their gpu tests only (every tf32x3 variant took 194 s in run 11): test ids name the variant
+  timeout $(( $(left) - RESERVE + LAST )) python3 -m pytest -v -m gpu -k "${LAST_CANDIDATES//,/ or }" \
+    -p no:cacheprovider -n 6 tests/ops/test_memory_triton.py > "$OUT/gpu_tests_last.log" 2>&1
+  stamp "gpu tests ($LAST_CANDIDATES) rc=$?"
   tail -3 "$OUT/gpu_tests_last.log"
 fi
 if [ "${FINAL_TESTS:-1}" = 1 ] && [ -f "$OUT/tuned.json" ] && [ "$(left)" -gt 30 ]; then
