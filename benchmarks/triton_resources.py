@@ -135,13 +135,12 @@ def compile_kernel(backward: bool, shape, cfg, th: int | None = None, precision:
     configuration ``cfg``: tile ``th`` (default the configuration's, at most the streamed width) and ``precision``
     (default as ``triton_config.launch`` passes it: ieee below ``TF32X3_MIN_TILE``); ``cap``: ``maxnreg``. The
     forward as training runs it (saving what the backward needs)."""
-    from titans.ops.memory import triton_seq, triton_seq_bwd
-    from titans.ops.memory.triton_compile import kernel_constants
+    from titans.ops.memory.triton_compile import kernel_constants, kernel_fn
 
     consts = kernel_constants(backward, shape, cfg, th, precision)
-    fn = triton_seq_bwd._seq_bwd_kernel if backward else triton_seq._seq_fwd_kernel
     L, DK, DH = shape[0], shape[2], shape[3]
-    return compile_report(fn, consts, cfg.warps, cfg.stages, cap, ttgir, trips=(DH if L == 2 else DK) // consts["TH"])
+    return compile_report(kernel_fn(backward), consts, cfg.warps, cfg.stages, cap, ttgir,
+                          trips=(DH if L == 2 else DK) // consts["TH"])
 
 
 def _register_row(job) -> dict:
@@ -197,9 +196,7 @@ def candidates(sizes: str, names: str, out: str, jobs: int = 1) -> None:
     work, seen = [], set()
     for spec in sizes.split(";"):
         size = tuple(int(x) for x in spec.split(","))
-        for name, cfgs in gpu_memory_op.candidates(*size).items():
-            if prefixes and not any(name.startswith(p) for p in prefixes):
-                continue
+        for name, cfgs in gpu_memory_op.candidates(*size).items():  # filtered by ONLY
             for key, cfg in zip(kernel_keys(*size), cfgs):
                 if (key, cfg) not in seen:
                     seen.add((key, cfg))

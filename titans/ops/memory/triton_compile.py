@@ -19,12 +19,19 @@ def kernel_constants(backward: bool, shape: tuple, cfg, th: int | None = None, p
     from . import triton_config, triton_seq, triton_seq_bwd
 
     L, BN, DK, DH, DV = shape
-    th = th or min(cfg.tile, DH if L == 2 else DK)
-    precision = precision or (cfg.precision if th >= triton_config.TF32X3_MIN_TILE else "ieee")
-    consts = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, PREC=triton_config.PRECISIONS[precision])
+    th = th or triton_config.streamed_tile(cfg, L, DK, DH)
+    prec = triton_config.PRECISIONS[precision] if precision else triton_config.tile_precision(cfg, th)
+    consts = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, PREC=prec)
     if backward:
         return {**consts, **triton_seq_bwd.backward_constants(L, BN, DK, DH, cfg, act, norm, residual)}
     return {**consts, **triton_seq.forward_constants(L, cfg, act, norm, residual, save)}
+
+
+def kernel_fn(backward: bool):
+    """The ``@triton.jit`` kernel of the one-program-per-head forward or backward."""
+    from . import triton_seq, triton_seq_bwd
+
+    return triton_seq_bwd._seq_bwd_kernel if backward else triton_seq._seq_fwd_kernel
 
 
 def compile_offline(fn, consts: dict, warps: int, stages: int, maxnreg: int | None = None, arch: int = 90):
@@ -51,8 +58,5 @@ def compile_kernel(backward: bool, shape: tuple, cfg, th: int | None = None, pre
                    maxnreg: int | None = None, arch: int = 90):
     """:func:`compile_offline` of the forward or backward kernel of ``shape`` under ``cfg`` (constants:
     :func:`kernel_constants`)."""
-    from . import triton_seq, triton_seq_bwd
-
-    fn = triton_seq_bwd._seq_bwd_kernel if backward else triton_seq._seq_fwd_kernel
-    return compile_offline(fn, kernel_constants(backward, shape, cfg, th, precision), cfg.warps, cfg.stages, maxnreg,
-                           arch)
+    return compile_offline(kernel_fn(backward), kernel_constants(backward, shape, cfg, th, precision), cfg.warps,
+                           cfg.stages, maxnreg, arch)

@@ -103,6 +103,18 @@ def q_transposed(BN: int, DK: int) -> bool:
     return BN * DK > 64 * 64
 
 
+def streamed_tile(cfg: KernelConfig, L: int, DK: int, DH: int) -> int:
+    """The tile a configuration first launches with: its width, at most the streamed width (the hidden width at
+    depth 2, the input's at depth 1)."""
+    return min(cfg.tile, DH if L == 2 else DK)
+
+
+def tile_precision(cfg: KernelConfig, th: int, narrow: bool = False) -> int:
+    """The kernel constant ``PREC`` of ``cfg`` in tiles ``th`` wide: its precision, but ieee below
+    :data:`TF32X3_MIN_TILE` or where its tf32 products were laid out 8 wide (``narrow``, :func:`launch`)."""
+    return PRECISIONS[cfg.precision if th >= TF32X3_MIN_TILE and not narrow else "ieee"]
+
+
 def max_registers(warps: int) -> int:
     """Registers per thread that let one program of ``warps`` warps use a whole SM's 64K registers (at most 255)."""
     return min(255, 65536 // (32 * warps))
@@ -262,12 +274,12 @@ def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: 
     key = (backward, L, BN, DK, DH, DV)
     cfg = cfg or config_for(*key)
     first = (key, cfg) not in LAUNCHED
-    th = min(cfg.tile, DH if L == 2 else DK) if first else LAUNCHED[(key, cfg)]["tile"]
+    th = streamed_tile(cfg, L, DK, DH) if first else LAUNCHED[(key, cfg)]["tile"]
     narrow = False if first else LAUNCHED[(key, cfg)]["narrow tf32"]
     read = None  # whether the tf32 check saw PTX (None: no check; the interpreter has none)
     while True:
         try:
-            prec = PRECISIONS[cfg.precision if th >= TF32X3_MIN_TILE and not narrow else "ieee"]
+            prec = tile_precision(cfg, th, narrow)
             extra = {"maxnreg": max_registers(cfg.warps)} if cfg.maxreg else {}
             call = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, PREC=prec, num_warps=cfg.warps,
                         num_stages=cfg.stages, **extra, **consts)

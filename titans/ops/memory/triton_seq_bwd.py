@@ -153,7 +153,7 @@ if HAS_TRITON:
                 if PRE:  # Pass P: the products of pass C that need nothing it accumulates, in wide tiles.
                     _pre_pass2(pre, dlast, dz1, kb + t * sk_t, qb + t * sq_t, mask, W0i, S0i, W1i, S1i, dW0i, dS0i,
                                dW1i, dS1i, BN, DK, DH, DV, TP, PPREC)
-                if PHASED:  # KernelConfig.phased: pass C in four passes (triton_phased_bwd.py)
+                if PHASED:  # KernelConfig.phased: pass C in five loops (triton_phased_bwd.py)
                     sp = ph_ptr + pid * (5 * BN * DH + 2 * BN * DV + 2 * BN * BN)  # its scratch_width
                     _keep(sp, dlast, dz1, nCP0, ndP1, BN, DH, DV)
                     tl.debug_barrier()  # pass 1 reads them as other threads of this program wrote them
@@ -261,17 +261,21 @@ if HAS_TRITON:
                 if PHASED:  # in two loops (triton_phased_bwd._pass_d)
                     da0 = _pass_d(kb, sk_t, t, mask, pre, stash_ptr + pid * 2 * BN * DH, sp, W0i, W1i, dW0i, dS0i, dW0o,
                                   dW1o, df, da0, cn0, mn0, BN, DK, DH, DV, TH, ACT, PREC, PRE)
-                for j in range(0 if PHASED else DH // TH):  # (no iteration when phased: _pass_d did it)
-                    G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
-                    W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
-                    z0 = _prod(k, G0j, pre, 0, j, PRE, BN, DH, TH, PREC)
-                    a1 = _act(z0, ACT)
-                    dzk0 = _tile(stash_ptr + pid * 2 * BN * DH, 0, j * TH, DH, BN, TH)
-                    da1 = _tile(stash_ptr + (pid * 2 + 1) * BN * DH, 0, j * TH, DH, BN, TH)
-                    _put(dW1o, j * TH, 0, DV, _tile(dW1o, j * TH, 0, DV, TH, DV) + _mm(tl.trans(a1), df, PREC), TH, DV)
-                    dzk0 += _act_bwd(da1 + _mm(df, tl.trans(W1j), PREC), z0, ACT)
-                    _put(dW0o, 0, j * TH, DH, _tile(dW0o, 0, j * TH, DH, DK, TH) + _mm(tl.trans(k), dzk0, PREC), DK, TH)
-                    da0 += _mm(dzk0, tl.trans(G0j), PREC)
+                else:
+                    dzb = stash_ptr + pid * 2 * BN * DH  # dzk0, then da1, as pass C stashed them
+                    for j in range(DH // TH):
+                        G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
+                        W1j = _tile(W1i, j * TH, 0, DV, TH, DV)
+                        z0 = _prod(k, G0j, pre, 0, j, PRE, BN, DH, TH, PREC)
+                        a1 = _act(z0, ACT)
+                        dzk0 = _tile(dzb, 0, j * TH, DH, BN, TH)
+                        da1 = _tile(dzb + BN * DH, 0, j * TH, DH, BN, TH)
+                        _put(dW1o, j * TH, 0, DV, _tile(dW1o, j * TH, 0, DV, TH, DV) + _mm(tl.trans(a1), df, PREC), TH,
+                             DV)
+                        dzk0 += _act_bwd(da1 + _mm(df, tl.trans(W1j), PREC), z0, ACT)
+                        _put(dW0o, 0, j * TH, DH, _tile(dW0o, 0, j * TH, DH, DK, TH) + _mm(tl.trans(k), dzk0, PREC), DK,
+                             TH)
+                        da0 += _mm(dzk0, tl.trans(G0j), PREC)
                 _put_coef_grads(dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i0, dbeta0, dgamma0, dcn0, dmn0, dbn0, dgn0,
                                 dhn0, BN)
                 if RES:  # noqa: SIM108
