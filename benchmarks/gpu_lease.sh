@@ -17,7 +17,7 @@
 # every size again, over only the candidates whose names start with these comma-separated prefixes),
 # LAST_CANDIDATES (after step 3, in the last LAST_S seconds (default 150) before step 4: every size tuned over each
 # of these candidates alone, a process per candidate, e.g. 'tf32x3-bwd,tf32x3-pre', then the gpu-marked tests of
-# those variants; for gpu_memory_op.RISKY: a candidate that may end the CUDA context ends only its own process).
+# those variants; for _gpu_candidates.RISKY: a candidate that may end the CUDA context ends only its own process).
 # Logs and JSON go to $OUT (or /tmp/gpu_out); all but device.log, bench.log and the benchmark's JSON end up in
 # logs.tgz. The wheels (.gitignore has .whl; the lent machine has torch, triton, einops, numpy):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \

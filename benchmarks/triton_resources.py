@@ -159,7 +159,7 @@ def _register_row(job) -> dict:
 
 
 def _candidate_row(job) -> dict:
-    """One kernel of one GPU-benchmark size under one tuning candidate (``gpu_memory_op.candidates``)."""
+    """One kernel of one GPU-benchmark size under one tuning candidate (``_gpu_candidates.candidates``)."""
     from titans.ops.memory import triton_config
 
     size, name, key, cfg = job
@@ -188,15 +188,15 @@ def candidates(sizes: str, names: str, out: str, jobs: int = 1) -> None:
     """The GPU benchmark's tuning candidates whose names start with one of ``names`` (comma-separated; all if empty)
     at each ``D,depth,chunk`` size, each kernel compiled once (a kernel configuration shared by two candidates is
     listed under the first): what to leave out of a lease before it spends device time on it."""
-    import gpu_memory_op
+    import _gpu_candidates
     from _gpu_report import kernel_keys
 
     prefixes = [x for x in names.split(",") if x]
-    gpu_memory_op.ONLY = prefixes  # as --candidates does there: 'default' by that name even where another equals it
+    _gpu_candidates.ONLY[:] = prefixes  # as --candidates does: 'default' by that name even where another equals it
     work, seen = [], set()
     for spec in sizes.split(";"):
         size = tuple(int(x) for x in spec.split(","))
-        for name, cfgs in gpu_memory_op.candidates(*size).items():  # filtered by ONLY
+        for name, cfgs in _gpu_candidates.candidates(*size).items():  # filtered by ONLY
             for key, cfg in zip(kernel_keys(*size), cfgs):
                 if (key, cfg) not in seen:
                     seen.add((key, cfg))
@@ -205,7 +205,7 @@ def candidates(sizes: str, names: str, out: str, jobs: int = 1) -> None:
 
 
 def _layout_rows(job) -> list[dict]:
-    import gpu_memory_op
+    from _gpu_candidates import with_pre
 
     from titans.ops.memory import triton_config
 
@@ -213,7 +213,7 @@ def _layout_rows(job) -> list[dict]:
     backward = kind != "fwd"
     cfg = triton_config.default_config(backward, *shape)
     if kind.startswith("bwd-pre"):  # the GPU benchmark's "pre" and "tf32x3-pre" candidates
-        cfg = gpu_memory_op.with_pre(cfg, kind.removeprefix("bwd-pre-") if kind != "bwd-pre" else "ieee")
+        cfg = with_pre(cfg, kind.removeprefix("bwd-pre-") if kind != "bwd-pre" else "ieee")
     if kind == "bwd-tf32x3":  # and its "tf32x3-bwd"
         cfg = triton_config.KernelConfig.parse(triton_config.TENSOR_CORE_BACKWARD)
     r = compile_kernel(backward, shape, cfg, cap=triton_config.max_registers(cfg.warps) if cfg.maxreg else None,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from .memory_cases import make_inputs
-from .test_memory_triton import _compare
+from .triton_cases import compare
 
 triton = pytest.importorskip("triton")
 
@@ -32,7 +32,7 @@ def test_the_forward_in_phases_matches_chunk(monkeypatch, chunk, T, cut, nr, act
                                                                           precision=prec) if not key[0] else base(*key))
     inp, leaves = make_inputs(B=1, T=T, H=2, D=D, L=2, hidden=hidden, per_layer=True, norm=nr, residual=nr,
                               dtype=torch.float32, requires_grad=True)
-    _compare(inp, leaves, chunk, act, cut)
+    compare(inp, leaves, chunk, act, cut)
 
 
 def test_the_phases_change_nothing_at_depth_1(monkeypatch):
@@ -43,7 +43,7 @@ def test_the_phases_change_nothing_at_depth_1(monkeypatch):
     monkeypatch.setattr(ts, "config_for", lambda *key: dataclasses.replace(base(*key), phased=True))
     inp, leaves = make_inputs(B=1, T=21, H=2, D=16, L=1, hidden=16, per_layer=True, norm=True, residual=True,
                               dtype=torch.float32, requires_grad=True)
-    _compare(inp, leaves, 16, "gelu", 7)
+    compare(inp, leaves, 16, "gelu", 7)
 
 
 def test_the_configuration_text_names_the_phases():
@@ -78,4 +78,4 @@ def test_the_backward_in_passes_matches_chunk(monkeypatch, chunk, T, cut, nr, ac
     monkeypatch.setattr(tb, "config_for", cfg)
     inp, leaves = make_inputs(B=1, T=T, H=2, D=D, L=2, hidden=hidden, per_layer=True, norm=nr, residual=nr,
                               dtype=torch.float32, requires_grad=True)
-    _compare(inp, leaves, chunk, act, cut)
+    compare(inp, leaves, chunk, act, cut)
