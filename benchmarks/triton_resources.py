@@ -68,29 +68,45 @@ def loop_spills(cubin: bytes, trips: int) -> dict:
     with Triton), and those a chunk executes: the innermost loops' (bodies between a backward branch and its target
     that hold no other) ``trips`` times, the rest once (the tile loops run ``trips`` times per chunk; the chunk loop
     is the outer one). Where ``ptxas -v``'s spill bytes count every spill once, this weighs a spill in a tile loop
-    by how often it runs."""
+    by how often it runs. ``spills_by_loop``: each innermost loop that spills, as the source lines its instructions
+    come from (the kernel's own file and the first and last line there) and its spills per trip, then those outside
+    the innermost loops (``'outside': n``), so that a change can be aimed at the loop that spills."""
     import triton
 
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(cubin)
-    sass = subprocess.run([tool, "-c", f.name], capture_output=True, text=True).stdout
+    sass = subprocess.run([tool, "-c", "-g", f.name], capture_output=True, text=True).stdout
     os.unlink(f.name)
-    code, labels, pending = [], {}, []
+    code, labels, pending, src = [], {}, [], None
     for line in sass.splitlines():
+        if m := re.search(r'//## File "([^"]+)", line (\d+)', line):
+            src = (os.path.basename(m.group(1)), int(m.group(2)))
         if m := re.match(r"\s*\.L_x_(\d+):", line):
             pending.append(m.group(1))
         elif m := re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(.*?);", line):
             addr = int(m.group(1), 16)
             labels.update({p: addr for p in pending})
             pending = []
-            code.append((addr, m.group(2)))
-    loops = [(labels[m.group(1)], addr) for addr, text in code
+            code.append((addr, m.group(2), src))
+    loops = [(labels[m.group(1)], addr) for addr, text, _ in code
              if (m := re.search(r"BRA.*\.L_x_(\d+)", text)) and labels.get(m.group(1), addr) < addr]
-    inner = [a for a in loops if not any(b != a and a[0] <= b[0] and b[1] <= a[1] for b in loops)]
-    spills = [addr for addr, text in code if re.match(r"(@!?U?P\w+\s+)?(STL|LDL)", text)]
-    in_inner = sum(1 for x in spills for lo, hi in inner if lo <= x <= hi)
-    return {"spill_instructions": len(spills), "spills_per_chunk": len(spills) - in_inner + trips * in_inner}
+    inner = sorted(a for a in loops if not any(b != a and a[0] <= b[0] and b[1] <= a[1] for b in loops))
+    spills = [(addr, where) for addr, text, where in code if re.match(r"(@!?U?P\w+\s+)?(STL|LDL)", text)]
+    by_loop, in_inner = [], 0
+    for lo, hi in inner:
+        n = sum(1 for addr, _ in spills if lo <= addr <= hi)
+        in_inner += n
+        if n:
+            # named by the kernel file most of its lines come from (not Triton's library, nor the shared blocks)
+            own = [w for addr, _, w in code if lo <= addr <= hi and w and w[0].startswith("triton_")]
+            own = [w for w in own if w[0] != "triton_blocks.py"] or own
+            f = max({w[0] for w in own}, key=[w[0] for w in own].count) if own else "?"
+            lines = [x for g, x in own if g == f]
+            by_loop.append(f"{f}:{min(lines)}-{max(lines)}: {n}" if lines else f"?: {n}")
+    by_loop.append(f"outside: {len(spills) - in_inner}")
+    return {"spill_instructions": len(spills), "spills_per_chunk": len(spills) - in_inner + trips * in_inner,
+            "spills_by_loop": "; ".join(by_loop)}
 
 
 def tf32_wgmma(ptx: str) -> str:
@@ -168,7 +184,8 @@ def _candidate_row(job) -> dict:
             "config": str(cfg), "shared KiB": round(r["shared_KiB"]) if "shared_KiB" in r else None,
             "fits H100": r.get("fits_H100"), "registers": r.get("registers"),
             "spill stores": r.get("spill_store_bytes", r.get("error")),
-            "spills run per chunk": r.get("spills_per_chunk"), "tf32 wgmma": r.get("tf32_wgmma")}
+            "spills run per chunk": r.get("spills_per_chunk"), "tf32 wgmma": r.get("tf32_wgmma"),
+            "spills by loop": r.get("spills_by_loop")}
 
 
 def _run(worker, work, jobs: int, out: str) -> None:
@@ -180,7 +197,7 @@ def _run(worker, work, jobs: int, out: str) -> None:
         for row in pool.map(worker, work):
             rows.append(row)
             print(row, flush=True)
-    print(table(rows, list(rows[0])))
+    print(table(rows, [c for c in rows[0] if c != "spills by loop"]))  # that one is in the JSON and the rows above
     write_results(out, {"triton": __import__("triton").__version__, "rows": rows})
 
 
@@ -235,7 +252,7 @@ def layouts(configs: str, out: str, jobs: int = 1) -> None:
         jobs = [(kind, shape) for shape in shapes for kind in ("fwd", "bwd", "bwd-pre", "bwd-pre-tf32x3", "bwd-tf32x3")]
         for part in pool.map(_layout_rows, jobs):
             rows += part
-    print(table(rows, list(rows[0])))
+    print(table(rows, [c for c in rows[0] if c != "spills by loop"]))  # that one is in the JSON and the rows above
     write_results(out, {"triton": __import__("triton").__version__, "rows": rows})
 
 

@@ -16,16 +16,19 @@ it is five loops over the tiles, and what crosses between them goes through a pe
    delta_0^T``;
 4. (:func:`_pass3`) ``dD1``'s tile terms ``sum_j dt W1 - (cn1 a1) dW1 - (mn1 a1) dS1``;
 
-then (:func:`_again`) q, k, ``P_0``, ``C_0`` and the errors read or formed again rather than held, and pass D in two
-loops (:func:`_pass_d`), the second of which also forms ``da0``'s end-of-chunk terms ``-sum_j (cn0 delta_0) dW0^T +
-(mn0 delta_0) dS0^T`` (pass C's in the one-loop kernel). Barriers follow the keeping, pass 1 and
-pass D's first loop. The products are passes C's and D's; ``dD1`` and ``da0`` sum them in another order (float32
-rounding apart, the same). What it buys (compiled offline, Triton 3.6,
-docs/benchmarks.md "The forward and the backward in passes"): at head dim 128 / 64-row chunks the backward with
-every product on the tensor cores in 32-wide tiles fits an H100's shared memory (192 KB; the one-loop one needs 256
-KB), and with tf32x3 products (the second layer's gradient tiles formed transposed) the spill instructions a chunk
-runs (``benchmarks/triton_resources.py``) fall 34-42% against the default backwards at 64-row chunks; on the CUDA
-cores (ieee) they rise at head dim 128. Not yet timed on a GPU.
+:func:`_chunk` runs them and what follows, using what each pass returns at once rather than holding it through
+the next pass's loop: ``dq`` and ``da0``'s ``dCP0`` term after pass 2 (the latter kept in ``dk``'s own rows), ``dD1``
+after pass 3 and straight into the key-side norm backward, then pass D in two loops (:func:`_pass_d`), the second of
+which also forms ``da0``'s end-of-chunk terms ``-sum_j (cn0 delta_0) dW0^T + (mn0 delta_0) dS0^T`` (pass C's in the
+one-loop kernel); q, k, ``P_0``, ``C_0`` and the errors are read or formed again where they are needed. Barriers
+follow the keeping, pass 1, pass D's first loop and each store of ``dk``'s rows that is read back. The products are
+passes C's and D's; ``dD1`` and ``da0`` sum them in another order (float32 rounding apart, the same). What it buys
+(compiled offline, Triton 3.6, docs/benchmarks.md "The forward and the backward in passes" and the subsection after
+it): at head dim 128 / 64-row chunks the backward with every product on the tensor cores in 32-wide tiles fits an
+H100's shared memory (128 KB; the one-loop one needs 256 KB), and with tf32x3 products (the second layer's gradient
+tiles formed transposed) the spill instructions a chunk runs (``benchmarks/triton_resources.py``) fall 49-51%
+against the default backwards at 64-row chunks; on the CUDA cores (ieee) at head dim 128 they rise 2%. Not yet
+timed on a GPU.
 """
 
 from __future__ import annotations
@@ -48,9 +51,12 @@ if HAS_TRITON:
         _act_bwd,
         _errors,
         _grad2,
+        _key_ln_bwd,
         _mm,
         _prod,
         _put,
+        _put_coef_grads,
+        _put_square,
         _put_t,
         _rows,
         _square,
@@ -220,15 +226,66 @@ if HAS_TRITON:
         return dD1
 
     @triton.jit
-    def _again(kb, sk_t, qb, sq_t, vb, sv_t, t, mask, C_ptr, i0, zk_ptr, lw, lb, BN: tl.constexpr, DK: tl.constexpr,
-               DV: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr, PREC: tl.constexpr):
-        """After the passes, what the kernel reads or forms again rather than hold through them: ``(k, q, P0, C0,
-        delta_L, e, xk, rk)`` (``zk_ptr``: the keys' output the forward saved)."""
+    def _chunk(kb, sk_t, qb, sq_t, vb, sv_t, dob, sdo_t, dqb, dkb, dvb, sg_t, t, mask, sp, pre, stash, C_ptr,
+               dC_ptr, i0, i1, zk_ptr, P1_ptr, W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i, dS1i, dW0o, dS0o, dW1o, dS1o,
+               dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, beta0, gamma0, cn0, mn0, bn0, gn0, hn0, beta1, gamma1, cn1,
+               mn1, bn1, gn1, hn1, dlast, dz1, nCP0, ndP1, lw, lb, BN: tl.constexpr, DK: tl.constexpr,
+               DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr,
+               RES: tl.constexpr, PREC: tl.constexpr, PRE: tl.constexpr, QT: tl.constexpr):
+        """One chunk's passes C and D in loops, from what the kernel formed before them (``dlast``, ``dz1``,
+        ``nCP0``, ``ndP1``, kept here for the passes) to ``dq``, ``dk``, ``dv`` and the coefficients' gradients,
+        stored.
+        Returns this chunk's LayerNorm parameter gradients from the key side ``(dlnw, dlnb)``.
+
+        What a pass returns is used at once rather than held through the next pass's loop (a ``[BN, DK]`` sum held
+        through a loop is spilled there): ``dq`` and the part of ``dk`` that needs ``dCP0`` right after pass 2 (that
+        part of ``dk`` kept in ``dk``'s own rows until pass D has the rest), ``dD1`` after pass 3 and straight into
+        the key-side norm backward, whose output goes to ``dk``'s rows too; q, k, ``P_0``, ``C_0`` and the errors are
+        read or formed again where they are needed."""
+        _keep(sp, dlast, dz1, nCP0, ndP1, BN, DH, DV)
+        tl.debug_barrier()  # pass 1 reads them as other threads of this program wrote them
+        z, _, _, _, s, _, _ = _zero_coef_grads(BN)  # (a scalar returned by a function: a tensor, not a constexpr)
+        dbeta0, dgamma0, dcn0, dmn0, dbeta1, dgamma1 = _pass1(
+            kb, sk_t, qb, sq_t, t, mask, sp, pre, stash, W0i, S0i, W1i, S1i, dW0i, dS0i, beta0, gamma0, cn0, mn0,
+            beta1, gamma1, z, z, z, z, BN, DK, DH, DV, TH, ACT, PREC, PRE)
+        tl.debug_barrier()  # the passes below read what pass 1 kept
+        dbn0, dgn0, dhn0, dcn1, dmn1, dbn1, dgn1, dhn1 = _states(
+            qb, sq_t, t, mask, sp, pre, stash, W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i, dS1i, dW0o, dS0o, dW1o, dS1o,
+            beta0, gamma0, bn0, gn0, hn0, beta1, gamma1, cn1, mn1, bn1, gn1, hn1, s, s, s, BN, DK, DH, DV, TH,
+            PREC, PRE, QT)
+        _put_coef_grads(dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i1, dbeta1, dgamma1, dcn1, dmn1, dbn1, dgn1, dhn1, BN)
+        dqa, dCP0 = _pass2(sp, W0i, S0i, beta0, gamma0, BN, DK, DH, TH, PREC)
+        rn = tl.arange(0, BN)
+        rk = tl.arange(0, DK)
         k = _rows(kb, sk_t, t, mask, 0, DK)
         q = _rows(qb, sq_t, t, mask, 0, DK)
-        zk = _tile(zk_ptr, 0, 0, DV, BN, DV)
-        dlast, e, xk, rk = _errors(zk, k, _rows(vb, sv_t, t, mask, 0, DV), lw, lb, mask, DV, NORM, RES)
-        return k, q, _mm(q, tl.trans(k), PREC), _square(C_ptr, i0, BN), dlast, e, xk, rk
+        P0 = _mm(q, tl.trans(k), PREC)
+        _put_square(dC_ptr, i0, tl.where(rn[:, None] >= rn[None, :], -dCP0 * P0, 0.0), BN)
+        ndP0 = -(dCP0 * _square(C_ptr, i0, BN))
+        dq = dqa + _mm(ndP0, k, PREC)
+        if RES:
+            dq += _rows(dob, sdo_t, t, mask, 0, DK)
+        tl.store(dqb + t[:, None] * sg_t + rk[None, :], dq, mask=mask[:, None])
+        dk_rows = dkb + t[:, None] * sg_t + rk[None, :]
+        tl.store(dk_rows, _mm(tl.trans(ndP0), q, PREC), mask=mask[:, None])  # da0's first term
+        # Pass 3, then the key-side norm backward (step 4) on dD1 = its sum + nCP1^T dz1.
+        nCP1 = -(_square(C_ptr, i1, BN) * _square(P1_ptr, 0, BN))
+        dD1 = _pass3(sp, W1i, dW1i, dS1i, cn1, mn1, BN, DH, DV, TH, PREC) + _mm(
+            tl.trans(nCP1), _tile(sp + 5 * BN * DH + BN * DV, 0, 0, DV, BN, DV), PREC)
+        dlast, e, xk, rk_ = _errors(_tile(zk_ptr, 0, 0, DV, BN, DV), _rows(kb, sk_t, t, mask, 0, DK),
+                                    _rows(vb, sv_t, t, mask, 0, DV), lw, lb, mask, DV, NORM, RES)
+        dout, df, dlnw, dlnb = _key_ln_bwd(dD1, dlast, e, xk, rk_, lw, mask, DV, NORM)
+        rv = tl.arange(0, DV)
+        tl.store(dvb + t[:, None] * sg_t + rv[None, :], -dout, mask=mask[:, None])
+        if RES:  # the residual's share of dk
+            tl.debug_barrier()  # read as other threads stored it
+            tl.store(dk_rows, tl.load(dk_rows, mask=mask[:, None], other=0.0) + dout, mask=mask[:, None])
+        da0 = _pass_d(kb, sk_t, t, mask, pre, stash, sp, W0i, W1i, dW0i, dS0i, dW0o, dW1o, df,
+                      tl.zeros([BN, DK], dtype=tl.float32), cn0, mn0, BN, DK, DH, DV, TH, ACT, PREC, PRE)
+        _put_coef_grads(dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i0, dbeta0, dgamma0, dcn0, dmn0, dbn0, dgn0, dhn0, BN)
+        tl.debug_barrier()
+        tl.store(dk_rows, tl.load(dk_rows, mask=mask[:, None], other=0.0) + da0, mask=mask[:, None])
+        return dlnw, dlnb
 
     @triton.jit
     def _pass_d(kb, sk_t, t, mask, pre, stash, sp, W0i, W1i, dW0i, dS0i, dW0o, dW1o, df, da0, cn0, mn0,

@@ -63,7 +63,7 @@ if HAS_TRITON:
         _tile,
         _zero_coef_grads,
     )
-    from .triton_phased_bwd import _again, _keep, _pass1, _pass2, _pass3, _pass_d, _states
+    from .triton_phased_bwd import _chunk
     from .triton_pre import _pre_base, _pre_pass1, _pre_pass1_late, _pre_pass2
 
     # Sizes are not specialized (one compiled kernel serves every length and batch).
@@ -141,37 +141,30 @@ if HAS_TRITON:
                 dCP1 = _mm(dz1, tl.trans(dlast), PREC)
                 _put_square(dC_ptr, i1, tl.where(lower, -dCP1 * P1, 0.0), BN)
                 ndP1 = -(dCP1 * C1)
-                dD1 = _mm(tl.trans(nCP1), dz1, PREC)
-                # What pass C accumulates over the tiles is kept small (every [BN, D] accumulator is registers held
-                # through the loop): the query path's share of dq in one sum, the end-of-chunk terms' products folded
-                # into dD1 and their row sums taken per tile.
-                dqa = tl.zeros([BN, DK], dtype=tl.float32)  # (beta0 dz0) W0^T + (gamma0 dz0) S0^T
-                dCP0 = tl.zeros([BN, BN], dtype=tl.float32)
-                da0 = tl.zeros([BN, DK], dtype=tl.float32)
-                dbeta1, dgamma1, dcn1, dmn1, dbn1, dgn1, dhn1 = _zero_coef_grads(BN)
                 pre = _pre_base(pre_ptr, pid, L, BN, DK, DH, DV)
                 if PRE:  # Pass P: the products of pass C that need nothing it accumulates, in wide tiles.
                     _pre_pass2(pre, dlast, dz1, kb + t * sk_t, qb + t * sq_t, mask, W0i, S0i, W1i, S1i, dW0i, dS0i,
                                dW1i, dS1i, BN, DK, DH, DV, TP, PPREC)
-                if PHASED:  # KernelConfig.phased: pass C in five loops (triton_phased_bwd.py)
-                    sp = ph_ptr + pid * (5 * BN * DH + 2 * BN * DV + 2 * BN * BN)  # its scratch_width
-                    _keep(sp, dlast, dz1, nCP0, ndP1, BN, DH, DV)
-                    tl.debug_barrier()  # pass 1 reads them as other threads of this program wrote them
-                    stash = stash_ptr + pid * 2 * BN * DH
-                    dbeta0, dgamma0, dcn0, dmn0, dbeta1, dgamma1 = _pass1(
-                        kb, sk_t, qb, sq_t, t, mask, sp, pre, stash, W0i, S0i, W1i, S1i, dW0i, dS0i, beta0, gamma0,
-                        cn0, mn0, beta1, gamma1, dbeta0, dgamma0, dcn0, dmn0, BN, DK, DH, DV, TH, ACT, PREC, PRE)
-                    tl.debug_barrier()  # the passes below read what pass 1 kept
-                    dbn0, dgn0, dhn0, dcn1, dmn1, dbn1, dgn1, dhn1 = _states(
-                        qb, sq_t, t, mask, sp, pre, stash, W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i, dS1i, dW0o, dS0o,
-                        dW1o, dS1o, beta0, gamma0, bn0, gn0, hn0, beta1, gamma1, cn1, mn1, bn1, gn1, hn1, dbn0, dgn0,
-                        dhn0, BN, DK, DH, DV, TH, PREC, PRE, QT)
-                    dqa, dCP0 = _pass2(sp, W0i, S0i, beta0, gamma0, BN, DK, DH, TH, PREC)
-                    dD1 += _pass3(sp, W1i, dW1i, dS1i, cn1, mn1, BN, DH, DV, TH, PREC)
-                    k, q, P0, C0, dlast, e, xk, rk = _again(kb, sk_t, qb, sq_t, vb, sv_t, t, mask, C_ptr, i0,
-                                                            _saved(acts_ptr, i0, 0, L, NORM, BN, DV), lw, lb, BN,
-                                                            DK, DV, NORM, RES, PREC)
+                if PHASED:  # KernelConfig.phased: passes C and D in loops (triton_phased_bwd.py)
+                    dlw, dlb = _chunk(
+                        kb, sk_t, qb, sq_t, vb, sv_t, dob, sdo_t, dqb, dkb, dvb, sg_t, t, mask,
+                        ph_ptr + pid * (5 * BN * DH + 2 * BN * DV + 2 * BN * BN), pre, stash_ptr + pid * 2 * BN * DH,
+                        C_ptr, dC_ptr, i0, i1, _saved(acts_ptr, i0, 0, L, NORM, BN, DV),
+                        _saved(acts_ptr, i0, 2, L, NORM, BN, DV), W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i, dS1i, dW0o,
+                        dS0o, dW1o, dS1o, dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, beta0, gamma0, cn0, mn0, bn0, gn0, hn0,
+                        beta1, gamma1, cn1, mn1, bn1, gn1, hn1, dlast, dz1, nCP0, ndP1, lw, lb, BN, DK, DH, DV, TH, ACT,
+                        NORM, RES, PREC, PRE, QT)
+                    dlnw_acc += dlw
+                    dlnb_acc += dlb
                 else:
+                    # What pass C accumulates over the tiles is kept small (every [BN, D] accumulator is registers
+                    # held through the loop): the query path's share of dq in one sum, the end-of-chunk terms'
+                    # products folded into dD1 and their row sums taken per tile.
+                    dD1 = _mm(tl.trans(nCP1), dz1, PREC)
+                    dqa = tl.zeros([BN, DK], dtype=tl.float32)  # (beta0 dz0) W0^T + (gamma0 dz0) S0^T
+                    dCP0 = tl.zeros([BN, BN], dtype=tl.float32)
+                    da0 = tl.zeros([BN, DK], dtype=tl.float32)
+                    dbeta1, dgamma1, dcn1, dmn1, dbn1, dgn1, dhn1 = _zero_coef_grads(BN)
                     # Pass C: per tile of the hidden width.
                     for j in range(DH // TH):
                         G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
@@ -244,24 +237,20 @@ if HAS_TRITON:
                              + hn1 * dSp1, TH, DV)
                         _put(stash_ptr + pid * 2 * BN * DH, 0, j * TH, DH, dzk0, BN, TH)
                         _put(stash_ptr + (pid * 2 + 1) * BN * DH, 0, j * TH, DH, da1, BN, TH)
-                _put_coef_grads(dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i1, dbeta1, dgamma1, dcn1, dmn1, dbn1, dgn1,
-                                dhn1, BN)
-                tl.debug_barrier()  # pass C's stores (dW tiles, stash) are read back below by other threads
-                _put_square(dC_ptr, i0, tl.where(lower, -dCP0 * P0, 0.0), BN)
-                ndP0 = -(dCP0 * C0)
-                dq = dqa + _mm(ndP0, k, PREC)
-                if RES:
-                    dq += _rows(dob, sdo_t, t, mask, 0, DK)
-                tl.store(dqb + t[:, None] * sg_t + rk_[None, :], dq, mask=mask[:, None])
-                da0 += _mm(tl.trans(ndP0), q, PREC)
-                # Step 4, then pass D: the key path.
-                dout, df, dlw, dlb = _key_ln_bwd(dD1, dlast, e, xk, rk, lw, mask, DV, NORM)
-                dlnw_acc += dlw
-                dlnb_acc += dlb
-                if PHASED:  # in two loops (triton_phased_bwd._pass_d)
-                    da0 = _pass_d(kb, sk_t, t, mask, pre, stash_ptr + pid * 2 * BN * DH, sp, W0i, W1i, dW0i, dS0i, dW0o,
-                                  dW1o, df, da0, cn0, mn0, BN, DK, DH, DV, TH, ACT, PREC, PRE)
-                else:
+                    _put_coef_grads(dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i1, dbeta1, dgamma1, dcn1, dmn1, dbn1, dgn1,
+                                    dhn1, BN)
+                    tl.debug_barrier()  # pass C's stores (dW tiles, stash) are read back below by other threads
+                    _put_square(dC_ptr, i0, tl.where(lower, -dCP0 * P0, 0.0), BN)
+                    ndP0 = -(dCP0 * C0)
+                    dq = dqa + _mm(ndP0, k, PREC)
+                    if RES:
+                        dq += _rows(dob, sdo_t, t, mask, 0, DK)
+                    tl.store(dqb + t[:, None] * sg_t + rk_[None, :], dq, mask=mask[:, None])
+                    da0 += _mm(tl.trans(ndP0), q, PREC)
+                    # Step 4, then pass D: the key path.
+                    dout, df, dlw, dlb = _key_ln_bwd(dD1, dlast, e, xk, rk, lw, mask, DV, NORM)
+                    dlnw_acc += dlw
+                    dlnb_acc += dlb
                     dzb = stash_ptr + pid * 2 * BN * DH  # dzk0, then da1, as pass C stashed them
                     for j in range(DH // TH):
                         G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
@@ -276,13 +265,13 @@ if HAS_TRITON:
                         _put(dW0o, 0, j * TH, DH, _tile(dW0o, 0, j * TH, DH, DK, TH) + _mm(tl.trans(k), dzk0, PREC), DK,
                              TH)
                         da0 += _mm(dzk0, tl.trans(G0j), PREC)
-                _put_coef_grads(dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i0, dbeta0, dgamma0, dcn0, dmn0, dbn0, dgn0,
-                                dhn0, BN)
-                if RES:  # noqa: SIM108
-                    dk = dout + da0
-                else:
-                    dk = da0
-                tl.store(dkb + t[:, None] * sg_t + rk_[None, :], dk, mask=mask[:, None])
+                    _put_coef_grads(dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i0, dbeta0, dgamma0, dcn0, dmn0, dbn0, dgn0,
+                                    dhn0, BN)
+                    if RES:  # noqa: SIM108
+                        dk = dout + da0
+                    else:
+                        dk = da0
+                    tl.store(dkb + t[:, None] * sg_t + rk_[None, :], dk, mask=mask[:, None])
             else:
                 # Depth 1: X = q, A = k, delta = dlast; tiles of TH input rows (columns of q and k).
                 dz, dlw, dlb = _out_ln_bwd(zq, do, lw, DV, NORM)
@@ -347,7 +336,8 @@ if HAS_TRITON:
                     _put(dW0o, j * TH, 0, DV, _tile(dW0o, j * TH, 0, DV, TH, DV) + _mm(tl.trans(kj), df, PREC), TH, DV)
                 _put_coef_grads(dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i0, dbeta0, dgamma0, dcn0, dmn0, dbn0, dgn0,
                                 dhn0, BN)
-            tl.store(dvb + t[:, None] * sg_t + rv[None, :], -dout, mask=mask[:, None])
+            if not PHASED:  # (_chunk stores it)
+                tl.store(dvb + t[:, None] * sg_t + rv[None, :], -dout, mask=mask[:, None])
             tl.debug_barrier()  # the previous chunk reads the state gradients written here
         tl.store(dln_ptr + pid * DV + rv, dlnw_acc)
         tl.store(dln_ptr + (BH + pid) * DV + rv, dlnb_acc)
