@@ -21,6 +21,11 @@ one that wrote it). The arithmetic is the one-loop forward's, term for term (the
 order over tiles). q and k are read per tile as with ``KernelConfig.reload``. Compiled offline (Triton 3.6, sm_90;
 docs/benchmarks.md, "The forward and the backward in passes") the spill instructions a chunk runs fall 69-100%
 against the default forward at the four depth-2 shapes, with 31-57% of its shared memory; not yet timed on a GPU.
+
+Every loop here is ``tl.range(..., disable_licm=True)``: Triton would otherwise hoist what a pass reads per tile
+(the chunk-wide operands, the scratch) out of the loop as invariant, and so hold it through the loop after all
+(compiled offline, its spill instructions run per chunk fall 3-27% more at the 64-row-chunk shapes without the
+hoisting; the one-loop kernels' loops keep it: there it cut some and added to others).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ if HAS_TRITON:
         """Pass 1: the keys through the memory ``zk [BN, DV]``, with ``z0 = k G0`` (``[BN, DH]``) left in
         ``scr``."""
         zk = tl.zeros([BN, DV], dtype=tl.float32)
-        for j in range(DH // TH):
+        for j in tl.range(0, DH // TH, disable_licm=True):
             z0 = _mm(_rows(kb, s_t, t, mask, 0, DK), _tile(W0i, 0, j * TH, DH, DK, TH), PREC)
             _put(scr, 0, j * TH, DH, z0, BN, TH)
             zk += _mm(_act(z0, ACT), _tile(W1i, j * TH, 0, DV, TH, DV), PREC)
@@ -66,7 +71,7 @@ if HAS_TRITON:
     def _first_layer(qb, sq_t, beta0, gamma0, W0i, S0i, W1i, scr, t, mask, BN: tl.constexpr, DK: tl.constexpr,
                      DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr):
         """Pass 2: per hidden tile, ``delta_0`` and ``x1`` into the scratch."""
-        for j in range(DH // TH):
+        for j in tl.range(0, DH // TH, disable_licm=True):
             z0 = _tile(scr, 0, j * TH, DH, BN, TH)
             d0 = _act_bwd(_mm(_kept_errors(scr, BN, DH, DV), tl.trans(_tile(W1i, j * TH, 0, DV, TH, DV)), PREC), z0,
                           ACT)
@@ -81,7 +86,7 @@ if HAS_TRITON:
     def _first_state(kb, sk_t, t, mask, cn0, mn0, bn0, gn0, hn0, W0i, S0i, W0o, S0o, scr, BN: tl.constexpr,
                      DK: tl.constexpr, DH: tl.constexpr, TH: tl.constexpr, PREC: tl.constexpr):
         """Pass 3: the first layer's weights and momentum after the chunk (``W0o``, ``S0o``), from ``delta_0``."""
-        for j in range(DH // TH):
+        for j in tl.range(0, DH // TH, disable_licm=True):
             G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
             S0j = _tile(S0i, 0, j * TH, DH, DK, TH)
             d0 = _tile(scr + 2 * BN * DH, 0, j * TH, DH, BN, TH)
@@ -96,7 +101,7 @@ if HAS_TRITON:
         delta_L``, the caller's) and ``x1 a1^T``."""
         z = tl.zeros([BN, DV], dtype=tl.float32)
         P1 = tl.zeros([BN, BN], dtype=tl.float32)
-        for j in range(DH // TH):
+        for j in tl.range(0, DH // TH, disable_licm=True):
             x1 = _tile(scr + BN * DH, 0, j * TH, DH, BN, TH)
             z += _mm(beta1[:, None] * x1, _tile(W1i, j * TH, 0, DV, TH, DV), PREC)
             z += _mm(gamma1[:, None] * x1, _tile(S1i, j * TH, 0, DV, TH, DV), PREC)
@@ -111,7 +116,7 @@ if HAS_TRITON:
         than the tile's few, as the tensor cores' warp-group products want at least 64): compiled offline that cut
         this loop's spills 4x at head dim 128 / 64-row chunks, and raised them at head dim 64 (docs/benchmarks.md,
         "in passes")."""
-        for j in range(DH // TH):
+        for j in tl.range(0, DH // TH, disable_licm=True):
             a1 = _act(_tile(scr, 0, j * TH, DH, BN, TH), ACT)
             if DV >= 128 and PREC == 1:
                 dlt = tl.trans(_kept_errors(scr, BN, DH, DV))

@@ -29,6 +29,11 @@ H100's shared memory (128 KB; the one-loop one needs 256 KB), and with tf32x3 pr
 tiles formed transposed) the spill instructions a chunk runs (``benchmarks/triton_resources.py``) fall 49-51%
 against the default backwards at 64-row chunks; on the CUDA cores (ieee) at head dim 128 they rise 2%. Not yet
 timed on a GPU.
+
+Every loop here is ``tl.range(..., disable_licm=True)``: Triton would otherwise hoist what a pass reads per tile
+(the chunk-wide operands, the scratch) out of the loop as invariant, and so hold it through the loop after all
+(compiled offline, its spill instructions run per chunk fall 3-27% more at the 64-row-chunk shapes without the
+hoisting; the one-loop kernels' loops keep it: there it cut some and added to others).
 """
 
 from __future__ import annotations
@@ -89,7 +94,7 @@ if HAS_TRITON:
         kp = sp + 5 * BN * DH
         dbeta1 = tl.zeros([BN], dtype=tl.float32)
         dgamma1 = tl.zeros([BN], dtype=tl.float32)
-        for j in range(DH // TH):
+        for j in tl.range(0, DH // TH, disable_licm=True):
             k = _rows(kb, sk_t, t, mask, 0, DK)
             q = _rows(qb, sq_t, t, mask, 0, DK)
             G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
@@ -137,7 +142,7 @@ if HAS_TRITON:
         dhn1)``, layer 0's added to those given."""
         kp = sp + 5 * BN * DH
         _, _, dcn1, dmn1, dbn1, dgn1, dhn1 = _zero_coef_grads(BN)
-        for j in range(DH // TH):
+        for j in tl.range(0, DH // TH, disable_licm=True):
             dz0 = _slot(sp, 0, j, BN, DH, TH)
             dWp0 = _tile(dW0i, 0, j * TH, DH, DK, TH)
             dSp0 = _tile(dS0i, 0, j * TH, DH, DK, TH)
@@ -155,7 +160,8 @@ if HAS_TRITON:
                 _put(dW0o, 0, j * TH, DH, _mm(tl.trans(beta0[:, None] * q), dz0, PREC) + bn0 * dWp0, DK, TH)
                 _put(dS0o, 0, j * TH, DH, _mm(tl.trans(gamma0[:, None] * q), dz0, PREC) + gn0 * dWp0 + hn0 * dSp0,
                      DK, TH)
-        for j in range(DH // TH):  # the second layer's, in a loop of its own: one loop for both spilled more
+        # the second layer's, in a loop of its own: one loop for both spilled more
+        for j in tl.range(0, DH // TH, disable_licm=True):
             # With tf32x3 products the [TH, DV] tiles are formed transposed ([DV, TH]: the products' rows the head dim,
             # not the tile's few; the warp-group products take 64 rows at least), as the forward's at head dim 128
             # (triton_phased._second_state): compiled offline, fewer spills at both head dims (docs/benchmarks.md).
@@ -206,7 +212,7 @@ if HAS_TRITON:
         """Pass 2: ``(dqa, dCP0)``."""
         dqa = tl.zeros([BN, DK], dtype=tl.float32)
         dCP0 = tl.zeros([BN, BN], dtype=tl.float32)
-        for j in range(DH // TH):
+        for j in tl.range(0, DH // TH, disable_licm=True):
             dz0 = _slot(sp, 0, j, BN, DH, TH)
             dqa += _mm(beta0[:, None] * dz0, tl.trans(_tile(W0i, 0, j * TH, DH, DK, TH)), PREC)
             dqa += _mm(gamma0[:, None] * dz0, tl.trans(_tile(S0i, 0, j * TH, DH, DK, TH)), PREC)
@@ -218,7 +224,7 @@ if HAS_TRITON:
                TH: tl.constexpr, PREC: tl.constexpr):
         """Pass 3: ``dD1``'s tile terms (``da0``'s end-of-chunk terms wait for pass D's second loop)."""
         dD1 = tl.zeros([BN, DV], dtype=tl.float32)
-        for j in range(DH // TH):
+        for j in tl.range(0, DH // TH, disable_licm=True):
             a1 = _slot(sp, 3, j, BN, DH, TH)
             dD1 += _mm(_slot(sp, 2, j, BN, DH, TH), _tile(W1i, j * TH, 0, DV, TH, DV), PREC)
             dD1 += _mm(-cn1[:, None] * a1, _tile(dW1i, j * TH, 0, DV, TH, DV), PREC)
@@ -295,7 +301,7 @@ if HAS_TRITON:
         the stash), then the first layer's ``dW += k^T dzk0`` and ``da0 += dzk0 W0^T`` with ``da0``'s end-of-chunk
         terms (held through one loop rather than three). Returns ``da0``. With tf32x3 products ``a1^T df`` is formed
         transposed (as in :func:`_states`)."""
-        for j in range(DH // TH):
+        for j in tl.range(0, DH // TH, disable_licm=True):
             z0 = _prod(_rows(kb, sk_t, t, mask, 0, DK), _tile(W0i, 0, j * TH, DH, DK, TH), pre, 0, j, PRE, BN, DH,
                        TH, PREC)
             a1 = _act(z0, ACT)
@@ -309,7 +315,7 @@ if HAS_TRITON:
                 da1 + _mm(df, tl.trans(_tile(W1i, j * TH, 0, DV, TH, DV)), PREC), z0, ACT)
             _put(stash, 0, j * TH, DH, dzk0, BN, TH)
         tl.debug_barrier()  # the second loop reads dzk0 as other threads wrote it
-        for j in range(DH // TH):
+        for j in tl.range(0, DH // TH, disable_licm=True):
             dzk0 = _tile(stash, 0, j * TH, DH, BN, TH)
             kt = tl.trans(_rows(kb, sk_t, t, mask, 0, DK))
             _put(dW0o, 0, j * TH, DH, _tile(dW0o, 0, j * TH, DH, DK, TH) + _mm(kt, dzk0, PREC), DK, TH)
