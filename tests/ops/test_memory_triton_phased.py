@@ -63,6 +63,8 @@ def test_the_configuration_text_names_the_phases():
     (16, 35, 19, True, "gelu", 32, 64, "tf32x3-bwd"),  # triton_config.TENSOR_CORE_BACKWARD: 32-wide tiles
     (16, 21, 7, True, "silu", 128, 128, ""),          # head dim 128, tf32x3 (below): second-layer tiles
     (16, 21, 7, True, "gelu", 128, 128, "pre"),       # formed transposed; with pass P
+    (32, 45, 37, True, "gelu", 16, 64, ""),           # 32-row chunks: the CUDA cores' second-layer products over
+    (48, 53, 11, False, "silu", 16, 32, "pre"),       # the rows 16 at a time (_rows_tn), 2 and 4 (48 rows padded)
 ])
 def test_the_backward_in_passes_matches_chunk(monkeypatch, chunk, T, cut, nr, act, D, hidden, pre):
     """``KernelConfig.phased`` on the backward (``triton_phased_bwd.py``): pass C as five loops through a scratch,

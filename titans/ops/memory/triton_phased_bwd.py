@@ -85,6 +85,23 @@ if HAS_TRITON:
         return _tile(sp + i * BN * DH, 0, j * TH, DH, BN, TH)
 
     @triton.jit
+    def _rows_tn(a_ptr, lda, a0, b_ptr, ldb, b0, s_ptr, SCALE: tl.constexpr, M: tl.constexpr, N: tl.constexpr,
+                 BN: tl.constexpr):
+        """``A^T diag(s) B`` (``[M, N]``) of two ``[BN, .]`` row-major matrices in memory (A's columns ``a0 ..
+        a0 + M``, B's ``b0 .. b0 + N``; ``s`` at ``s_ptr`` where ``SCALE``), summed over the rows 16 at a time. For
+        the CUDA cores' products (ieee): each thread holds its operands' values along the summed dimension, so 16
+        rows at a time rather than the chunk's ``BN`` keeps them in registers."""
+        acc = tl.zeros([M, N], dtype=tl.float32)
+        for r in tl.static_range(BN // 16):
+            rows = r * 16 + tl.arange(0, 16)
+            a = tl.load(a_ptr + rows[:, None] * lda + a0 + tl.arange(0, M)[None, :])
+            if SCALE:
+                a = a * tl.load(s_ptr + rows)[:, None]
+            b = tl.load(b_ptr + rows[:, None] * ldb + b0 + tl.arange(0, N)[None, :])
+            acc += tl.dot(tl.trans(a), b, input_precision="ieee")
+        return acc
+
+    @triton.jit
     def _pass1(kb, sk_t, qb, sq_t, t, mask, sp, pre, stash, W0i, S0i, W1i, S1i, dW0i, dS0i, beta0, gamma0, cn0, mn0,
                beta1, gamma1, dbeta0, dgamma0, dcn0, dmn0, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr,
                DV: tl.constexpr, TH: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr, PRE: tl.constexpr):
@@ -132,7 +149,7 @@ if HAS_TRITON:
         return dbeta0, dgamma0, dcn0, dmn0, dbeta1, dgamma1
 
     @triton.jit
-    def _states(qb, sq_t, t, mask, sp, pre, stash, W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i, dS1i, dW0o, dS0o, dW1o,
+    def _states(qb, sq_t, t, mask, sp, pre, stash, bg1, W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i, dS1i, dW0o, dS0o, dW1o,
                 dS1o, beta0, gamma0, bn0, gn0, hn0, beta1, gamma1, cn1, mn1, bn1, gn1, hn1, dbn0, dgn0, dhn0,
                 BN: tl.constexpr,
                 DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, PREC: tl.constexpr,
@@ -184,9 +201,12 @@ if HAS_TRITON:
             dlS1 = _prod(dlast, dSt, pre, 9, j, PRE, BN, DH, TH, PREC)
             a1 = _slot(sp, 3, j, BN, DH, TH)
             x1 = _slot(sp, 4, j, BN, DH, TH)
-            ndP1 = _tile(kp + 2 * BN * DV + BN * BN, 0, 0, BN, BN, BN)
-            _put(stash + BN * DH, 0, j * TH, DH,
-                 _mm(tl.trans(ndP1), x1, PREC) - cn1[:, None] * dlW1 - mn1[:, None] * dlS1, BN, TH)  # da1
+            if PREC == 1:
+                dP1x1 = _mm(tl.trans(_tile(kp + 2 * BN * DV + BN * BN, 0, 0, BN, BN, BN)), x1, PREC)
+            else:  # ndP1^T x1 over the rows 16 at a time, from the scratch
+                dP1x1 = _rows_tn(kp + 2 * BN * DV + BN * BN, BN, 0, sp + 4 * BN * DH, DH, j * TH, bg1, False, BN,
+                                 TH, BN)
+            _put(stash + BN * DH, 0, j * TH, DH, dP1x1 - cn1[:, None] * dlW1 - mn1[:, None] * dlS1, BN, TH)  # da1
             dcn1 -= tl.sum(a1 * dlW1, axis=1)
             dmn1 -= tl.sum(a1 * dlS1, axis=1)
             dbn1 += tl.sum(tl.sum(dWp1 * W1j, axis=1), axis=0)
@@ -198,12 +218,12 @@ if HAS_TRITON:
                 _put_t(dW1o, j * TH, 0, DV, _mm(dz1t, beta1[:, None] * x1, PREC) + bn1 * dWp1
                        + _mm(_tile_t(kp, 0, 0, DV, BN, DV), dt, PREC), TH, DV)
                 _put_t(dS1o, j * TH, 0, DV, _mm(dz1t, gamma1[:, None] * x1, PREC) + gn1 * dWp1 + hn1 * dSp1, TH, DV)
-            else:
-                dz1 = _tile(kp + BN * DV, 0, 0, DV, BN, DV)
-                _put(dW1o, j * TH, 0, DV, _mm(tl.trans(beta1[:, None] * x1), dz1, PREC) + bn1 * dWp1
-                     + _mm(tl.trans(dt), dlast, PREC), TH, DV)
-                _put(dS1o, j * TH, 0, DV, _mm(tl.trans(gamma1[:, None] * x1), dz1, PREC) + gn1 * dWp1 + hn1 * dSp1,
-                     TH, DV)
+            else:  # x1^T (beta1 dz1) + dt^T dlast and x1^T (gamma1 dz1) over the rows 16 at a time, from the scratch
+                xs = sp + 4 * BN * DH
+                _put(dW1o, j * TH, 0, DV, _rows_tn(xs, DH, j * TH, kp + BN * DV, DV, 0, bg1, True, TH, DV, BN)
+                     + bn1 * dWp1 + _rows_tn(sp + 2 * BN * DH, DH, j * TH, kp, DV, 0, bg1, False, TH, DV, BN), TH, DV)
+                _put(dS1o, j * TH, 0, DV, _rows_tn(xs, DH, j * TH, kp + BN * DV, DV, 0, bg1 + BN, True, TH, DV, BN)
+                     + gn1 * dWp1 + hn1 * dSp1, TH, DV)
         return dbn0, dgn0, dhn0, dcn1, dmn1, dbn1, dgn1, dhn1
 
     @triton.jit
@@ -232,7 +252,7 @@ if HAS_TRITON:
         return dD1
 
     @triton.jit
-    def _chunk(kb, sk_t, qb, sq_t, vb, sv_t, dob, sdo_t, dqb, dkb, dvb, sg_t, t, mask, sp, pre, stash, C_ptr,
+    def _chunk(kb, sk_t, qb, sq_t, vb, sv_t, dob, sdo_t, dqb, dkb, dvb, sg_t, t, mask, sp, pre, stash, bg1, C_ptr,
                dC_ptr, i0, i1, zk_ptr, P1_ptr, W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i, dS1i, dW0o, dS0o, dW1o, dS1o,
                dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, beta0, gamma0, cn0, mn0, bn0, gn0, hn0, beta1, gamma1, cn1,
                mn1, bn1, gn1, hn1, dlast, dz1, nCP0, ndP1, lw, lb, BN: tl.constexpr, DK: tl.constexpr,
@@ -256,8 +276,8 @@ if HAS_TRITON:
             beta1, gamma1, z, z, z, z, BN, DK, DH, DV, TH, ACT, PREC, PRE)
         tl.debug_barrier()  # the passes below read what pass 1 kept
         dbn0, dgn0, dhn0, dcn1, dmn1, dbn1, dgn1, dhn1 = _states(
-            qb, sq_t, t, mask, sp, pre, stash, W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i, dS1i, dW0o, dS0o, dW1o, dS1o,
-            beta0, gamma0, bn0, gn0, hn0, beta1, gamma1, cn1, mn1, bn1, gn1, hn1, s, s, s, BN, DK, DH, DV, TH,
+            qb, sq_t, t, mask, sp, pre, stash, bg1, W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i, dS1i, dW0o, dS0o, dW1o,
+            dS1o, beta0, gamma0, bn0, gn0, hn0, beta1, gamma1, cn1, mn1, bn1, gn1, hn1, s, s, s, BN, DK, DH, DV, TH,
             PREC, PRE, QT)
         _put_coef_grads(dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i1, dbeta1, dgamma1, dcn1, dmn1, dbn1, dgn1, dhn1, BN)
         dqa, dCP0 = _pass2(sp, W0i, S0i, beta0, gamma0, BN, DK, DH, TH, PREC)
