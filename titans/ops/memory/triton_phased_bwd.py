@@ -85,19 +85,22 @@ if HAS_TRITON:
         return _tile(sp + i * BN * DH, 0, j * TH, DH, BN, TH)
 
     @triton.jit
-    def _rows_tn(a_ptr, lda, a0, b_ptr, ldb, b0, s_ptr, SCALE: tl.constexpr, M: tl.constexpr, N: tl.constexpr,
+    def _rows_tn(a_ptr, lda, a0, b_ptr, ldb, b0, s_ptr, nv, SCALE: tl.constexpr, M: tl.constexpr, N: tl.constexpr,
                  BN: tl.constexpr):
         """``A^T diag(s) B`` (``[M, N]``) of two ``[BN, .]`` row-major matrices in memory (A's columns ``a0 ..
-        a0 + M``, B's ``b0 .. b0 + N``; ``s`` at ``s_ptr`` where ``SCALE``), summed over the rows 16 at a time. For
-        the CUDA cores' products (ieee): each thread holds its operands' values along the summed dimension, so 16
-        rows at a time rather than the chunk's ``BN`` keeps them in registers."""
+        a0 + M``, B's ``b0 .. b0 + N``; ``s`` at ``s_ptr`` where ``SCALE``; rows from ``nv`` on read as zeros),
+        summed over the rows 16 at a time. For the CUDA cores' products (ieee): each thread holds its operands'
+        values along the summed dimension, so 16 rows at a time rather than the chunk's ``BN`` keeps them in
+        registers."""
         acc = tl.zeros([M, N], dtype=tl.float32)
         for r in tl.static_range(BN // 16):
             rows = r * 16 + tl.arange(0, 16)
-            a = tl.load(a_ptr + rows[:, None] * lda + a0 + tl.arange(0, M)[None, :])
+            ok = (rows < nv)[:, None]
+            a = tl.load(a_ptr + rows[:, None] * lda + a0 + tl.arange(0, M)[None, :], mask=ok, other=0.0)
+            a = a.to(tl.float32)  # (q or k in half precision)
             if SCALE:
                 a = a * tl.load(s_ptr + rows)[:, None]
-            b = tl.load(b_ptr + rows[:, None] * ldb + b0 + tl.arange(0, N)[None, :])
+            b = tl.load(b_ptr + rows[:, None] * ldb + b0 + tl.arange(0, N)[None, :], mask=ok, other=0.0)
             acc += tl.dot(tl.trans(a), b, input_precision="ieee")
         return acc
 
@@ -149,11 +152,10 @@ if HAS_TRITON:
         return dbeta0, dgamma0, dcn0, dmn0, dbeta1, dgamma1
 
     @triton.jit
-    def _states(qb, sq_t, t, mask, sp, pre, stash, bg1, W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i, dS1i, dW0o, dS0o, dW1o,
-                dS1o, beta0, gamma0, bn0, gn0, hn0, beta1, gamma1, cn1, mn1, bn1, gn1, hn1, dbn0, dgn0, dhn0,
-                BN: tl.constexpr,
-                DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, PREC: tl.constexpr,
-                PRE: tl.constexpr, QT: tl.constexpr):
+    def _states(qb, q0, sq_t, t, mask, sp, pre, stash, bg0, bg1, nv, W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i, dS1i, dW0o,
+                dS0o, dW1o, dS1o, beta0, gamma0, bn0, gn0, hn0, beta1, gamma1, cn1, mn1, bn1, gn1, hn1, dbn0, dgn0,
+                dhn0, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr,
+                PREC: tl.constexpr, PRE: tl.constexpr, QT: tl.constexpr):
         """Pass 2: per tile, the state gradients before the chunk (``dW``, ``dS`` of both layers), the end-of-chunk
         terms' row sums and ``da1`` (stashed for pass D). Returns ``(dbn0, dgn0, dhn0, dcn1, dmn1, dbn1, dgn1,
         dhn1)``, layer 0's added to those given."""
@@ -168,12 +170,18 @@ if HAS_TRITON:
             dbn0 += tl.sum(tl.sum(dWp0 * G0j, axis=1), axis=0)
             dgn0 += tl.sum(tl.sum(dWp0 * S0j, axis=1), axis=0)
             dhn0 += tl.sum(tl.sum(dSp0 * S0j, axis=1), axis=0)
-            q = _rows(qb, sq_t, t, mask, 0, DK)
-            if QT:  # q^T (beta0 dz0): see triton_config.q_transposed
+            if PREC == 0:  # q^T diag(beta0) dz0 over the rows 16 at a time (see _rows_tn)
+                _put(dW0o, 0, j * TH, DH, _rows_tn(q0, sq_t, 0, sp, DH, j * TH, bg0, nv, True, DK, TH, BN)
+                     + bn0 * dWp0, DK, TH)
+                _put(dS0o, 0, j * TH, DH, _rows_tn(q0, sq_t, 0, sp, DH, j * TH, bg0 + BN, nv, True, DK, TH, BN)
+                     + gn0 * dWp0 + hn0 * dSp0, DK, TH)
+            elif QT:  # q^T (beta0 dz0): see triton_config.q_transposed
+                q = _rows(qb, sq_t, t, mask, 0, DK)
                 _put(dW0o, 0, j * TH, DH, _mm(tl.trans(q), beta0[:, None] * dz0, PREC) + bn0 * dWp0, DK, TH)
                 _put(dS0o, 0, j * TH, DH, _mm(tl.trans(q), gamma0[:, None] * dz0, PREC) + gn0 * dWp0 + hn0 * dSp0,
                      DK, TH)
             else:
+                q = _rows(qb, sq_t, t, mask, 0, DK)
                 _put(dW0o, 0, j * TH, DH, _mm(tl.trans(beta0[:, None] * q), dz0, PREC) + bn0 * dWp0, DK, TH)
                 _put(dS0o, 0, j * TH, DH, _mm(tl.trans(gamma0[:, None] * q), dz0, PREC) + gn0 * dWp0 + hn0 * dSp0,
                      DK, TH)
@@ -204,8 +212,8 @@ if HAS_TRITON:
             if PREC == 1:
                 dP1x1 = _mm(tl.trans(_tile(kp + 2 * BN * DV + BN * BN, 0, 0, BN, BN, BN)), x1, PREC)
             else:  # ndP1^T x1 over the rows 16 at a time, from the scratch
-                dP1x1 = _rows_tn(kp + 2 * BN * DV + BN * BN, BN, 0, sp + 4 * BN * DH, DH, j * TH, bg1, False, BN,
-                                 TH, BN)
+                dP1x1 = _rows_tn(kp + 2 * BN * DV + BN * BN, BN, 0, sp + 4 * BN * DH, DH, j * TH, bg1, BN, False,
+                                 BN, TH, BN)
             _put(stash + BN * DH, 0, j * TH, DH, dP1x1 - cn1[:, None] * dlW1 - mn1[:, None] * dlS1, BN, TH)  # da1
             dcn1 -= tl.sum(a1 * dlW1, axis=1)
             dmn1 -= tl.sum(a1 * dlS1, axis=1)
@@ -220,10 +228,12 @@ if HAS_TRITON:
                 _put_t(dS1o, j * TH, 0, DV, _mm(dz1t, gamma1[:, None] * x1, PREC) + gn1 * dWp1 + hn1 * dSp1, TH, DV)
             else:  # x1^T (beta1 dz1) + dt^T dlast and x1^T (gamma1 dz1) over the rows 16 at a time, from the scratch
                 xs = sp + 4 * BN * DH
-                _put(dW1o, j * TH, 0, DV, _rows_tn(xs, DH, j * TH, kp + BN * DV, DV, 0, bg1, True, TH, DV, BN)
-                     + bn1 * dWp1 + _rows_tn(sp + 2 * BN * DH, DH, j * TH, kp, DV, 0, bg1, False, TH, DV, BN), TH, DV)
-                _put(dS1o, j * TH, 0, DV, _rows_tn(xs, DH, j * TH, kp + BN * DV, DV, 0, bg1 + BN, True, TH, DV, BN)
-                     + gn1 * dWp1 + hn1 * dSp1, TH, DV)
+                dz1s = kp + BN * DV
+                dW1 = _rows_tn(xs, DH, j * TH, dz1s, DV, 0, bg1, BN, True, TH, DV, BN)
+                dW1 += _rows_tn(sp + 2 * BN * DH, DH, j * TH, kp, DV, 0, bg1, BN, False, TH, DV, BN)
+                _put(dW1o, j * TH, 0, DV, dW1 + bn1 * dWp1, TH, DV)
+                dS1 = _rows_tn(xs, DH, j * TH, dz1s, DV, 0, bg1 + BN, BN, True, TH, DV, BN)
+                _put(dS1o, j * TH, 0, DV, dS1 + gn1 * dWp1 + hn1 * dSp1, TH, DV)
         return dbn0, dgn0, dhn0, dcn1, dmn1, dbn1, dgn1, dhn1
 
     @triton.jit
@@ -252,10 +262,10 @@ if HAS_TRITON:
         return dD1
 
     @triton.jit
-    def _chunk(kb, sk_t, qb, sq_t, vb, sv_t, dob, sdo_t, dqb, dkb, dvb, sg_t, t, mask, sp, pre, stash, bg1, C_ptr,
-               dC_ptr, i0, i1, zk_ptr, P1_ptr, W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i, dS1i, dW0o, dS0o, dW1o, dS1o,
-               dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, beta0, gamma0, cn0, mn0, bn0, gn0, hn0, beta1, gamma1, cn1,
-               mn1, bn1, gn1, hn1, dlast, dz1, nCP0, ndP1, lw, lb, BN: tl.constexpr, DK: tl.constexpr,
+    def _chunk(kb, sk_t, qb, sq_t, vb, sv_t, dob, sdo_t, dqb, dkb, dvb, sg_t, t, t0, nv, mask, sp, pre, stash, bg0,
+               bg1, C_ptr, dC_ptr, i0, i1, zk_ptr, P1_ptr, W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i, dS1i, dW0o, dS0o,
+               dW1o, dS1o, dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, beta0, gamma0, cn0, mn0, bn0, gn0, hn0, beta1, gamma1,
+               cn1, mn1, bn1, gn1, hn1, dlast, dz1, nCP0, ndP1, lw, lb, BN: tl.constexpr, DK: tl.constexpr,
                DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr,
                RES: tl.constexpr, PREC: tl.constexpr, PRE: tl.constexpr, QT: tl.constexpr):
         """One chunk's passes C and D in loops, from what the kernel formed before them (``dlast``, ``dz1``,
@@ -276,9 +286,9 @@ if HAS_TRITON:
             beta1, gamma1, z, z, z, z, BN, DK, DH, DV, TH, ACT, PREC, PRE)
         tl.debug_barrier()  # the passes below read what pass 1 kept
         dbn0, dgn0, dhn0, dcn1, dmn1, dbn1, dgn1, dhn1 = _states(
-            qb, sq_t, t, mask, sp, pre, stash, bg1, W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i, dS1i, dW0o, dS0o, dW1o,
-            dS1o, beta0, gamma0, bn0, gn0, hn0, beta1, gamma1, cn1, mn1, bn1, gn1, hn1, s, s, s, BN, DK, DH, DV, TH,
-            PREC, PRE, QT)
+            qb, qb + t0 * sq_t, sq_t, t, mask, sp, pre, stash, bg0, bg1, nv, W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i,
+            dS1i, dW0o, dS0o, dW1o, dS1o, beta0, gamma0, bn0, gn0, hn0, beta1, gamma1, cn1, mn1, bn1, gn1, hn1, s, s,
+            s, BN, DK, DH, DV, TH, PREC, PRE, QT)
         _put_coef_grads(dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i1, dbeta1, dgamma1, dcn1, dmn1, dbn1, dgn1, dhn1, BN)
         dqa, dCP0 = _pass2(sp, W0i, S0i, beta0, gamma0, BN, DK, DH, TH, PREC)
         rn = tl.arange(0, BN)
@@ -306,7 +316,10 @@ if HAS_TRITON:
         if RES:  # the residual's share of dk
             tl.debug_barrier()  # read as other threads stored it
             tl.store(dk_rows, tl.load(dk_rows, mask=mask[:, None], other=0.0) + dout, mask=mask[:, None])
-        da0 = _pass_d(kb, sk_t, t, mask, pre, stash, sp, W0i, W1i, dW0i, dS0i, dW0o, dW1o, df,
+        if PREC == 0:  # pass D's CUDA-core products read df from the scratch (dlast's slot; see _rows_tn)
+            _put(sp + 5 * BN * DH, 0, 0, DV, df, BN, DV)
+            tl.debug_barrier()
+        da0 = _pass_d(kb, kb + t0 * sk_t, sk_t, t, nv, mask, pre, stash, sp, W0i, W1i, dW0i, dS0i, dW0o, dW1o, df,
                       tl.zeros([BN, DK], dtype=tl.float32), cn0, mn0, BN, DK, DH, DV, TH, ACT, PREC, PRE)
         _put_coef_grads(dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i0, dbeta0, dgamma0, dcn0, dmn0, dbn0, dgn0, dhn0, BN)
         tl.debug_barrier()
@@ -314,7 +327,7 @@ if HAS_TRITON:
         return dlnw, dlnb
 
     @triton.jit
-    def _pass_d(kb, sk_t, t, mask, pre, stash, sp, W0i, W1i, dW0i, dS0i, dW0o, dW1o, df, da0, cn0, mn0,
+    def _pass_d(kb, k0, sk_t, t, nv, mask, pre, stash, sp, W0i, W1i, dW0i, dS0i, dW0o, dW1o, df, da0, cn0, mn0,
                 BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr,
                 ACT: tl.constexpr, PREC: tl.constexpr, PRE: tl.constexpr):
         """Pass D (the key path) in two loops: per tile the second layer's ``dW += a1^T df`` and ``dzk0`` (kept in
@@ -328,8 +341,9 @@ if HAS_TRITON:
             if PREC == 1:
                 _put_t(dW1o, j * TH, 0, DV, _tile_t(dW1o, j * TH, 0, DV, TH, DV) + _mm(tl.trans(df), a1, PREC), TH,
                        DV)
-            else:
-                _put(dW1o, j * TH, 0, DV, _tile(dW1o, j * TH, 0, DV, TH, DV) + _mm(tl.trans(a1), df, PREC), TH, DV)
+            else:  # a1^T df over the rows 16 at a time: a1 as pass 1 kept it, df as _chunk put it
+                _put(dW1o, j * TH, 0, DV, _tile(dW1o, j * TH, 0, DV, TH, DV) + _rows_tn(
+                    sp + 3 * BN * DH, DH, j * TH, sp + 5 * BN * DH, DV, 0, k0, BN, False, TH, DV, BN), TH, DV)
             da1 = _tile(stash + BN * DH, 0, j * TH, DH, BN, TH)
             dzk0 = _tile(stash, 0, j * TH, DH, BN, TH) + _act_bwd(
                 da1 + _mm(df, tl.trans(_tile(W1i, j * TH, 0, DV, TH, DV)), PREC), z0, ACT)
@@ -337,8 +351,11 @@ if HAS_TRITON:
         tl.debug_barrier()  # the second loop reads dzk0 as other threads wrote it
         for j in tl.range(0, DH // TH, disable_licm=True):
             dzk0 = _tile(stash, 0, j * TH, DH, BN, TH)
-            kt = tl.trans(_rows(kb, sk_t, t, mask, 0, DK))
-            _put(dW0o, 0, j * TH, DH, _tile(dW0o, 0, j * TH, DH, DK, TH) + _mm(kt, dzk0, PREC), DK, TH)
+            if PREC == 1:
+                kdz = _mm(tl.trans(_rows(kb, sk_t, t, mask, 0, DK)), dzk0, PREC)
+            else:  # k^T dzk0 over the rows 16 at a time
+                kdz = _rows_tn(k0, sk_t, 0, stash, DH, j * TH, k0, nv, False, DK, TH, BN)
+            _put(dW0o, 0, j * TH, DH, _tile(dW0o, 0, j * TH, DH, DK, TH) + kdz, DK, TH)
             da0 += _mm(dzk0, tl.trans(_tile(W0i, 0, j * TH, DH, DK, TH)), PREC)
             d0 = _slot(sp, 1, j, BN, DH, TH)  # and pass C's end-of-chunk terms of da0
             da0 += _mm(-cn0[:, None] * d0, tl.trans(_tile(dW0i, 0, j * TH, DH, DK, TH)), PREC)

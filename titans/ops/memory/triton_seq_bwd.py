@@ -146,14 +146,17 @@ if HAS_TRITON:
                     _pre_pass2(pre, dlast, dz1, kb + t * sk_t, qb + t * sq_t, mask, W0i, S0i, W1i, S1i, dW0i, dS0i,
                                dW1i, dS1i, BN, DK, DH, DV, TP, PPREC)
                 if PHASED:  # KernelConfig.phased: passes C and D in loops (triton_phased_bwd.py)
+                    # the chunk's first token and how many of its rows are tokens
+                    t0 = c * CHUNK
+                    nv = tl.minimum(CHUNK, T - t0)
                     dlw, dlb = _chunk(
-                        kb, sk_t, qb, sq_t, vb, sv_t, dob, sdo_t, dqb, dkb, dvb, sg_t, t, mask,
+                        kb, sk_t, qb, sq_t, vb, sv_t, dob, sdo_t, dqb, dkb, dvb, sg_t, t, t0, nv, mask,
                         ph_ptr + pid * (5 * BN * DH + 2 * BN * DV + 2 * BN * BN), pre, stash_ptr + pid * 2 * BN * DH,
-                        bg_ptr + i1 * 2 * BN, C_ptr, dC_ptr, i0, i1, _saved(acts_ptr, i0, 0, L, NORM, BN, DV),
-                        _saved(acts_ptr, i0, 2, L, NORM, BN, DV), W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i, dS1i, dW0o,
-                        dS0o, dW1o, dS1o, dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, beta0, gamma0, cn0, mn0, bn0, gn0, hn0,
-                        beta1, gamma1, cn1, mn1, bn1, gn1, hn1, dlast, dz1, nCP0, ndP1, lw, lb, BN, DK, DH, DV, TH, ACT,
-                        NORM, RES, PREC, PRE, QT)
+                        bg_ptr + i0 * 2 * BN, bg_ptr + i1 * 2 * BN, C_ptr, dC_ptr, i0, i1,
+                        _saved(acts_ptr, i0, 0, L, NORM, BN, DV), _saved(acts_ptr, i0, 2, L, NORM, BN, DV), W0i, S0i,
+                        W1i, S1i, dW0i, dS0i, dW1i, dS1i, dW0o, dS0o, dW1o, dS1o, dbg_ptr, dcn_ptr, dmn_ptr,
+                        dscal_ptr, beta0, gamma0, cn0, mn0, bn0, gn0, hn0, beta1, gamma1, cn1, mn1, bn1, gn1, hn1,
+                        dlast, dz1, nCP0, ndP1, lw, lb, BN, DK, DH, DV, TH, ACT, NORM, RES, PREC, PRE, QT)
                     dlnw_acc += dlw
                     dlnb_acc += dlb
                 else:
