@@ -105,6 +105,18 @@ if HAS_TRITON:
         return acc
 
     @triton.jit
+    def _cols_nt(a_ptr, lda, b_ptr, ldb, b0, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr):
+        """``A B^T`` (``[M, N]``) of row-major ``A [M, K]`` and rows ``b0 .. b0 + N`` of row-major ``B [., K]`` in
+        memory, summed over ``K`` 16 columns at a time: for the CUDA cores, as :func:`_rows_tn`."""
+        acc = tl.zeros([M, N], dtype=tl.float32)
+        for r in tl.static_range(K // 16):
+            cols = r * 16 + tl.arange(0, 16)
+            a = tl.load(a_ptr + tl.arange(0, M)[:, None] * lda + cols[None, :])
+            b = tl.load(b_ptr + (b0 + tl.arange(0, N))[:, None] * ldb + cols[None, :])
+            acc += tl.dot(a, tl.trans(b), input_precision="ieee")
+        return acc
+
+    @triton.jit
     def _pass1(kb, sk_t, qb, sq_t, t, mask, sp, pre, stash, W0i, S0i, W1i, S1i, dW0i, dS0i, beta0, gamma0, cn0, mn0,
                beta1, gamma1, dbeta0, dgamma0, dcn0, dmn0, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr,
                DV: tl.constexpr, TH: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr, PRE: tl.constexpr):
@@ -345,8 +357,11 @@ if HAS_TRITON:
                 _put(dW1o, j * TH, 0, DV, _tile(dW1o, j * TH, 0, DV, TH, DV) + _rows_tn(
                     sp + 3 * BN * DH, DH, j * TH, sp + 5 * BN * DH, DV, 0, k0, BN, False, TH, DV, BN), TH, DV)
             da1 = _tile(stash + BN * DH, 0, j * TH, DH, BN, TH)
-            dzk0 = _tile(stash, 0, j * TH, DH, BN, TH) + _act_bwd(
-                da1 + _mm(df, tl.trans(_tile(W1i, j * TH, 0, DV, TH, DV)), PREC), z0, ACT)
+            if PREC == 1:
+                dfW = _mm(df, tl.trans(_tile(W1i, j * TH, 0, DV, TH, DV)), PREC)
+            else:  # over DV 16 at a time, df from the scratch
+                dfW = _cols_nt(sp + 5 * BN * DH, DV, W1i, DV, j * TH, BN, TH, DV)
+            dzk0 = _tile(stash, 0, j * TH, DH, BN, TH) + _act_bwd(da1 + dfW, z0, ACT)
             _put(stash, 0, j * TH, DH, dzk0, BN, TH)
         tl.debug_barrier()  # the second loop reads dzk0 as other threads wrote it
         for j in tl.range(0, DH // TH, disable_licm=True):
