@@ -86,7 +86,7 @@ if HAS_TRITON:
 
     @triton.jit
     def _rows_tn(a_ptr, lda, a0, b_ptr, ldb, b0, s_ptr, nv, SCALE: tl.constexpr, M: tl.constexpr, N: tl.constexpr,
-                 BN: tl.constexpr):
+                 BN: tl.constexpr, PREC: tl.constexpr = 0):
         """``A^T diag(s) B`` (``[M, N]``) of two ``[BN, .]`` row-major matrices in memory (A's columns ``a0 ..
         a0 + M``, B's ``b0 .. b0 + N``; ``s`` at ``s_ptr`` where ``SCALE``; rows from ``nv`` on read as zeros),
         summed over the rows 16 at a time. For the CUDA cores' products (ieee): each thread holds its operands'
@@ -101,11 +101,12 @@ if HAS_TRITON:
             if SCALE:
                 a = a * tl.load(s_ptr + rows)[:, None]
             b = tl.load(b_ptr + rows[:, None] * ldb + b0 + tl.arange(0, N)[None, :], mask=ok, other=0.0)
-            acc += tl.dot(tl.trans(a), b, input_precision="ieee")
+            acc += _mm(tl.trans(a), b, PREC)
         return acc
 
     @triton.jit
-    def _cols_nt(a_ptr, lda, b_ptr, ldb, b0, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr):
+    def _cols_nt(a_ptr, lda, b_ptr, ldb, b0, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
+                 PREC: tl.constexpr = 0):
         """``A B^T`` (``[M, N]``) of row-major ``A [M, K]`` and rows ``b0 .. b0 + N`` of row-major ``B [., K]`` in
         memory, summed over ``K`` 16 columns at a time: for the CUDA cores, as :func:`_rows_tn`."""
         acc = tl.zeros([M, N], dtype=tl.float32)
@@ -113,7 +114,7 @@ if HAS_TRITON:
             cols = r * 16 + tl.arange(0, 16)
             a = tl.load(a_ptr + tl.arange(0, M)[:, None] * lda + cols[None, :])
             b = tl.load(b_ptr + (b0 + tl.arange(0, N))[:, None] * ldb + cols[None, :])
-            acc += tl.dot(a, tl.trans(b), input_precision="ieee")
+            acc += _mm(a, tl.trans(b), PREC)
         return acc
 
     @triton.jit
@@ -174,7 +175,6 @@ if HAS_TRITON:
         kp = sp + 5 * BN * DH
         _, _, dcn1, dmn1, dbn1, dgn1, dhn1 = _zero_coef_grads(BN)
         for j in tl.range(0, DH // TH, disable_licm=True):
-            dz0 = _slot(sp, 0, j, BN, DH, TH)
             dWp0 = _tile(dW0i, 0, j * TH, DH, DK, TH)
             dSp0 = _tile(dS0i, 0, j * TH, DH, DK, TH)
             G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
@@ -182,21 +182,11 @@ if HAS_TRITON:
             dbn0 += tl.sum(tl.sum(dWp0 * G0j, axis=1), axis=0)
             dgn0 += tl.sum(tl.sum(dWp0 * S0j, axis=1), axis=0)
             dhn0 += tl.sum(tl.sum(dSp0 * S0j, axis=1), axis=0)
-            if PREC == 0:  # q^T diag(beta0) dz0 over the rows 16 at a time (see _rows_tn)
-                _put(dW0o, 0, j * TH, DH, _rows_tn(q0, sq_t, 0, sp, DH, j * TH, bg0, nv, True, DK, TH, BN)
-                     + bn0 * dWp0, DK, TH)
-                _put(dS0o, 0, j * TH, DH, _rows_tn(q0, sq_t, 0, sp, DH, j * TH, bg0 + BN, nv, True, DK, TH, BN)
-                     + gn0 * dWp0 + hn0 * dSp0, DK, TH)
-            elif QT:  # q^T (beta0 dz0): see triton_config.q_transposed
-                q = _rows(qb, sq_t, t, mask, 0, DK)
-                _put(dW0o, 0, j * TH, DH, _mm(tl.trans(q), beta0[:, None] * dz0, PREC) + bn0 * dWp0, DK, TH)
-                _put(dS0o, 0, j * TH, DH, _mm(tl.trans(q), gamma0[:, None] * dz0, PREC) + gn0 * dWp0 + hn0 * dSp0,
-                     DK, TH)
-            else:
-                q = _rows(qb, sq_t, t, mask, 0, DK)
-                _put(dW0o, 0, j * TH, DH, _mm(tl.trans(beta0[:, None] * q), dz0, PREC) + bn0 * dWp0, DK, TH)
-                _put(dS0o, 0, j * TH, DH, _mm(tl.trans(gamma0[:, None] * q), dz0, PREC) + gn0 * dWp0 + hn0 * dSp0,
-                     DK, TH)
+            # q^T diag(beta0) dz0 and q^T diag(gamma0) dz0 over the rows 16 at a time (see _rows_tn)
+            _put(dW0o, 0, j * TH, DH, _rows_tn(q0, sq_t, 0, sp, DH, j * TH, bg0, nv, True, DK, TH, BN, PREC)
+                 + bn0 * dWp0, DK, TH)
+            _put(dS0o, 0, j * TH, DH, _rows_tn(q0, sq_t, 0, sp, DH, j * TH, bg0 + BN, nv, True, DK, TH, BN, PREC)
+                 + gn0 * dWp0 + hn0 * dSp0, DK, TH)
         # the second layer's, in a loop of its own: one loop for both spilled more
         for j in tl.range(0, DH // TH, disable_licm=True):
             # With tf32x3 products the [TH, DV] tiles are formed transposed ([DV, TH]: the products' rows the head dim,
@@ -220,24 +210,23 @@ if HAS_TRITON:
             dlW1 = _prod(dlast, dWt, pre, 8, j, PRE, BN, DH, TH, PREC)
             dlS1 = _prod(dlast, dSt, pre, 9, j, PRE, BN, DH, TH, PREC)
             a1 = _slot(sp, 3, j, BN, DH, TH)
-            x1 = _slot(sp, 4, j, BN, DH, TH)
-            if PREC == 1:
-                dP1x1 = _mm(tl.trans(_tile(kp + 2 * BN * DV + BN * BN, 0, 0, BN, BN, BN)), x1, PREC)
-            else:  # ndP1^T x1 over the rows 16 at a time, from the scratch
-                dP1x1 = _rows_tn(kp + 2 * BN * DV + BN * BN, BN, 0, sp + 4 * BN * DH, DH, j * TH, bg1, BN, False,
-                                 BN, TH, BN)
+            # ndP1^T x1 over the rows 16 at a time, from the scratch
+            dP1x1 = _rows_tn(kp + 2 * BN * DV + BN * BN, BN, 0, sp + 4 * BN * DH, DH, j * TH, bg1, BN, False, BN,
+                             TH, BN, PREC)
             _put(stash + BN * DH, 0, j * TH, DH, dP1x1 - cn1[:, None] * dlW1 - mn1[:, None] * dlS1, BN, TH)  # da1
             dcn1 -= tl.sum(a1 * dlW1, axis=1)
             dmn1 -= tl.sum(a1 * dlS1, axis=1)
             dbn1 += tl.sum(tl.sum(dWp1 * W1j, axis=1), axis=0)
             dgn1 += tl.sum(tl.sum(dWp1 * S1j, axis=1), axis=0)
             dhn1 += tl.sum(tl.sum(dSp1 * S1j, axis=1), axis=0)
-            dt = _slot(sp, 2, j, BN, DH, TH)
             if PREC == 1:
-                dz1t = _tile_t(kp + BN * DV, 0, 0, DV, BN, DV)
-                _put_t(dW1o, j * TH, 0, DV, _mm(dz1t, beta1[:, None] * x1, PREC) + bn1 * dWp1
-                       + _mm(_tile_t(kp, 0, 0, DV, BN, DV), dt, PREC), TH, DV)
-                _put_t(dS1o, j * TH, 0, DV, _mm(dz1t, gamma1[:, None] * x1, PREC) + gn1 * dWp1 + hn1 * dSp1, TH, DV)
+                xs = sp + 4 * BN * DH
+                dz1s = kp + BN * DV
+                dW1 = _rows_tn(dz1s, DV, 0, xs, DH, j * TH, bg1, BN, True, DV, TH, BN, PREC)
+                dW1 += _rows_tn(kp, DV, 0, sp + 2 * BN * DH, DH, j * TH, bg1, BN, False, DV, TH, BN, PREC)
+                _put_t(dW1o, j * TH, 0, DV, dW1 + bn1 * dWp1, TH, DV)
+                dS1 = _rows_tn(dz1s, DV, 0, xs, DH, j * TH, bg1 + BN, BN, True, DV, TH, BN, PREC)
+                _put_t(dS1o, j * TH, 0, DV, dS1 + gn1 * dWp1 + hn1 * dSp1, TH, DV)
             else:  # x1^T (beta1 dz1) + dt^T dlast and x1^T (gamma1 dz1) over the rows 16 at a time, from the scratch
                 xs = sp + 4 * BN * DH
                 dz1s = kp + BN * DV
@@ -328,10 +317,9 @@ if HAS_TRITON:
         if RES:  # the residual's share of dk
             tl.debug_barrier()  # read as other threads stored it
             tl.store(dk_rows, tl.load(dk_rows, mask=mask[:, None], other=0.0) + dout, mask=mask[:, None])
-        if PREC == 0:  # pass D's CUDA-core products read df from the scratch (dlast's slot; see _rows_tn)
-            _put(sp + 5 * BN * DH, 0, 0, DV, df, BN, DV)
-            tl.debug_barrier()
-        da0 = _pass_d(kb, kb + t0 * sk_t, sk_t, t, nv, mask, pre, stash, sp, W0i, W1i, dW0i, dS0i, dW0o, dW1o, df,
+        _put(sp + 5 * BN * DH, 0, 0, DV, df, BN, DV)  # pass D reads df from the scratch (dlast's slot; _rows_tn)
+        tl.debug_barrier()
+        da0 = _pass_d(kb, kb + t0 * sk_t, sk_t, t, nv, mask, pre, stash, sp, W0i, W1i, dW0i, dS0i, dW0o, dW1o,
                       tl.zeros([BN, DK], dtype=tl.float32), cn0, mn0, BN, DK, DH, DV, TH, ACT, PREC, PRE)
         _put_coef_grads(dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i0, dbeta0, dgamma0, dcn0, dmn0, dbn0, dgn0, dhn0, BN)
         tl.debug_barrier()
@@ -339,7 +327,7 @@ if HAS_TRITON:
         return dlnw, dlnb
 
     @triton.jit
-    def _pass_d(kb, k0, sk_t, t, nv, mask, pre, stash, sp, W0i, W1i, dW0i, dS0i, dW0o, dW1o, df, da0, cn0, mn0,
+    def _pass_d(kb, k0, sk_t, t, nv, mask, pre, stash, sp, W0i, W1i, dW0i, dS0i, dW0o, dW1o, da0, cn0, mn0,
                 BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr,
                 ACT: tl.constexpr, PREC: tl.constexpr, PRE: tl.constexpr):
         """Pass D (the key path) in two loops: per tile the second layer's ``dW += a1^T df`` and ``dzk0`` (kept in
@@ -349,27 +337,23 @@ if HAS_TRITON:
         for j in tl.range(0, DH // TH, disable_licm=True):
             z0 = _prod(_rows(kb, sk_t, t, mask, 0, DK), _tile(W0i, 0, j * TH, DH, DK, TH), pre, 0, j, PRE, BN, DH,
                        TH, PREC)
-            a1 = _act(z0, ACT)
+            # a1^T df over the rows 16 at a time (transposed, df^T a1, with tf32x3 products): a1 as pass 1 kept
+            # it, df as _chunk put it
+            dfs = sp + 5 * BN * DH
             if PREC == 1:
-                _put_t(dW1o, j * TH, 0, DV, _tile_t(dW1o, j * TH, 0, DV, TH, DV) + _mm(tl.trans(df), a1, PREC), TH,
-                       DV)
-            else:  # a1^T df over the rows 16 at a time: a1 as pass 1 kept it, df as _chunk put it
+                _put_t(dW1o, j * TH, 0, DV, _tile_t(dW1o, j * TH, 0, DV, TH, DV) + _rows_tn(
+                    dfs, DV, 0, sp + 3 * BN * DH, DH, j * TH, k0, BN, False, DV, TH, BN, PREC), TH, DV)
+            else:
                 _put(dW1o, j * TH, 0, DV, _tile(dW1o, j * TH, 0, DV, TH, DV) + _rows_tn(
-                    sp + 3 * BN * DH, DH, j * TH, sp + 5 * BN * DH, DV, 0, k0, BN, False, TH, DV, BN), TH, DV)
+                    sp + 3 * BN * DH, DH, j * TH, dfs, DV, 0, k0, BN, False, TH, DV, BN), TH, DV)
             da1 = _tile(stash + BN * DH, 0, j * TH, DH, BN, TH)
-            if PREC == 1:
-                dfW = _mm(df, tl.trans(_tile(W1i, j * TH, 0, DV, TH, DV)), PREC)
-            else:  # over DV 16 at a time, df from the scratch
-                dfW = _cols_nt(sp + 5 * BN * DH, DV, W1i, DV, j * TH, BN, TH, DV)
+            dfW = _cols_nt(dfs, DV, W1i, DV, j * TH, BN, TH, DV, PREC)  # df W1^T over DV 16 at a time
             dzk0 = _tile(stash, 0, j * TH, DH, BN, TH) + _act_bwd(da1 + dfW, z0, ACT)
             _put(stash, 0, j * TH, DH, dzk0, BN, TH)
         tl.debug_barrier()  # the second loop reads dzk0 as other threads wrote it
         for j in tl.range(0, DH // TH, disable_licm=True):
             dzk0 = _tile(stash, 0, j * TH, DH, BN, TH)
-            if PREC == 1:
-                kdz = _mm(tl.trans(_rows(kb, sk_t, t, mask, 0, DK)), dzk0, PREC)
-            else:  # k^T dzk0 over the rows 16 at a time
-                kdz = _rows_tn(k0, sk_t, 0, stash, DH, j * TH, k0, nv, False, DK, TH, BN)
+            kdz = _rows_tn(k0, sk_t, 0, stash, DH, j * TH, k0, nv, False, DK, TH, BN, PREC)  # k^T dzk0
             _put(dW0o, 0, j * TH, DH, _tile(dW0o, 0, j * TH, DH, DK, TH) + kdz, DK, TH)
             da0 += _mm(dzk0, tl.trans(_tile(W0i, 0, j * TH, DH, DK, TH)), PREC)
             d0 = _slot(sp, 1, j, BN, DH, TH)  # and pass C's end-of-chunk terms of da0
