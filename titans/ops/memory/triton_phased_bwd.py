@@ -54,6 +54,7 @@ if HAS_TRITON:
     from .triton_blocks import (
         _act,
         _act_bwd,
+        _cols_nt,
         _errors,
         _grad2,
         _key_ln_bwd,
@@ -64,6 +65,7 @@ if HAS_TRITON:
         _put_square,
         _put_t,
         _rows,
+        _rows_tn,
         _square,
         _tile,
         _tile_t,
@@ -83,39 +85,6 @@ if HAS_TRITON:
     def _slot(sp, i: tl.constexpr, j, BN: tl.constexpr, DH: tl.constexpr, TH: tl.constexpr):
         """Tile ``j`` (``[BN, TH]``) of kept slot ``i`` (0 ``dz0``, 1 ``delta_0``, 2 ``dt``, 3 ``a1``, 4 ``x1``)."""
         return _tile(sp + i * BN * DH, 0, j * TH, DH, BN, TH)
-
-    @triton.jit
-    def _rows_tn(a_ptr, lda, a0, b_ptr, ldb, b0, s_ptr, nv, SCALE: tl.constexpr, M: tl.constexpr, N: tl.constexpr,
-                 BN: tl.constexpr, PREC: tl.constexpr = 0):
-        """``A^T diag(s) B`` (``[M, N]``) of two ``[BN, .]`` row-major matrices in memory (A's columns ``a0 ..
-        a0 + M``, B's ``b0 .. b0 + N``; ``s`` at ``s_ptr`` where ``SCALE``; rows from ``nv`` on read as zeros),
-        summed over the rows 16 at a time. For the CUDA cores' products (ieee): each thread holds its operands'
-        values along the summed dimension, so 16 rows at a time rather than the chunk's ``BN`` keeps them in
-        registers."""
-        acc = tl.zeros([M, N], dtype=tl.float32)
-        for r in tl.static_range(BN // 16):
-            rows = r * 16 + tl.arange(0, 16)
-            ok = (rows < nv)[:, None]
-            a = tl.load(a_ptr + rows[:, None] * lda + a0 + tl.arange(0, M)[None, :], mask=ok, other=0.0)
-            a = a.to(tl.float32)  # (q or k in half precision)
-            if SCALE:
-                a = a * tl.load(s_ptr + rows)[:, None]
-            b = tl.load(b_ptr + rows[:, None] * ldb + b0 + tl.arange(0, N)[None, :], mask=ok, other=0.0)
-            acc += _mm(tl.trans(a), b, PREC)
-        return acc
-
-    @triton.jit
-    def _cols_nt(a_ptr, lda, b_ptr, ldb, b0, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
-                 PREC: tl.constexpr = 0):
-        """``A B^T`` (``[M, N]``) of row-major ``A [M, K]`` and rows ``b0 .. b0 + N`` of row-major ``B [., K]`` in
-        memory, summed over ``K`` 16 columns at a time: for the CUDA cores, as :func:`_rows_tn`."""
-        acc = tl.zeros([M, N], dtype=tl.float32)
-        for r in tl.static_range(K // 16):
-            cols = r * 16 + tl.arange(0, 16)
-            a = tl.load(a_ptr + tl.arange(0, M)[:, None] * lda + cols[None, :])
-            b = tl.load(b_ptr + (b0 + tl.arange(0, N))[:, None] * ldb + cols[None, :])
-            acc += _mm(a, tl.trans(b), PREC)
-        return acc
 
     @triton.jit
     def _pass1(kb, sk_t, qb, sq_t, t, mask, sp, pre, stash, W0i, S0i, W1i, S1i, dW0i, dS0i, beta0, gamma0, cn0, mn0,
