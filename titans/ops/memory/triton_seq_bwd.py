@@ -141,6 +141,15 @@ if HAS_TRITON:
                 dCP1 = _mm(dz1, tl.trans(dlast), PREC)
                 _put_square(dC_ptr, i1, tl.where(lower, -dCP1 * P1, 0.0), BN)
                 ndP1 = -(dCP1 * C1)
+                if not PHASED:  # (in passes, _chunk forms it after them)
+                    dD1 = _mm(tl.trans(nCP1), dz1, PREC)
+                # What pass C accumulates over the tiles is kept small (every [BN, D] accumulator is registers held
+                # through the loop): the query path's share of dq in one sum, the end-of-chunk terms' products folded
+                # into dD1 and their row sums taken per tile.
+                dqa = tl.zeros([BN, DK], dtype=tl.float32)  # (beta0 dz0) W0^T + (gamma0 dz0) S0^T
+                dCP0 = tl.zeros([BN, BN], dtype=tl.float32)
+                da0 = tl.zeros([BN, DK], dtype=tl.float32)
+                dbeta1, dgamma1, dcn1, dmn1, dbn1, dgn1, dhn1 = _zero_coef_grads(BN)
                 pre = _pre_base(pre_ptr, pid, L, BN, DK, DH, DV)
                 if PRE:  # Pass P: the products of pass C that need nothing it accumulates, in wide tiles.
                     _pre_pass2(pre, dlast, dz1, kb + t * sk_t, qb + t * sq_t, mask, W0i, S0i, W1i, S1i, dW0i, dS0i,
@@ -160,14 +169,6 @@ if HAS_TRITON:
                     dlnw_acc += dlw
                     dlnb_acc += dlb
                 else:
-                    # What pass C accumulates over the tiles is kept small (every [BN, D] accumulator is registers
-                    # held through the loop): the query path's share of dq in one sum, the end-of-chunk terms'
-                    # products folded into dD1 and their row sums taken per tile.
-                    dD1 = _mm(tl.trans(nCP1), dz1, PREC)
-                    dqa = tl.zeros([BN, DK], dtype=tl.float32)  # (beta0 dz0) W0^T + (gamma0 dz0) S0^T
-                    dCP0 = tl.zeros([BN, BN], dtype=tl.float32)
-                    da0 = tl.zeros([BN, DK], dtype=tl.float32)
-                    dbeta1, dgamma1, dcn1, dmn1, dbn1, dgn1, dhn1 = _zero_coef_grads(BN)
                     # Pass C: per tile of the hidden width.
                     for j in range(DH // TH):
                         G0j = _tile(W0i, 0, j * TH, DH, DK, TH)
