@@ -50,10 +50,11 @@ class KernelConfig:
     reload: bool = False
     # Depth 2, one program per head: the tile loops in several passes that pass what crosses between them through a
     # per-program scratch in global memory rather than holding it (the forward's: triton_phased.py, the backward's
-    # pass C and D: triton_phased_bwd.py). Compiled offline the spill instructions a chunk runs change by -69 to
-    # -100% (forward) and -42 to +348% (backward), and the all-tensor-core backward fits at head dim 128 / 64-row
-    # chunks, with 34% fewer than the default backward there (docs/benchmarks.md, "in passes"). Tuning candidates
-    # (``phased``, ``tf32x3-bwd-phased``), not yet timed.
+    # pass C and D: triton_phased_bwd.py). Compiled offline the spill instructions a chunk runs fall 76-100%
+    # (forward) and 33-82% (backward) against the defaults at the four depth-2 shapes, and the all-tensor-core
+    # backward fits at head dim 128 / 64-row chunks (128 KB), with 64% fewer than the default backward there
+    # (docs/benchmarks.md, "in passes" and "Holding less"). Tuning candidates (``phased``, ``tf32x3-bwd-phased``), not
+    # yet timed.
     phased: bool = False
     # Backward only: form the products of its tile loops that need nothing the loops accumulate before them, in
     # wide tiles, into a scratch buffer the loops read (triton_pre.py; docs/benchmarks.md, "How the products are laid
