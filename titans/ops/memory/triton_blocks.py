@@ -318,3 +318,16 @@ if HAS_TRITON:
             b = tl.load(b_ptr + (b0 + tl.arange(0, N))[:, None] * ldb + cols[None, :])
             acc += _mm(a, tl.trans(b), PREC)
         return acc
+
+    @triton.jit
+    def _cols_nn(a_ptr, lda, b_ptr, ldb, b0, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
+                 PREC: tl.constexpr = 0):
+        """``A B`` (``[M, N]``) of row-major ``A [M, K]`` and columns ``b0 .. b0 + N`` of row-major ``B [K, .]`` in
+        memory, summed over ``K`` 16 at a time: as :func:`_rows_tn`."""
+        acc = tl.zeros([M, N], dtype=tl.float32)
+        for r in tl.static_range(K // 16):
+            ks = r * 16 + tl.arange(0, 16)
+            a = tl.load(a_ptr + tl.arange(0, M)[:, None] * lda + ks[None, :])
+            b = tl.load(b_ptr + ks[:, None] * ldb + b0 + tl.arange(0, N)[None, :])
+            acc += _mm(a, b, PREC)
+        return acc

@@ -54,6 +54,7 @@ if HAS_TRITON:
     from .triton_blocks import (
         _act,
         _act_bwd,
+        _cols_nn,
         _cols_nt,
         _errors,
         _grad2,
@@ -104,32 +105,35 @@ if HAS_TRITON:
             t0 = _prod(_tile(kp, 0, 0, DV, BN, DV), tl.trans(_tile(W1i, j * TH, 0, DV, TH, DV)), pre, 1, j, PRE, BN,
                        DH, TH, PREC)
             d0 = _act_bwd(t0, z0, ACT)
+            a1 = _act(z0, ACT)
+            _put(sp + BN * DH, 0, j * TH, DH, d0, BN, TH)
+            _put(sp + 3 * BN * DH, 0, j * TH, DH, a1, BN, TH)
+            tl.debug_barrier()  # the products below read them over the rows, as other threads wrote them
             qG = _prod(q, G0j, pre, 2, j, PRE, BN, DH, TH, PREC)
             qS = _prod(q, _tile(S0i, 0, j * TH, DH, DK, TH), pre, 3, j, PRE, BN, DH, TH, PREC)
-            nCP0 = _tile(kp + 2 * BN * DV, 0, 0, BN, BN, BN)
-            zeta0 = beta0[:, None] * qG + gamma0[:, None] * qS + _mm(nCP0, d0, PREC)
+            zeta0 = beta0[:, None] * qG + gamma0[:, None] * qS + _cols_nn(
+                kp + 2 * BN * DV, BN, sp + BN * DH, DH, j * TH, BN, TH, BN, PREC)  # + (-C_0 P_0) d0
             x1 = _act(zeta0, ACT)
             dz1 = _tile(kp + BN * DV, 0, 0, DV, BN, DV)
             YW1 = _prod(dz1, tl.trans(_tile(W1i, j * TH, 0, DV, TH, DV)), pre, 4, j, PRE, BN, DH, TH, PREC)
             YS1 = _prod(dz1, tl.trans(_tile(S1i, j * TH, 0, DV, TH, DV)), pre, 5, j, PRE, BN, DH, TH, PREC)
             dbeta1 += tl.sum(x1 * YW1, axis=1)
             dgamma1 += tl.sum(x1 * YS1, axis=1)
-            a1 = _act(z0, ACT)
-            ndP1 = _tile(kp + 2 * BN * DV + BN * BN, 0, 0, BN, BN, BN)
-            dz0 = _act_bwd(beta1[:, None] * YW1 + gamma1[:, None] * YS1 + _mm(ndP1, a1, PREC), zeta0, ACT)
+            dz0 = _act_bwd(beta1[:, None] * YW1 + gamma1[:, None] * YS1 + _cols_nn(
+                kp + 2 * BN * DV + BN * BN, BN, sp + 3 * BN * DH, DH, j * TH, BN, TH, BN, PREC), zeta0, ACT)
+            _put(sp, 0, j * TH, DH, dz0, BN, TH)
+            tl.debug_barrier()
             dbeta0 += tl.sum(dz0 * qG, axis=1)
             dgamma0 += tl.sum(dz0 * qS, axis=1)
             F1 = _prod(k, _tile(dW0i, 0, j * TH, DH, DK, TH), pre, 6, j, PRE, BN, DH, TH, PREC)
             F2 = _prod(k, _tile(dS0i, 0, j * TH, DH, DK, TH), pre, 7, j, PRE, BN, DH, TH, PREC)
             dcn0 -= tl.sum(F1 * d0, axis=1)
             dmn0 -= tl.sum(F2 * d0, axis=1)
-            dD0 = _mm(tl.trans(nCP0), dz0, PREC) - cn0[:, None] * F1 - mn0[:, None] * F2
+            dD0 = _rows_tn(kp + 2 * BN * DV, BN, 0, sp, DH, j * TH, sp, BN, False, BN, TH, BN, PREC) - (
+                cn0[:, None] * F1 + mn0[:, None] * F2)  # (-C_0 P_0)^T dz0 - ...
             dt = _act_bwd(dD0, z0, ACT)
             _put(stash, 0, j * TH, DH, dD0 * t0 * _grad2(z0, ACT), BN, TH)  # dzk0, for pass D
-            _put(sp, 0, j * TH, DH, dz0, BN, TH)
-            _put(sp + BN * DH, 0, j * TH, DH, d0, BN, TH)
             _put(sp + 2 * BN * DH, 0, j * TH, DH, dt, BN, TH)
-            _put(sp + 3 * BN * DH, 0, j * TH, DH, a1, BN, TH)
             _put(sp + 4 * BN * DH, 0, j * TH, DH, x1, BN, TH)
         return dbeta0, dgamma0, dcn0, dmn0, dbeta1, dgamma1
 
