@@ -20,7 +20,9 @@ triton = pytest.importorskip("triton")
     (16, 37, 21, False, "silu", 16, 64, 32),   # two tiles, no norm or residual
     (8, 29, 3, True, "relu", 16, 32, 16),      # 8-row chunks padded to 16 rows
     (16, 21, 7, True, "gelu", 128, 128, 32),   # head dim 128 (and tf32x3, below): the second layer's state
-])                                             # formed transposed
+                                               # formed transposed
+    (32, 45, 37, True, "silu", 16, 64, 16),    # 32-row chunks: (C_0 P_0) delta_0 over the rows 16 at a time
+])
 def test_the_forward_in_phases_matches_chunk(monkeypatch, chunk, T, cut, nr, act, D, hidden, tile):
     import titans.ops.memory.triton_seq as ts
 

@@ -42,7 +42,7 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from .triton_blocks import _act, _act_bwd, _mm, _put, _put_t, _rows, _tile, _tile_t
+    from .triton_blocks import _act, _act_bwd, _cols_nn, _mm, _put, _put_t, _rows, _tile, _tile_t
 
     @triton.jit
     def _keys_kept(kb, s_t, t, mask, W0i, W1i, scr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr,
@@ -76,10 +76,15 @@ if HAS_TRITON:
             d0 = _act_bwd(_mm(_kept_errors(scr, BN, DH, DV), tl.trans(_tile(W1i, j * TH, 0, DV, TH, DV)), PREC), z0,
                           ACT)
             _put(scr + 2 * BN * DH, 0, j * TH, DH, d0, BN, TH)
+            if BN > 16:  # (C_0 P_0) delta_0 over the rows 16 at a time, delta_0 read back as other threads wrote it
+                tl.debug_barrier()  # (compiled offline: fewer spills at head dim 128 / 64-row chunks, a few more
+                # at head dim 64, many more at 16-row chunks, where it is not used)
+                CPd0 = _cols_nn(scr + 3 * BN * DH + BN * DV, BN, scr + 2 * BN * DH, DH, j * TH, BN, TH, BN, PREC)
+            else:
+                CPd0 = _mm(_tile(scr + 3 * BN * DH + BN * DV, 0, 0, BN, BN, BN), d0, PREC)
             qt = _rows(qb, sq_t, t, mask, 0, DK)
             zeta0 = (beta0[:, None] * _mm(qt, _tile(W0i, 0, j * TH, DH, DK, TH), PREC)
-                     + gamma0[:, None] * _mm(qt, _tile(S0i, 0, j * TH, DH, DK, TH), PREC)
-                     - _mm(_tile(scr + 3 * BN * DH + BN * DV, 0, 0, BN, BN, BN), d0, PREC))
+                     + gamma0[:, None] * _mm(qt, _tile(S0i, 0, j * TH, DH, DK, TH), PREC) - CPd0)
             _put(scr + BN * DH, 0, j * TH, DH, _act(zeta0, ACT), BN, TH)
 
     @triton.jit
