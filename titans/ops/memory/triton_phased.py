@@ -19,13 +19,15 @@ goes through a per-program scratch in global memory (:func:`scratch_width` float
 Barriers follow the keeping of ``delta_L`` and pass 2 (a pass reads the scratch in another thread layout than the
 one that wrote it). The arithmetic is the one-loop forward's, term for term (the same products, summed in the same
 order over tiles). q and k are read per tile as with ``KernelConfig.reload``. Compiled offline (Triton 3.6, sm_90;
-docs/benchmarks.md, "The forward and the backward in passes") the spill instructions a chunk runs fall 69-100%
-against the default forward at the four depth-2 shapes, with 31-57% of its shared memory; not yet timed on a GPU.
+docs/benchmarks.md, "The forward and the backward in passes" and "Holding less through the passes") the spill
+instructions a chunk runs fall 79-100% against the default forward at the four depth-2 shapes, with 31-57% of its
+shared memory; not yet timed on a GPU.
 
 Every loop here is ``tl.range(..., disable_licm=True)``: Triton would otherwise hoist what a pass reads per tile
 (the chunk-wide operands, the scratch) out of the loop as invariant, and so hold it through the loop after all
-(compiled offline, its spill instructions run per chunk fall 3-27% more at the 64-row-chunk shapes without the
-hoisting; the one-loop kernels' loops keep it: there it cut some and added to others).
+(compiled offline at commit 4f496f2, which made it so, the spill instructions run per chunk of the kernels in
+passes fell 3-27% more at the 64-row-chunk shapes; the one-loop kernels' loops keep the hoisting: without it some
+spilled less and others more).
 """
 
 from __future__ import annotations

@@ -26,14 +26,15 @@ passes C's and D's; ``dD1`` and ``da0`` sum them in another order (float32 round
 (compiled offline, Triton 3.6, docs/benchmarks.md "The forward and the backward in passes" and the subsection after
 it): at head dim 128 / 64-row chunks the backward with every product on the tensor cores in 32-wide tiles fits an
 H100's shared memory (128 KB; the one-loop one needs 256 KB), and with tf32x3 products (the second layer's gradient
-tiles formed transposed) the spill instructions a chunk runs (``benchmarks/triton_resources.py``) fall 49-51%
-against the default backwards at 64-row chunks; on the CUDA cores (ieee) at head dim 128 they rise 2%. Not yet
-timed on a GPU.
+tiles formed transposed) the spill instructions a chunk runs (``benchmarks/triton_resources.py``) fall 71%
+(head dim 128) and 83% (head dim 64) against the default backwards at 64-row chunks, and 79% on the CUDA cores
+(ieee) at head dim 128. Not yet timed on a GPU.
 
 Every loop here is ``tl.range(..., disable_licm=True)``: Triton would otherwise hoist what a pass reads per tile
 (the chunk-wide operands, the scratch) out of the loop as invariant, and so hold it through the loop after all
-(compiled offline, its spill instructions run per chunk fall 3-27% more at the 64-row-chunk shapes without the
-hoisting; the one-loop kernels' loops keep it: there it cut some and added to others).
+(compiled offline at commit 4f496f2, which made it so, the spill instructions run per chunk of the kernels in
+passes fell 3-27% more at the 64-row-chunk shapes; the one-loop kernels' loops keep the hoisting: without it some
+spilled less and others more).
 """
 
 from __future__ import annotations
