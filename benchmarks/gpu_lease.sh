@@ -17,7 +17,8 @@
 # every size again, over only the candidates whose names start with these comma-separated prefixes),
 # LAST_CANDIDATES (after step 3, in the last LAST_S seconds (default 150) before step 4: every size tuned over each
 # of these candidates alone, a process per candidate, e.g. 'tf32x3-bwd,tf32x3-pre', then the gpu-marked tests of
-# those variants; for _gpu_candidates.RISKY: a candidate that may end the CUDA context ends only its own process).
+# those variants (LAST_TESTS: a pytest -k expression instead, e.g. 'phased' for every variant in passes); for
+# _gpu_candidates.RISKY: a candidate that may end the CUDA context ends only its own process).
 # Logs and JSON go to $OUT (or /tmp/gpu_out); all but device.log, bench.log and the benchmark's JSON end up in
 # logs.tgz. The wheels (.gitignore has .whl; the lent machine has torch, triton, einops, numpy):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
@@ -83,9 +84,9 @@ if [ "$LAST" -gt 0 ]; then  # two thirds of LAST_S timing (a process per candida
     grep -v '^{' "$OUT/bench_$name.log" | tail -8
   done
   # their gpu tests only (every tf32x3 variant took 194 s in run 11): test ids name the variant
-  timeout $(( $(left) - RESERVE + LAST )) python3 -m pytest -v -m gpu -k "${LAST_CANDIDATES//,/ or }" \
+  timeout $(( $(left) - RESERVE + LAST )) python3 -m pytest -v -m gpu -k "${LAST_TESTS:-${LAST_CANDIDATES//,/ or }}" \
     -p no:cacheprovider -n 6 tests/ops/test_memory_triton.py > "$OUT/gpu_tests_last.log" 2>&1
-  stamp "gpu tests ($LAST_CANDIDATES) rc=$?"
+  stamp "gpu tests (${LAST_TESTS:-$LAST_CANDIDATES}) rc=$?"
   tail -3 "$OUT/gpu_tests_last.log"
 fi
 if [ "${FINAL_TESTS:-1}" = 1 ] && [ -f "$OUT/tuned.json" ] && [ "$(left)" -gt 30 ]; then
