@@ -291,6 +291,7 @@ if HAS_TRITON:
         if RES:  # the residual's share of dk
             tl.debug_barrier()  # read as other threads stored it
             tl.store(dk_rows, tl.load(dk_rows, mask=mask[:, None], other=0.0) + dout, mask=mask[:, None])
+        tl.debug_barrier()  # every thread done with dlast's slot (_states read it) before df overwrites it
         _put(sp + 5 * BN * DH, 0, 0, DV, df, BN, DV)  # pass D reads df from the scratch (dlast's slot; _rows_tn)
         tl.debug_barrier()
         da0 = _pass_d(kb, kb + t0 * sk_t, sk_t, t, nv, mask, pre, stash, sp, W0i, W1i, dW0i, dS0i, dW0o, dW1o,
