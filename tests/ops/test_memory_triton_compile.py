@@ -22,6 +22,7 @@ CASES = [  # (backward, (L, BN, DK, DH, DV), config)
     (True, (2, 16, 32, 64, 32), "16,8,1,ieee,pre-tf32x3"),
     (True, (2, 32, 32, 64, 32), "16,8,1,ieee,phased"),
     (True, (2, 32, 32, 64, 32), "32,8,1,tf32x3,maxreg,phased,pre-tf32x3"),
+    (True, (2, 16, 128, 128, 128), "32,8,1,tf32x3,maxreg,phased"),  # head dim 128: pass 3 in column halves
     (True, (1, 16, 32, 32, 32), "16,8,1,ieee,pre"),
 ]
 

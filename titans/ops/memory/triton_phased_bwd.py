@@ -227,13 +227,26 @@ if HAS_TRITON:
     @triton.jit
     def _pass3(sp, W1i, dW1i, dS1i, cn1, mn1, BN: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
                TH: tl.constexpr, PREC: tl.constexpr):
-        """Pass 3: ``dD1``'s tile terms (``da0``'s end-of-chunk terms wait for pass D's second loop)."""
-        dD1 = tl.zeros([BN, DV], dtype=tl.float32)
+        """Pass 3: ``dD1``'s tile terms (``da0``'s end-of-chunk terms wait for pass D's second loop). With tf32x3
+        products at head dim 128 and more, in two loops, each forming half of ``dD1``'s columns (a sum half as wide
+        held through each; compiled offline, fewer spills there, more at head dim 64 and on the CUDA cores)."""
+        if PREC == 1 and DV >= 128:
+            return tl.join(_dD1_cols(sp, W1i, dW1i, dS1i, cn1, mn1, 0, BN, DH, DV, DV // 2, TH, PREC),
+                           _dD1_cols(sp, W1i, dW1i, dS1i, cn1, mn1, DV // 2, BN, DH, DV, DV // 2, TH, PREC)
+                           ).permute(0, 2, 1).reshape(BN, DV)
+        else:
+            return _dD1_cols(sp, W1i, dW1i, dS1i, cn1, mn1, 0, BN, DH, DV, DV, TH, PREC)
+
+    @triton.jit
+    def _dD1_cols(sp, W1i, dW1i, dS1i, cn1, mn1, c0, BN: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
+                  NC: tl.constexpr, TH: tl.constexpr, PREC: tl.constexpr):
+        """Columns ``c0 .. c0 + NC`` of pass 3's sum."""
+        dD1 = tl.zeros([BN, NC], dtype=tl.float32)
         for j in tl.range(0, DH // TH, disable_licm=True):
             a1 = _slot(sp, 3, j, BN, DH, TH)
-            dD1 += _mm(_slot(sp, 2, j, BN, DH, TH), _tile(W1i, j * TH, 0, DV, TH, DV), PREC)
-            dD1 += _mm(-cn1[:, None] * a1, _tile(dW1i, j * TH, 0, DV, TH, DV), PREC)
-            dD1 += _mm(-mn1[:, None] * a1, _tile(dS1i, j * TH, 0, DV, TH, DV), PREC)
+            dD1 += _mm(_slot(sp, 2, j, BN, DH, TH), _tile(W1i, j * TH, c0, DV, TH, NC), PREC)
+            dD1 += _mm(-cn1[:, None] * a1, _tile(dW1i, j * TH, c0, DV, TH, NC), PREC)
+            dD1 += _mm(-mn1[:, None] * a1, _tile(dS1i, j * TH, c0, DV, TH, NC), PREC)
         return dD1
 
     @triton.jit
