@@ -214,13 +214,36 @@ if HAS_TRITON:
     @triton.jit
     def _pass2(sp, W0i, S0i, beta0, gamma0, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, TH: tl.constexpr,
                PREC: tl.constexpr):
-        """Pass 2: ``(dqa, dCP0)``."""
-        dqa = tl.zeros([BN, DK], dtype=tl.float32)
+        """Pass 2: ``(dqa, dCP0)``. With tf32x3 products at head dim 128 and more, ``dqa`` in two loops of half its
+        columns each (as pass 3's ``dD1``), ``dCP0`` in the second."""
+        if PREC == 1 and DK >= 128:
+            dqa = _dqa_cols(sp, W0i, S0i, beta0, gamma0, 0, BN, DK, DH, DK // 2, TH, PREC)
+            dqb, dCP0 = _pass2_cols(sp, W0i, S0i, beta0, gamma0, DK // 2, BN, DK, DH, DK // 2, TH, PREC)
+            return tl.join(dqa, dqb).permute(0, 2, 1).reshape(BN, DK), dCP0
+        else:
+            return _pass2_cols(sp, W0i, S0i, beta0, gamma0, 0, BN, DK, DH, DK, TH, PREC)
+
+    @triton.jit
+    def _dqa_cols(sp, W0i, S0i, beta0, gamma0, c0, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr,
+                  NC: tl.constexpr, TH: tl.constexpr, PREC: tl.constexpr):
+        """Columns ``c0 .. c0 + NC`` of ``dqa``."""
+        dqa = tl.zeros([BN, NC], dtype=tl.float32)
+        for j in tl.range(0, DH // TH, disable_licm=True):
+            dz0 = _slot(sp, 0, j, BN, DH, TH)
+            dqa += _mm(beta0[:, None] * dz0, tl.trans(_tile(W0i, c0, j * TH, DH, NC, TH)), PREC)
+            dqa += _mm(gamma0[:, None] * dz0, tl.trans(_tile(S0i, c0, j * TH, DH, NC, TH)), PREC)
+        return dqa
+
+    @triton.jit
+    def _pass2_cols(sp, W0i, S0i, beta0, gamma0, c0, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr,
+                    NC: tl.constexpr, TH: tl.constexpr, PREC: tl.constexpr):
+        """Columns ``c0 .. c0 + NC`` of ``dqa``, and ``dCP0``."""
+        dqa = tl.zeros([BN, NC], dtype=tl.float32)
         dCP0 = tl.zeros([BN, BN], dtype=tl.float32)
         for j in tl.range(0, DH // TH, disable_licm=True):
             dz0 = _slot(sp, 0, j, BN, DH, TH)
-            dqa += _mm(beta0[:, None] * dz0, tl.trans(_tile(W0i, 0, j * TH, DH, DK, TH)), PREC)
-            dqa += _mm(gamma0[:, None] * dz0, tl.trans(_tile(S0i, 0, j * TH, DH, DK, TH)), PREC)
+            dqa += _mm(beta0[:, None] * dz0, tl.trans(_tile(W0i, c0, j * TH, DH, NC, TH)), PREC)
+            dqa += _mm(gamma0[:, None] * dz0, tl.trans(_tile(S0i, c0, j * TH, DH, NC, TH)), PREC)
             dCP0 += _mm(dz0, tl.trans(_slot(sp, 1, j, BN, DH, TH)), PREC)
         return dqa, dCP0
 
@@ -339,12 +362,32 @@ if HAS_TRITON:
             dzk0 = _tile(stash, 0, j * TH, DH, BN, TH) + _act_bwd(da1 + dfW, z0, ACT)
             _put(stash, 0, j * TH, DH, dzk0, BN, TH)
         tl.debug_barrier()  # the second loop reads dzk0 as other threads wrote it
+        if PREC == 1 and DK >= 128:  # the state gradient, then da0 in two halves of its columns (as pass 3's dD1)
+            for j in tl.range(0, DH // TH, disable_licm=True):
+                kdz = _rows_tn(k0, sk_t, 0, stash, DH, j * TH, k0, nv, False, DK, TH, BN, PREC)  # k^T dzk0
+                _put(dW0o, 0, j * TH, DH, _tile(dW0o, 0, j * TH, DH, DK, TH) + kdz, DK, TH)
+            da0 += tl.join(_da0_cols(stash, sp, W0i, dW0i, dS0i, cn0, mn0, 0, BN, DK, DH, DK // 2, TH, PREC),
+                           _da0_cols(stash, sp, W0i, dW0i, dS0i, cn0, mn0, DK // 2, BN, DK, DH, DK // 2, TH, PREC)
+                           ).permute(0, 2, 1).reshape(BN, DK)
+        else:
+            for j in tl.range(0, DH // TH, disable_licm=True):
+                dzk0 = _tile(stash, 0, j * TH, DH, BN, TH)
+                kdz = _rows_tn(k0, sk_t, 0, stash, DH, j * TH, k0, nv, False, DK, TH, BN, PREC)  # k^T dzk0
+                _put(dW0o, 0, j * TH, DH, _tile(dW0o, 0, j * TH, DH, DK, TH) + kdz, DK, TH)
+                da0 += _mm(dzk0, tl.trans(_tile(W0i, 0, j * TH, DH, DK, TH)), PREC)
+                d0 = _slot(sp, 1, j, BN, DH, TH)  # and pass C's end-of-chunk terms of da0
+                da0 += _mm(-cn0[:, None] * d0, tl.trans(_tile(dW0i, 0, j * TH, DH, DK, TH)), PREC)
+                da0 += _mm(-mn0[:, None] * d0, tl.trans(_tile(dS0i, 0, j * TH, DH, DK, TH)), PREC)
+        return da0
+
+    @triton.jit
+    def _da0_cols(stash, sp, W0i, dW0i, dS0i, cn0, mn0, c0, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr,
+                  NC: tl.constexpr, TH: tl.constexpr, PREC: tl.constexpr):
+        """Columns ``c0 .. c0 + NC`` of pass D's ``da0`` terms: ``dzk0 W0^T`` and pass C's end-of-chunk ones."""
+        da0 = tl.zeros([BN, NC], dtype=tl.float32)
         for j in tl.range(0, DH // TH, disable_licm=True):
-            dzk0 = _tile(stash, 0, j * TH, DH, BN, TH)
-            kdz = _rows_tn(k0, sk_t, 0, stash, DH, j * TH, k0, nv, False, DK, TH, BN, PREC)  # k^T dzk0
-            _put(dW0o, 0, j * TH, DH, _tile(dW0o, 0, j * TH, DH, DK, TH) + kdz, DK, TH)
-            da0 += _mm(dzk0, tl.trans(_tile(W0i, 0, j * TH, DH, DK, TH)), PREC)
-            d0 = _slot(sp, 1, j, BN, DH, TH)  # and pass C's end-of-chunk terms of da0
-            da0 += _mm(-cn0[:, None] * d0, tl.trans(_tile(dW0i, 0, j * TH, DH, DK, TH)), PREC)
-            da0 += _mm(-mn0[:, None] * d0, tl.trans(_tile(dS0i, 0, j * TH, DH, DK, TH)), PREC)
+            d0 = _slot(sp, 1, j, BN, DH, TH)
+            da0 += _mm(_tile(stash, 0, j * TH, DH, BN, TH), tl.trans(_tile(W0i, c0, j * TH, DH, NC, TH)), PREC)
+            da0 += _mm(-cn0[:, None] * d0, tl.trans(_tile(dW0i, c0, j * TH, DH, NC, TH)), PREC)
+            da0 += _mm(-mn0[:, None] * d0, tl.trans(_tile(dS0i, c0, j * TH, DH, NC, TH)), PREC)
         return da0
