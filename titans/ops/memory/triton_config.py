@@ -52,7 +52,7 @@ class KernelConfig:
     # per-program scratch in global memory rather than holding it (the forward's: triton_phased.py, the backward's
     # pass C and D: triton_phased_bwd.py). Compiled offline the spill instructions a chunk runs fall 79-100%
     # (forward) and 48-83% (backward) against the defaults at the four depth-2 shapes, and the all-tensor-core
-    # backward fits at head dim 128 / 64-row chunks (128 KB), with 74% fewer than the default backward there
+    # backward fits at head dim 128 / 64-row chunks (128 KB), with 79% fewer than the default backward there
     # (docs/benchmarks.md, "in passes" and "Holding less"). Tuning candidates (``phased``, ``tf32x3-bwd-phased``), not
     # yet timed.
     phased: bool = False

@@ -26,7 +26,7 @@ passes C's and D's; ``dD1`` and ``da0`` sum them in another order (float32 round
 (compiled offline, Triton 3.6, docs/benchmarks.md "The forward and the backward in passes" and the subsection after
 it): at head dim 128 / 64-row chunks the backward with every product on the tensor cores in 32-wide tiles fits an
 H100's shared memory (128 KB; the one-loop one needs 256 KB), and with tf32x3 products (the second layer's gradient
-tiles formed transposed) the spill instructions a chunk runs (``benchmarks/triton_resources.py``) fall 74%
+tiles formed transposed) the spill instructions a chunk runs (``benchmarks/triton_resources.py``) fall 79%
 (head dim 128) and 83% (head dim 64) against the default backwards at 64-row chunks, and 79% on the CUDA cores
 (ieee) at head dim 128. Not yet timed on a GPU.
 
