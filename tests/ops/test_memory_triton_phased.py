@@ -67,7 +67,7 @@ def test_the_configuration_text_names_the_phases():
     (16, 21, 7, True, "gelu", 128, 128, "pre"),       # formed transposed; with pass P
     (32, 45, 37, True, "gelu", 16, 64, ""),           # 32-row chunks: the CUDA cores' second-layer products over
     (48, 53, 11, False, "silu", 16, 32, "pre"),       # the rows 16 at a time (_rows_tn), 2 and 4 (48 rows padded)
-    (32, 40, 9, True, "silu", 32, 64, "pre"),         # ... and head dim 32: df W1^T over it 16 at a time (_cols_nt)
+    (32, 40, 9, True, "silu", 32, 64, "pre"),         # ... and head dim 32: df W1^T over it 16 at a time (_cols)
     (32, 70, 35, True, "gelu", 32, 64, "tf32x3-bwd"),  # the same with tf32x3 products (their transposed forms)
 ])
 def test_the_backward_in_passes_matches_chunk(monkeypatch, chunk, T, cut, nr, act, D, hidden, pre):

@@ -307,27 +307,15 @@ if HAS_TRITON:
         return acc
 
     @triton.jit
-    def _cols_nt(a_ptr, lda, b_ptr, ldb, b0, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
-                 PREC: tl.constexpr = 0):
-        """``A B^T`` (``[M, N]``) of row-major ``A [M, K]`` and rows ``b0 .. b0 + N`` of row-major ``B [., K]`` in
-        memory, summed over ``K`` 16 columns at a time: for the CUDA cores, as :func:`_rows_tn`."""
-        acc = tl.zeros([M, N], dtype=tl.float32)
-        for r in tl.static_range(K // 16):
-            cols = r * 16 + tl.arange(0, 16)
-            a = tl.load(a_ptr + tl.arange(0, M)[:, None] * lda + cols[None, :])
-            b = tl.load(b_ptr + (b0 + tl.arange(0, N))[:, None] * ldb + cols[None, :])
-            acc += _mm(a, tl.trans(b), PREC)
-        return acc
-
-    @triton.jit
-    def _cols_nn(a_ptr, lda, b_ptr, ldb, b0, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
-                 PREC: tl.constexpr = 0):
-        """``A B`` (``[M, N]``) of row-major ``A [M, K]`` and columns ``b0 .. b0 + N`` of row-major ``B [K, .]`` in
-        memory, summed over ``K`` 16 at a time: as :func:`_rows_tn`."""
+    def _cols(a_ptr, lda, b_ptr, b_rs, b_cs, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
+              PREC: tl.constexpr = 0):
+        """``A B`` (``[M, N]``) of row-major ``A [M, K]`` and ``B [K, N]`` (``B[k, n]`` at ``b_ptr + k b_rs + n
+        b_cs``) in memory, summed over ``K`` 16 at a time: as :func:`_rows_tn`. (``_wide_slices`` forms the same in a
+        loop; unrolled here, inside the tile loops, the spills of a chunk are counted per tile.)"""
         acc = tl.zeros([M, N], dtype=tl.float32)
         for r in tl.static_range(K // 16):
             ks = r * 16 + tl.arange(0, 16)
             a = tl.load(a_ptr + tl.arange(0, M)[:, None] * lda + ks[None, :])
-            b = tl.load(b_ptr + ks[:, None] * ldb + b0 + tl.arange(0, N)[None, :])
+            b = tl.load(b_ptr + ks[:, None] * b_rs + tl.arange(0, N)[None, :] * b_cs)
             acc += _mm(a, b, PREC)
         return acc

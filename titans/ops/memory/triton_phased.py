@@ -44,7 +44,7 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from .triton_blocks import _act, _act_bwd, _cols_nn, _mm, _put, _put_t, _rows, _tile, _tile_t
+    from .triton_blocks import _act, _act_bwd, _cols, _mm, _put, _put_t, _rows, _tile, _tile_t
 
     @triton.jit
     def _keys_kept(kb, s_t, t, mask, W0i, W1i, scr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr,
@@ -81,7 +81,7 @@ if HAS_TRITON:
             if BN > 16:  # (C_0 P_0) delta_0 over the rows 16 at a time, delta_0 read back as other threads wrote it
                 tl.debug_barrier()  # (compiled offline: fewer spills at head dim 128 / 64-row chunks, a few more
                 # at head dim 64, many more at 16-row chunks, where it is not used)
-                CPd0 = _cols_nn(scr + 3 * BN * DH + BN * DV, BN, scr + 2 * BN * DH, DH, j * TH, BN, TH, BN, PREC)
+                CPd0 = _cols(scr + 3 * BN * DH + BN * DV, BN, scr + 2 * BN * DH + j * TH, DH, 1, BN, TH, BN, PREC)
             else:
                 CPd0 = _mm(_tile(scr + 3 * BN * DH + BN * DV, 0, 0, BN, BN, BN), d0, PREC)
             qt = _rows(qb, sq_t, t, mask, 0, DK)

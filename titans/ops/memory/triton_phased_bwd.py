@@ -30,11 +30,7 @@ tiles formed transposed) the spill instructions a chunk runs (``benchmarks/trito
 (head dim 128) and 83% (head dim 64) against the default backwards at 64-row chunks, and 79% on the CUDA cores
 (ieee) at head dim 128. Not yet timed on a GPU.
 
-Every loop here is ``tl.range(..., disable_licm=True)``: Triton would otherwise hoist what a pass reads per tile
-(the chunk-wide operands, the scratch) out of the loop as invariant, and so hold it through the loop after all
-(compiled offline at commit 4f496f2, which made it so, the spill instructions run per chunk of the kernels in
-passes fell 3-27% more at the 64-row-chunk shapes; the one-loop kernels' loops keep the hoisting: without it some
-spilled less and others more).
+Every loop here is ``tl.range(..., disable_licm=True)``, as in ``triton_phased.py`` (which says why).
 """
 
 from __future__ import annotations
@@ -55,8 +51,7 @@ if HAS_TRITON:
     from .triton_blocks import (
         _act,
         _act_bwd,
-        _cols_nn,
-        _cols_nt,
+        _cols,
         _errors,
         _grad2,
         _key_ln_bwd,
@@ -112,16 +107,16 @@ if HAS_TRITON:
             tl.debug_barrier()  # the products below read them over the rows, as other threads wrote them
             qG = _prod(q, G0j, pre, 2, j, PRE, BN, DH, TH, PREC)
             qS = _prod(q, _tile(S0i, 0, j * TH, DH, DK, TH), pre, 3, j, PRE, BN, DH, TH, PREC)
-            zeta0 = beta0[:, None] * qG + gamma0[:, None] * qS + _cols_nn(
-                kp + 2 * BN * DV, BN, sp + BN * DH, DH, j * TH, BN, TH, BN, PREC)  # + (-C_0 P_0) d0
+            zeta0 = beta0[:, None] * qG + gamma0[:, None] * qS + _cols(
+                kp + 2 * BN * DV, BN, sp + BN * DH + j * TH, DH, 1, BN, TH, BN, PREC)  # + (-C_0 P_0) d0
             x1 = _act(zeta0, ACT)
             dz1 = _tile(kp + BN * DV, 0, 0, DV, BN, DV)
             YW1 = _prod(dz1, tl.trans(_tile(W1i, j * TH, 0, DV, TH, DV)), pre, 4, j, PRE, BN, DH, TH, PREC)
             YS1 = _prod(dz1, tl.trans(_tile(S1i, j * TH, 0, DV, TH, DV)), pre, 5, j, PRE, BN, DH, TH, PREC)
             dbeta1 += tl.sum(x1 * YW1, axis=1)
             dgamma1 += tl.sum(x1 * YS1, axis=1)
-            dz0 = _act_bwd(beta1[:, None] * YW1 + gamma1[:, None] * YS1 + _cols_nn(
-                kp + 2 * BN * DV + BN * BN, BN, sp + 3 * BN * DH, DH, j * TH, BN, TH, BN, PREC), zeta0, ACT)
+            dz0 = _act_bwd(beta1[:, None] * YW1 + gamma1[:, None] * YS1 + _cols(
+                kp + 2 * BN * DV + BN * BN, BN, sp + 3 * BN * DH + j * TH, DH, 1, BN, TH, BN, PREC), zeta0, ACT)
             _put(sp, 0, j * TH, DH, dz0, BN, TH)
             tl.debug_barrier()
             dbeta0 += tl.sum(dz0 * qG, axis=1)
@@ -139,10 +134,9 @@ if HAS_TRITON:
         return dbeta0, dgamma0, dcn0, dmn0, dbeta1, dgamma1
 
     @triton.jit
-    def _states(qb, q0, sq_t, t, mask, sp, pre, stash, bg0, bg1, nv, W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i, dS1i, dW0o,
-                dS0o, dW1o, dS1o, beta0, gamma0, bn0, gn0, hn0, beta1, gamma1, cn1, mn1, bn1, gn1, hn1, dbn0, dgn0,
-                dhn0, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr,
-                PREC: tl.constexpr, PRE: tl.constexpr, QT: tl.constexpr):
+    def _states(q0, sq_t, sp, pre, stash, bg0, bg1, nv, W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i, dS1i, dW0o, dS0o, dW1o,
+                dS1o, bn0, gn0, hn0, cn1, mn1, bn1, gn1, hn1, dbn0, dgn0, dhn0, BN: tl.constexpr, DK: tl.constexpr,
+                DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, PREC: tl.constexpr, PRE: tl.constexpr):
         """Pass 2: per tile, the state gradients before the chunk (``dW``, ``dS`` of both layers), the end-of-chunk
         terms' row sums and ``da1`` (stashed for pass D). Returns ``(dbn0, dgn0, dhn0, dcn1, dmn1, dbn1, dgn1,
         dhn1)``, layer 0's added to those given."""
@@ -217,34 +211,24 @@ if HAS_TRITON:
         """Pass 2: ``(dqa, dCP0)``. With tf32x3 products at head dim 128 and more, ``dqa`` in two loops of half its
         columns each (as pass 3's ``dD1``), ``dCP0`` in the second."""
         if PREC == 1 and DK >= 128:
-            dqa = _dqa_cols(sp, W0i, S0i, beta0, gamma0, 0, BN, DK, DH, DK // 2, TH, PREC)
-            dqb, dCP0 = _pass2_cols(sp, W0i, S0i, beta0, gamma0, DK // 2, BN, DK, DH, DK // 2, TH, PREC)
+            dqa, _ = _pass2_cols(sp, W0i, S0i, beta0, gamma0, 0, BN, DH, DK // 2, TH, PREC, False)
+            dqb, dCP0 = _pass2_cols(sp, W0i, S0i, beta0, gamma0, DK // 2, BN, DH, DK // 2, TH, PREC, True)
             return tl.join(dqa, dqb).permute(0, 2, 1).reshape(BN, DK), dCP0
         else:
-            return _pass2_cols(sp, W0i, S0i, beta0, gamma0, 0, BN, DK, DH, DK, TH, PREC)
+            return _pass2_cols(sp, W0i, S0i, beta0, gamma0, 0, BN, DH, DK, TH, PREC, True)
 
     @triton.jit
-    def _dqa_cols(sp, W0i, S0i, beta0, gamma0, c0, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr,
-                  NC: tl.constexpr, TH: tl.constexpr, PREC: tl.constexpr):
-        """Columns ``c0 .. c0 + NC`` of ``dqa``."""
-        dqa = tl.zeros([BN, NC], dtype=tl.float32)
-        for j in tl.range(0, DH // TH, disable_licm=True):
-            dz0 = _slot(sp, 0, j, BN, DH, TH)
-            dqa += _mm(beta0[:, None] * dz0, tl.trans(_tile(W0i, c0, j * TH, DH, NC, TH)), PREC)
-            dqa += _mm(gamma0[:, None] * dz0, tl.trans(_tile(S0i, c0, j * TH, DH, NC, TH)), PREC)
-        return dqa
-
-    @triton.jit
-    def _pass2_cols(sp, W0i, S0i, beta0, gamma0, c0, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr,
-                    NC: tl.constexpr, TH: tl.constexpr, PREC: tl.constexpr):
-        """Columns ``c0 .. c0 + NC`` of ``dqa``, and ``dCP0``."""
+    def _pass2_cols(sp, W0i, S0i, beta0, gamma0, c0, BN: tl.constexpr, DH: tl.constexpr, NC: tl.constexpr,
+                    TH: tl.constexpr, PREC: tl.constexpr, CP: tl.constexpr):
+        """Columns ``c0 .. c0 + NC`` of ``dqa``, and (where ``CP``) ``dCP0``."""
         dqa = tl.zeros([BN, NC], dtype=tl.float32)
         dCP0 = tl.zeros([BN, BN], dtype=tl.float32)
         for j in tl.range(0, DH // TH, disable_licm=True):
             dz0 = _slot(sp, 0, j, BN, DH, TH)
             dqa += _mm(beta0[:, None] * dz0, tl.trans(_tile(W0i, c0, j * TH, DH, NC, TH)), PREC)
             dqa += _mm(gamma0[:, None] * dz0, tl.trans(_tile(S0i, c0, j * TH, DH, NC, TH)), PREC)
-            dCP0 += _mm(dz0, tl.trans(_slot(sp, 1, j, BN, DH, TH)), PREC)
+            if CP:
+                dCP0 += _mm(dz0, tl.trans(_slot(sp, 1, j, BN, DH, TH)), PREC)
         return dqa, dCP0
 
     @triton.jit
@@ -278,7 +262,7 @@ if HAS_TRITON:
                dW1o, dS1o, dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, beta0, gamma0, cn0, mn0, bn0, gn0, hn0, beta1, gamma1,
                cn1, mn1, bn1, gn1, hn1, dlast, dz1, nCP0, ndP1, lw, lb, BN: tl.constexpr, DK: tl.constexpr,
                DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr,
-               RES: tl.constexpr, PREC: tl.constexpr, PRE: tl.constexpr, QT: tl.constexpr):
+               RES: tl.constexpr, PREC: tl.constexpr, PRE: tl.constexpr):
         """One chunk's passes C and D in loops, from what the kernel formed before them (``dlast``, ``dz1``,
         ``nCP0``, ``ndP1``, kept here for the passes) to ``dq``, ``dk``, ``dv`` and the coefficients' gradients,
         stored.
@@ -297,9 +281,8 @@ if HAS_TRITON:
             beta1, gamma1, z, z, z, z, BN, DK, DH, DV, TH, ACT, PREC, PRE)
         tl.debug_barrier()  # the passes below read what pass 1 kept
         dbn0, dgn0, dhn0, dcn1, dmn1, dbn1, dgn1, dhn1 = _states(
-            qb, qb + t0 * sq_t, sq_t, t, mask, sp, pre, stash, bg0, bg1, nv, W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i,
-            dS1i, dW0o, dS0o, dW1o, dS1o, beta0, gamma0, bn0, gn0, hn0, beta1, gamma1, cn1, mn1, bn1, gn1, hn1, s, s,
-            s, BN, DK, DH, DV, TH, PREC, PRE, QT)
+            qb + t0 * sq_t, sq_t, sp, pre, stash, bg0, bg1, nv, W0i, S0i, W1i, S1i, dW0i, dS0i, dW1i, dS1i, dW0o, dS0o,
+            dW1o, dS1o, bn0, gn0, hn0, cn1, mn1, bn1, gn1, hn1, s, s, s, BN, DK, DH, DV, TH, PREC, PRE)
         _put_coef_grads(dbg_ptr, dcn_ptr, dmn_ptr, dscal_ptr, i1, dbeta1, dgamma1, dcn1, dmn1, dbn1, dgn1, dhn1, BN)
         dqa, dCP0 = _pass2(sp, W0i, S0i, beta0, gamma0, BN, DK, DH, TH, PREC)
         rn = tl.arange(0, BN)
@@ -358,7 +341,7 @@ if HAS_TRITON:
                 _put(dW1o, j * TH, 0, DV, _tile(dW1o, j * TH, 0, DV, TH, DV) + _rows_tn(
                     sp + 3 * BN * DH, DH, j * TH, dfs, DV, 0, k0, BN, False, TH, DV, BN), TH, DV)
             da1 = _tile(stash + BN * DH, 0, j * TH, DH, BN, TH)
-            dfW = _cols_nt(dfs, DV, W1i, DV, j * TH, BN, TH, DV, PREC)  # df W1^T over DV 16 at a time
+            dfW = _cols(dfs, DV, W1i + j * TH * DV, 1, DV, BN, TH, DV, PREC)  # df W1^T over DV 16 at a time
             dzk0 = _tile(stash, 0, j * TH, DH, BN, TH) + _act_bwd(da1 + dfW, z0, ACT)
             _put(stash, 0, j * TH, DH, dzk0, BN, TH)
         tl.debug_barrier()  # the second loop reads dzk0 as other threads wrote it
@@ -366,8 +349,8 @@ if HAS_TRITON:
             for j in tl.range(0, DH // TH, disable_licm=True):
                 kdz = _rows_tn(k0, sk_t, 0, stash, DH, j * TH, k0, nv, False, DK, TH, BN, PREC)  # k^T dzk0
                 _put(dW0o, 0, j * TH, DH, _tile(dW0o, 0, j * TH, DH, DK, TH) + kdz, DK, TH)
-            da0 += tl.join(_da0_cols(stash, sp, W0i, dW0i, dS0i, cn0, mn0, 0, BN, DK, DH, DK // 2, TH, PREC),
-                           _da0_cols(stash, sp, W0i, dW0i, dS0i, cn0, mn0, DK // 2, BN, DK, DH, DK // 2, TH, PREC)
+            da0 += tl.join(_da0_cols(stash, sp, W0i, dW0i, dS0i, cn0, mn0, 0, BN, DH, DK // 2, TH, PREC),
+                           _da0_cols(stash, sp, W0i, dW0i, dS0i, cn0, mn0, DK // 2, BN, DH, DK // 2, TH, PREC)
                            ).permute(0, 2, 1).reshape(BN, DK)
         else:
             for j in tl.range(0, DH // TH, disable_licm=True):
@@ -381,7 +364,7 @@ if HAS_TRITON:
         return da0
 
     @triton.jit
-    def _da0_cols(stash, sp, W0i, dW0i, dS0i, cn0, mn0, c0, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr,
+    def _da0_cols(stash, sp, W0i, dW0i, dS0i, cn0, mn0, c0, BN: tl.constexpr, DH: tl.constexpr,
                   NC: tl.constexpr, TH: tl.constexpr, PREC: tl.constexpr):
         """Columns ``c0 .. c0 + NC`` of pass D's ``da0`` terms: ``dzk0 W0^T`` and pass C's end-of-chunk ones."""
         da0 = tl.zeros([BN, NC], dtype=tl.float32)

@@ -165,7 +165,7 @@ if HAS_TRITON:
                         _saved(acts_ptr, i0, 0, L, NORM, BN, DV), _saved(acts_ptr, i0, 2, L, NORM, BN, DV), W0i, S0i,
                         W1i, S1i, dW0i, dS0i, dW1i, dS1i, dW0o, dS0o, dW1o, dS1o, dbg_ptr, dcn_ptr, dmn_ptr,
                         dscal_ptr, beta0, gamma0, cn0, mn0, bn0, gn0, hn0, beta1, gamma1, cn1, mn1, bn1, gn1, hn1,
-                        dlast, dz1, nCP0, ndP1, lw, lb, BN, DK, DH, DV, TH, ACT, NORM, RES, PREC, PRE, QT)
+                        dlast, dz1, nCP0, ndP1, lw, lb, BN, DK, DH, DV, TH, ACT, NORM, RES, PREC, PRE)
                     dlnw_acc += dlw
                     dlnb_acc += dlb
                 else:
