@@ -59,5 +59,9 @@ def all_reduce_mean(x: float, info: DistInfo) -> float:
 
 
 def cleanup(info: DistInfo):
+    """Leave the process group once every rank is done: rank 0 still writes its last checkpoint and plot when the
+    others finish, and a rank that tears gloo down while a peer is still connected can abort at exit ("terminate
+    called without an active exception", seen in the two-process test)."""
     if info.world > 1 and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
