@@ -18,7 +18,10 @@
 # LAST_CANDIDATES (after step 3, in the last LAST_S seconds (default 150) before step 4: every size tuned over each
 # of these candidates alone, a process per candidate, e.g. 'tf32x3-bwd,tf32x3-pre', then the gpu-marked tests of
 # those variants (LAST_TESTS: a pytest -k expression instead, e.g. 'phased' for every variant in passes); for
-# _gpu_candidates.RISKY: a candidate that may end the CUDA context ends only its own process).
+# _gpu_candidates.RISKY: a candidate that may end the CUDA context ends only its own process); STALLS (candidates,
+# e.g. 'default,phased': after that, in the last STALLS_S seconds (default 120) before step 4, each one's kernels
+# sampled for their stall reasons at STALLS_SIZES (default '128,2,64,2048'), a process per candidate:
+# benchmarks/gpu_stalls.py, files stalls_<candidate>.{hatchet,json,log}).
 # Logs and JSON go to $OUT (or /tmp/gpu_out); all but device.log, bench.log and the benchmark's JSON end up in
 # logs.tgz. The wheels (.gitignore has .whl; the lent machine has torch, triton, einops, numpy):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
@@ -65,7 +68,8 @@ stamp "compiled ($(grep -c ^compiled "$OUT/compile.log") done, $(grep -c ^FAILED
 # Step 4 needs about 100 s; a tuned size can take a minute.
 RESERVE=$([ "${FINAL_TESTS:-1}" = 1 ] && echo 100 || echo 10)
 LAST=$([ -n "${LAST_CANDIDATES:-}" ] && echo "${LAST_S:-150}" || echo 0)
-RESERVE=$(( RESERVE + LAST ))
+STALLS_T=$([ -n "${STALLS:-}" ] && echo "${STALLS_S:-120}" || echo 0)
+RESERVE=$(( RESERVE + LAST + STALLS_T ))
 timeout $(( $(left) - RESERVE )) python3 benchmarks/gpu_memory_op.py --tune --tune-out "$OUT/tuned.json" \
   "${GRID[@]}" --repeats 2 --budget-s $(( $(left) - RESERVE - 70 )) --out "$OUT/gpu_memory_op.json" \
   --baselines "${BASELINES-titans-pytorch,fla}" --baselines-at "${BASELINES_AT:-}" \
@@ -89,6 +93,17 @@ if [ "$LAST" -gt 0 ]; then  # two thirds of LAST_S timing (a process per candida
   stamp "gpu tests (${LAST_TESTS:-$LAST_CANDIDATES}) rc=$?"
   tail -3 "$OUT/gpu_tests_last.log"
 fi
+if [ "$STALLS_T" -gt 0 ]; then  # a process per candidate: a kernel that crashes ends only its own
+  IFS=, read -r -a NAMES <<< "$STALLS"
+  for n in "${!NAMES[@]}"; do
+    name=${NAMES[$n]}
+    share=$(( ($(left) - RESERVE + STALLS_T) / (${#NAMES[@]} - n) ))
+    timeout "$share" python3 benchmarks/gpu_stalls.py --sizes "${STALLS_SIZES:-128,2,64,2048}" --candidates "$name" \
+      --out-dir "$OUT" > "$OUT/stalls_$name.log" 2>&1
+    stamp "stalls ($name) rc=$?"
+    grep '^## ' "$OUT/stalls_$name.log" | cut -c1-200
+  done
+fi
 if [ "${FINAL_TESTS:-1}" = 1 ] && [ -f "$OUT/tuned.json" ] && [ "$(left)" -gt 30 ]; then
   TITANS_TRITON_CONFIGS="$OUT/tuned.json" timeout $(( $(left) - 5 )) python3 -m pytest -v -m gpu -k "not tf32x3" \
     -p no:cacheprovider -n 6 tests/ops/test_memory_triton.py > "$OUT/gpu_tests_tuned.log" 2>&1
@@ -96,5 +111,7 @@ if [ "${FINAL_TESTS:-1}" = 1 ] && [ -f "$OUT/tuned.json" ] && [ "$(left)" -gt 30
   tail -3 "$OUT/gpu_tests_tuned.log"
 fi
 stamp done
-# At most 8 files come back from a lent machine: the logs beyond the first two and the tuned configurations in one.
-cd "$OUT" && tar czf logs.tgz --remove-files $(ls -- *.log tuned*.json 2>/dev/null | grep -vx 'device.log\|bench.log')
+# At most 8 files come back from a lent machine: the logs beyond the first two, the tuned configurations and the
+# stall samples in one.
+cd "$OUT" && tar czf logs.tgz --remove-files $(ls -- *.log tuned*.json stalls_* 2>/dev/null \
+  | grep -vx 'device.log\|bench.log')

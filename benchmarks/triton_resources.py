@@ -28,6 +28,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import table, write_results  # noqa: E402
+from _sass import disassemble, instruction_mix, loop_spills  # noqa: E402
 
 H100_SHARED = 227 * 1024
 
@@ -35,8 +36,9 @@ H100_SHARED = 227 * 1024
 def compile_report(fn, consts: dict, warps: int, stages: int, maxnreg: int | None = None, ttgir: bool = False,
                    trips: int = 1) -> dict:
     """Compile ``fn`` for sm_90 (``titans.ops.memory.triton_compile``) and read its resources (ptxas -v on the PTX
-    for registers and spills; the spill instructions of its machine code per chunk, :func:`loop_spills`, with
-    ``trips`` iterations of each innermost loop); ``ttgir``: also return Triton's GPU IR (where it laid out each
+    for registers and spills; from its machine code, with ``trips`` iterations of each innermost loop, the spill
+    instructions a chunk runs, ``_sass.loop_spills``, and all it runs by class and source line,
+    ``_sass.instruction_mix``); ``ttgir``: also return Triton's GPU IR (where it laid out each
     product, :func:`dot_layouts`)."""
     import triton
 
@@ -52,6 +54,7 @@ def compile_report(fn, consts: dict, warps: int, stages: int, maxnreg: int | Non
         f.write(k.asm["ptx"])
     out = subprocess.run([ptxas, "-arch=sm_90a", "-v", f.name, "-o", os.devnull], capture_output=True, text=True)
     os.unlink(f.name)
+    sass = disassemble(k.asm["cubin"])
     info = " ".join(line.split("info    :")[-1].strip() for line in out.stderr.splitlines()
                     if "registers" in line or "spill" in line)
     regs = re.search(r"Used (\d+) registers", info)
@@ -59,54 +62,11 @@ def compile_report(fn, consts: dict, warps: int, stages: int, maxnreg: int | Non
     return {"shared_KiB": k.metadata.shared / 1024, "fits_H100": k.metadata.shared <= H100_SHARED, "ptxas": info,
             "registers": int(regs.group(1)) if regs else None, "spill_store_bytes": int(spills.group(1)) if spills
             else None, "tf32_wgmma": tf32_wgmma(k.asm["ptx"]),
-            "narrow_tf32": triton_config.narrow_tf32(k.asm["ptx"]), **loop_spills(k.asm["cubin"], trips),
-            **({"ttgir": k.asm["ttgir"]} if ttgir else {})}
-
-
-def loop_spills(cubin: bytes, trips: int) -> dict:
-    """Spill instructions (``STL``/``LDL``, one per thread each) in a kernel's machine code (``nvdisasm``, bundled
-    with Triton), and those a chunk executes: the innermost loops' (bodies between a backward branch and its target
-    that hold no other) ``trips`` times, the rest once (the tile loops run ``trips`` times per chunk; the chunk loop
-    is the outer one). Where ``ptxas -v``'s spill bytes count every spill once, this weighs a spill in a tile loop
-    by how often it runs. ``spills_by_loop``: each innermost loop that spills, as the source lines its instructions
-    come from (the kernel's own file and the first and last line there) and its spills per trip, then those outside
-    the innermost loops (``'outside': n``), so that a change can be aimed at the loop that spills."""
-    import triton
-
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
-    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
-        f.write(cubin)
-    sass = subprocess.run([tool, "-c", "-g", f.name], capture_output=True, text=True).stdout
-    os.unlink(f.name)
-    code, labels, pending, src = [], {}, [], None
-    for line in sass.splitlines():
-        if m := re.search(r'//## File "([^"]+)", line (\d+)', line):
-            src = (os.path.basename(m.group(1)), int(m.group(2)))
-        if m := re.match(r"\s*\.L_x_(\d+):", line):
-            pending.append(m.group(1))
-        elif m := re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(.*?);", line):
-            addr = int(m.group(1), 16)
-            labels.update({p: addr for p in pending})
-            pending = []
-            code.append((addr, m.group(2), src))
-    loops = [(labels[m.group(1)], addr) for addr, text, _ in code
-             if (m := re.search(r"BRA.*\.L_x_(\d+)", text)) and labels.get(m.group(1), addr) < addr]
-    inner = sorted(a for a in loops if not any(b != a and a[0] <= b[0] and b[1] <= a[1] for b in loops))
-    spills = [(addr, where) for addr, text, where in code if re.match(r"(@!?U?P\w+\s+)?(STL|LDL)", text)]
-    by_loop, in_inner = [], 0
-    for lo, hi in inner:
-        n = sum(1 for addr, _ in spills if lo <= addr <= hi)
-        in_inner += n
-        if n:
-            # named by the kernel file most of its lines come from (not Triton's library, nor the shared blocks)
-            own = [w for addr, _, w in code if lo <= addr <= hi and w and w[0].startswith("triton_")]
-            own = [w for w in own if w[0] != "triton_blocks.py"] or own
-            f = max({w[0] for w in own}, key=[w[0] for w in own].count) if own else "?"
-            lines = [x for g, x in own if g == f]
-            by_loop.append(f"{f}:{min(lines)}-{max(lines)}: {n}" if lines else f"?: {n}")
-    by_loop.append(f"outside: {len(spills) - in_inner}")
-    return {"spill_instructions": len(spills), "spills_per_chunk": len(spills) - in_inner + trips * in_inner,
-            "spills_by_loop": "; ".join(by_loop)}
+            # ptxas's performance warning C7512: too few registers to keep the tensor-core products' accumulators
+            # live while they run, so it waits for each product (wgmma) before issuing anything else
+            "wgmma_serialized": "C7512" in out.stderr,
+            "narrow_tf32": triton_config.narrow_tf32(k.asm["ptx"]), **loop_spills(sass, trips),
+            **instruction_mix(sass, trips), **({"ttgir": k.asm["ttgir"]} if ttgir else {})}
 
 
 def tf32_wgmma(ptx: str) -> str:
@@ -184,8 +144,25 @@ def _candidate_row(job) -> dict:
             "config": str(cfg), "shared KiB": round(r["shared_KiB"]) if "shared_KiB" in r else None,
             "fits H100": r.get("fits_H100"), "registers": r.get("registers"),
             "spill stores": r.get("spill_store_bytes", r.get("error")),
-            "spills run per chunk": r.get("spills_per_chunk"), "tf32 wgmma": r.get("tf32_wgmma"),
-            "spills by loop": r.get("spills_by_loop")}
+            "spills run per chunk": r.get("spills_per_chunk"),
+            "instructions per chunk": r.get("instructions_per_chunk"), "tf32 wgmma": r.get("tf32_wgmma"),
+            "wgmma serialized": r.get("wgmma_serialized"),
+            "spills by loop": r.get("spills_by_loop"), "mix": r.get("mix"), "ops": r.get("ops"),
+            "top lines": r.get("top_lines")}
+
+
+def _kernel_row(job) -> dict:
+    """One kernel of one shape under one configuration (``--kernels``)."""
+    from titans.ops.memory import triton_config
+
+    kind, shape, text = job
+    cfg = triton_config.KernelConfig.parse(text)
+    r = compile_kernel(kind == "bwd", shape, cfg, cap=triton_config.max_registers(cfg.warps) if cfg.maxreg else None)
+    return {"kernel": kind, **dict(zip(("L", "BN", "DK", "DH", "DV"), shape)), "config": text,
+            "shared KiB": round(r["shared_KiB"]) if "shared_KiB" in r else None, "registers": r.get("registers"),
+            "spills run per chunk": r.get("spills_per_chunk", r.get("error")),
+            "instructions per chunk": r.get("instructions_per_chunk"), "wgmma serialized": r.get("wgmma_serialized"),
+            "mix": r.get("mix"), "ops": r.get("ops"), "top lines": r.get("top_lines")}
 
 
 def _run(worker, work, jobs: int, out: str) -> None:
@@ -197,7 +174,8 @@ def _run(worker, work, jobs: int, out: str) -> None:
         for row in pool.map(worker, work):
             rows.append(row)
             print(row, flush=True)
-    print(table(rows, [c for c in rows[0] if c != "spills by loop"]))  # that one is in the JSON and the rows above
+    # the long ones are in the JSON and the rows above
+    print(table(rows, [c for c in rows[0] if c not in ("spills by loop", "mix", "ops", "top lines")]))
     write_results(out, {"triton": __import__("triton").__version__, "rows": rows})
 
 
@@ -315,6 +293,9 @@ def main():
                     "configuration, by outputs per thread (multiply-adds per shared-memory load)")
     ap.add_argument("--wgmma", action="store_true", help="instead: the TF32 tensor-core products, by width, of the "
                     "tf32x3 kernels the H100 runs crashed on or ran")
+    ap.add_argument("--kernels", default=None, metavar="KERNELS", help="instead: these kernels, "
+                    "'fwd|bwd:L,BN,DK,DH,DV:config;...' (config as KernelConfig.parse), e.g. the configurations a "
+                    "GPU run timed")
     ap.add_argument("--names", default="", help="with --candidates: only names starting with these (comma-separated)")
     ap.add_argument("--jobs", type=int, default=1, help="with --registers or --candidates: compile in this many "
                     "processes")
@@ -335,6 +316,11 @@ def main():
         return
     if args.layouts:
         layouts(args.configs, args.out or "benchmarks/results/triton_layouts.json", args.jobs)
+        return
+    if args.kernels:
+        work = [(k, tuple(int(x) for x in shape.split(",")), cfg)
+                for k, shape, cfg in (spec.split(":") for spec in args.kernels.split(";"))]
+        _run(_kernel_row, work, args.jobs, args.out or "benchmarks/results/triton_kernels.json")
         return
     if args.candidates:
         candidates(args.candidates, args.names, args.out or "benchmarks/results/triton_candidates.json", args.jobs)
