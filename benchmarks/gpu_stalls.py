@@ -63,8 +63,9 @@ def summarize(tree, top: int = 25) -> list[dict]:
                   if k.startswith("stalled_") and isinstance(v, (int, float)) and v}
         if not m or not counts:
             continue
-        kernel = name.split("@", 1)[1] if "@" in name else "?"
-        scope = next((p for p in reversed(path) if p not in ("ROOT", kernel) and not LINE.search(p)), "")
+        above = [p for p in path if p != "ROOT" and not LINE.search(p)]
+        kernel = name.split("@", 1)[1] if "@" in name else (above[-1] if above else "?")  # else its parent
+        scope = next((p for p in reversed(above) if p != kernel), "")
         rec = per[(scope, kernel)]
         where = f"{m.group(1)}:{m.group(2)}"
         rec["reasons"].update(counts)
@@ -130,7 +131,8 @@ def profile(sizes: str, names: str, out_dir: str, tokens: int, heads: int) -> st
             step()
             torch.cuda.synchronize()
     proton.finalize()
-    return next(f for f in sorted(glob.glob(stem + "*")) if not f.endswith(".json"))  # proton adds ".hatchet"
+    made = [f for f in glob.glob(stem + ".*") if not f.endswith((".json", ".log"))]  # proton adds ".hatchet"
+    return next((f for f in made if f.endswith(".hatchet")), made[0] if made else None)
 
 
 def main():

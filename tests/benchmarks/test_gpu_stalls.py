@@ -50,3 +50,14 @@ def test_report_reads_a_saved_file(tmp_path, capsys, monkeypatch):
     assert "triton_blocks.py:45" in out and "triton_phased.py:101" not in out  # --top 1
     saved = json.loads((tmp_path / "stalls_phased.json").read_text())
     assert saved["source"] == "stalls_phased.hatchet" and len(saved["rows"]) == 2
+
+
+def test_a_line_named_without_its_kernel_counts_under_its_parent():
+    line = _line("/r/titans/ops/memory/triton_seq.py", 9, "k")
+    line["frame"]["name"] = "/r/titans/ops/memory/triton_seq.py:9"
+    line["metrics"] = {"num_samples": 3, "stalled_wait": 3}
+    tree = [{"frame": {"name": "ROOT"}, "metrics": {}, "children": [
+        {"frame": {"name": "scope"}, "metrics": {}, "children": [
+            {"frame": {"name": "_seq_fwd_kernel"}, "metrics": {}, "children": [line]}]}]}]
+    (row,) = gpu_stalls.summarize(tree)
+    assert (row["scope"], row["kernel"], row["samples"]) == ("scope", "_seq_fwd_kernel", 3)
