@@ -22,10 +22,11 @@ def candidates(D, depth, chunk) -> dict:
     ``triton_config.tile_width``: the first kernels' 4 warps (8 at 64-row chunks) with 3 stages, the same without
     software pipelining (also with the register cap), twice the warps without it, tf32x3 products in the forward,
     the current default, the default with the register cap (``maxreg``, ``maxreg-bwd``), the default forward with two
-    pipeline stages (``fwd-s2``) and, at depth 2, reading q and k per tile (``reload``), its tile loop in three
-    passes (``phased``), a tf32x3 forward in tiles twice the default's (``tf32x3-wide``, :data:`RISKY`), the default
-    backward with its pre-pass (``pre``), with that pass's products on the tensor cores (``tf32x3-pre``) and with
-    every product there (``tf32x3-bwd``; both :data:`RISKY`), and the forward split over programs."""
+    pipeline stages (``fwd-s2``) and, at depth 2, reading q and k per tile (``reload``), its tile loops in passes
+    (``phased``, and at 4 warps ``phased-w4``), a tf32x3 forward in tiles twice the default's (``tf32x3-wide``,
+    :data:`RISKY`), the default backward with its pre-pass (``pre``), with that pass's products on the tensor cores
+    (``tf32x3-pre``) and with every product there (``tf32x3-bwd``; both :data:`RISKY`), and the forward split over
+    programs."""
     kf, kb = kernel_keys(D, depth, chunk)
     tf, tb = tc.tile_width(*kf), tc.tile_width(*kb)
     w = 8 if kf[2] >= 64 else 4
@@ -55,6 +56,11 @@ def candidates(D, depth, chunk) -> dict:
         out["reload"] = (dataclasses.replace(default[0], reload=True), default[1])
         # ... both kernels' tile loops in passes through a scratch (KernelConfig.phased; triton_phased*.py)
         out["phased"] = tuple(dataclasses.replace(c, phased=True) for c in default)
+        # ... at 4 warps with the register cap: compiled offline these run more instructions and spills per thread
+        # than at 8, but fit two programs on an SM (255 registers x 128 threads each, and the shared memory) where
+        # the kernels in passes need little of it, so that one program's waits can hide behind the other's
+        # (docs/benchmarks.md, "Instructions per chunk").
+        out["phased-w4"] = tuple(dataclasses.replace(c, phased=True, warps=4, maxreg=True) for c in default)
     # A tf32x3 forward in tiles twice the default's (at least 32: tf32x3 needs them) with the register cap: compiled
     # offline it fits an H100 at depth 2 / chunk 64, head dim 128 (32 wide, where the default's 16-wide tiles put
     # every product on the CUDA cores: 224 KB) and head dim 64 (64 wide: 176 KB); at 16-row chunks it spills 20-25 KB

@@ -60,6 +60,7 @@ def compile_report(fn, consts: dict, warps: int, stages: int, maxnreg: int | Non
     regs = re.search(r"Used (\d+) registers", info)
     spills = re.search(r"(\d+) bytes spill stores", info)
     return {"shared_KiB": k.metadata.shared / 1024, "fits_H100": k.metadata.shared <= H100_SHARED, "ptxas": info,
+            "programs_per_SM": programs_per_sm(int(regs.group(1)) if regs else None, warps, k.metadata.shared),
             "registers": int(regs.group(1)) if regs else None, "spill_store_bytes": int(spills.group(1)) if spills
             else None, "tf32_wgmma": tf32_wgmma(k.asm["ptx"]),
             # ptxas's performance warning C7512: too few registers to keep the tensor-core products' accumulators
@@ -67,6 +68,16 @@ def compile_report(fn, consts: dict, warps: int, stages: int, maxnreg: int | Non
             "wgmma_serialized": "C7512" in out.stderr,
             "narrow_tf32": triton_config.narrow_tf32(k.asm["ptx"]), **loop_spills(sass, trips),
             **instruction_mix(sass, trips), **({"ttgir": k.asm["ttgir"]} if ttgir else {})}
+
+
+def programs_per_sm(registers: int | None, warps: int, shared_bytes: float) -> int | None:
+    """Programs of a kernel an H100 SM holds at once: its 64K registers (allocated per warp in units of 256, so a
+    thread's count rounds up to a multiple of 8), 228 KB of shared memory (1 KB of it reserved per program) and
+    2,048 threads."""
+    if registers is None:
+        return None
+    regs = -(-registers // 8) * 8
+    return min(65536 // (regs * 32 * warps), (228 * 1024) // (int(shared_bytes) + 1024), 2048 // (32 * warps))
 
 
 def tf32_wgmma(ptx: str) -> str:
@@ -144,7 +155,7 @@ def _candidate_row(job) -> dict:
             "config": str(cfg), "shared KiB": round(r["shared_KiB"]) if "shared_KiB" in r else None,
             "fits H100": r.get("fits_H100"), "registers": r.get("registers"),
             "spill stores": r.get("spill_store_bytes", r.get("error")),
-            "spills run per chunk": r.get("spills_per_chunk"),
+            "programs per SM": r.get("programs_per_SM"), "spills run per chunk": r.get("spills_per_chunk"),
             "instructions per chunk": r.get("instructions_per_chunk"), "tf32 wgmma": r.get("tf32_wgmma"),
             "wgmma serialized": r.get("wgmma_serialized"),
             "spills by loop": r.get("spills_by_loop"), "mix": r.get("mix"), "ops": r.get("ops"),
@@ -160,6 +171,7 @@ def _kernel_row(job) -> dict:
     r = compile_kernel(kind == "bwd", shape, cfg, cap=triton_config.max_registers(cfg.warps) if cfg.maxreg else None)
     return {"kernel": kind, **dict(zip(("L", "BN", "DK", "DH", "DV"), shape)), "config": text,
             "shared KiB": round(r["shared_KiB"]) if "shared_KiB" in r else None, "registers": r.get("registers"),
+            "programs per SM": r.get("programs_per_SM"),
             "spills run per chunk": r.get("spills_per_chunk", r.get("error")),
             "instructions per chunk": r.get("instructions_per_chunk"), "wgmma serialized": r.get("wgmma_serialized"),
             "mix": r.get("mix"), "ops": r.get("ops"), "top lines": r.get("top_lines")}

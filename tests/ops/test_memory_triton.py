@@ -121,8 +121,8 @@ def _leaves(x):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("forward", ["seq", "split", "reload", "phased", "tf32x3-wide", "pre", "pre-tf32x3",
-                                     "tf32x3-bwd", "tf32x3-bwd-phased"])
+@pytest.mark.parametrize("forward", ["seq", "split", "reload", "phased", "phased-w4", "tf32x3-wide", "pre",
+                                     "pre-tf32x3", "tf32x3-bwd", "tf32x3-bwd-phased"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("L,D,hidden,chunk", [(1, 64, 64, 16), (2, 64, 256, 16), (2, 64, 256, 64), (1, 128, 128, 64),
                                               (2, 128, 512, 16), (2, 128, 512, 64)])
@@ -134,7 +134,7 @@ def test_triton_on_cuda_realistic(monkeypatch, forward, dtype, tol, L, D, hidden
     the kernel must be as accurate as the float32 reference, not more. ``forward``: one program per (batch row,
     head), or the forward split over programs (``triton_split.py``; by default only at few programs and some
     shapes, ``triton_seq.SPLIT_FEW``), or reading q and k again per weight tile (``reload``, depth 2), or its tile
-    loops in passes (``phased``, depth 2, both kernels), or in
+    loops in passes (``phased``, depth 2, both kernels; ``phased-w4``: at 4 warps with the register cap), or in
     tiles twice the default's with tf32x3 products (``tf32x3-wide``, the GPU benchmark's candidate), or
     (``pre``) the backward with its pre-pass (``KernelConfig.pre``), with its products on the tensor cores
     (``pre-tf32x3``), or with every product of the backward there (``tf32x3-bwd``, and with its pass C in passes,
@@ -156,13 +156,15 @@ def test_triton_on_cuda_realistic(monkeypatch, forward, dtype, tol, L, D, hidden
             pytest.skip("the benchmark offers tf32x3-wide at 64-row chunks where the default forward is ieee only")
         wide = lambda *key: tc.KernelConfig(max(32, 2 * base_w(*key).tile), 8, 1, "tf32x3", maxreg=True)  # noqa: E731
         monkeypatch.setattr(ts, "config_for", wide)
-    elif forward in ("reload", "phased"):
+    elif forward in ("reload", "phased", "phased-w4"):
         if L == 1:
-            pytest.skip(f"KernelConfig.{forward} is a depth-2 forward's")
+            pytest.skip(f"KernelConfig.{forward.removesuffix('-w4')} is a depth-2 forward's")
         base_f, base_b = ts.config_for, tb.config_for
-        monkeypatch.setattr(ts, "config_for", lambda *key: dataclasses.replace(base_f(*key), **{forward: True}))
-        if forward == "phased":  # both kernels
-            monkeypatch.setattr(tb, "config_for", lambda *key: dataclasses.replace(base_b(*key), phased=True))
+        w4 = {"warps": 4, "maxreg": True} if forward == "phased-w4" else {}
+        flag = {forward.removesuffix("-w4"): True}
+        monkeypatch.setattr(ts, "config_for", lambda *key: dataclasses.replace(base_f(*key), **flag, **w4))
+        if forward.startswith("phased"):  # both kernels
+            monkeypatch.setattr(tb, "config_for", lambda *key: dataclasses.replace(base_b(*key), phased=True, **w4))
     elif forward.startswith("pre"):
         base = tb.config_for
         prec = forward.removeprefix("pre-") if "-" in forward else "ieee"
