@@ -61,3 +61,52 @@ def test_a_line_named_without_its_kernel_counts_under_its_parent():
             {"frame": {"name": "_seq_fwd_kernel"}, "metrics": {}, "children": [line]}]}]}]
     (row,) = gpu_stalls.summarize(tree)
     assert (row["scope"], row["kernel"], row["samples"]) == ("scope", "_seq_fwd_kernel", 3)
+
+
+def test_profile_samples_each_candidate_in_its_own_scope(tmp_path, monkeypatch):
+    """The device path with the device and proton faked: each candidate is run once to compile, then once inside
+    one sampling session in a scope that names it; the file proton writes is what is returned."""
+    import types
+
+    import _gpu_candidates
+    import gpu_memory_op
+    import torch
+
+    monkeypatch.setattr(_gpu_candidates, "ONLY", [])  # profile() fills it in place: this test's own list
+
+    calls = []
+    fake = types.ModuleType("triton.profiler")
+    fake.start = lambda name, **kw: calls.append(("start", os.path.basename(name), kw["mode"]))
+
+    class scope:
+        def __init__(self, name):
+            self.name = name
+
+        def __enter__(self):
+            calls.append(("scope", self.name))
+
+        def __exit__(self, *exc):
+            return False
+    fake.scope = scope
+
+    def finalize():
+        calls.append(("finalize",))
+        (tmp_path / "stalls_default-reload.hatchet").write_text("[]")
+    fake.finalize = finalize
+    monkeypatch.setitem(sys.modules, "triton.profiler", fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    used = []
+    monkeypatch.setattr(gpu_memory_op, "use", lambda *a: used.append(a))
+    monkeypatch.setattr(gpu_memory_op, "fallbacks", lambda: [])
+    monkeypatch.setattr(gpu_memory_op, "run_ours", lambda impl, B, T, H, D, depth, chunk, backward:
+                        (lambda: calls.append(("step", impl, B, T, backward))))
+    path = gpu_stalls.profile("64,2,64,2048", "default,reload", str(tmp_path), 1 << 14, 8)
+    assert path == str(tmp_path / "stalls_default-reload.hatchet")
+    steps = [c for c in calls if c[0] == "step"]
+    assert len(steps) == 4 and all(c[1:] == ("triton", 8, 2048, True) for c in steps)  # 2 warm-ups, 2 sampled
+    assert [c[0] for c in calls] == ["step", "step", "start", "scope", "step", "scope", "step", "finalize"]
+    assert calls[2] == ("start", "stalls_default-reload", "pcsampling")
+    scopes = [c[1] for c in calls if c[0] == "scope"]
+    assert scopes[0].startswith("D64 depth2 chunk64 T2048 default (") and " reload (" in scopes[1]
+    assert len(used) == 4  # each candidate's configurations set before its warm-up and again before its sampling
