@@ -113,5 +113,5 @@ fi
 stamp done
 # At most 8 files come back from a lent machine: the logs beyond the first two, the tuned configurations and the
 # stall samples in one.
-cd "$OUT" && tar czf logs.tgz --remove-files $(ls -- *.log tuned*.json stalls_* 2>/dev/null \
+cd "$OUT" && tar czf logs.tgz --remove-files $(ls -- *.log tuned*.json stalls_* 2>/dev/null | sort -u \
   | grep -vx 'device.log\|bench.log')
