@@ -73,9 +73,14 @@ def parse(sass: str) -> Sass:
     return Sass(code, inner)
 
 
+def opcode(text: str) -> str:
+    """An instruction's opcode without its modifiers: ``'HGMMA'`` of ``'HGMMA.64x16x8.F32.TF32 R32, ...'``."""
+    return text.split()[0].split(".")[0]
+
+
 def instruction_class(text: str) -> str:
     """The class (:data:`CLASSES`) of an instruction, ``other`` (integer, moves, branches, ...) if none."""
-    op = text.split()[0].split(".")[0]
+    op = opcode(text)
     return next((name for name, pattern in CLASSES if re.match(pattern, op)), "other")
 
 
@@ -110,7 +115,7 @@ def instruction_mix(s: Sass, trips: int, top: int = 8) -> dict:
     for addr, text, src in s.code:
         n = s.trips_of(addr, trips)
         by_class[instruction_class(text)] += n
-        by_op[text.split()[0].split(".")[0]] += n
+        by_op[opcode(text)] += n
         by_line[f"{src[0]}:{src[1]}" if src else "?"] += n
     total = sum(by_class.values())
     return {"instructions_per_chunk": total, "mix": dict(by_class.most_common()), "ops": dict(by_op.most_common()),

@@ -5,15 +5,15 @@ reasons (CUPTI PC sampling through Triton's profiler, proton), summed by kernel 
     python benchmarks/gpu_stalls.py --report OUT/stalls_default.hatchet ...   # the tables again, no GPU needed
 
 Why: compiled offline the kernels' instruction counts per chunk do not explain their measured times. At the sizes
-where ``triton`` is slower than ``chunk`` a warp issues one instruction per 17-25 cycles (docs/benchmarks.md,
-"Instructions per chunk"), so the time is in stalls, and which ones (memory dependencies, barriers, memory fences,
-the tensor cores' waits, spills) only the device can say. For each size and launch-configuration candidate
-(``_gpu_candidates``, as ``gpu_memory_op.py --candidates`` names them) it runs one forward+backward call of
-``--tokens`` tokens as a warm-up (compiling), then one under sampling, in a profiler scope named after the size and
-candidate; proton writes the samples (``OUT/stalls_<candidates>.hatchet``, JSON) and this script sums them: per
-kernel the share of each stall reason, then the source lines with the most samples and their main reasons
-(``OUT/stalls_<candidates>.json``). A sample is a warp seen at an instruction, with the reason it was not issuing
-(``selected``: it was issuing); so a line's share of the samples is its share of the kernel's warp time.
+where ``triton`` is slower than ``chunk`` a warp issues one instruction per 5-14 ns, 10-27 cycles
+(docs/benchmarks.md, "Instructions per chunk"), so the time is in stalls, and which ones (memory dependencies,
+barriers, memory fences, the tensor cores' waits, spills) only the device can say. For each size and launch
+configuration candidate (``_gpu_candidates``, as ``gpu_memory_op.py --candidates`` names them) it runs one
+forward+backward call of ``--tokens`` tokens as a warm-up (compiling), then one under sampling, in a profiler scope
+named after the size and candidate; proton writes the samples (``OUT/stalls_<candidates>.hatchet``, JSON) and this
+script sums them: per kernel the share of each stall reason, then the source lines with the most samples and their
+main reasons (``OUT/stalls_<candidates>.json``). A sample is a warp seen at an instruction, with the reason it was
+not issuing (``selected``: it was issuing); so a line's share of the samples is its share of the kernel's warp time.
 
 Without CUDA (or without proton's CUPTI backend) it says so and exits 0; ``--report`` needs neither.
 """

@@ -145,12 +145,19 @@ def _register_row(job) -> dict:
     return row
 
 
-def _candidate_row(job) -> dict:
-    """One kernel of one GPU-benchmark size under one tuning candidate (``_gpu_candidates.candidates``)."""
+def compile_configured(backward: bool, shape, cfg, ttgir: bool = False) -> dict:
+    """:func:`compile_kernel` as ``cfg`` launches: with the register cap where it has ``maxreg``."""
     from titans.ops.memory import triton_config
 
+    return compile_kernel(backward, shape, cfg, cap=triton_config.max_registers(cfg.warps) if cfg.maxreg else None,
+                          ttgir=ttgir)
+
+
+def _candidate_row(job) -> dict:
+    """One kernel of one GPU-benchmark size under one tuning candidate (``_gpu_candidates.candidates``)."""
+
     size, name, key, cfg = job
-    r = compile_kernel(key[0], key[1:], cfg, cap=triton_config.max_registers(cfg.warps) if cfg.maxreg else None)
+    r = compile_configured(key[0], key[1:], cfg)
     return {"D,depth,chunk": ",".join(map(str, size)), "candidate": name, "kernel": "bwd" if key[0] else "fwd",
             "config": str(cfg), "shared KiB": round(r["shared_KiB"]) if "shared_KiB" in r else None,
             "fits H100": r.get("fits_H100"), "registers": r.get("registers"),
@@ -167,8 +174,7 @@ def _kernel_row(job) -> dict:
     from titans.ops.memory import triton_config
 
     kind, shape, text = job
-    cfg = triton_config.KernelConfig.parse(text)
-    r = compile_kernel(kind == "bwd", shape, cfg, cap=triton_config.max_registers(cfg.warps) if cfg.maxreg else None)
+    r = compile_configured(kind == "bwd", shape, triton_config.KernelConfig.parse(text))
     return {"kernel": kind, **dict(zip(("L", "BN", "DK", "DH", "DV"), shape)), "config": text,
             "shared KiB": round(r["shared_KiB"]) if "shared_KiB" in r else None, "registers": r.get("registers"),
             "programs per SM": r.get("programs_per_SM"),
@@ -223,8 +229,7 @@ def _layout_rows(job) -> list[dict]:
         cfg = with_pre(cfg, kind.removeprefix("bwd-pre-") if kind != "bwd-pre" else "ieee")
     if kind == "bwd-tf32x3":  # and its "tf32x3-bwd"
         cfg = triton_config.KernelConfig.parse(triton_config.TENSOR_CORE_BACKWARD)
-    r = compile_kernel(backward, shape, cfg, cap=triton_config.max_registers(cfg.warps) if cfg.maxreg else None,
-                       ttgir=True)
+    r = compile_configured(backward, shape, cfg, ttgir=True)
     head = {"kernel": kind, **dict(zip(("L", "BN", "DK", "DH", "DV"), shape)), "config": str(cfg)}
     return [{**head, **row} for row in dot_layouts(r.get("ttgir", ""))] or [{**head, "error": r.get("error")}]
 
