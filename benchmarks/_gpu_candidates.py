@@ -20,13 +20,13 @@ def with_pre(cfg, precision: str = "ieee"):
 def candidates(D, depth, chunk) -> dict:
     """Launch configurations to time: ``{name: (forward config, backward config)}`` over the tile widths of
     ``triton_config.tile_width``: the first kernels' 4 warps (8 at 64-row chunks) with 3 stages, the same without
-    software pipelining (also with the register cap), twice the warps without it, tf32x3 products in the forward,
-    the current default, the default with the register cap (``maxreg``, ``maxreg-bwd``), the default forward with two
+    software pipelining (also with the register cap), twice the warps without it, tf32x3 products in the forward, the
+    current default, the default with the register cap (``maxreg``, ``maxreg-bwd``), the default forward with two
     pipeline stages (``fwd-s2``) and, at depth 2, reading q and k per tile (``reload``), its tile loops in passes
-    (``phased``, and at 4 warps ``phased-w4``), a tf32x3 forward in tiles twice the default's (``tf32x3-wide``,
-    :data:`RISKY`), the default backward with its pre-pass (``pre``), with that pass's products on the tensor cores
-    (``tf32x3-pre``) and with every product there (``tf32x3-bwd``; both :data:`RISKY`), and the forward split over
-    programs."""
+    (``phased``, at 4 warps ``phased-w4``, at 16 ``phased-w16``), a tf32x3 forward in tiles twice the default's
+    (``tf32x3-wide``, :data:`RISKY`), the default backward with its pre-pass (``pre``), with that pass's products on the
+    tensor cores (``tf32x3-pre``) and with every product there (``tf32x3-bwd``; both :data:`RISKY`), and the forward
+    split over programs."""
     kf, kb = kernel_keys(D, depth, chunk)
     tf, tb = tc.tile_width(*kf), tc.tile_width(*kb)
     w = 8 if kf[2] >= 64 else 4
@@ -61,6 +61,10 @@ def candidates(D, depth, chunk) -> dict:
         # the kernels in passes need little of it, so that one program's waits can hide behind the other's
         # (docs/benchmarks.md, "Instructions per chunk").
         out["phased-w4"] = tuple(dataclasses.replace(c, phased=True, warps=4, maxreg=True) for c in default)
+        # ... and at 16 warps with the cap (128 registers each): twice the warps in flight on the one SM a program
+        # takes, which the stall-bound loops may use better than fewer spills (docs/benchmarks.md, "Instructions per
+        # chunk": 10-27 cycles between a warp's instructions).
+        out["phased-w16"] = tuple(dataclasses.replace(c, phased=True, warps=16, maxreg=True) for c in default)
     # A tf32x3 forward in tiles twice the default's (at least 32: tf32x3 needs them) with the register cap: compiled
     # offline it fits an H100 at depth 2 / chunk 64, head dim 128 (32 wide, where the default's 16-wide tiles put
     # every product on the CUDA cores: 224 KB) and head dim 64 (64 wide: 176 KB); at 16-row chunks it spills 20-25 KB

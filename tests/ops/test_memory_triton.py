@@ -121,26 +121,25 @@ def _leaves(x):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("forward", ["seq", "split", "reload", "phased", "phased-w4", "tf32x3-wide", "pre",
-                                     "pre-tf32x3", "tf32x3-bwd", "tf32x3-bwd-phased"])
+@pytest.mark.parametrize("forward", ["seq", "split", "reload", "phased", "phased-w4", "phased-w16", "tf32x3-wide",
+                                     "pre", "pre-tf32x3", "tf32x3-bwd", "tf32x3-bwd-phased"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("L,D,hidden,chunk", [(1, 64, 64, 16), (2, 64, 256, 16), (2, 64, 256, 64), (1, 128, 128, 64),
                                               (2, 128, 512, 16), (2, 128, 512, 64)])
 def test_triton_on_cuda_realistic(monkeypatch, forward, dtype, tol, L, D, hidden, chunk):
     """The paper's sizes on a GPU: outputs, final state and every gradient of ``triton`` against ``chunk`` run in
-    float64 on the same (rounded) tokens. The bound is the dtype's (fp32: 1e-5; bf16 tokens with a float32 memory:
-    2e-2 on outputs and gradients, 1e-4 on the state), or, where the float32 ``chunk`` itself is further from float64
-    than that (measured: gradients of k at depth 2, head dim 128, about 2e-5), twice the float32 reference's error:
-    the kernel must be as accurate as the float32 reference, not more. ``forward``: one program per (batch row,
-    head), or the forward split over programs (``triton_split.py``; by default only at few programs and some
-    shapes, ``triton_seq.SPLIT_FEW``), or reading q and k again per weight tile (``reload``, depth 2), or its tile
-    loops in passes (``phased``, depth 2, both kernels; ``phased-w4``: at 4 warps with the register cap), or in
-    tiles twice the default's with tf32x3 products (``tf32x3-wide``, the GPU benchmark's candidate), or
-    (``pre``) the backward with its pre-pass (``KernelConfig.pre``), with its products on the tensor cores
-    (``pre-tf32x3``), or with every product of the backward there (``tf32x3-bwd``, and with its pass C in passes,
-    ``tf32x3-bwd-phased``: the GPU benchmark's candidates;
-    ``benchmarks/gpu_lease.sh`` runs the tf32x3 ones in a later process: tf32x3 has ended runs in an illegal memory
-    access)."""
+    float64 on the same (rounded) tokens. The bound is the dtype's (fp32: 1e-5; bf16 tokens with a float32 memory: 2e-2
+    on outputs and gradients, 1e-4 on the state), or, where the float32 ``chunk`` itself is further from float64 than
+    that (measured: gradients of k at depth 2, head dim 128, about 2e-5), twice the float32 reference's error: the
+    kernel must be as accurate as the float32 reference, not more. ``forward``: one program per (batch row, head), or
+    the forward split over programs (``triton_split.py``; by default only at few programs and some shapes,
+    ``triton_seq.SPLIT_FEW``), or reading q and k again per weight tile (``reload``, depth 2), or its tile loops in
+    passes (``phased``, depth 2, both kernels; ``phased-w4``, ``phased-w16``: at 4 or 16 warps with the register cap),
+    or in tiles twice the default's with tf32x3 products (``tf32x3-wide``, the GPU benchmark's candidate), or (``pre``)
+    the backward with its pre-pass (``KernelConfig.pre``), with its products on the tensor cores (``pre-tf32x3``), or
+    with every product of the backward there (``tf32x3-bwd``, and with its pass C in passes, ``tf32x3-bwd-phased``: the
+    GPU benchmark's candidates; ``benchmarks/gpu_lease.sh`` runs the tf32x3 ones in a later process: tf32x3 has ended
+    runs in an illegal memory access)."""
     import titans.ops.memory.triton_config as tc
     import titans.ops.memory.triton_seq as ts
     import titans.ops.memory.triton_seq_bwd as tb
@@ -156,15 +155,16 @@ def test_triton_on_cuda_realistic(monkeypatch, forward, dtype, tol, L, D, hidden
             pytest.skip("the benchmark offers tf32x3-wide at 64-row chunks where the default forward is ieee only")
         wide = lambda *key: tc.KernelConfig(max(32, 2 * base_w(*key).tile), 8, 1, "tf32x3", maxreg=True)  # noqa: E731
         monkeypatch.setattr(ts, "config_for", wide)
-    elif forward in ("reload", "phased", "phased-w4"):
+    elif forward in ("reload", "phased", "phased-w4", "phased-w16"):
+        name, _, warps = forward.partition("-w")
         if L == 1:
-            pytest.skip(f"KernelConfig.{forward.removesuffix('-w4')} is a depth-2 forward's")
+            pytest.skip(f"KernelConfig.{name} is a depth-2 forward's")
         base_f, base_b = ts.config_for, tb.config_for
-        w4 = {"warps": 4, "maxreg": True} if forward == "phased-w4" else {}
-        flag = {forward.removesuffix("-w4"): True}
-        monkeypatch.setattr(ts, "config_for", lambda *key: dataclasses.replace(base_f(*key), **flag, **w4))
+        cap = {"warps": int(warps), "maxreg": True} if warps else {}
+        flag = {name: True}
+        monkeypatch.setattr(ts, "config_for", lambda *key: dataclasses.replace(base_f(*key), **flag, **cap))
         if forward.startswith("phased"):  # both kernels
-            monkeypatch.setattr(tb, "config_for", lambda *key: dataclasses.replace(base_b(*key), phased=True, **w4))
+            monkeypatch.setattr(tb, "config_for", lambda *key: dataclasses.replace(base_b(*key), phased=True, **cap))
     elif forward.startswith("pre"):
         base = tb.config_for
         prec = forward.removeprefix("pre-") if "-" in forward else "ieee"
