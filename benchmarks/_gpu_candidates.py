@@ -56,6 +56,9 @@ def candidates(D, depth, chunk) -> dict:
         out["reload"] = (dataclasses.replace(default[0], reload=True), default[1])
         # ... both kernels' tile loops in passes through a scratch (KernelConfig.phased; triton_phased*.py)
         out["phased"] = tuple(dataclasses.replace(c, phased=True) for c in default)
+        # ... each kernel alone in passes (the other the default): which of the two ended run 13's CUDA context
+        out["phased-fwd"] = (dataclasses.replace(default[0], phased=True), default[1])
+        out["phased-bwd"] = (default[0], dataclasses.replace(default[1], phased=True))
         # ... at 4 warps with the register cap: compiled offline these run more instructions and spills per thread
         # than at 8, but fit two programs on an SM (255 registers x 128 threads each, and the shared memory) where
         # the kernels in passes need little of it, so that one program's waits can hide behind the other's
@@ -98,4 +101,7 @@ ONLY: list[str] = []  # set by --candidates: time only the candidates whose name
 # Candidates --tune times only where --candidates names them in full: never run on a GPU, and with tf32x3 products,
 # which have ended runs in an illegal memory access (ending the CUDA context, hence every later candidate and size):
 # gpu_lease.sh times them in a process of their own (LAST_CANDIDATES).
-RISKY = {"tf32x3-pre", "tf32x3-bwd", "tf32x3-bwd-phased", "tf32x3-wide"}
+# ``phased`` (8 warps, at both depth-2 / 64-row-chunk shapes) and ``tf32x3-bwd-phased`` did end run 13's (H100,
+# 2026-11-27); ``phased-w16`` passed the gpu tests there.
+RISKY = {"tf32x3-pre", "tf32x3-bwd", "tf32x3-bwd-phased", "tf32x3-wide", "phased", "phased-fwd", "phased-bwd",
+         "phased-w4"}
