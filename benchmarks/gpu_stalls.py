@@ -16,6 +16,10 @@ main reasons (``OUT/stalls_<candidates>.json``). A sample is a warp seen at an i
 not issuing (``selected``: it was issuing); so a line's share of the samples is its share of the kernel's warp time.
 
 Without CUDA (or without proton's CUPTI backend) it says so and exits 0; ``--report`` needs neither.
+
+Its one run on a GPU so far (run 13, H100, Triton 3.6, driver 580.159) ended in a segmentation fault for the
+default kernels, with nothing written: before another lease spends time on it, try it on the default configuration
+alone with a short ``STALLS_S``.
 """
 
 from __future__ import annotations

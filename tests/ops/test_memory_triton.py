@@ -121,8 +121,8 @@ def _leaves(x):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("forward", ["seq", "split", "reload", "phased", "phased-w4", "phased-w16", "tf32x3-wide",
-                                     "pre", "pre-tf32x3", "tf32x3-bwd", "tf32x3-bwd-phased"])
+@pytest.mark.parametrize("forward", ["seq", "split", "reload", "phased", "phased-w4", "phased-w16", "phased-bwd",
+                                     "tf32x3-wide", "pre", "pre-tf32x3", "tf32x3-bwd", "tf32x3-bwd-phased"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("L,D,hidden,chunk", [(1, 64, 64, 16), (2, 64, 256, 16), (2, 64, 256, 64), (1, 128, 128, 64),
                                               (2, 128, 512, 16), (2, 128, 512, 64)])
@@ -155,6 +155,11 @@ def test_triton_on_cuda_realistic(monkeypatch, forward, dtype, tol, L, D, hidden
             pytest.skip("the benchmark offers tf32x3-wide at 64-row chunks where the default forward is ieee only")
         wide = lambda *key: tc.KernelConfig(max(32, 2 * base_w(*key).tile), 8, 1, "tf32x3", maxreg=True)  # noqa: E731
         monkeypatch.setattr(ts, "config_for", wide)
+    elif forward == "phased-bwd":  # the backward alone in passes
+        if L == 1:
+            pytest.skip("KernelConfig.phased is a depth-2 kernel's")
+        base_b = tb.config_for
+        monkeypatch.setattr(tb, "config_for", lambda *key: dataclasses.replace(base_b(*key), phased=True))
     elif forward in ("reload", "phased", "phased-w4", "phased-w16"):
         name, _, warps = forward.partition("-w")
         if L == 1:

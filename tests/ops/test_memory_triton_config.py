@@ -136,9 +136,9 @@ def test_default_configurations():
     tf32x3 only where the device has TF32 tensor cores."""
     from titans.ops.memory import triton_config as tc
 
-    tuned = (False, 2, 64, 64, 256, 64)
-    assert str(tc.default_config(*tuned)) == tc.TUNED[tuned] == "32,8,1,tf32x3"
-    assert tc.default_config(*tuned, capability=(7, 5)) == tc.KernelConfig(32, 8, 1, "ieee")
+    tuned = (False, 2, 64, 128, 512, 128)
+    assert str(tc.default_config(*tuned)) == tc.TUNED[tuned] == "32,8,1,tf32x3,maxreg,reload"
+    assert tc.default_config(*tuned, capability=(7, 5)) == tc.KernelConfig(32, 8, 1, "ieee", maxreg=True, reload=True)
     tensor = tc.KernelConfig.parse(tc.TENSOR_CORE_BACKWARD)
     assert tc.for_device(tensor, (8, 0)) == tensor
     assert str(tc.for_device(tensor, (7, 5))) == "32,8,1,ieee,maxreg,pre"
@@ -146,7 +146,7 @@ def test_default_configurations():
     assert tc.default_config(True, 1, 64, 256, 256, 256) == tc.KernelConfig(16, 8, 3)
     assert tc.default_config(True, 2, 64, 256, 1024, 256) == tc.KernelConfig(16, 8, 1, maxreg=True)
     tuned_pre = tc.default_config(True, 2, 64, 128, 512, 128)
-    assert tuned_pre == tc.KernelConfig(16, 8, 1, maxreg=True, pre=True, pre_precision="tf32x3")
+    assert tuned_pre == tc.KernelConfig(16, 8, 1, maxreg=True, phased=True, pre=True, pre_precision="tf32x3")
     assert all(str(tc.KernelConfig.parse(c)) == c for c in tc.TUNED.values())
     assert tc.KernelConfig.parse("32,4,1,ieee,split") == tc.KernelConfig(32, 4, 1, split=True)
     assert str(tc.KernelConfig(32, 4, 1, split=True)) == "32,4,1,ieee,split"

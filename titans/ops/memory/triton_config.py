@@ -53,8 +53,9 @@ class KernelConfig:
     # pass C and D: triton_phased_bwd.py). Compiled offline the spill instructions a chunk runs fall 79-100%
     # (forward) and 48-83% (backward) against the defaults at the four depth-2 shapes, and the all-tensor-core
     # backward fits at head dim 128 / 64-row chunks (128 KB), with 79% fewer than the default backward there
-    # (docs/benchmarks.md, "in passes" and "Holding less"). Tuning candidates (``phased``, ``tf32x3-bwd-phased``), not
-    # yet timed.
+    # (docs/benchmarks.md, "in passes" and "Holding less"). Timed in run 14 (H100): the default at depth 2 / head
+    # dim 64 / 64-row chunks (both kernels, 16 warps, ieee) and for the backward at head dim 128 / 64-row chunks;
+    # with tf32x3 products in their loops they ended runs 13-15 in illegal memory accesses (:data:`TUNED`).
     phased: bool = False
     # Backward only: form the products of its tile loops that need nothing the loops accumulate before them, in
     # wide tiles, into a scratch buffer the loops read (triton_pre.py; docs/benchmarks.md, "How the products are laid
@@ -138,19 +139,20 @@ def tile_width(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int) -> in
 
 
 # Measured on an H100 (Triton 3.6; ``benchmarks/gpu_memory_op.py --tune``, 8 heads, 131K tokens per call, runs 3
-# to 6, 9, 11 and 12 of docs/benchmarks.md; the files are benchmarks/results/gpu_triton_configs_h100.json and
-# gpu_memory_op_h100_run{9,11,12}*.json): the fastest candidate per kernel shape, (backward, L, BN, DK, DH, DV) ->
+# to 6, 9, 11, 12 and 14 of docs/benchmarks.md; the files are benchmarks/results/gpu_triton_configs_h100.json and
+# gpu_memory_op_h100_run{9,11,12,14}*.json): the fastest candidate per kernel shape, (backward, L, BN, DK, DH, DV) ->
 # "tile,warps,stages,precision[,maxreg][,pre[-tf32x3]]" (KernelConfig.parse).
 TUNED = {
     (False, 2, 16, 64, 256, 64): "64,8,1,ieee", (True, 2, 16, 64, 256, 64): "32,8,1,ieee",
-    (False, 2, 64, 64, 256, 64): "32,8,1,tf32x3", (True, 2, 64, 64, 256, 64): "32,8,1,tf32x3,maxreg,pre-tf32x3",
+    (False, 2, 64, 64, 256, 64): "32,16,1,ieee,maxreg,phased",  # run 14
+    (True, 2, 64, 64, 256, 64): "32,16,1,ieee,maxreg,phased,pre",
     (False, 1, 16, 64, 64, 64): "64,8,1,ieee", (True, 1, 16, 64, 64, 64): "32,4,3,ieee",
     (False, 1, 64, 64, 64, 64): "32,16,1,ieee", (True, 1, 64, 64, 64, 64): "16,8,1,ieee",
     (False, 2, 16, 128, 512, 128): "32,8,2,ieee", (True, 2, 16, 128, 512, 128): "16,8,1,ieee,pre-tf32x3",
     (False, 1, 16, 128, 128, 128): "32,8,1,ieee", (True, 1, 16, 128, 128, 128): "16,4,3,ieee",  # runs 5, 6
     (False, 1, 64, 128, 128, 128): "16,16,2,ieee", (True, 1, 64, 128, 128, 128): "16,8,1,ieee,maxreg,pre-tf32x3",
     (False, 2, 64, 128, 512, 128): "32,8,1,tf32x3,maxreg,reload",  # runs 11, 12
-    (True, 2, 64, 128, 512, 128): "16,8,1,ieee,maxreg,pre-tf32x3",
+    (True, 2, 64, 128, 512, 128): "16,8,1,ieee,maxreg,phased,pre-tf32x3",  # run 14
 }
 # Run 9 (H100, 2K tokens, batch 64, 2026-11-27) tuned the four 2K sizes where ``triton`` had been slower than ``chunk``
 # over the default, the forward with two stages, pass P (``pre``) and the tensor-core backwards. At depth 1 / head
@@ -166,6 +168,13 @@ TUNED = {
 # Runs 11 and 12 (H100, 2K, batch 64): the depth-2 / head-dim-128 / 64-row-chunk forward in 32-wide tf32x3 tiles
 # (the ``tf32x3-wide`` candidate, 224 KB of shared memory) 392K tokens/s against 269K for the 16-wide ieee one, and
 # reading q and k per tile (``reload``) 402K against 391K in one process; both passed the gpu tests there.
+# Run 14 (H100, 2K, batch 64): the kernels in passes (KernelConfig.phased). At depth 2 / head dim 64 / 64-row chunks
+# both at 16 warps with the register cap, every product ieee (the ``phased-w16`` candidate, whose tf32x3 products the
+# compiler laid out 8 wide: launch ran them ieee, which is what these strings say): forward 1,974K tokens/s against
+# the 8-warp tf32x3 default's 1,570K, forward+backward 488K against 395K. At head dim 128 the backward in passes at
+# 8 warps (``phased-bwd``): forward+backward 114K against 94K. Both passed the gpu tests (fp32 and bf16). With tf32x3
+# products in their loops the kernels in passes ended in an illegal memory access or failed the gpu tests at both
+# shapes, without 8-wide products (runs 13-15: docs/benchmarks.md).
 TF32X3_MIN_TILE = 32
 # Pipeline stages at most with pass P (KernelConfig.pre): at depth 2 / head dim 64 / 64-row chunks, whose default
 # backward has 3 stages, pass P's scratch reads need 232 KB of shared memory at 3 (more than an H100's 227) and 188
