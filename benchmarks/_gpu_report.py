@@ -95,14 +95,16 @@ def report(paths) -> str:
 def candidates_table(runs) -> list[str]:
     """The ``--tune`` candidates of saved runs: thousands of tokens/s per launch configuration, with the registers
     and spilled 32-bit values per thread that Triton reported for each kernel (and "ran ieee" where `launch` ran a
-    tf32x3 configuration ieee, :func:`titans.ops.memory.triton_config.narrow_tf32`, and "PTX unread" where that check
-    found no PTX to read)."""
+    tf32x3 configuration ieee, :func:`titans.ops.memory.triton_config.narrow_tf32`, "loops ran ieee" where it ran a
+    kernel in passes' loops ieee, ``phased_loops_ieee``, and "PTX unread" where the first check found no PTX to
+    read)."""
     lines = ["", "| D | depth | chunk | T | candidate | forward config (regs / spills) | backward config (regs / "
              "spills) | max rel err | fwd | fwd+bwd |", "|" + "---|" * 10]
     for _, r in runs:
-        # "ran ieee": launch found 8-wide TF32 tensor-core products in its PTX (triton_config.narrow_tf32)
+        # "ran ieee": launch found 8-wide TF32 tensor-core products in its PTX (triton_config.narrow_tf32); "loops
+        # ran ieee": a kernel in passes (triton_config.phased_loops_ieee)
         regs = {(tuple(k["key"]), k["config"]): f"{k['regs']} / {k['spills']}"
-                + ("; ran ieee" if k.get("narrow tf32") else "")
+                + ("; ran ieee" if k.get("narrow tf32") else "; loops ran ieee" if k.get("phased loops ieee") else "")
                 + ("; PTX unread" if k.get("ptx read") is False else "")
                 for k in r.get("kernels", [])}
         for row in r["rows"]:

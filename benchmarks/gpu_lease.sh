@@ -9,7 +9,8 @@
 #    at most);
 # 3. the benchmark with --tune (the fastest configuration of each kernel shape without a measured one, written to
 #    $OUT/tuned.json), starting no new size once too little time is left for step 4;
-# 4. the gpu-marked tests again with the tuned configurations (TITANS_TRITON_CONFIGS).
+# 4. the gpu-marked tests of the tuned configurations (TITANS_TRITON_CONFIGS; the ``seq`` variant at every shape, which
+#    launches exactly those; FINAL_K: a pytest -k expression instead).
 # Optional environment: SIZES ('D,depth,chunk,T;...', default the grid at 8K then 2K), DEFAULT_TESTS=0 (skip the
 # first gpu tests), FINAL_TESTS=0 (skip step 4), BASELINES (gpu_memory_op's --baselines; '' for none), BASELINES_AT
 # (its --baselines-at: only at these sizes),
@@ -105,7 +106,7 @@ if [ "$STALLS_T" -gt 0 ]; then  # a process per candidate: a kernel that crashes
   done
 fi
 if [ "${FINAL_TESTS:-1}" = 1 ] && [ -f "$OUT/tuned.json" ] && [ "$(left)" -gt 30 ]; then
-  TITANS_TRITON_CONFIGS="$OUT/tuned.json" timeout $(( $(left) - 5 )) python3 -m pytest -v -m gpu -k "not tf32x3" \
+  TITANS_TRITON_CONFIGS="$OUT/tuned.json" timeout $(( $(left) - 5 )) python3 -m pytest -v -m gpu -k "${FINAL_K:-seq}" \
     -p no:cacheprovider -n 6 tests/ops/test_memory_triton.py > "$OUT/gpu_tests_tuned.log" 2>&1
   stamp "gpu tests (tuned configurations) rc=$?"
   tail -3 "$OUT/gpu_tests_tuned.log"

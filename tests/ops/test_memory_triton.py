@@ -139,7 +139,8 @@ def test_triton_on_cuda_realistic(monkeypatch, forward, dtype, tol, L, D, hidden
     the backward with its pre-pass (``KernelConfig.pre``), with its products on the tensor cores (``pre-tf32x3``), or
     with every product of the backward there (``tf32x3-bwd``, and with its pass C in passes, ``tf32x3-bwd-phased``: the
     GPU benchmark's candidates; ``benchmarks/gpu_lease.sh`` runs the tf32x3 ones in a later process: tf32x3 has ended
-    runs in an illegal memory access)."""
+    runs in an illegal memory access). The loops of the kernels in passes run ieee on a GPU even where a variant asks
+    for tf32x3 (``triton_config.phased_loops_ieee``), unless ``TITANS_TRITON_PHASED_TF32X3=1``."""
     import titans.ops.memory.triton_config as tc
     import titans.ops.memory.triton_seq as ts
     import titans.ops.memory.triton_seq_bwd as tb

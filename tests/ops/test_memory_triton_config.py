@@ -122,6 +122,47 @@ def test_tf32_products_laid_out_8_wide_run_as_ieee(monkeypatch, caplog, narrow, 
     assert tc.LAUNCHED[(tuple(key.values()), cfg)]["ptx read"] is True
 
 
+@pytest.mark.parametrize("allow", [False, True])
+@pytest.mark.parametrize("config", ["32,8,1,tf32x3,maxreg,phased,pre-tf32x3", "16,8,1,ieee,maxreg,phased,pre-tf32x3",
+                                    "32,8,1,tf32x3,maxreg,pre-tf32x3"])
+def test_tf32x3_loops_in_passes_run_as_ieee_on_a_device(monkeypatch, caplog, allow, config):
+    """On a device a kernel in passes (``PHASED``) runs its loops' products ieee where its configuration asks for
+    tf32x3 (every H100 launch of those crashed, runs 13-15), with a warning, unless ``TITANS_TRITON_PHASED_TF32X3=1``;
+    pass P's tf32x3 stays, kernels without passes and the interpreter run as configured."""
+    from titans.ops.memory import triton_config as tc
+
+    ran = []
+
+    class Compiled:
+        asm = {"ptx": "wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32 {...};\n"}
+
+    class Kernel:
+        def warmup(self, *args, grid, **kw):
+            return Compiled()
+
+        def __getitem__(self, grid):
+            def run(*args, PREC, PPREC, **kw):
+                ran.append((PREC, PPREC))
+            return run
+
+    monkeypatch.setattr(tc, "LAUNCHED", {})
+    monkeypatch.setenv("TITANS_TRITON_PHASED_TF32X3", "1" if allow else "0")
+    key = dict(backward=True, L=2, BN=64, DK=64, DH=256, DV=64)
+    cfg = tc.KernelConfig.parse(config)
+    asked = (tc.PRECISIONS[cfg.precision], tc.pre_precision(cfg))
+    for interpret in ("1", "0"):
+        monkeypatch.setenv("TRITON_INTERPRET", interpret)
+        tc.LAUNCHED.clear()
+        ran.clear()
+        with caplog.at_level("WARNING"):
+            caplog.clear()
+            tc.launch(Kernel(), (1,), (), cfg=cfg, PPREC=tc.pre_precision(cfg), PHASED=cfg.phased, **key)
+        guarded = interpret == "0" and cfg.phased and cfg.precision == "tf32x3" and not allow
+        assert ran == [(0, asked[1]) if guarded else asked]
+        assert ("kernels in passes" in caplog.text) == guarded
+        assert tc.LAUNCHED[(tuple(key.values()), cfg)]["phased loops ieee"] == guarded
+
+
 def test_narrow_tf32_reads_the_product_width():
     from titans.ops.memory import triton_config as tc
 

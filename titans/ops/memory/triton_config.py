@@ -273,23 +273,41 @@ def narrow_tf32(ptx: str) -> bool:
 TF32_WGMMA = re.compile(r"wgmma\.mma_async\.sync\.aligned\.m64n(\d+)k8\.f32\.tf32\.tf32")
 
 
+def phased_loops_ieee(cfg: KernelConfig, consts: dict) -> bool:
+    """Whether a kernel in passes (the constant ``PHASED``) runs its tile loops' products ieee although ``cfg`` asks
+    for tf32x3: on a device, unless ``TITANS_TRITON_PHASED_TF32X3=1``. Every H100 launch of tf32x3 products in
+    those loops ended in an illegal memory access (runs 13-15, Triton 3.6; docs/benchmarks.md), without the 8-wide
+    products of :func:`narrow_tf32`; pass P's tf32x3 products in the same kernels ran and agreed with ``chunk``, so
+    they stay. Triton's interpreter runs them as asked (the CPU tests cover that code)."""
+    return (bool(consts.get("PHASED")) and cfg.precision != "ieee"
+            and os.environ.get("TRITON_INTERPRET", "0") != "1"
+            and os.environ.get("TITANS_TRITON_PHASED_TF32X3", "0") != "1")
+
+
 def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: int, DV: int,
            cfg: KernelConfig | None = None, **consts):
     """Launch ``kernel`` with ``cfg`` (default: its shape's configuration), halving the tile while the device refuses
     it (``OutOfResources``); ``grid``: a tuple, or a function of the tile width that returns one. Before the first
     launch of a configuration with tf32x3 products (``PREC`` or pass P's ``PPREC``) it compiles the kernel without
     running it and, where the compiler laid a product out 8 columns wide on the tensor cores (:func:`narrow_tf32`),
-    runs every product ieee instead, with a warning (``LAUNCHED`` records both, and whether there was PTX to read).
-    Returns Triton's compiled kernel (``n_regs``, ``n_spills``, ``metadata.shared``)."""
+    runs every product ieee instead, with a warning (``LAUNCHED`` records both, and whether there was PTX to read);
+    the tile loops of the kernels in passes run ieee too (:func:`phased_loops_ieee`, with a warning). Returns
+    Triton's compiled kernel (``n_regs``, ``n_spills``, ``metadata.shared``)."""
     key = (backward, L, BN, DK, DH, DV)
     cfg = cfg or config_for(*key)
     first = (key, cfg) not in LAUNCHED
     th = streamed_tile(cfg, L, DK, DH) if first else LAUNCHED[(key, cfg)]["tile"]
     narrow = False if first else LAUNCHED[(key, cfg)]["narrow tf32"]
     read = None  # whether the tf32 check saw PTX (None: no check; the interpreter has none)
+    loops_ieee = phased_loops_ieee(cfg, consts)
+    if first and loops_ieee:
+        logger.warning("triton: %s kernel %s, config %s: tf32x3 products in the loops of the kernels in passes ended "
+                       "every H100 run in an illegal memory access (Triton 3.6); running them ieee "
+                       "(TITANS_TRITON_PHASED_TF32X3=1 runs them as configured)",
+                       "backward" if backward else "forward", key[1:], cfg)
     while True:
         try:
-            prec = tile_precision(cfg, th, narrow)
+            prec = 0 if loops_ieee else tile_precision(cfg, th, narrow)
             extra = {"maxnreg": max_registers(cfg.warps)} if cfg.maxreg else {}
             call = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, PREC=prec, num_warps=cfg.warps,
                         num_stages=cfg.stages, **extra, **consts)
@@ -317,5 +335,5 @@ def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: 
             LAUNCHED[(key, cfg)] = {"tile": th, "regs": getattr(compiled, "n_regs", None),
                                     "spills": getattr(compiled, "n_spills", None),
                                     "shared": getattr(getattr(compiled, "metadata", None), "shared", None),
-                                    "narrow tf32": narrow, "ptx read": read}
+                                    "narrow tf32": narrow, "ptx read": read, "phased loops ieee": loops_ieee}
         return compiled
