@@ -23,11 +23,11 @@ def candidates(D, depth, chunk) -> dict:
     ``triton_config.tile_width``: the first kernels' 4 warps (8 at 64-row chunks) with 3 stages, the same without
     software pipelining (also with the register cap), twice the warps without it, tf32x3 products in the forward, the
     current default, the default with the register cap (``maxreg``, ``maxreg-bwd``), the default forward with two
-    pipeline stages (``fwd-s2``) and, at depth 2, reading q and k per tile (``reload``), its tile loops in passes
-    (``phased``, at 4 warps ``phased-w4``, at 16 ``phased-w16``), a tf32x3 forward in tiles twice the default's
-    (``tf32x3-wide``, :data:`RISKY`), the default backward with its pre-pass (``pre``), with that pass's products on the
-    tensor cores (``tf32x3-pre``) and with every product there (``tf32x3-bwd``; both :data:`RISKY`), and the forward
-    split over programs."""
+    pipeline stages (``fwd-s2``; the backward ``bwd-s2``, both ``s2``) and, at depth 2, reading q and k per tile
+    (``reload``), its tile loops in passes (``phased``, at 4 warps ``phased-w4``, at 16 ``phased-w16``, two 8-warp
+    programs per SM ``phased-x2``), a tf32x3 forward in tiles twice the default's (``tf32x3-wide``, :data:`RISKY`), the
+    default backward with its pre-pass (``pre``), with that pass's products on the tensor cores (``tf32x3-pre``) and
+    with every product there (``tf32x3-bwd``; both :data:`RISKY`), and the forward split over programs."""
     kf, kb = kernel_keys(D, depth, chunk)
     tf, tb = tc.tile_width(*kf), tc.tile_width(*kb)
     w = 8 if kf[2] >= 64 else 4
@@ -76,6 +76,10 @@ def candidates(D, depth, chunk) -> dict:
         # takes, which the stall-bound loops may use better than fewer spills (docs/benchmarks.md, "Instructions per
         # chunk": 10-27 cycles between a warp's instructions).
         out["phased-w16"] = tuple(dataclasses.replace(c, phased=True, warps=16, maxreg=True) for c in default)
+        # ... and as two 8-warp programs per SM at 128 registers (KernelConfig.programs): the same 16 warps, whose
+        # barriers hold up only their own program's
+        out["phased-x2"] = tuple(dataclasses.replace(c, phased=True, warps=8, maxreg=True, programs=2)
+                                 for c in default)
     # A tf32x3 forward in tiles twice the default's (at least 32: tf32x3 needs them) with the register cap: compiled
     # offline it fits an H100 at depth 2 / chunk 64, head dim 128 (32 wide, where the default's 16-wide tiles put
     # every product on the CUDA cores: 224 KB) and head dim 64 (64 wide: 176 KB); at 16-row chunks it spills 20-25 KB

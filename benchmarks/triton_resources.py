@@ -149,8 +149,8 @@ def compile_configured(backward: bool, shape, cfg, ttgir: bool = False) -> dict:
     """:func:`compile_kernel` as ``cfg`` launches: with the register cap where it has ``maxreg``."""
     from titans.ops.memory import triton_config
 
-    return compile_kernel(backward, shape, cfg, cap=triton_config.max_registers(cfg.warps) if cfg.maxreg else None,
-                          ttgir=ttgir)
+    cap = triton_config.max_registers(cfg.warps, cfg.programs) if cfg.maxreg else None
+    return compile_kernel(backward, shape, cfg, cap=cap, ttgir=ttgir)
 
 
 def _candidate_row(job) -> dict:

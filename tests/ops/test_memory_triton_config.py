@@ -212,6 +212,15 @@ def test_default_configurations():
     with pytest.raises(ValueError, match="KernelConfig.pre_precision='tf32'"):
         tc.KernelConfig(16, 8, 1, pre=True, pre_precision="tf32")
     assert [tc.max_registers(w) for w in (4, 8, 16)] == [255, 255, 128]
+    # two programs per SM under the cap
+    two = tc.KernelConfig(32, 8, 1, maxreg=True, programs=2, phased=True)
+    assert tc.KernelConfig.parse("32,8,1,ieee,maxreg2,phased") == two and str(two) == "32,8,1,ieee,maxreg2,phased"
+    assert [tc.max_registers(w, 2) for w in (4, 8, 16)] == [255, 128, 64]
+    with pytest.raises(ValueError, match="expected"):
+        tc.KernelConfig.parse("32,8,1,ieee,maxreg,maxreg2")
+    for programs, maxreg in ((2, False), (3, True)):
+        with pytest.raises(ValueError, match=f"KernelConfig.programs={programs}"):
+            tc.KernelConfig(32, 8, 1, maxreg=maxreg, programs=programs)
 
 
 def test_a_forward_that_does_not_fit_the_device_falls_back_to_chunk(caplog, monkeypatch):
@@ -279,3 +288,38 @@ def test_the_backward_probe_runs_the_kernels_and_changes_nothing(monkeypatch):
     compare(inp, leaves, 8, "gelu", 11)  # the second call: 8 + 2 tokens after the first call's 3 of a chunk
     assert len(mem._BACKWARD) == 3 and all(why is None for why in mem._BACKWARD.values())
 
+
+
+@pytest.mark.parametrize("config,cap", [("32,8,1,ieee", None), ("32,8,1,ieee,maxreg", 255),
+                                        ("32,16,1,ieee,maxreg", 128), ("32,8,1,ieee,maxreg2", 128)])
+def test_launch_caps_the_registers_as_configured(monkeypatch, config, cap):
+    """``maxreg`` gives ptxas a register cap (``maxnreg``) that leaves the SM's registers to one program of the
+    configuration's warps, ``maxreg2`` to two; without either there is none."""
+    from titans.ops.memory import triton_config as tc
+
+    seen = []
+
+    class Kernel:
+        def __getitem__(self, grid):
+            def run(*args, **kw):
+                seen.append(kw.get("maxnreg"))
+            return run
+
+    monkeypatch.setattr(tc, "LAUNCHED", {})
+    tc.launch(Kernel(), (1,), (), cfg=tc.KernelConfig.parse(config), backward=False, L=2, BN=64, DK=64, DH=256,
+              DV=64)
+    assert seen == [cap]
+
+
+def test_offline_compiles_take_the_constants_launch_would(monkeypatch):
+    """``triton_compile.kernel_constants`` (what ``benchmarks/triton_resources.py`` compiles) runs the loops of a
+    kernel in passes ieee where ``launch`` would on a device, and as configured with the override."""
+    from titans.ops.memory.triton_compile import kernel_constants
+    from titans.ops.memory.triton_config import KernelConfig
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    phased, plain = KernelConfig.parse("32,8,1,tf32x3,maxreg,phased"), KernelConfig.parse("32,8,1,tf32x3,maxreg")
+    for backward in (False, True):
+        for allow, cfg, prec in (("0", phased, 0), ("1", phased, 1), ("0", plain, 1)):
+            monkeypatch.setenv("TITANS_TRITON_PHASED_TF32X3", allow)
+            assert kernel_constants(backward, (2, 64, 64, 256, 64), cfg)["PREC"] == prec

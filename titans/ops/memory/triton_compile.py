@@ -15,7 +15,8 @@ def kernel_constants(backward: bool, shape: tuple, cfg, th: int | None = None, p
     """The compile-time constants of the forward or backward kernel of ``shape = (L, BN, DK, DH, DV)`` under launch
     configuration ``cfg``, as ``triton_config.launch`` passes them: tile ``th`` (default the configuration's, at most
     the streamed width) and ``precision`` (default: ieee below ``TF32X3_MIN_TILE``); the forward as training runs it
-    (``save``)."""
+    (``save``), and with the loops of a kernel in passes ieee where ``launch`` would run them so
+    (``triton_config.phased_loops_ieee``) unless ``precision`` is given."""
     from . import triton_config, triton_seq, triton_seq_bwd
 
     L, BN, DK, DH, DV = shape
@@ -23,8 +24,12 @@ def kernel_constants(backward: bool, shape: tuple, cfg, th: int | None = None, p
     prec = triton_config.PRECISIONS[precision] if precision else triton_config.tile_precision(cfg, th)
     consts = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, PREC=prec)
     if backward:
-        return {**consts, **triton_seq_bwd.backward_constants(L, BN, DK, DH, cfg, act, norm, residual)}
-    return {**consts, **triton_seq.forward_constants(L, cfg, act, norm, residual, save)}
+        consts.update(triton_seq_bwd.backward_constants(L, BN, DK, DH, cfg, act, norm, residual))
+    else:
+        consts.update(triton_seq.forward_constants(L, cfg, act, norm, residual, save))
+    if not precision and triton_config.phased_loops_ieee(cfg, consts):
+        consts["PREC"] = 0
+    return consts
 
 
 def kernel_fn(backward: bool):

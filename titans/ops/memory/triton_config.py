@@ -41,6 +41,11 @@ class KernelConfig:
     # ptxas of Triton 3.6 / 3.8 settled on 32-128 registers per thread for several of these kernels and spilled the
     # rest (docs/benchmarks.md: "Registers").
     maxreg: bool = False
+    # With ``maxreg``: how many programs of ``warps`` warps the cap leaves an SM's registers for (1 or 2; ``maxreg2``
+    # in the text). Two 8-warp programs at 128 registers put 16 warps on an SM as two independent programs, whose
+    # barriers and waits do not hold each other up (the kernels in passes fit two programs' shared memory at both
+    # 64-row-chunk depth-2 shapes, at most 112 KB each; benchmarks/results/triton_stages.json). Not yet timed.
+    programs: int = 1
     # Forward only, one program per head: at depth 2 read the chunk's q and k again for each weight tile instead of
     # holding them ([chunk, D] each) in registers through the tile loop (at depth 1 only the residual's q is re-read).
     # Compiled offline (Triton 3.6) its spill bytes fall 32% at head dim 128 / 64-row chunks, 12% at head dim 64 /
@@ -73,26 +78,32 @@ class KernelConfig:
             raise ValueError(f"KernelConfig.pre_precision={self.pre_precision!r} needs pre=True (it is pass P's)")
         if self.tile < 16 or self.tile & (self.tile - 1):
             raise ValueError(f"KernelConfig.tile={self.tile}: expected a power of two >= 16")
+        if self.programs not in (1, 2) or (self.programs > 1 and not self.maxreg):
+            raise ValueError(f"KernelConfig.programs={self.programs}: expected 1, or 2 with maxreg=True")
 
     @classmethod
     def parse(cls, text: str) -> KernelConfig:
-        """``'TH,warps,stages[,precision[,split][,maxreg][,reload][,phased][,pre|,pre-tf32x3]]'``, e.g.
+        """``'TH,warps,stages[,precision[,split][,maxreg|,maxreg2][,reload][,phased][,pre|,pre-tf32x3]]'``, e.g.
         ``'32,8,1,ieee'``, ``'32,4,1,ieee,split'``, ``'16,8,1,ieee,maxreg,pre-tf32x3'``."""
         parts = text.split(",")
         flags = parts[4:]
-        if (len(parts) < 3 or not set(flags) <= {"split", "maxreg", "reload", "phased", "pre", "pre-tf32x3"}
-                or len(set(flags)) != len(flags) or {"pre", "pre-tf32x3"} <= set(flags)):
-            raise ValueError(f"kernel config {text!r}: expected "
-                             "'tile,warps,stages[,precision[,split][,maxreg][,reload][,phased][,pre|,pre-tf32x3]]'")
+        if (len(parts) < 3
+                or not set(flags) <= {"split", "maxreg", "maxreg2", "reload", "phased", "pre", "pre-tf32x3"}
+                or len(set(flags)) != len(flags) or {"pre", "pre-tf32x3"} <= set(flags)
+                or {"maxreg", "maxreg2"} <= set(flags)):
+            raise ValueError(f"kernel config {text!r}: expected 'tile,warps,stages[,precision[,split][,maxreg|,maxreg2]"
+                             "[,reload][,phased][,pre|,pre-tf32x3]]'")
         pre3 = "pre-tf32x3" in flags
         return cls(int(parts[0]), int(parts[1]), int(parts[2]), *(parts[3:4] or ["ieee"]), split="split" in flags,
-                   maxreg="maxreg" in flags, reload="reload" in flags, phased="phased" in flags,
-                   pre="pre" in flags or pre3, pre_precision="tf32x3" if pre3 else "ieee")
+                   maxreg="maxreg" in flags or "maxreg2" in flags, programs=2 if "maxreg2" in flags else 1,
+                   reload="reload" in flags, phased="phased" in flags, pre="pre" in flags or pre3,
+                   pre_precision="tf32x3" if pre3 else "ieee")
 
     def __str__(self) -> str:
         pre = ",pre" + ("" if self.pre_precision == "ieee" else f"-{self.pre_precision}") if self.pre else ""
         return (f"{self.tile},{self.warps},{self.stages},{self.precision}" + (",split" if self.split else "")
-                + (",maxreg" if self.maxreg else "") + (",reload" if self.reload else "")
+                + ((",maxreg" + ("2" if self.programs == 2 else "")) if self.maxreg else "")
+                + (",reload" if self.reload else "")
                 + (",phased" if self.phased else "") + pre)
 
 
@@ -117,9 +128,10 @@ def tile_precision(cfg: KernelConfig, th: int, narrow: bool = False) -> int:
     return PRECISIONS[cfg.precision if th >= TF32X3_MIN_TILE and not narrow else "ieee"]
 
 
-def max_registers(warps: int) -> int:
-    """Registers per thread that let one program of ``warps`` warps use a whole SM's 64K registers (at most 255)."""
-    return min(255, 65536 // (32 * warps))
+def max_registers(warps: int, programs: int = 1) -> int:
+    """Registers per thread that let ``programs`` programs of ``warps`` warps share an SM's 64K registers (at most
+    255)."""
+    return min(255, 65536 // (32 * warps * programs))
 
 
 def pre_precision(cfg: KernelConfig) -> int:
@@ -308,7 +320,7 @@ def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: 
     while True:
         try:
             prec = 0 if loops_ieee else tile_precision(cfg, th, narrow)
-            extra = {"maxnreg": max_registers(cfg.warps)} if cfg.maxreg else {}
+            extra = {"maxnreg": max_registers(cfg.warps, cfg.programs)} if cfg.maxreg else {}
             call = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, PREC=prec, num_warps=cfg.warps,
                         num_stages=cfg.stages, **extra, **consts)
             if narrow and "PPREC" in call:
