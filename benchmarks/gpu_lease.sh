@@ -22,7 +22,10 @@
 # _gpu_candidates.RISKY: a candidate that may end the CUDA context ends only its own process); STALLS (candidates,
 # e.g. 'default,phased': after that, in the last STALLS_S seconds (default 120) before step 4, each one's kernels
 # sampled for their stall reasons at STALLS_SIZES (default '128,2,64,2048'), a process per candidate:
-# benchmarks/gpu_stalls.py, files stalls_<candidate>.{hatchet,json,log}).
+# benchmarks/gpu_stalls.py, files stalls_<candidate>.{hatchet,json,log}); PROFILE (implementations, e.g.
+# 'chunk,triton': then, in the last PROFILE_S seconds (default 90) before step 4, one profiled forward and
+# forward+backward call of each at PROFILE_SIZES (default '128,2,64,2048'), kernel time by kernel and kind:
+# benchmarks/gpu_profile.py, files profile.{json,log}).
 # Logs and JSON go to $OUT (or /tmp/gpu_out); all but device.log, bench.log and the benchmark's JSON end up in
 # logs.tgz. The wheels (.gitignore has .whl; the lent machine has torch, triton, einops, numpy):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
@@ -70,7 +73,8 @@ stamp "compiled ($(grep -c ^compiled "$OUT/compile.log") done, $(grep -c ^FAILED
 RESERVE=$([ "${FINAL_TESTS:-1}" = 1 ] && echo 100 || echo 10)
 LAST=$([ -n "${LAST_CANDIDATES:-}" ] && echo "${LAST_S:-150}" || echo 0)
 STALLS_T=$([ -n "${STALLS:-}" ] && echo "${STALLS_S:-120}" || echo 0)
-RESERVE=$(( RESERVE + LAST + STALLS_T ))
+PROFILE_T=$([ -n "${PROFILE:-}" ] && echo "${PROFILE_S:-90}" || echo 0)
+RESERVE=$(( RESERVE + LAST + STALLS_T + PROFILE_T ))
 timeout $(( $(left) - RESERVE )) python3 benchmarks/gpu_memory_op.py --tune --tune-out "$OUT/tuned.json" \
   "${GRID[@]}" --repeats 2 --budget-s $(( $(left) - RESERVE - 70 )) --out "$OUT/gpu_memory_op.json" \
   --baselines "${BASELINES-titans-pytorch,fla}" --baselines-at "${BASELINES_AT:-}" \
@@ -94,6 +98,7 @@ if [ "$LAST" -gt 0 ]; then  # two thirds of LAST_S timing (a process per candida
   stamp "gpu tests (${LAST_TESTS:-$LAST_CANDIDATES}) rc=$?"
   tail -3 "$OUT/gpu_tests_last.log"
 fi
+RESERVE=$(( RESERVE - LAST ))  # what the steps after this one keep (each gives its own back when done)
 if [ "$STALLS_T" -gt 0 ]; then  # a process per candidate: a kernel that crashes ends only its own
   IFS=, read -r -a NAMES <<< "$STALLS"
   for n in "${!NAMES[@]}"; do
@@ -105,6 +110,13 @@ if [ "$STALLS_T" -gt 0 ]; then  # a process per candidate: a kernel that crashes
     grep '^## ' "$OUT/stalls_$name.log" | cut -c1-200
   done
 fi
+RESERVE=$(( RESERVE - STALLS_T ))
+if [ "$PROFILE_T" -gt 0 ]; then
+  timeout $(( $(left) - RESERVE + PROFILE_T )) python3 benchmarks/gpu_profile.py \
+    --sizes "${PROFILE_SIZES:-128,2,64,2048}" --impls "$PROFILE" --out "$OUT/profile.json" > "$OUT/profile.log" 2>&1
+  stamp "profile rc=$?"
+  grep '^## ' "$OUT/profile.log" | cut -c1-220
+fi
 if [ "${FINAL_TESTS:-1}" = 1 ] && [ -f "$OUT/tuned.json" ] && [ "$(left)" -gt 30 ]; then
   TITANS_TRITON_CONFIGS="$OUT/tuned.json" timeout $(( $(left) - 5 )) python3 -m pytest -v -m gpu -k "${FINAL_K:-seq}" \
     -p no:cacheprovider -n 6 tests/ops/test_memory_triton.py > "$OUT/gpu_tests_tuned.log" 2>&1
@@ -114,5 +126,5 @@ fi
 stamp done
 # At most 8 files come back from a lent machine: the logs beyond the first two, the tuned configurations and the
 # stall samples in one.
-cd "$OUT" && tar czf logs.tgz --remove-files $(ls -- *.log tuned*.json stalls_* 2>/dev/null | sort -u \
+cd "$OUT" && tar czf logs.tgz --remove-files $(ls -- *.log tuned*.json stalls_* profile* 2>/dev/null | sort -u \
   | grep -vx 'device.log\|bench.log')
