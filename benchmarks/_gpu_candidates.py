@@ -80,6 +80,12 @@ def candidates(D, depth, chunk) -> dict:
         # barriers hold up only their own program's
         out["phased-x2"] = tuple(dataclasses.replace(c, phased=True, warps=8, maxreg=True, programs=2)
                                  for c in default)
+    if depth == 2:  # chunk's loop with each piece in four launches over every head and hidden tile (triton_piece.py;
+        # its backward is chunk's): compiled offline (Triton 3.6) none of these has 8-wide TF32 products at the two
+        # 64-row-chunk shapes; the tf32x3 ones are RISKY (a kernel no GPU has run)
+        for name, text in (("piece", "32,8,1,tf32x3"), ("piece-ieee", "32,8,1,ieee"), ("piece-w4", "32,4,1,tf32x3"),
+                           ("piece-t64", "64,8,1,tf32x3")):
+            out[name] = (tc.KernelConfig.parse(text + ",piece"), default[1])
     # A tf32x3 forward in tiles twice the default's (at least 32: tf32x3 needs them) with the register cap: compiled
     # offline it fits an H100 at depth 2 / chunk 64, head dim 128 (32 wide, where the default's 16-wide tiles put
     # every product on the CUDA cores: 224 KB) and head dim 64 (64 wide: 176 KB); at 16-row chunks it spills 20-25 KB
@@ -116,6 +122,6 @@ ONLY: list[str] = []  # set by --candidates: time only the candidates whose name
 # tf32x3 in the loops of the kernels in passes (``phased`` at 8 warps, ``phased-fwd``, ``phased-bwd`` at head dim 64,
 # ``tf32x3-bwd-phased``) did end runs 13-15 (H100, 2026-11-27); ``launch`` now runs those loops ieee on a device
 # (``triton_config.phased_loops_ieee``) unless TITANS_TRITON_PHASED_TF32X3=1, so only with that set are they risky.
-RISKY = {"tf32x3-pre", "tf32x3-bwd", "tf32x3-bwd-phased", "tf32x3-wide"}
+RISKY = {"tf32x3-pre", "tf32x3-bwd", "tf32x3-bwd-phased", "tf32x3-wide", "piece", "piece-w4", "piece-t64"}
 if os.environ.get("TITANS_TRITON_PHASED_TF32X3", "0") == "1":
     RISKY |= {"phased", "phased-fwd", "phased-bwd", "phased-w4"}

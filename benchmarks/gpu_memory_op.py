@@ -101,6 +101,8 @@ def inputs(B, T, H, D, depth, dtype=torch.float32, grad=False):
 def segments(B, T, H, D, depth, chunk, device="cuda") -> int:
     """Checkpointed segments ``triton``'s forward+backward runs in at this size (``triton_op.save_budget``; 1: every
     chunk's state kept, more: one extra forward)."""
+    if tc.config_for(*kernel_keys(D, depth, chunk)[0]).piece:  # chunk's loop (triton_piece.py): no segments
+        return 1
     dims = memory_dims(D, depth)
     W = [torch.empty(B, H, dims[i], dims[i + 1], device="meta") for i in range(depth)]
     n = T // chunk
@@ -384,7 +386,8 @@ def main():
                     row[f"triton/{base} {name}"] = tok / row[f"{base} {name} tok_s"]
         result["rows"].append(row)
         result["elapsed_s"] = time.time() - start
-        result["kernels"] = [{"key": list(key), "config": str(cfg), **v} for (key, cfg), v in tc.LAUNCHED.items()]
+        result["kernels"] = [{"key": list(slot[0]), "config": str(slot[1]), **({"part": slot[2]} if slot[2:] else {}),
+                              **v} for slot, v in tc.LAUNCHED.items()]
         print(json.dumps(row), flush=True)
         write_results(args.out, result)
     cols = ["D", "depth", "chunk", "T", "B", "max_rel_err"] + [f"{i} {n} tok_s" for n in ("fwd", "fwd+bwd")

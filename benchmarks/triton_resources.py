@@ -174,13 +174,22 @@ def _kernel_row(job) -> dict:
     from titans.ops.memory import triton_config
 
     kind, shape, text = job
-    r = compile_configured(kind == "bwd", shape, triton_config.KernelConfig.parse(text))
+    cfg = triton_config.KernelConfig.parse(text)
+    if kind.startswith("piece-"):  # one of triton_piece.py's launches: its loops (errors, output) over the tiles
+        from titans.ops.memory.triton_compile import piece_kernel
+
+        fn, consts = piece_kernel(kind.removeprefix("piece-"), shape, cfg)
+        cap = triton_config.max_registers(cfg.warps, cfg.programs) if cfg.maxreg else None
+        r = compile_report(fn, consts, cfg.warps, cfg.stages, cap, trips=shape[3] // consts["TH"])
+    else:
+        r = compile_configured(kind == "bwd", shape, cfg)
     return {"kernel": kind, **dict(zip(("L", "BN", "DK", "DH", "DV"), shape)), "config": text,
             "shared KiB": round(r["shared_KiB"]) if "shared_KiB" in r else None, "registers": r.get("registers"),
             "programs per SM": r.get("programs_per_SM"),
             "spills run per chunk": r.get("spills_per_chunk", r.get("error")),
-            "instructions per chunk": r.get("instructions_per_chunk"), "wgmma serialized": r.get("wgmma_serialized"),
-            "mix": r.get("mix"), "ops": r.get("ops"), "top lines": r.get("top_lines")}
+            "instructions per chunk": r.get("instructions_per_chunk"), "tf32 wgmma": r.get("tf32_wgmma"),
+            "wgmma serialized": r.get("wgmma_serialized"), "mix": r.get("mix"), "ops": r.get("ops"),
+            "top lines": r.get("top_lines")}
 
 
 def _run(worker, work, jobs: int, out: str) -> None:
@@ -311,7 +320,8 @@ def main():
     ap.add_argument("--wgmma", action="store_true", help="instead: the TF32 tensor-core products, by width, of the "
                     "tf32x3 kernels the H100 runs crashed on or ran")
     ap.add_argument("--kernels", default=None, metavar="KERNELS", help="instead: these kernels, "
-                    "'fwd|bwd:L,BN,DK,DH,DV:config;...' (config as KernelConfig.parse), e.g. the configurations a "
+                    "'fwd|bwd|piece-PART:L,BN,DK,DH,DV:config;...' (config as KernelConfig.parse; PART: one of "
+                    "triton_compile.PIECE_PARTS), e.g. the configurations a "
                     "GPU run timed")
     ap.add_argument("--names", default="", help="with --candidates: only names starting with these (comma-separated)")
     ap.add_argument("--jobs", type=int, default=1, help="with --registers or --candidates: compile in this many "

@@ -122,7 +122,8 @@ def _leaves(x):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("forward", ["seq", "split", "reload", "phased", "phased-w4", "phased-w16", "phased-bwd",
-                                     "tf32x3-wide", "pre", "pre-tf32x3", "tf32x3-bwd", "tf32x3-bwd-phased"])
+                                     "tf32x3-wide", "pre", "pre-tf32x3", "tf32x3-bwd", "tf32x3-bwd-phased", "piece",
+                                     "piece-ieee"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("L,D,hidden,chunk", [(1, 64, 64, 16), (2, 64, 256, 16), (2, 64, 256, 64), (1, 128, 128, 64),
                                               (2, 128, 512, 16), (2, 128, 512, 64)])
@@ -138,9 +139,10 @@ def test_triton_on_cuda_realistic(monkeypatch, forward, dtype, tol, L, D, hidden
     or in tiles twice the default's with tf32x3 products (``tf32x3-wide``, the GPU benchmark's candidate), or (``pre``)
     the backward with its pre-pass (``KernelConfig.pre``), with its products on the tensor cores (``pre-tf32x3``), or
     with every product of the backward there (``tf32x3-bwd``, and with its pass C in passes, ``tf32x3-bwd-phased``: the
-    GPU benchmark's candidates; ``benchmarks/gpu_lease.sh`` runs the tf32x3 ones in a later process: tf32x3 has ended
-    runs in an illegal memory access). The loops of the kernels in passes run ieee on a GPU even where a variant asks
-    for tf32x3 (``triton_config.phased_loops_ieee``), unless ``TITANS_TRITON_PHASED_TF32X3=1``."""
+    GPU benchmark's candidates), or ``chunk``'s loop with each piece's forward over every head at once (``piece``,
+    ``piece-ieee``: ``triton_piece.py``; ``benchmarks/gpu_lease.sh`` runs the tf32x3 ones in a later process: tf32x3 has
+    ended runs in an illegal memory access). The loops of the kernels in passes run ieee on a GPU even where a variant
+    asks for tf32x3 (``triton_config.phased_loops_ieee``), unless ``TITANS_TRITON_PHASED_TF32X3=1``."""
     import titans.ops.memory.triton_config as tc
     import titans.ops.memory.triton_seq as ts
     import titans.ops.memory.triton_seq_bwd as tb
@@ -156,6 +158,15 @@ def test_triton_on_cuda_realistic(monkeypatch, forward, dtype, tol, L, D, hidden
             pytest.skip("the benchmark offers tf32x3-wide at 64-row chunks where the default forward is ieee only")
         wide = lambda *key: tc.KernelConfig(max(32, 2 * base_w(*key).tile), 8, 1, "tf32x3", maxreg=True)  # noqa: E731
         monkeypatch.setattr(ts, "config_for", wide)
+    elif forward.startswith("piece"):  # chunk's loop with triton_piece.py's forward (depth 2)
+        if L == 1:
+            pytest.skip("KernelConfig.piece is a depth-2 forward's")
+        import titans.ops.memory.triton_op as op
+        import titans.ops.memory.triton_piece as tp
+
+        piece = tc.KernelConfig.parse("32,8,1," + ("ieee" if forward.endswith("ieee") else "tf32x3") + ",piece")
+        for module in (op, tp):
+            monkeypatch.setattr(module, "config_for", lambda *key: piece if not key[0] else tc.config_for(*key))
     elif forward == "phased-bwd":  # the backward alone in passes
         if L == 1:
             pytest.skip("KernelConfig.phased is a depth-2 kernel's")

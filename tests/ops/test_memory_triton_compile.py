@@ -1,7 +1,8 @@
 """The Triton kernels compile for an H100 (sm_90) on a machine without CUDA (``titans.ops.memory.triton_compile``):
 the interpreter tests run the kernels as Python, which accepts code the compiler rejects (a host function called
 from a kernel passed them once and failed to compile). A few small shapes and the configurations' code paths: plain,
-q and k per tile, the tile loops in passes, pass P, tf32x3 products (the phased backward's transposed tiles)."""
+q and k per tile, the tile loops in passes, pass P, tf32x3 products (the phased backward's transposed tiles), and the
+piece kernels (``triton_piece.py``)."""
 
 from __future__ import annotations
 
@@ -24,16 +25,23 @@ CASES = [  # (backward, (L, BN, DK, DH, DV), config)
     (True, (2, 32, 32, 64, 32), "32,8,1,tf32x3,maxreg,phased,pre-tf32x3"),
     (True, (2, 16, 128, 128, 128), "32,8,1,tf32x3,maxreg,phased"),  # head dim 128: pass 3 in column halves
     (True, (1, 16, 32, 32, 32), "16,8,1,ieee,pre"),
+    # triton_piece.py's four launches (tf32x3, 32-row pieces)
+    *(("piece-" + part, (2, 32, 32, 64, 32), "32,4,1,tf32x3,piece") for part in ("keys", "errors", "tiles", "output")),
 ]
 
 SCRIPT = """
 import json, sys
-from titans.ops.memory.triton_compile import compile_kernel
+from titans.ops.memory.triton_compile import compile_kernel, compile_offline, piece_kernel
 from titans.ops.memory.triton_config import KernelConfig
 out = []
 for backward, shape, text in json.loads(sys.argv[1]):
     try:
-        k = compile_kernel(backward, tuple(shape), KernelConfig.parse(text))
+        cfg = KernelConfig.parse(text)
+        if isinstance(backward, str):  # one of triton_piece.py's launches
+            fn, consts = piece_kernel(backward.removeprefix("piece-"), tuple(shape), cfg)
+            k = compile_offline(fn, consts, cfg.warps, cfg.stages)
+        else:
+            k = compile_kernel(backward, tuple(shape), cfg)
         out.append([backward, shape, text, None, len(k.asm["cubin"])])
     except Exception as exc:
         out.append([backward, shape, text, f"{type(exc).__name__}: {str(exc)[:300]}", 0])

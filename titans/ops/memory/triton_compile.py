@@ -65,3 +65,24 @@ def compile_kernel(backward: bool, shape: tuple, cfg, th: int | None = None, pre
     :func:`kernel_constants`)."""
     return compile_offline(kernel_fn(backward), kernel_constants(backward, shape, cfg, th, precision), cfg.warps,
                            cfg.stages, maxnreg, arch)
+
+
+PIECE_PARTS = ("keys", "errors", "tiles", "output")
+
+
+def piece_kernel(part: str, shape: tuple, cfg, th: int | None = None, act: str = "gelu", norm: bool = True,
+                 residual: bool = True):
+    """``(kernel, constants)`` of one of ``triton_piece.py``'s four launches (``part``: :data:`PIECE_PARTS`) for
+    ``shape = (2, BN, DK, DH, DV)`` under ``cfg``, as ``triton_config.launch`` passes them."""
+    from . import triton_config, triton_piece, triton_seq
+
+    if part not in PIECE_PARTS:
+        raise ValueError(f"part={part!r}: expected one of {PIECE_PARTS}")
+    L, BN, DK, DH, DV = shape
+    th = th or triton_config.streamed_tile(cfg, L, DK, DH)
+    consts = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, PREC=triton_config.tile_precision(cfg, th))
+    if part != "keys":
+        consts["ACT"] = triton_seq._ACT[act]
+    if part in ("errors", "output"):
+        consts.update(NORM=norm, RES=residual)
+    return getattr(triton_piece, f"_{part}_kernel"), consts

@@ -62,6 +62,10 @@ class KernelConfig:
     # dim 64 / 64-row chunks (both kernels, 16 warps, ieee) and for the backward at head dim 128 / 64-row chunks;
     # with tf32x3 products in their loops they ended runs 13-15 in illegal memory accesses (:data:`TUNED`).
     phased: bool = False
+    # Forward only, depth 2: the chunk loop of ``chunk.py`` with each chunk's passes in four launches over every
+    # (batch row, head) and hidden tile (``triton_piece.py``) instead of one program per head walking the chunks;
+    # the backward then is ``chunk``'s (``piece.piece_backward``). Not yet timed.
+    piece: bool = False
     # Backward only: form the products of its tile loops that need nothing the loops accumulate before them, in
     # wide tiles, into a scratch buffer the loops read (triton_pre.py; docs/benchmarks.md, "How the products are laid
     # out"). Timed in run 9: the default at the head-dim-128 shapes' backwards.
@@ -83,20 +87,21 @@ class KernelConfig:
 
     @classmethod
     def parse(cls, text: str) -> KernelConfig:
-        """``'TH,warps,stages[,precision[,split][,maxreg|,maxreg2][,reload][,phased][,pre|,pre-tf32x3]]'``, e.g.
+        """``'TH,warps,stages[,precision[,split][,maxreg|,maxreg2][,reload][,phased][,piece][,pre|,pre-tf32x3]]'``, e.g.
         ``'32,8,1,ieee'``, ``'32,4,1,ieee,split'``, ``'16,8,1,ieee,maxreg,pre-tf32x3'``."""
         parts = text.split(",")
         flags = parts[4:]
         if (len(parts) < 3
-                or not set(flags) <= {"split", "maxreg", "maxreg2", "reload", "phased", "pre", "pre-tf32x3"}
+                or not set(flags) <= {"split", "maxreg", "maxreg2", "reload", "phased", "piece", "pre", "pre-tf32x3"}
                 or len(set(flags)) != len(flags) or {"pre", "pre-tf32x3"} <= set(flags)
                 or {"maxreg", "maxreg2"} <= set(flags)):
             raise ValueError(f"kernel config {text!r}: expected 'tile,warps,stages[,precision[,split][,maxreg|,maxreg2]"
-                             "[,reload][,phased][,pre|,pre-tf32x3]]'")
+                             "[,reload][,phased][,piece][,pre|,pre-tf32x3]]'")
         pre3 = "pre-tf32x3" in flags
         return cls(int(parts[0]), int(parts[1]), int(parts[2]), *(parts[3:4] or ["ieee"]), split="split" in flags,
                    maxreg="maxreg" in flags or "maxreg2" in flags, programs=2 if "maxreg2" in flags else 1,
-                   reload="reload" in flags, phased="phased" in flags, pre="pre" in flags or pre3,
+                   reload="reload" in flags, phased="phased" in flags, piece="piece" in flags,
+                   pre="pre" in flags or pre3,
                    pre_precision="tf32x3" if pre3 else "ieee")
 
     def __str__(self) -> str:
@@ -104,7 +109,7 @@ class KernelConfig:
         return (f"{self.tile},{self.warps},{self.stages},{self.precision}" + (",split" if self.split else "")
                 + ((",maxreg" + ("2" if self.programs == 2 else "")) if self.maxreg else "")
                 + (",reload" if self.reload else "")
-                + (",phased" if self.phased else "") + pre)
+                + (",phased" if self.phased else "") + (",piece" if self.piece else "") + pre)
 
 
 def q_transposed(BN: int, DK: int) -> bool:
@@ -297,19 +302,22 @@ def phased_loops_ieee(cfg: KernelConfig, consts: dict) -> bool:
 
 
 def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: int, DV: int,
-           cfg: KernelConfig | None = None, **consts):
+           cfg: KernelConfig | None = None, part: str | None = None, **consts):
     """Launch ``kernel`` with ``cfg`` (default: its shape's configuration), halving the tile while the device refuses
     it (``OutOfResources``); ``grid``: a tuple, or a function of the tile width that returns one. Before the first
     launch of a configuration with tf32x3 products (``PREC`` or pass P's ``PPREC``) it compiles the kernel without
     running it and, where the compiler laid a product out 8 columns wide on the tensor cores (:func:`narrow_tf32`),
     runs every product ieee instead, with a warning (``LAUNCHED`` records both, and whether there was PTX to read);
     the tile loops of the kernels in passes run ieee too (:func:`phased_loops_ieee`, with a warning). Returns
-    Triton's compiled kernel (``n_regs``, ``n_spills``, ``metadata.shared``)."""
+    Triton's compiled kernel (``n_regs``, ``n_spills``, ``metadata.shared``). ``part``: which of several kernels of
+    one shape and configuration this is (``triton_piece.py``'s four), each then with its own ``LAUNCHED`` record
+    (keyed ``(key, cfg, part)``)."""
     key = (backward, L, BN, DK, DH, DV)
     cfg = cfg or config_for(*key)
-    first = (key, cfg) not in LAUNCHED
-    th = streamed_tile(cfg, L, DK, DH) if first else LAUNCHED[(key, cfg)]["tile"]
-    narrow = False if first else LAUNCHED[(key, cfg)]["narrow tf32"]
+    slot = (key, cfg) if part is None else (key, cfg, part)
+    first = slot not in LAUNCHED
+    th = streamed_tile(cfg, L, DK, DH) if first else LAUNCHED[slot]["tile"]
+    narrow = False if first else LAUNCHED[slot]["narrow tf32"]
     read = None  # whether the tf32 check saw PTX (None: no check; the interpreter has none)
     loops_ieee = phased_loops_ieee(cfg, consts)
     if first and loops_ieee:
@@ -344,8 +352,8 @@ def launch(kernel, grid, args, *, backward: bool, L: int, BN: int, DK: int, DH: 
             th //= 2
             continue
         if first:  # the tile that launched is the one to start from next time
-            LAUNCHED[(key, cfg)] = {"tile": th, "regs": getattr(compiled, "n_regs", None),
-                                    "spills": getattr(compiled, "n_spills", None),
-                                    "shared": getattr(getattr(compiled, "metadata", None), "shared", None),
-                                    "narrow tf32": narrow, "ptx read": read, "phased loops ieee": loops_ieee}
+            LAUNCHED[slot] = {"tile": th, "regs": getattr(compiled, "n_regs", None),
+                              "spills": getattr(compiled, "n_spills", None),
+                              "shared": getattr(getattr(compiled, "metadata", None), "shared", None),
+                              "narrow tf32": narrow, "ptx read": read, "phased loops ieee": loops_ieee}
         return compiled

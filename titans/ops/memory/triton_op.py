@@ -184,6 +184,8 @@ def memory_update_triton(q, k, v, alpha, eta, theta, params, momentum=None, *, c
     if why is None and weights[0].dtype != torch.float32:
         why = f"memory dtype {weights[0].dtype} (the kernels keep a float32 memory)"
     kw = dict(chunk_size=chunk_size, activation=activation, norm=norm, residual=residual)
+    if why is None and len(weights) == 2 and _piece_config(weights, v, chunk_size).piece:
+        return _pieces(q, k, v, alpha, eta, theta, params, momentum, weights, **kw)
     if why is None:
         try:
             return _kernels(q, k, v, alpha, eta, theta, params, momentum, weights, **kw)
@@ -192,6 +194,25 @@ def memory_update_triton(q, k, v, alpha, eta, theta, params, momentum=None, *, c
         except DoesNotFit as exc:
             why = str(exc)
     return _fallback(why, q, k, v, alpha, eta, theta, params, momentum, weights, **kw)
+
+
+def _piece_config(weights, v, chunk: int):
+    """The forward's launch configuration of a depth-2 call's shape (``KernelConfig.piece``: the chunk loop with
+    ``triton_piece.py``'s kernels)."""
+    return config_for(False, 2, block_rows(chunk), weights[0].shape[-2], weights[0].shape[-1], v.shape[-1])
+
+
+def _pieces(q, k, v, alpha, eta, theta, params, momentum, weights, **kw):
+    """``chunk``'s loop over chunks with each piece's forward in ``triton_piece.py``'s four launches over every
+    (batch row, head); the backward is ``chunk``'s (``piece.piece_backward``). Half-precision tokens are computed
+    in float32, as ``chunk`` computes them."""
+    from .triton_piece import piece_forward_triton
+
+    low = q.dtype if q.dtype != weights[0].dtype else None
+    if low is not None:
+        q, k, v = q.float(), k.float(), v.float()
+    o, state = memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum, piece=piece_forward_triton, **kw)
+    return (o if low is None else o.to(low)), state
 
 
 def _kernels(q, k, v, alpha, eta, theta, params, momentum, weights, *, chunk_size, activation, norm, residual):

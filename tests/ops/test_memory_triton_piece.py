@@ -1,0 +1,106 @@
+"""``KernelConfig.piece`` (``triton_piece.py``): ``chunk``'s loop over chunks with each piece's forward in four
+launches over every (batch row, head) and hidden tile, in Triton's interpreter on CPU: the piece against
+``piece.piece_forward`` in float64, and whole calls of ``impl="triton"`` against ``impl="chunk"`` (outputs, final
+state and every gradient; fp32, relative RMS error <= 1e-5)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from ..conftest import rel_err
+from .memory_cases import make_inputs
+from .triton_cases import TOL, compare
+
+triton = pytest.importorskip("triton")
+
+
+def _piece_inputs(B, H, n, D, DH, resume, seed=0):
+    from titans.ops.memory.chunk import decay_coefficients
+
+    g = torch.Generator().manual_seed(seed)
+
+    def mk(*shape, scale=1.0):
+        return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
+
+    q, k, v = mk(B, H, n, D), mk(B, H, n, D), mk(B, H, n, D)
+    alpha, eta, theta = (torch.rand(2, B, H, n, generator=g, dtype=torch.float64) * s for s in (0.1, 0.9, 0.5))
+    beta, gamma, C, hv, M = decay_coefficients(alpha, eta, theta)
+    coef = (beta, gamma, C, beta[..., n - 1], gamma[..., n - 1], C[..., n - 1, :n], hv[..., n - 1], M[..., n - 1, :n])
+    W = [mk(B, H, D, DH, scale=0.2), mk(B, H, DH, D, scale=0.1)]
+    S = [mk(B, H, D, DH, scale=0.05), mk(B, H, DH, D, scale=0.05)]
+    G = [w + mk(*w.shape, scale=0.01) for w in W] if resume else W  # resuming mid-chunk: gradients at G != W
+    norm = (1 + mk(H, D, scale=0.1), mk(H, D, scale=0.1))
+    return q, k, v, coef, G, W, S, norm
+
+
+@pytest.mark.parametrize("n,D,DH,tile,act,nr,resume", [
+    (12, 16, 64, 16, "gelu", True, False),   # a partial piece (12 of 16 rows), four tiles
+    (16, 16, 64, 32, "silu", False, True),   # no norm or residual, gradients at other weights (a resumed chunk)
+    (32, 32, 64, 64, "relu", True, True),    # one tile; 32 rows
+])
+def test_a_piece_matches_the_pytorch_piece(n, D, DH, tile, act, nr, resume):
+    from titans.ops.memory.piece import piece_forward
+    from titans.ops.memory.triton_config import KernelConfig
+    from titans.ops.memory.triton_piece import piece_forward_triton
+
+    q, k, v, coef, G, W, S, norm = _piece_inputs(2, 3, n, D, DH, resume)
+    norm = norm if nr else None
+    ref = piece_forward(q, k, v, coef, G, W, S, norm, act, nr)
+    f = [t.float() for t in (q, k, v)]
+    o, Wn, Sn = piece_forward_triton(*f, tuple(c.float() for c in coef), [x.float() for x in G],
+                                     [x.float() for x in W], [x.float() for x in S],
+                                     None if norm is None else tuple(x.float() for x in norm), act, nr,
+                                     cfg=KernelConfig(tile, 4, 1, piece=True))
+    assert o.dtype == torch.float32 and o.shape == ref[0].shape
+    assert rel_err(o, ref[0]) <= TOL
+    for got, want in zip([*Wn, *Sn], [*ref[1], *ref[2]]):
+        assert rel_err(got, want) <= TOL
+
+
+def test_expanded_weights_are_read_in_place():
+    """Weights shared over the batch (an expanded, stride-0 batch) give what their copies give."""
+    from titans.ops.memory.triton_config import KernelConfig
+    from titans.ops.memory.triton_piece import piece_forward_triton
+
+    q, k, v, coef, G, W, S, norm = _piece_inputs(2, 2, 16, 16, 32, False, seed=1)
+    f32 = [[x[:1].float().expand(2, *x.shape[1:]) for x in ws] for ws in (W, S)]
+    args = (q.float(), k.float(), v.float(), tuple(c.float() for c in coef))
+    cfg = KernelConfig(16, 4, 1, piece=True)
+    a = piece_forward_triton(*args, f32[0], f32[0], f32[1], None, "gelu", True, cfg=cfg)
+    b = piece_forward_triton(*args, [x.contiguous() for x in f32[0]], [x.contiguous() for x in f32[0]],
+                             [x.contiguous() for x in f32[1]], None, "gelu", True, cfg=cfg)
+    for x, y in zip([a[0], *a[1], *a[2]], [b[0], *b[1], *b[2]]):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("chunk,T,cut,nr,act,D,hidden,tile", [
+    (16, 35, 19, True, "gelu", 16, 64, 16),    # four tiles, mid-chunk resume
+    (16, 37, 21, False, "silu", 16, 64, 32),   # two tiles, no norm or residual
+    (8, 29, 3, True, "relu", 16, 32, 16),      # 8-row chunks padded to 16 rows
+])
+def test_calls_in_pieces_match_chunk(monkeypatch, chunk, T, cut, nr, act, D, hidden, tile):
+    import titans.ops.memory.triton_config as tc
+    import titans.ops.memory.triton_op as op
+    import titans.ops.memory.triton_piece as tp
+
+    base = tc.config_for
+    pieces = lambda *key: dataclasses.replace(base(*key), tile=tile, piece=True) if not key[0] else base(*key)  # noqa
+    for module in (op, tp):
+        monkeypatch.setattr(module, "config_for", pieces)
+    monkeypatch.setattr(tc, "LAUNCHED", {})
+    inp, leaves = make_inputs(B=2, T=T, H=2, D=D, L=2, hidden=hidden, per_layer=True, norm=nr, residual=nr,
+                              dtype=torch.float32, requires_grad=True)
+    compare(inp, leaves, chunk, act, cut)
+    # the four kernels ran, at the configured tile (or at the hidden width where that is narrower)
+    ran = {slot[2]: v["tile"] for slot, v in tc.LAUNCHED.items() if len(slot) == 3}
+    assert ran == dict.fromkeys(("keys", "errors", "tiles", "output"), min(tile, hidden))
+
+
+def test_the_configuration_text_names_the_pieces():
+    from titans.ops.memory.triton_config import KernelConfig
+
+    cfg = KernelConfig.parse("32,8,1,tf32x3,maxreg,piece")
+    assert cfg == KernelConfig(32, 8, 1, "tf32x3", maxreg=True, piece=True) and str(cfg) == "32,8,1,tf32x3,maxreg,piece"

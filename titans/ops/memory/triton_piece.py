@@ -1,0 +1,244 @@
+"""Triton kernels for one piece of the chunk form over every (batch row, head) at once: ``piece.piece_forward``'s
+forward at depth 2 in four launches, for ``chunk.memory_update_chunk``'s loop over chunks (``KernelConfig.piece``).
+
+Why: ``triton_seq.py`` gives a whole head to one program, which walks every chunk with the head's weights streamed
+through it in tiles. Where the weights are large (depth 2, head dim 128: 512 KB of weights and as much momentum per
+head) such a program keeps its SM busy at a few percent of the SM's arithmetic, and ``chunk``, whose every product
+is batched over all heads, is 2.5x faster (docs/benchmarks.md, runs 13-15). Here each pass of a piece is one launch
+with a program per (batch row, head), or per (batch row, head) and hidden tile, so the device holds many small
+independent programs, and what crosses tiles goes through global memory between launches. Per piece of ``n`` rows
+(``BN``: ``n`` rounded up to a power of two >= 16; the padded rows are zero and never stored), hidden width ``DH``
+in tiles of ``TH`` columns:
+
+* ``_keys_kernel`` (a program per head and tile): ``z0 = k G0`` on the tile's columns, kept in a scratch;
+* ``_errors_kernel`` (per head): the keys through the memory ``zk = sigma(z0) G1`` (summed over tiles), the errors
+  ``delta_L`` (the LayerNorm backward of ``2 (M(k) - v)``) and ``C_0 * (q k^T)``;
+* ``_tiles_kernel`` (per head and tile): ``delta_0``, both layers' new weights and momentum on the tile, and the
+  queries' first layer ``x_1 = sigma(zeta_0)``, kept;
+* ``_output_kernel`` (per head): ``z = beta_1 x_1 W_1 + gamma_1 x_1 S_1 - (C_1 * x_1 a_1^T) delta_L`` (summed over
+  tiles), its LayerNorm and the residual.
+
+The backward is ``piece.piece_backward`` (PyTorch), as for ``chunk``. One launch configuration for all four
+(``KernelConfig``: tile, warps, precision; ``triton_config.launch`` halves a launch's tile while the device refuses
+it and runs tf32x3 products laid out 8 wide as ieee). Not yet timed on a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from .triton_blocks import HAS_TRITON
+from .triton_config import KernelConfig, config_for, launch
+from .triton_seq import _ACT, block_rows
+
+if HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+    from .triton_blocks import _act, _act_bwd, _errors, _ln, _mm, _norm_params
+
+    @triton.jit
+    def _tok(ptr, s_b, s_h, s_t, b, h, rn, mask, C: tl.constexpr):
+        """Rows ``rn`` (zero where ``~mask``) of batch row ``b``, head ``h`` of a token tensor, float32 ``[BN, C]``."""
+        c = tl.arange(0, C)
+        return tl.load(ptr + b * s_b + h * s_h + rn[:, None] * s_t + c[None, :], mask=mask[:, None],
+                       other=0.0).to(tl.float32)
+
+    @triton.jit
+    def _wt(ptr, s_b, s_h, b, h, r0, c0, ld, R: tl.constexpr, C: tl.constexpr):
+        """The ``[R, C]`` tile at ``(r0, c0)`` of batch row ``b``, head ``h`` of ``[B, H, ., ld]`` weights."""
+        r = r0 + tl.arange(0, R)
+        c = c0 + tl.arange(0, C)
+        return tl.load(ptr + b * s_b + h * s_h + r[:, None] * ld + c[None, :])
+
+    @triton.jit
+    def _hid(ptr, pid, c0, BN: tl.constexpr, DH: tl.constexpr, TH: tl.constexpr):
+        """Columns ``c0 .. c0 + TH`` of head ``pid``'s ``[BN, DH]`` scratch rows."""
+        rn = tl.arange(0, BN)
+        c = c0 + tl.arange(0, TH)
+        return ptr + pid * BN * DH + rn[:, None] * DH + c[None, :]
+
+    @triton.jit
+    def _keys_kernel(k_ptr, sk_b, sk_h, sk_t, G0_ptr, sg0_b, sg0_h, z0_ptr, n, H, L: tl.constexpr, BN: tl.constexpr,
+                     DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, PREC: tl.constexpr):
+        pid = tl.program_id(0).to(tl.int64)
+        j = tl.program_id(1)
+        b, h = pid // H, pid % H
+        rn = tl.arange(0, BN)
+        k = _tok(k_ptr, sk_b, sk_h, sk_t, b, h, rn, rn < n, DK)
+        tl.store(_hid(z0_ptr, pid, j * TH, BN, DH, TH), _mm(k, _wt(G0_ptr, sg0_b, sg0_h, b, h, 0, j * TH, DH, DK, TH),
+                                                              PREC))
+
+    @triton.jit
+    def _errors_kernel(q_ptr, sq_b, sq_h, sq_t, k_ptr, sk_b, sk_h, sk_t, v_ptr, sv_b, sv_h, sv_t, G1_ptr, sg1_b,
+                       sg1_h, lnw_ptr, lnb_ptr, C_ptr, z0_ptr, dl_ptr, cp_ptr, n, H, L: tl.constexpr,
+                       BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr,
+                       ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr, PREC: tl.constexpr):
+        pid = tl.program_id(0).to(tl.int64)
+        b, h = pid // H, pid % H
+        rn = tl.arange(0, BN)
+        rv = tl.arange(0, DV)
+        mask = rn < n
+        zk = tl.zeros([BN, DV], dtype=tl.float32)
+        for j in range(DH // TH):
+            a1 = _act(tl.load(_hid(z0_ptr, pid, j * TH, BN, DH, TH)), ACT)
+            zk += _mm(a1, _wt(G1_ptr, sg1_b, sg1_h, b, h, j * TH, 0, DV, TH, DV), PREC)
+        k = _tok(k_ptr, sk_b, sk_h, sk_t, b, h, rn, mask, DK)
+        v = _tok(v_ptr, sv_b, sv_h, sv_t, b, h, rn, mask, DV)
+        lw, lb = _norm_params(lnw_ptr, lnb_ptr, h, DV, NORM)
+        dlast, _, _, _ = _errors(zk, k, v, lw, lb, mask, DV, NORM, RES)
+        tl.store(dl_ptr + pid * BN * DV + rn[:, None] * DV + rv[None, :], dlast)
+        q = _tok(q_ptr, sq_b, sq_h, sq_t, b, h, rn, mask, DK)
+        sq = pid * BN * BN + rn[:, None] * BN + rn[None, :]
+        tl.store(cp_ptr + sq, tl.load(C_ptr + sq) * _mm(q, tl.trans(k), PREC))  # layer 0's C: the first BH
+
+    @triton.jit
+    def _tiles_kernel(q_ptr, sq_b, sq_h, sq_t, k_ptr, sk_b, sk_h, sk_t, G1_ptr, sg1_b, sg1_h,
+                      W0_ptr, sw0_b, sw0_h, S0_ptr, ss0_b, ss0_h, W1_ptr, sw1_b, sw1_h, S1_ptr, ss1_b, ss1_h,
+                      W0o_ptr, S0o_ptr, W1o_ptr, S1o_ptr, bg_ptr, cn_ptr, mn_ptr, scal_ptr, z0_ptr, dl_ptr, cp_ptr,
+                      x1_ptr, n, H, BH, L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr,
+                      DV: tl.constexpr, TH: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr):
+        pid = tl.program_id(0).to(tl.int64)
+        j = tl.program_id(1)
+        b, h = pid // H, pid % H
+        rn = tl.arange(0, BN)
+        rk = tl.arange(0, DK)
+        rv = tl.arange(0, DV)
+        c = j * TH + tl.arange(0, TH)
+        mask = rn < n
+        # Coefficients, zero on padded rows (layer l of head pid at l * BH + pid): beta and gamma [L, BH, 2, BN],
+        # c_n and m_n [L, BH, BN], (beta_n, gamma_n, h_n) [L, BH, 3].
+        beta0 = tl.load(bg_ptr + pid * 2 * BN + rn)
+        gamma0 = tl.load(bg_ptr + pid * 2 * BN + BN + rn)
+        cn0 = tl.load(cn_ptr + pid * BN + rn)
+        mn0 = tl.load(mn_ptr + pid * BN + rn)
+        cn1 = tl.load(cn_ptr + (BH + pid) * BN + rn)
+        mn1 = tl.load(mn_ptr + (BH + pid) * BN + rn)
+        bn0, gn0, hn0 = tl.load(scal_ptr + pid * 3), tl.load(scal_ptr + pid * 3 + 1), tl.load(scal_ptr + pid * 3 + 2)
+        o1 = (BH + pid) * 3
+        bn1, gn1, hn1 = tl.load(scal_ptr + o1), tl.load(scal_ptr + o1 + 1), tl.load(scal_ptr + o1 + 2)
+
+        z0 = tl.load(_hid(z0_ptr, pid, j * TH, BN, DH, TH))
+        a1 = _act(z0, ACT)
+        dlast = tl.load(dl_ptr + pid * BN * DV + rn[:, None] * DV + rv[None, :])
+        # delta_0 = sigma'(z0) * (delta_L G1[j, :]^T)
+        d0 = _act_bwd(_mm(dlast, tl.trans(_wt(G1_ptr, sg1_b, sg1_h, b, h, j * TH, 0, DV, TH, DV)), PREC), z0, ACT)
+        # The first layer's new weights and momentum on columns j: - k^T (c_n delta_0), - k^T (m_n delta_0).
+        k = _tok(k_ptr, sk_b, sk_h, sk_t, b, h, rn, mask, DK)
+        W0j = _wt(W0_ptr, sw0_b, sw0_h, b, h, 0, j * TH, DH, DK, TH)
+        S0j = _wt(S0_ptr, ss0_b, ss0_h, b, h, 0, j * TH, DH, DK, TH)
+        w0 = pid * DK * DH + rk[:, None] * DH + c[None, :]
+        tl.store(W0o_ptr + w0, bn0 * W0j + gn0 * S0j - _mm(tl.trans(k), cn0[:, None] * d0, PREC))
+        tl.store(S0o_ptr + w0, hn0 * S0j - _mm(tl.trans(k), mn0[:, None] * d0, PREC))
+        # The second layer's on rows j: - a_1^T (c_n delta_L), - a_1^T (m_n delta_L).
+        W1j = _wt(W1_ptr, sw1_b, sw1_h, b, h, j * TH, 0, DV, TH, DV)
+        S1j = _wt(S1_ptr, ss1_b, ss1_h, b, h, j * TH, 0, DV, TH, DV)
+        w1 = pid * DH * DV + c[:, None] * DV + rv[None, :]
+        tl.store(W1o_ptr + w1, bn1 * W1j + gn1 * S1j - _mm(tl.trans(a1), cn1[:, None] * dlast, PREC))
+        tl.store(S1o_ptr + w1, hn1 * S1j - _mm(tl.trans(a1), mn1[:, None] * dlast, PREC))
+        # The queries' first layer on columns j.
+        q = _tok(q_ptr, sq_b, sq_h, sq_t, b, h, rn, mask, DK)
+        CP0 = tl.load(cp_ptr + pid * BN * BN + rn[:, None] * BN + rn[None, :])
+        zeta0 = beta0[:, None] * _mm(q, W0j, PREC) + gamma0[:, None] * _mm(q, S0j, PREC) - _mm(CP0, d0, PREC)
+        tl.store(_hid(x1_ptr, pid, j * TH, BN, DH, TH), _act(zeta0, ACT))
+
+    @triton.jit
+    def _output_kernel(q_ptr, sq_b, sq_h, sq_t, o_ptr, so_b, so_h, so_t, W1_ptr, sw1_b, sw1_h, S1_ptr, ss1_b,
+                       ss1_h, lnw_ptr, lnb_ptr, bg_ptr, C_ptr, z0_ptr, dl_ptr, x1_ptr, n, H, BH, L: tl.constexpr,
+                       BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr,
+                       ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr, PREC: tl.constexpr):
+        pid = tl.program_id(0).to(tl.int64)
+        b, h = pid // H, pid % H
+        rn = tl.arange(0, BN)
+        rv = tl.arange(0, DV)
+        mask = rn < n
+        beta1 = tl.load(bg_ptr + (BH + pid) * 2 * BN + rn)
+        gamma1 = tl.load(bg_ptr + (BH + pid) * 2 * BN + BN + rn)
+        zw = tl.zeros([BN, DV], dtype=tl.float32)
+        zs = tl.zeros([BN, DV], dtype=tl.float32)
+        P1 = tl.zeros([BN, BN], dtype=tl.float32)
+        for j in range(DH // TH):
+            x1 = tl.load(_hid(x1_ptr, pid, j * TH, BN, DH, TH))
+            a1 = _act(tl.load(_hid(z0_ptr, pid, j * TH, BN, DH, TH)), ACT)
+            zw += _mm(x1, _wt(W1_ptr, sw1_b, sw1_h, b, h, j * TH, 0, DV, TH, DV), PREC)
+            zs += _mm(x1, _wt(S1_ptr, ss1_b, ss1_h, b, h, j * TH, 0, DV, TH, DV), PREC)
+            P1 += _mm(x1, tl.trans(a1), PREC)
+        C1 = tl.load(C_ptr + (BH + pid) * BN * BN + rn[:, None] * BN + rn[None, :])
+        dlast = tl.load(dl_ptr + pid * BN * DV + rn[:, None] * DV + rv[None, :])
+        z = beta1[:, None] * zw + gamma1[:, None] * zs - _mm(C1 * P1, dlast, PREC)
+        if NORM:
+            lw, lb = _norm_params(lnw_ptr, lnb_ptr, h, DV, NORM)
+            xq, _ = _ln(z, DV)
+            z = xq * lw[None, :] + lb[None, :]
+        if RES:
+            z = z + _tok(q_ptr, sq_b, sq_h, sq_t, b, h, rn, mask, DK)
+        tl.store(o_ptr + b * so_b + h * so_h + rn[:, None] * so_t + rv[None, :], z.to(o_ptr.dtype.element_ty),
+                 mask=mask[:, None])
+
+
+def _rowmajor(w: torch.Tensor) -> torch.Tensor:
+    """``w`` ``[B, H, r, c]`` with its rows contiguous (batch and head strides are passed to the kernels, so an
+    expanded batch is not copied)."""
+    return w if w.stride(-1) == 1 and w.stride(-2) == w.shape[-1] else w.contiguous()
+
+
+def _padded(x: torch.Tensor, BN: int, square: bool = False) -> torch.Tensor:
+    """Coefficients ``[L, B, H, n(, n)]`` zero-padded to ``BN`` rows (and columns), contiguous, float32."""
+    n = x.shape[-1]
+    return torch.nn.functional.pad(x.float(), (0, BN - n, 0, BN - n) if square else (0, BN - n)).contiguous()
+
+
+def piece_forward_triton(q, k, v, coef, G, W, S, norm, act, residual, cfg: KernelConfig | None = None):
+    """``piece.piece_forward`` (``keep=False``) of a depth-2 memory in four launches over every (batch row, head).
+
+    q, k ``[B, H, n, DK]``, v ``[B, H, n, DV]`` (computed in float32), ``coef`` as ``chunk._run_piece`` slices
+    ``chunk.decay_coefficients`` (``[L, B, H, n(, n)]``, and ``[L, B, H]`` for the end scalars), G, W, S: two float32
+    tensors each, ``[B, H, DK, DH]`` and ``[B, H, DH, DV]``, ``norm``: ``(weight, bias)`` ``[H, DV]`` or None,
+    ``act`` a name of ``triton_seq._ACT``. Returns ``(o [B, H, n, DV] in q's dtype, [W0, W1] new, [S0, S1] new)``,
+    float32 contiguous. ``cfg``: tile, warps, stages, precision (default: the forward's configuration of this
+    shape, ``triton_config.config_for``).
+    """
+    beta, gamma, C, beta_n, gamma_n, c_n, h_n, m_n = coef
+    B, H, n, DK = q.shape
+    DH, DV = W[0].shape[-1], v.shape[-1]
+    BN, BH = block_rows(n), B * H
+    cfg = cfg or config_for(False, 2, BN, DK, DH, DV)
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    G, W, S = ([_rowmajor(w) for w in ws] for ws in (G, W, S))
+    f32 = dict(dtype=torch.float32, device=q.device)
+    bg = torch.stack([_padded(beta, BN), _padded(gamma, BN)], 3).contiguous()  # [L, B, H, 2, BN]
+    Cp, cn, mn = _padded(C, BN, square=True), _padded(c_n, BN), _padded(m_n, BN)
+    scal = torch.stack([beta_n, gamma_n, h_n], -1).float().contiguous()  # [L, B, H, 3]
+    lnw, lnb = (norm[0].contiguous(), norm[1].contiguous()) if norm is not None else (scal, scal)  # unread without
+    o = torch.empty(B, H, n, DV, dtype=q.dtype, device=q.device)
+    Wn = [torch.empty(B, H, *w.shape[-2:], **f32) for w in W]
+    Sn = [torch.empty(B, H, *w.shape[-2:], **f32) for w in W]
+    z0, x1 = torch.empty(BH, BN, DH, **f32), torch.empty(BH, BN, DH, **f32)
+    dl, cp = torch.empty(BH, BN, DV, **f32), torch.empty(BH, BN, BN, **f32)
+
+    def tok(t):
+        return t, t.stride(0), t.stride(1), t.stride(2)
+
+    def wt(w):
+        return w, w.stride(0), w.stride(1)
+
+    shape = dict(backward=False, L=2, BN=BN, DK=DK, DH=DH, DV=DV, cfg=cfg)
+    flags = dict(NORM=norm is not None, RES=residual)
+    act_c = _ACT[act]
+    launch(_keys_kernel, lambda th: (BH, DH // th), (*tok(k), *wt(G[0]), z0, n, H), part="keys", **shape)
+    launch(_errors_kernel, (BH,), (*tok(q), *tok(k), *tok(v), *wt(G[1]), lnw, lnb, Cp, z0, dl, cp, n, H),
+           part="errors", ACT=act_c, **flags, **shape)
+    launch(_tiles_kernel, lambda th: (BH, DH // th),
+           (*tok(q), *tok(k), *wt(G[1]), *wt(W[0]), *wt(S[0]), *wt(W[1]), *wt(S[1]), Wn[0], Sn[0], Wn[1], Sn[1], bg,
+            cn, mn, scal, z0, dl, cp, x1, n, H, BH), part="tiles", ACT=act_c, **shape)
+    launch(_output_kernel, (BH,), (*tok(q), *tok(o), *wt(W[1]), *wt(S[1]), lnw, lnb, bg, Cp, z0, dl, x1, n, H, BH),
+           part="output", ACT=act_c, **flags, **shape)
+    return o, Wn, Sn
+
+
+def piece_config(cfg: KernelConfig) -> KernelConfig:
+    """``cfg`` as the piece kernels take it (``piece`` set; the one-program-per-head options do not apply)."""
+    return dataclasses.replace(cfg, piece=True, reload=False, phased=False, pre=False, pre_precision="ieee",
+                               split=False)
