@@ -346,7 +346,7 @@ def main():
         return
     if args.kernels:
         work = [(k, tuple(int(x) for x in shape.split(",")), cfg)
-                for k, shape, cfg in (spec.split(":") for spec in args.kernels.split(";"))]
+                for k, shape, cfg in (spec.strip().split(":") for spec in args.kernels.split(";") if spec.strip())]
         _run(_kernel_row, work, args.jobs, args.out or "benchmarks/results/triton_kernels.json")
         return
     if args.candidates:

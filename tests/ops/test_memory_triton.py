@@ -164,7 +164,7 @@ def test_triton_on_cuda_realistic(monkeypatch, forward, dtype, tol, L, D, hidden
         import titans.ops.memory.triton_op as op
         import titans.ops.memory.triton_piece as tp
 
-        piece = tc.KernelConfig.parse("32,8,1," + ("ieee" if forward.endswith("ieee") else "tf32x3") + ",piece")
+        piece = tc.KernelConfig.parse("32,8,1," + ("ieee" if forward.endswith("ieee") else "tf32x3") + ",maxreg,piece")
         for module in (op, tp):
             monkeypatch.setattr(module, "config_for", lambda *key: piece if not key[0] else tc.config_for(*key))
     elif forward == "phased-bwd":  # the backward alone in passes
