@@ -69,9 +69,20 @@ def test_no_grad_forward_matches_chunk():
         assert rel_err(a, b) <= TOL
 
 
-def test_half_precision_tokens_with_a_float32_memory():
+@pytest.mark.parametrize("pieces", [False, True])
+def test_half_precision_tokens_with_a_float32_memory(monkeypatch, pieces):
     """bf16 q, k, v with float32 gates, weights and state: the state matches the float32 chunk form run on the same
-    (rounded) tokens to fp32 accuracy, the bf16 output to bf16 accuracy, and gradients come back in bf16."""
+    (rounded) tokens to fp32 accuracy, the bf16 output to bf16 accuracy, and gradients come back in bf16; with the
+    kernels of one program per head, and with chunk's loop over ``triton_piece.py``'s pieces (``pieces``)."""
+    if pieces:
+        import titans.ops.memory.triton_config as tc
+        import titans.ops.memory.triton_op as op
+        import titans.ops.memory.triton_piece as tp
+
+        base = tc.config_for
+        for module in (op, tp):
+            monkeypatch.setattr(module, "config_for", lambda *key: dataclasses.replace(base(*key), piece=True))
+        monkeypatch.setattr(tc, "LAUNCHED", {})
     inp, _ = make_inputs(B=1, T=21, H=2, D=16, L=2, hidden=32, norm=True, residual=True, dtype=torch.float32)
     low = {k: (v.to(torch.bfloat16).requires_grad_() if k in ("q", "k", "v") else v) for k, v in inp.items()}
     ref = {k: (v.detach().float().requires_grad_() if k in ("q", "k", "v") else v) for k, v in low.items()}
@@ -85,6 +96,8 @@ def test_half_precision_tokens_with_a_float32_memory():
     g_c = torch.autograd.grad(o_c.square().sum() + s_c.params[0].sum(), [ref["q"], ref["k"], ref["v"]])
     for a, b in zip(g_t, g_c):
         assert a.dtype == torch.bfloat16 and rel_err(a.float(), b) <= 2e-2
+    if pieces:  # the piece kernels ran
+        assert {slot[2] for slot in tc.LAUNCHED if len(slot) == 3} == {"keys", "errors", "tiles", "output"}
 
 
 @pytest.mark.parametrize("L,D,why", [(3, 16, "depth 3"), (2, 12, "powers of two")])
