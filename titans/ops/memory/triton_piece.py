@@ -25,8 +25,6 @@ it and runs tf32x3 products laid out 8 wide as ieee). Not yet timed on a GPU.
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
 from .triton_blocks import HAS_TRITON
@@ -237,8 +235,3 @@ def piece_forward_triton(q, k, v, coef, G, W, S, norm, act, residual, cfg: Kerne
            part="output", ACT=act_c, **flags, **shape)
     return o, Wn, Sn
 
-
-def piece_config(cfg: KernelConfig) -> KernelConfig:
-    """``cfg`` as the piece kernels take it (``piece`` set; the one-program-per-head options do not apply)."""
-    return dataclasses.replace(cfg, piece=True, reload=False, phased=False, pre=False, pre_precision="ieee",
-                               split=False)
