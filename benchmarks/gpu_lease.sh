@@ -25,7 +25,8 @@
 # benchmarks/gpu_stalls.py, files stalls_<candidate>.{hatchet,json,log}); PROFILE (implementations, e.g.
 # 'chunk,triton': then, in the last PROFILE_S seconds (default 90) before step 4, one profiled forward and
 # forward+backward call of each at PROFILE_SIZES (default '128,2,64,2048'), kernel time by kernel and kind:
-# benchmarks/gpu_profile.py, files profile.{json,log}).
+# benchmarks/gpu_profile.py, files profile.{json,log}; PROFILE_CANDIDATES: triton under these candidates instead of
+# the defaults, e.g. 'default,piece-ieee').
 # Logs and JSON go to $OUT (or /tmp/gpu_out); all but device.log, bench.log and the benchmark's JSON end up in
 # logs.tgz. The wheels (.gitignore has .whl; the lent machine has torch, triton, einops, numpy):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
@@ -113,7 +114,8 @@ fi
 RESERVE=$(( RESERVE - STALLS_T ))
 if [ "$PROFILE_T" -gt 0 ]; then
   timeout $(( $(left) - RESERVE + PROFILE_T )) python3 benchmarks/gpu_profile.py \
-    --sizes "${PROFILE_SIZES:-128,2,64,2048}" --impls "$PROFILE" --out "$OUT/profile.json" > "$OUT/profile.log" 2>&1
+    --sizes "${PROFILE_SIZES:-128,2,64,2048}" --impls "$PROFILE" --candidates "${PROFILE_CANDIDATES:-}" \
+    --out "$OUT/profile.json" > "$OUT/profile.log" 2>&1
   stamp "profile rc=$?"
   grep '^## ' "$OUT/profile.log" | cut -c1-220
 fi

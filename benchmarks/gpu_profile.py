@@ -3,6 +3,7 @@ forward+backward call of ``memory_update`` per implementation and size, summed b
 products, Triton kernels, elementwise, reductions, copies, other), against the call's wall time.
 
     python benchmarks/gpu_profile.py --sizes "128,2,64,2048" --impls chunk,triton --out OUT/profile.json
+    python benchmarks/gpu_profile.py --candidates default,piece-ieee ...   # triton under these configurations
     python benchmarks/gpu_profile.py --report OUT/profile.json      # the tables again, no GPU needed
 
 Why: at depth 2 / head dim 128 / chunk 64 ``triton`` is 0.4x ``chunk`` (docs/benchmarks.md, "Runs 13-15"), and
@@ -11,7 +12,7 @@ matrix products (which tensor-core products could shorten), the elementwise kern
 between launches (which fusing removes). The stall sampler (``gpu_stalls.py``, CUPTI PC sampling through proton)
 ended in a segmentation fault in its one run; this uses the kernel activity records every PyTorch install's
 profiler collects. Batch = ``--tokens`` / T, 8 heads, fp32, LayerNorm and residual, as ``gpu_memory_op.py`` runs
-them (its launch configurations: ``--candidates`` there, the defaults here).
+them (the defaults' launch configurations, or with ``--candidates`` each of those).
 
 Without CUDA it says so and exits 0; ``--report`` needs no GPU.
 """
@@ -83,22 +84,35 @@ def summarize(events, wall_us: float, top: int = 12) -> dict:
             "kinds": dict(sorted(kinds.items(), key=lambda x: -x[1]["us"])), "kernels": kernels[:top]}
 
 
-def profile(sizes: str, impls: str, tokens: int, heads: int, top: int) -> list[dict] | None:
-    """One profiled call per size, implementation and pass after a warm-up call; ``None`` without CUDA."""
+def profile(sizes: str, impls: str, tokens: int, heads: int, top: int, candidates: str = "",
+            out: str | None = None) -> list[dict] | None:
+    """One profiled call per size, implementation (``triton`` under each of ``candidates``, ``_gpu_candidates``'
+    names, where given) and pass after a warm-up call; ``None`` without CUDA. Rows are written to ``out`` as they
+    come (a kernel that ends the CUDA context loses only what follows it)."""
     import torch
 
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to profile")
         return None
+    import _gpu_candidates
     import gpu_memory_op as bench
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
+    names = [x for x in candidates.split(",") if x]
+    _gpu_candidates.ONLY[:] = names
     rows = []
     for spec in sizes.split(";"):
         D, depth, chunk, T = (int(x) for x in spec.split(","))
         B = max(1, tokens // T)
-        for impl in impls.split(","):
+        configs = _gpu_candidates.candidates(D, depth, chunk) if names else {}
+        runs = [(impl, name) for impl in impls.split(",") for name in (names if impl == "triton" and names else [None])]
+        for impl, name in runs:
+            if name is not None:
+                if name not in configs:
+                    print(f"D={D} depth={depth} chunk={chunk}: no candidate {name!r}")
+                    continue
+                bench.use(D, depth, chunk, *configs[name])
             for backward in (False, True):
                 step = bench.run_ours(impl, B, T, heads, D, depth, chunk, backward)
                 step()  # compiles, fills the allocator's cache
@@ -111,9 +125,13 @@ def profile(sizes: str, impls: str, tokens: int, heads: int, top: int) -> list[d
                     step()
                     torch.cuda.synchronize()
                 row = {"D": D, "depth": depth, "chunk": chunk, "T": T, "B": B, "impl": impl,
+                       **({"candidate": name, "config": " / ".join(map(str, configs[name]))} if name else {}),
                        "pass": "fwd+bwd" if backward else "fwd", **summarize(kernel_events(prof), wall, top)}
                 rows.append(row)
                 print_row(row)
+                if out:
+                    write_results(out, {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                                        "heads": heads, "tokens": tokens, "rows": rows})
                 del step
                 torch.cuda.empty_cache()
     return rows
@@ -121,7 +139,8 @@ def profile(sizes: str, impls: str, tokens: int, heads: int, top: int) -> list[d
 
 def print_row(r: dict) -> None:
     kinds = ", ".join(f"{k} {v['share']:.0%} ({v['launches']})" for k, v in r["kinds"].items())
-    print(f"\n## D={r['D']} depth={r['depth']} chunk={r['chunk']} T={r['T']} B={r['B']} {r['impl']} {r['pass']}: "
+    impl = r["impl"] + (f" {r['candidate']} ({r['config']})" if r.get("candidate") else "")
+    print(f"\n## D={r['D']} depth={r['depth']} chunk={r['chunk']} T={r['T']} B={r['B']} {impl} {r['pass']}: "
           f"wall {r['wall_us'] / 1e3:,.1f} ms, kernels busy {r['busy_us'] / 1e3:,.1f} ms, {r['launches']:,} "
           f"launches; {kinds}")
     print(table([{"kernel": k["name"][:80], "kind": k["kind"], "ms": f"{k['us'] / 1e3:,.2f}",
@@ -133,6 +152,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="128,2,64,2048", help="'D,depth,chunk,T;...'")
     ap.add_argument("--impls", default="chunk,triton")
+    ap.add_argument("--candidates", default="", help="triton under each of these launch configuration candidates "
+                    "(_gpu_candidates' names, in full; default: the defaults)")
     ap.add_argument("--tokens", type=int, default=1 << 17, help="tokens per call (batch = tokens / T)")
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--top", type=int, default=12, help="kernels listed per call")
@@ -144,12 +165,7 @@ def main():
             for row in json.load(f)["rows"]:
                 print_row(row)
         return
-    rows = profile(args.sizes, args.impls, args.tokens, args.heads, args.top)
-    if rows is not None:
-        import torch
-
-        write_results(args.out, {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                                 "heads": args.heads, "tokens": args.tokens, "rows": rows})
+    profile(args.sizes, args.impls, args.tokens, args.heads, args.top, args.candidates, args.out)
 
 
 if __name__ == "__main__":
