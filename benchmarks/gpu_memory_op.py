@@ -202,8 +202,11 @@ def use(D, depth, chunk, fwd_cfg, bwd_cfg):
 
 
 def tune(row, B, T, H, D, depth, chunk, repeats) -> None:
-    """Time every candidate at this size; leave the best forward and backward configurations in ``OVERRIDES``."""
-    row["candidates"], best_f, best_b = {}, None, None
+    """Time every candidate at this size; leave the best forward and backward configurations in ``OVERRIDES``. A
+    forward in pieces (``KernelConfig.piece``) runs ``chunk``'s backward whatever the backward configuration, so
+    those candidates are a whole path: one wins where its forward+backward is faster than the best forward's with
+    the best backward's of the others."""
+    row["candidates"], best_f, best_b, best_piece = {}, None, None, None
     for name, (fc, bc) in candidates(D, depth, chunk).items():
         if name in RISKY and name not in ONLY:
             continue
@@ -219,15 +222,21 @@ def tune(row, B, T, H, D, depth, chunk, repeats) -> None:
             for pass_, fwd_bwd in (("fwd", False), ("fwd+bwd", True)):
                 m = measure(partial(run_ours, "triton", B, T, H, D, depth, chunk, fwd_bwd), B * T, repeats)
                 r.update({f"{pass_} {k}": v for k, v in m.items()})
-        if r.get("fwd tok_s") and (best_f is None or r["fwd tok_s"] > best_f[0]):
+        if fc.piece:
+            if r.get("fwd+bwd tok_s") and (best_piece is None or r["fwd+bwd tok_s"] > best_piece[0]):
+                best_piece = (r["fwd+bwd tok_s"], fc, bc)
+        elif r.get("fwd tok_s") and (best_f is None or r["fwd tok_s"] > best_f[0]):
             best_f = (r["fwd tok_s"], fc)
-        if r.get("fwd tok_s") and r.get("fwd+bwd tok_s"):
+        if not fc.piece and r.get("fwd tok_s") and r.get("fwd+bwd tok_s"):
             t_bwd = B * T / r["fwd+bwd tok_s"] - B * T / r["fwd tok_s"]
             if best_b is None or t_bwd < best_b[0]:
                 best_b = (t_bwd, bc)
         row["candidates"][name] = r
         print(json.dumps({"D": D, "depth": depth, "chunk": chunk, "candidate": name, **r}), flush=True)
     f, b = (tc.default_config(*k) for k in kernel_keys(D, depth, chunk))
+    if best_piece and (not (best_f and best_b) or B * T / best_piece[0] < B * T / best_f[0] + best_b[0]):
+        use(D, depth, chunk, best_piece[1], best_piece[2])
+        return
     use(D, depth, chunk, best_f[1] if best_f else f, best_b[1] if best_b else b)
 
 
