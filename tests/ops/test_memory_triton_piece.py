@@ -104,3 +104,28 @@ def test_the_configuration_text_names_the_pieces():
 
     cfg = KernelConfig.parse("32,8,1,tf32x3,maxreg,piece")
     assert cfg == KernelConfig(32, 8, 1, "tf32x3", maxreg=True, piece=True) and str(cfg) == "32,8,1,tf32x3,maxreg,piece"
+
+
+def test_pieces_that_do_not_fit_fall_back_to_chunk(monkeypatch, caplog):
+    """Triton's OutOfResources from a piece kernel at the smallest tile: the chunk form runs instead, with a
+    warning, and the results are chunk's."""
+    import titans.ops.memory.triton_config as tc
+    import titans.ops.memory.triton_op as op
+    import titans.ops.memory.triton_piece as tp
+
+    from .triton_cases import run
+
+    base = tc.config_for
+    monkeypatch.setattr(op, "config_for", lambda *key: dataclasses.replace(base(*key), piece=True))
+
+    def refuse(*args, **kwargs):
+        raise op.OutOfResources(274432, 232448, "shared memory")
+
+    monkeypatch.setattr(tp, "launch", refuse)
+    monkeypatch.setattr(op, "_WARNED", set())
+    inp, _ = make_inputs(B=1, T=21, H=2, D=16, L=2, hidden=32, norm=True, residual=True, dtype=torch.float32)
+    with caplog.at_level("WARNING"):
+        o_t, s_t = run("triton", inp, 16)
+    o_c, s_c = run("chunk", inp, 16)
+    assert "piece kernels do not fit" in caplog.text
+    assert torch.equal(o_t, o_c) and all(torch.equal(a, b) for a, b in zip(s_t.params, s_c.params))

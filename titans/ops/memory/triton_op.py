@@ -185,7 +185,10 @@ def memory_update_triton(q, k, v, alpha, eta, theta, params, momentum=None, *, c
         why = f"memory dtype {weights[0].dtype} (the kernels keep a float32 memory)"
     kw = dict(chunk_size=chunk_size, activation=activation, norm=norm, residual=residual)
     if why is None and len(weights) == 2 and _piece_config(weights, v, chunk_size).piece:
-        return _pieces(q, k, v, alpha, eta, theta, params, momentum, weights, **kw)
+        try:
+            return _pieces(q, k, v, alpha, eta, theta, params, momentum, weights, **kw)
+        except OutOfResources as exc:
+            why = f"the piece kernels do not fit this device ({str(exc).splitlines()[0][:160]})"
     if why is None:
         try:
             return _kernels(q, k, v, alpha, eta, theta, params, momentum, weights, **kw)
