@@ -178,7 +178,8 @@ def _kernel_row(job) -> dict:
     if kind.startswith("piece-"):  # one of triton_piece.py's launches: its loops (errors, output) over the tiles
         from titans.ops.memory.triton_compile import piece_kernel
 
-        fn, consts = piece_kernel(kind.removeprefix("piece-"), shape, cfg)
+        part, _, keep = kind.removeprefix("piece-").partition("+")  # "+keep": as the backward recomputes
+        fn, consts = piece_kernel(part, shape, cfg, keep=keep == "keep")
         cap = triton_config.max_registers(cfg.warps, cfg.programs) if cfg.maxreg else None
         r = compile_report(fn, consts, cfg.warps, cfg.stages, cap, trips=shape[3] // consts["TH"])
     else:
@@ -320,7 +321,7 @@ def main():
     ap.add_argument("--wgmma", action="store_true", help="instead: the TF32 tensor-core products, by width, of the "
                     "tf32x3 kernels the H100 runs crashed on or ran")
     ap.add_argument("--kernels", default=None, metavar="KERNELS", help="instead: these kernels, "
-                    "'fwd|bwd|piece-PART:L,BN,DK,DH,DV:config;...' (config as KernelConfig.parse; PART: one of "
+                    "'fwd|bwd|piece-PART[+keep]:L,BN,DK,DH,DV:config;...' (config as KernelConfig.parse; PART: one of "
                     "triton_compile.PIECE_PARTS), e.g. the configurations a "
                     "GPU run timed")
     ap.add_argument("--names", default="", help="with --candidates: only names starting with these (comma-separated)")

@@ -25,8 +25,9 @@ CASES = [  # (backward, (L, BN, DK, DH, DV), config)
     (True, (2, 32, 32, 64, 32), "32,8,1,tf32x3,maxreg,phased,pre-tf32x3"),
     (True, (2, 16, 128, 128, 128), "32,8,1,tf32x3,maxreg,phased"),  # head dim 128: pass 3 in column halves
     (True, (1, 16, 32, 32, 32), "16,8,1,ieee,pre"),
-    # triton_piece.py's four launches (tf32x3, 32-row pieces)
+    # triton_piece.py's four launches (tf32x3, 32-row pieces), and as the backward's recomputation runs them
     *(("piece-" + part, (2, 32, 32, 64, 32), "32,4,1,tf32x3,piece") for part in ("keys", "errors", "tiles", "output")),
+    *((f"piece-{part}+keep", (2, 32, 32, 64, 32), "32,4,1,tf32x3,piece") for part in ("errors", "tiles", "output")),
 ]
 
 SCRIPT = """
@@ -37,8 +38,9 @@ out = []
 for backward, shape, text in json.loads(sys.argv[1]):
     try:
         cfg = KernelConfig.parse(text)
-        if isinstance(backward, str):  # one of triton_piece.py's launches
-            fn, consts = piece_kernel(backward.removeprefix("piece-"), tuple(shape), cfg)
+        if isinstance(backward, str):  # one of triton_piece.py's launches ("+keep": the recomputation's)
+            part, _, keep = backward.removeprefix("piece-").partition("+")
+            fn, consts = piece_kernel(part, tuple(shape), cfg, keep=keep == "keep")
             k = compile_offline(fn, consts, cfg.warps, cfg.stages)
         else:
             k = compile_kernel(backward, tuple(shape), cfg)

@@ -60,6 +60,31 @@ def test_a_piece_matches_the_pytorch_piece(n, D, DH, tile, act, nr, resume):
         assert rel_err(got, want) <= TOL
 
 
+@pytest.mark.parametrize("nr", [True, False])
+def test_the_recomputation_keeps_what_the_pytorch_piece_keeps(nr):
+    """``keep=True`` (``piece_backward``'s recomputation): every intermediate ``piece_forward(keep=True)`` returns,
+    and the output, on a partial piece with gradients at other weights."""
+    from titans.ops.memory.piece import piece_forward
+    from titans.ops.memory.triton_config import KernelConfig
+    from titans.ops.memory.triton_piece import piece_forward_triton
+
+    q, k, v, coef, G, W, S, norm = _piece_inputs(2, 3, 12, 16, 64, True, seed=2)
+    norm = norm if nr else None
+    o_ref, ref = piece_forward(q, k, v, coef, G, W, S, norm, "gelu", nr, keep=True)
+    o, got = piece_forward_triton(q.float(), k.float(), v.float(), tuple(c.float() for c in coef),
+                                  [x.float() for x in G], [x.float() for x in W], [x.float() for x in S],
+                                  None if norm is None else tuple(x.float() for x in norm), "gelu", nr, True,
+                                  cfg=KernelConfig(16, 4, 1, piece=True))
+    assert rel_err(o, o_ref) <= TOL
+    assert set(got) == set(ref)
+    for name, want in ref.items():
+        have = got[name]
+        for x, y in zip(have, want) if isinstance(want, list) else [(have, want)]:
+            assert (x is None) == (y is None), name
+            if y is not None:
+                assert x.shape == y.shape and rel_err(x, y) <= TOL, name
+
+
 def test_expanded_weights_are_read_in_place():
     """Weights shared over the batch (an expanded, stride-0 batch) give what their copies give."""
     from titans.ops.memory.triton_config import KernelConfig

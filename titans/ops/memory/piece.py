@@ -92,12 +92,14 @@ def _ln_sums(x):
     return x.sum(dim=(0, 2))
 
 
-def piece_backward(do, dWp, dSp, q, k, v, coef, G, W, S, norm, act, residual):
-    """Gradients of one piece (README §6). Returns ``(dq, dk, dv, dcoef, dG, dW, dS, dnorm)``."""
+def piece_backward(do, dWp, dSp, q, k, v, coef, G, W, S, norm, act, residual, *, recompute=None):
+    """Gradients of one piece (README §6). Returns ``(dq, dk, dv, dcoef, dG, dW, dS, dnorm)``. ``recompute``: the
+    forward that recomputes the piece's intermediates (``keep=True``; default :func:`piece_forward`, or a kernel of
+    the same contract such as ``triton_piece.piece_forward_triton``)."""
     beta, gamma, C, beta_n, gamma_n, c_n, h_n, m_n = coef
     L = len(W)
     with torch.no_grad():
-        _, sv = piece_forward(q, k, v, coef, G, W, S, norm, act, residual, keep=True)
+        _, sv = (recompute or piece_forward)(q, k, v, coef, G, W, S, norm, act, residual, keep=True)
     a, deltas, xs, zs = sv["a"], sv["deltas"], sv["xs"], sv["zs"]
     dG, dW, dS, dD, da = [None] * L, [None] * L, [None] * L, [None] * L, [None] * L
     dbeta, dgamma, dC = torch.empty_like(beta), torch.empty_like(gamma), torch.empty_like(C)

@@ -71,9 +71,10 @@ PIECE_PARTS = ("keys", "errors", "tiles", "output")
 
 
 def piece_kernel(part: str, shape: tuple, cfg, th: int | None = None, act: str = "gelu", norm: bool = True,
-                 residual: bool = True):
+                 residual: bool = True, keep: bool = False):
     """``(kernel, constants)`` of one of ``triton_piece.py``'s four launches (``part``: :data:`PIECE_PARTS`) for
-    ``shape = (2, BN, DK, DH, DV)`` under ``cfg``, as ``triton_config.launch`` passes them."""
+    ``shape = (2, BN, DK, DH, DV)`` under ``cfg``, as ``triton_config.launch`` passes them; ``keep``: as the
+    backward's recomputation runs them."""
     from . import triton_config, triton_piece, triton_seq
 
     if part not in PIECE_PARTS:
@@ -82,7 +83,7 @@ def piece_kernel(part: str, shape: tuple, cfg, th: int | None = None, act: str =
     th = th or triton_config.streamed_tile(cfg, L, DK, DH)
     consts = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, PREC=triton_config.tile_precision(cfg, th))
     if part != "keys":
-        consts["ACT"] = triton_seq._ACT[act]
+        consts.update(ACT=triton_seq._ACT[act], KEEP=keep)
     if part in ("errors", "output"):
         consts.update(NORM=norm, RES=residual)
     return getattr(triton_piece, f"_{part}_kernel"), consts

@@ -14,6 +14,7 @@ backward, which would only fail after the forward, each new shape is first tried
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 
@@ -207,14 +208,16 @@ def _piece_config(weights, v, chunk: int):
 
 def _pieces(q, k, v, alpha, eta, theta, params, momentum, weights, **kw):
     """``chunk``'s loop over chunks with each piece's forward in ``triton_piece.py``'s four launches over every
-    (batch row, head); the backward is ``chunk``'s (``piece.piece_backward``). Half-precision tokens are computed
-    in float32, as ``chunk`` computes them."""
+    (batch row, head); the backward is ``chunk``'s (``piece.piece_backward``), its recomputation of each piece's
+    intermediates those launches again. Half-precision tokens are computed in float32, as ``chunk`` computes them."""
+    from .piece import piece_backward
     from .triton_piece import piece_forward_triton
 
     low = q.dtype if q.dtype != weights[0].dtype else None
     if low is not None:
         q, k, v = q.float(), k.float(), v.float()
-    o, state = memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum, piece=piece_forward_triton, **kw)
+    o, state = memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum, piece=piece_forward_triton,
+                                   piece_bwd=functools.partial(piece_backward, recompute=piece_forward_triton), **kw)
     return (o if low is None else o.to(low)), state
 
 

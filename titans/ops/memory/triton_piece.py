@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import torch
 
+from .common import layer_norm
 from .triton_blocks import HAS_TRITON
 from .triton_config import KernelConfig, config_for, launch
 from .triton_seq import _ACT, block_rows
@@ -71,9 +72,10 @@ if HAS_TRITON:
 
     @triton.jit
     def _errors_kernel(q_ptr, sq_b, sq_h, sq_t, k_ptr, sk_b, sk_h, sk_t, v_ptr, sv_b, sv_h, sv_t, G1_ptr, sg1_b,
-                       sg1_h, lnw_ptr, lnb_ptr, C_ptr, z0_ptr, dl_ptr, cp_ptr, n, H, L: tl.constexpr,
-                       BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr,
-                       ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr, PREC: tl.constexpr):
+                       sg1_h, lnw_ptr, lnb_ptr, C_ptr, z0_ptr, dl_ptr, cp_ptr, zk_ptr, e_ptr, n, H,
+                       L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
+                       TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
+                       PREC: tl.constexpr, KEEP: tl.constexpr):
         pid = tl.program_id(0).to(tl.int64)
         b, h = pid // H, pid % H
         rn = tl.arange(0, BN)
@@ -86,8 +88,12 @@ if HAS_TRITON:
         k = _tok(k_ptr, sk_b, sk_h, sk_t, b, h, rn, mask, DK)
         v = _tok(v_ptr, sv_b, sv_h, sv_t, b, h, rn, mask, DV)
         lw, lb = _norm_params(lnw_ptr, lnb_ptr, h, DV, NORM)
-        dlast, _, _, _ = _errors(zk, k, v, lw, lb, mask, DV, NORM, RES)
-        tl.store(dl_ptr + pid * BN * DV + rn[:, None] * DV + rv[None, :], dlast)
+        dlast, e, _, _ = _errors(zk, k, v, lw, lb, mask, DV, NORM, RES)
+        rows = pid * BN * DV + rn[:, None] * DV + rv[None, :]
+        tl.store(dl_ptr + rows, dlast)
+        if KEEP:  # for piece_backward: the keys through the memory and their error
+            tl.store(zk_ptr + rows, zk)
+            tl.store(e_ptr + rows, e)
         q = _tok(q_ptr, sq_b, sq_h, sq_t, b, h, rn, mask, DK)
         sq = pid * BN * BN + rn[:, None] * BN + rn[None, :]
         tl.store(cp_ptr + sq, tl.load(C_ptr + sq) * _mm(q, tl.trans(k), PREC))  # layer 0's C: the first BH
@@ -96,8 +102,9 @@ if HAS_TRITON:
     def _tiles_kernel(q_ptr, sq_b, sq_h, sq_t, k_ptr, sk_b, sk_h, sk_t, G1_ptr, sg1_b, sg1_h,
                       W0_ptr, sw0_b, sw0_h, S0_ptr, ss0_b, ss0_h, W1_ptr, sw1_b, sw1_h, S1_ptr, ss1_b, ss1_h,
                       W0o_ptr, S0o_ptr, W1o_ptr, S1o_ptr, bg_ptr, cn_ptr, mn_ptr, scal_ptr, z0_ptr, dl_ptr, cp_ptr,
-                      x1_ptr, n, H, BH, L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr,
-                      DV: tl.constexpr, TH: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr):
+                      x1_ptr, t0_ptr, d0_ptr, a1_ptr, zeta_ptr, n, H, BH, L: tl.constexpr, BN: tl.constexpr,
+                      DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, ACT: tl.constexpr,
+                      PREC: tl.constexpr, KEEP: tl.constexpr):
         pid = tl.program_id(0).to(tl.int64)
         j = tl.program_id(1)
         b, h = pid // H, pid % H
@@ -121,32 +128,40 @@ if HAS_TRITON:
         z0 = tl.load(_hid(z0_ptr, pid, j * TH, BN, DH, TH))
         a1 = _act(z0, ACT)
         dlast = tl.load(dl_ptr + pid * BN * DV + rn[:, None] * DV + rv[None, :])
-        # delta_0 = sigma'(z0) * (delta_L G1[j, :]^T)
-        d0 = _act_bwd(_mm(dlast, tl.trans(_wt(G1_ptr, sg1_b, sg1_h, b, h, j * TH, 0, DV, TH, DV)), PREC), z0, ACT)
-        # The first layer's new weights and momentum on columns j: - k^T (c_n delta_0), - k^T (m_n delta_0).
+        # delta_0 = sigma'(z0) * t0, t0 = delta_L G1[j, :]^T
+        t0 = _mm(dlast, tl.trans(_wt(G1_ptr, sg1_b, sg1_h, b, h, j * TH, 0, DV, TH, DV)), PREC)
+        d0 = _act_bwd(t0, z0, ACT)
         k = _tok(k_ptr, sk_b, sk_h, sk_t, b, h, rn, mask, DK)
         W0j = _wt(W0_ptr, sw0_b, sw0_h, b, h, 0, j * TH, DH, DK, TH)
         S0j = _wt(S0_ptr, ss0_b, ss0_h, b, h, 0, j * TH, DH, DK, TH)
-        w0 = pid * DK * DH + rk[:, None] * DH + c[None, :]
-        tl.store(W0o_ptr + w0, bn0 * W0j + gn0 * S0j - _mm(tl.trans(k), cn0[:, None] * d0, PREC))
-        tl.store(S0o_ptr + w0, hn0 * S0j - _mm(tl.trans(k), mn0[:, None] * d0, PREC))
-        # The second layer's on rows j: - a_1^T (c_n delta_L), - a_1^T (m_n delta_L).
-        W1j = _wt(W1_ptr, sw1_b, sw1_h, b, h, j * TH, 0, DV, TH, DV)
-        S1j = _wt(S1_ptr, ss1_b, ss1_h, b, h, j * TH, 0, DV, TH, DV)
-        w1 = pid * DH * DV + c[:, None] * DV + rv[None, :]
-        tl.store(W1o_ptr + w1, bn1 * W1j + gn1 * S1j - _mm(tl.trans(a1), cn1[:, None] * dlast, PREC))
-        tl.store(S1o_ptr + w1, hn1 * S1j - _mm(tl.trans(a1), mn1[:, None] * dlast, PREC))
+        if not KEEP:  # the state after the piece (piece_backward's recomputation does not need it)
+            # The first layer's new weights and momentum on columns j: - k^T (c_n delta_0), - k^T (m_n delta_0).
+            w0 = pid * DK * DH + rk[:, None] * DH + c[None, :]
+            tl.store(W0o_ptr + w0, bn0 * W0j + gn0 * S0j - _mm(tl.trans(k), cn0[:, None] * d0, PREC))
+            tl.store(S0o_ptr + w0, hn0 * S0j - _mm(tl.trans(k), mn0[:, None] * d0, PREC))
+            # The second layer's on rows j: - a_1^T (c_n delta_L), - a_1^T (m_n delta_L).
+            W1j = _wt(W1_ptr, sw1_b, sw1_h, b, h, j * TH, 0, DV, TH, DV)
+            S1j = _wt(S1_ptr, ss1_b, ss1_h, b, h, j * TH, 0, DV, TH, DV)
+            w1 = pid * DH * DV + c[:, None] * DV + rv[None, :]
+            tl.store(W1o_ptr + w1, bn1 * W1j + gn1 * S1j - _mm(tl.trans(a1), cn1[:, None] * dlast, PREC))
+            tl.store(S1o_ptr + w1, hn1 * S1j - _mm(tl.trans(a1), mn1[:, None] * dlast, PREC))
         # The queries' first layer on columns j.
         q = _tok(q_ptr, sq_b, sq_h, sq_t, b, h, rn, mask, DK)
         CP0 = tl.load(cp_ptr + pid * BN * BN + rn[:, None] * BN + rn[None, :])
         zeta0 = beta0[:, None] * _mm(q, W0j, PREC) + gamma0[:, None] * _mm(q, S0j, PREC) - _mm(CP0, d0, PREC)
         tl.store(_hid(x1_ptr, pid, j * TH, BN, DH, TH), _act(zeta0, ACT))
+        if KEEP:  # for piece_backward
+            tl.store(_hid(t0_ptr, pid, j * TH, BN, DH, TH), t0)
+            tl.store(_hid(d0_ptr, pid, j * TH, BN, DH, TH), d0)
+            tl.store(_hid(a1_ptr, pid, j * TH, BN, DH, TH), a1)
+            tl.store(_hid(zeta_ptr, pid, j * TH, BN, DH, TH), zeta0)
 
     @triton.jit
     def _output_kernel(q_ptr, sq_b, sq_h, sq_t, o_ptr, so_b, so_h, so_t, W1_ptr, sw1_b, sw1_h, S1_ptr, ss1_b,
-                       ss1_h, lnw_ptr, lnb_ptr, bg_ptr, C_ptr, z0_ptr, dl_ptr, x1_ptr, n, H, BH, L: tl.constexpr,
-                       BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr,
-                       ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr, PREC: tl.constexpr):
+                       ss1_h, lnw_ptr, lnb_ptr, bg_ptr, C_ptr, z0_ptr, dl_ptr, x1_ptr, zq_ptr, cp1_ptr, n, H, BH,
+                       L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
+                       TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
+                       PREC: tl.constexpr, KEEP: tl.constexpr):
         pid = tl.program_id(0).to(tl.int64)
         b, h = pid // H, pid % H
         rn = tl.arange(0, BN)
@@ -166,6 +181,9 @@ if HAS_TRITON:
         C1 = tl.load(C_ptr + (BH + pid) * BN * BN + rn[:, None] * BN + rn[None, :])
         dlast = tl.load(dl_ptr + pid * BN * DV + rn[:, None] * DV + rv[None, :])
         z = beta1[:, None] * zw + gamma1[:, None] * zs - _mm(C1 * P1, dlast, PREC)
+        if KEEP:  # for piece_backward: the output before its norm, and C_1 * P_1
+            tl.store(zq_ptr + pid * BN * DV + rn[:, None] * DV + rv[None, :], z)
+            tl.store(cp1_ptr + pid * BN * BN + rn[:, None] * BN + rn[None, :], C1 * P1)
         if NORM:
             lw, lb = _norm_params(lnw_ptr, lnb_ptr, h, DV, NORM)
             xq, _ = _ln(z, DV)
@@ -188,15 +206,17 @@ def _padded(x: torch.Tensor, BN: int, square: bool = False) -> torch.Tensor:
     return torch.nn.functional.pad(x.float(), (0, BN - n, 0, BN - n) if square else (0, BN - n)).contiguous()
 
 
-def piece_forward_triton(q, k, v, coef, G, W, S, norm, act, residual, cfg: KernelConfig | None = None):
-    """``piece.piece_forward`` (``keep=False``) of a depth-2 memory in four launches over every (batch row, head).
+def piece_forward_triton(q, k, v, coef, G, W, S, norm, act, residual, keep: bool = False,
+                         cfg: KernelConfig | None = None):
+    """``piece.piece_forward`` of a depth-2 memory in four launches over every (batch row, head).
 
     q, k ``[B, H, n, DK]``, v ``[B, H, n, DV]`` (computed in float32), ``coef`` as ``chunk._run_piece`` slices
     ``chunk.decay_coefficients`` (``[L, B, H, n(, n)]``, and ``[L, B, H]`` for the end scalars), G, W, S: two float32
     tensors each, ``[B, H, DK, DH]`` and ``[B, H, DH, DV]``, ``norm``: ``(weight, bias)`` ``[H, DV]`` or None,
     ``act`` a name of ``triton_seq._ACT``. Returns ``(o [B, H, n, DV] in q's dtype, [W0, W1] new, [S0, S1] new)``,
-    float32 contiguous. ``cfg``: tile, warps, stages, precision (default: the forward's configuration of this
-    shape, ``triton_config.config_for``).
+    float32 contiguous; with ``keep`` (``piece.piece_backward``'s recomputation) ``(o, saved)`` instead, the
+    intermediates ``piece_forward(keep=True)`` returns (views of float32 scratch), and no new state. ``cfg``: tile,
+    warps, stages, precision (default: the forward's configuration of this shape, ``triton_config.config_for``).
     """
     beta, gamma, C, beta_n, gamma_n, c_n, h_n, m_n = coef
     B, H, n, DK = q.shape
@@ -215,6 +235,9 @@ def piece_forward_triton(q, k, v, coef, G, W, S, norm, act, residual, cfg: Kerne
     Sn = [torch.empty(B, H, *w.shape[-2:], **f32) for w in W]
     z0, x1 = torch.empty(BH, BN, DH, **f32), torch.empty(BH, BN, DH, **f32)
     dl, cp = torch.empty(BH, BN, DV, **f32), torch.empty(BH, BN, BN, **f32)
+    # what the backward's recomputation keeps besides: t0, delta_0, a_1, zeta_0; zk, e; zq, C_1 P_1 (else unread)
+    kept = ([torch.empty(BH, BN, DH, **f32) for _ in range(4)] + [torch.empty(BH, BN, DV, **f32) for _ in range(3)]
+            + [torch.empty(BH, BN, BN, **f32)] if keep else [z0] * 8)
 
     def tok(t):
         return t, t.stride(0), t.stride(1), t.stride(2)
@@ -226,12 +249,23 @@ def piece_forward_triton(q, k, v, coef, G, W, S, norm, act, residual, cfg: Kerne
     flags = dict(NORM=norm is not None, RES=residual)
     act_c = _ACT[act]
     launch(_keys_kernel, lambda th: (BH, DH // th), (*tok(k), *wt(G[0]), z0, n, H), part="keys", **shape)
-    launch(_errors_kernel, (BH,), (*tok(q), *tok(k), *tok(v), *wt(G[1]), lnw, lnb, Cp, z0, dl, cp, n, H),
-           part="errors", ACT=act_c, **flags, **shape)
+    launch(_errors_kernel, (BH,), (*tok(q), *tok(k), *tok(v), *wt(G[1]), lnw, lnb, Cp, z0, dl, cp, *kept[4:6], n, H),
+           part="errors", ACT=act_c, KEEP=keep, **flags, **shape)
     launch(_tiles_kernel, lambda th: (BH, DH // th),
            (*tok(q), *tok(k), *wt(G[1]), *wt(W[0]), *wt(S[0]), *wt(W[1]), *wt(S[1]), Wn[0], Sn[0], Wn[1], Sn[1], bg,
-            cn, mn, scal, z0, dl, cp, x1, n, H, BH), part="tiles", ACT=act_c, **shape)
-    launch(_output_kernel, (BH,), (*tok(q), *tok(o), *wt(W[1]), *wt(S[1]), lnw, lnb, bg, Cp, z0, dl, x1, n, H, BH),
-           part="output", ACT=act_c, **flags, **shape)
-    return o, Wn, Sn
+            cn, mn, scal, z0, dl, cp, x1, *kept[:4], n, H, BH), part="tiles", ACT=act_c, KEEP=keep, **shape)
+    launch(_output_kernel, (BH,), (*tok(q), *tok(o), *wt(W[1]), *wt(S[1]), lnw, lnb, bg, Cp, z0, dl, x1, kept[6],
+                                   kept[7], n, H, BH), part="output", ACT=act_c, KEEP=keep, **flags, **shape)
+    if not keep:
+        return o, Wn, Sn
+    rows = lambda t: t.view(B, H, BN, t.shape[-1])[:, :, :n]  # noqa: E731
+    square = lambda t: t.view(B, H, BN, BN)[:, :, :n, :n]  # noqa: E731
+    t0, d0, a1, zeta0, zk, e, zq = (rows(t) for t in kept[:7])
+    xhat_q = r_q = xhat_k = r_k = None
+    if norm is not None:
+        _, xhat_q, r_q = layer_norm(zq, *norm)
+        _, xhat_k, r_k = layer_norm(zk, *norm)
+    return o, dict(a=[k, a1], zs=[rows(z0), zk], ts=[t0, None], deltas=[d0, rows(dl)], e=e, xs=[q, rows(x1)],
+                   zetas=[zeta0, zq], CPs=[square(cp), square(kept[7])], xhat_q=xhat_q, r_q=r_q, xhat_k=xhat_k,
+                   r_k=r_k)
 
