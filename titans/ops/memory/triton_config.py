@@ -64,7 +64,8 @@ class KernelConfig:
     phased: bool = False
     # Forward only, depth 2: the chunk loop of ``chunk.py`` with each chunk's passes in four launches over every
     # (batch row, head) and hidden tile (``triton_piece.py``) instead of one program per head walking the chunks;
-    # the backward then is ``chunk``'s (``piece.piece_backward``). Not yet timed.
+    # the backward then is ``chunk``'s (``piece.piece_backward``, recomputing each piece with those launches). Not
+    # yet timed.
     piece: bool = False
     # Backward only: form the products of its tile loops that need nothing the loops accumulate before them, in
     # wide tiles, into a scratch buffer the loops read (triton_pre.py; docs/benchmarks.md, "How the products are laid

@@ -18,7 +18,9 @@ in tiles of ``TH`` columns:
 * ``_output_kernel`` (per head): ``z = beta_1 x_1 W_1 + gamma_1 x_1 S_1 - (C_1 * x_1 a_1^T) delta_L`` (summed over
   tiles), its LayerNorm and the residual.
 
-The backward is ``piece.piece_backward`` (PyTorch), as for ``chunk``. One launch configuration for all four
+The backward is ``piece.piece_backward`` (PyTorch), as for ``chunk``, with its recomputation of the piece's
+intermediates these launches again (``keep=True``: they store what ``piece_forward(keep=True)`` keeps and skip the
+new state). One launch configuration for all four
 (``KernelConfig``: tile, warps, precision; ``triton_config.launch`` halves a launch's tile while the device refuses
 it and runs tf32x3 products laid out 8 wide as ieee). Not yet timed on a GPU.
 """
