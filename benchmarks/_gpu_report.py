@@ -103,17 +103,22 @@ def candidates_table(runs) -> list[str]:
     for _, r in runs:
         # "ran ieee": launch found 8-wide TF32 tensor-core products in its PTX (triton_config.narrow_tf32); "loops
         # ran ieee": a kernel in passes (triton_config.phased_loops_ieee)
-        regs = {(tuple(k["key"]), k["config"]): f"{k['regs']} / {k['spills']}"
-                + ("; ran ieee" if k.get("narrow tf32") else "; loops ran ieee" if k.get("phased loops ieee") else "")
-                + ("; PTX unread" if k.get("ptx read") is False else "")
-                for k in r.get("kernels", [])}
+        regs = {}
+        for k in r.get("kernels", []):
+            ieee = "; ran ieee" if k.get("narrow tf32") else "; loops ran ieee" if k.get("phased loops ieee") else ""
+            text = f"{k['regs']} / {k['spills']}{ieee}" + ("; PTX unread" if k.get("ptx read") is False else "")
+            slot = (tuple(k["key"]), k["config"])
+            if k.get("part"):  # triton_piece.py's launches, one record each: "part regs / spills, ..."
+                text = ", ".join(filter(None, [regs.get(slot), f"{k['part']} {text}"]))
+            regs[slot] = text
         for row in r["rows"]:
             kf, kb = kernel_keys(row["D"], row["depth"], row["chunk"])
             for name, c in row.get("candidates", {}).items():
                 err = f"{c['max_rel_err']:.1e}" if "max_rel_err" in c else c.get("error", "–")[:60]
+                bwd = ("chunk's (piece.piece_backward)" if ",piece" in c["fwd"]  # KernelConfig.piece: a whole path
+                       else f"{c['bwd']} ({regs.get((kb, c['bwd']), '?')})")
                 lines.append(f"| {row['D']} | {row['depth']} | {row['chunk']} | {row['T']} | {name} | "
-                             f"{c['fwd']} ({regs.get((kf, c['fwd']), '?')}) | "
-                             f"{c['bwd']} ({regs.get((kb, c['bwd']), '?')}) | {err} | "
+                             f"{c['fwd']} ({regs.get((kf, c['fwd']), '?')}) | {bwd} | {err} | "
                              f"{_num(c, 'fwd tok_s')} | {_num(c, 'fwd+bwd tok_s')} |")
     return lines if len(lines) > 3 else []
 
