@@ -83,3 +83,22 @@ def test_the_forward_saves_what_the_backward_reads(monkeypatch, split):
         assert rel_err(zk, ref["zs"][-1]) <= TOL, f"keys through the memory, chunk {c}"
         assert rel_err(zq, ref["zetas"][-1]) <= TOL, f"output before the norm, chunk {c}"
         assert rel_err(P1, ref["xs"][1] @ ref["a"][1].mT) <= TOL, f"P_1, chunk {c}"
+
+
+def test_a_forward_split_for_few_programs_runs_as_measured(monkeypatch):
+    """Split because of few programs, the forward takes the configuration run 7 measured (the default's tile, ieee,
+    one stage, 8 warps, no register cap), not the unsplit default's other options: 16 warps in passes, say."""
+    import titans.ops.memory.triton_seq as ts
+    import titans.ops.memory.triton_split as tsp
+    from titans.ops.memory.triton_config import KernelConfig
+
+    seen = []
+    monkeypatch.setattr(ts, "SPLIT_BELOW", 1 << 30)
+    monkeypatch.setattr(ts, "config_for", lambda backward, *key: KernelConfig.parse("32,16,2,tf32x3,maxreg,phased"))
+    monkeypatch.setattr(tsp, "split_forward_triton", lambda *args: seen.append(args[7]) or (_ for _ in ()).throw(
+        RuntimeError("stop")))
+    inp, _ = make_inputs(B=1, T=21, H=2, D=16, L=2, hidden=64, per_layer=True, norm=True, residual=True,
+                         dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="stop"):
+        run("triton", inp, 16)
+    assert seen == [KernelConfig(32, 8, 1, "ieee", split=True)]

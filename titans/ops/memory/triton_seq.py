@@ -309,8 +309,10 @@ def seq_forward_triton(q, k, v, packed, W, S, norm, act, residual, chunk, save):
     if cfg.split or split_below(q.device, (False, L, BN, DK, DH, DV)) > BH:
         from .triton_split import split_forward_triton  # imports this module
 
-        if not cfg.split:  # as measured (run 7): ieee products, one stage (the tuned forward may have two)
-            cfg = dataclasses.replace(cfg, precision="ieee", stages=1, split=True)
+        if not cfg.split:  # as measured (run 7): ieee products, one stage, 8 warps without the register cap (the
+            # tuned forward may have two stages, or 16 warps in passes: run 14's at depth 2 / head dim 64 / chunk 64)
+            cfg = dataclasses.replace(cfg, precision="ieee", stages=1, split=True, warps=8, maxreg=False, programs=1,
+                                      reload=False, phased=False)
         split_forward_triton(fargs, q, v, Ws, act, residual, chunk, cfg, norm is not None, save)
         return o, Ws, Ss, acts
     consts = forward_constants(L, cfg, act, norm is not None, residual, save)
