@@ -105,6 +105,7 @@ def test_expanded_weights_are_read_in_place():
     (16, 35, 19, True, "gelu", 16, 64, 16),    # four tiles, mid-chunk resume
     (16, 37, 21, False, "silu", 16, 64, 32),   # two tiles, no norm or residual
     (8, 29, 3, True, "relu", 16, 32, 16),      # 8-row chunks padded to 16 rows
+    (64, 100, 70, True, "gelu", 32, 64, 32),   # 64-row chunks: a resume 6 rows in, a last piece of 30
 ])
 def test_calls_in_pieces_match_chunk(monkeypatch, chunk, T, cut, nr, act, D, hidden, tile):
     import titans.ops.memory.triton_config as tc
