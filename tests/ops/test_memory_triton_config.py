@@ -83,17 +83,9 @@ def test_tf32x3_runs_as_ieee_in_16_wide_tiles(monkeypatch):
     assert seen == [(32, 1), (16, 0)]
 
 
-@pytest.mark.parametrize("narrow", [False, True])
-@pytest.mark.parametrize("config", ["tensor-core backward", "32,8,1,ieee,maxreg,pre-tf32x3"])
-def test_tf32_products_laid_out_8_wide_run_as_ieee(monkeypatch, caplog, narrow, config):
-    """Before the first launch of a tf32x3 configuration ``launch`` compiles the kernel without running it; where the
-    PTX has TF32 warp-group products 8 wide (both kernels that crashed an H100 run had them) every product, pass P's
-    too, runs ieee, with a warning, and later launches keep that without compiling again."""
-    from titans.ops.memory import triton_config as tc
-
-    ptx = ("wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32 {...};\n"
-           + ("wgmma.mma_async.sync.aligned.m64n8k8.f32.tf32.tf32 {...};\n" if narrow else ""))
-    warmed, ran = [], []
+def _stand_in(ptx: str, warmed: list, ran: list):
+    """A stand-in for a ``@triton.jit`` kernel as ``launch`` calls it: ``warmup`` returns a compiled kernel whose PTX
+    is ``ptx`` (recording the precisions it was compiled with in ``warmed``), a launch records them in ``ran``."""
 
     class Compiled:
         asm = {"ptx": ptx}
@@ -108,6 +100,21 @@ def test_tf32_products_laid_out_8_wide_run_as_ieee(monkeypatch, caplog, narrow, 
                 ran.append((PREC, PPREC))
             return run
 
+    return Kernel
+
+
+@pytest.mark.parametrize("narrow", [False, True])
+@pytest.mark.parametrize("config", ["tensor-core backward", "32,8,1,ieee,maxreg,pre-tf32x3"])
+def test_tf32_products_laid_out_8_wide_run_as_ieee(monkeypatch, caplog, narrow, config):
+    """Before the first launch of a tf32x3 configuration ``launch`` compiles the kernel without running it; where the
+    PTX has TF32 warp-group products 8 wide (both kernels that crashed an H100 run had them) every product, pass P's
+    too, runs ieee, with a warning, and later launches keep that without compiling again."""
+    from titans.ops.memory import triton_config as tc
+
+    ptx = ("wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32 {...};\n"
+           + ("wgmma.mma_async.sync.aligned.m64n8k8.f32.tf32.tf32 {...};\n" if narrow else ""))
+    warmed, ran = [], []
+    Kernel = _stand_in(ptx, warmed, ran)
     monkeypatch.setattr(tc, "LAUNCHED", {})
     key = dict(backward=True, L=2, BN=64, DK=64, DH=256, DV=64)
     cfg = tc.KernelConfig.parse(tc.TENSOR_CORE_BACKWARD if config == "tensor-core backward" else config)
@@ -132,19 +139,7 @@ def test_tf32x3_loops_in_passes_run_as_ieee_on_a_device(monkeypatch, caplog, all
     from titans.ops.memory import triton_config as tc
 
     ran = []
-
-    class Compiled:
-        asm = {"ptx": "wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32 {...};\n"}
-
-    class Kernel:
-        def warmup(self, *args, grid, **kw):
-            return Compiled()
-
-        def __getitem__(self, grid):
-            def run(*args, PREC, PPREC, **kw):
-                ran.append((PREC, PPREC))
-            return run
-
+    Kernel = _stand_in("wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32 {...};\n", [], ran)
     monkeypatch.setattr(tc, "LAUNCHED", {})
     monkeypatch.setenv("TITANS_TRITON_PHASED_TF32X3", "1" if allow else "0")
     key = dict(backward=True, L=2, BN=64, DK=64, DH=256, DV=64)

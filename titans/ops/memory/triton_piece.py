@@ -32,7 +32,7 @@ import torch
 from .common import layer_norm
 from .triton_blocks import HAS_TRITON
 from .triton_config import KernelConfig, config_for, launch
-from .triton_seq import _ACT, block_rows
+from .triton_seq import _ACT, block_rows, pack_coefficients
 
 if HAS_TRITON:
     import triton
@@ -202,12 +202,6 @@ def _rowmajor(w: torch.Tensor) -> torch.Tensor:
     return w if w.stride(-1) == 1 and w.stride(-2) == w.shape[-1] else w.contiguous()
 
 
-def _padded(x: torch.Tensor, BN: int, square: bool = False) -> torch.Tensor:
-    """Coefficients ``[L, B, H, n(, n)]`` zero-padded to ``BN`` rows (and columns), contiguous, float32."""
-    n = x.shape[-1]
-    return torch.nn.functional.pad(x.float(), (0, BN - n, 0, BN - n) if square else (0, BN - n)).contiguous()
-
-
 def piece_forward_triton(q, k, v, coef, G, W, S, norm, act, residual, keep: bool = False,
                          cfg: KernelConfig | None = None):
     """``piece.piece_forward`` of a depth-2 memory in four launches over every (batch row, head).
@@ -220,7 +214,6 @@ def piece_forward_triton(q, k, v, coef, G, W, S, norm, act, residual, keep: bool
     intermediates ``piece_forward(keep=True)`` returns (views of float32 scratch), and no new state. ``cfg``: tile,
     warps, stages, precision (default: the forward's configuration of this shape, ``triton_config.config_for``).
     """
-    beta, gamma, C, beta_n, gamma_n, c_n, h_n, m_n = coef
     B, H, n, DK = q.shape
     DH, DV = W[0].shape[-1], v.shape[-1]
     BN, BH = block_rows(n), B * H
@@ -228,9 +221,8 @@ def piece_forward_triton(q, k, v, coef, G, W, S, norm, act, residual, keep: bool
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     G, W, S = ([_rowmajor(w) for w in ws] for ws in (G, W, S))
     f32 = dict(dtype=torch.float32, device=q.device)
-    bg = torch.stack([_padded(beta, BN), _padded(gamma, BN)], 3).contiguous()  # [L, B, H, 2, BN]
-    Cp, cn, mn = _padded(C, BN, square=True), _padded(c_n, BN), _padded(m_n, BN)
-    scal = torch.stack([beta_n, gamma_n, h_n], -1).float().contiguous()  # [L, B, H, 3]
+    # [L, B, H, 2, BN] (beta, gamma), [L, B, H, BN, BN], [L, B, H, BN] (c_n, m_n), [L, B, H, 3], zero-padded
+    bg, Cp, cn, mn, scal = pack_coefficients(coef, BN)
     lnw, lnb = (norm[0].contiguous(), norm[1].contiguous()) if norm is not None else (scal, scal)  # unread without
     o = torch.empty(B, H, n, DV, dtype=q.dtype, device=q.device)
     Wn = [torch.empty(B, H, *w.shape[-2:], **f32) for w in W]
