@@ -84,9 +84,8 @@ def candidates(D, depth, chunk) -> dict:
         # its backward is chunk's): compiled offline (Triton 3.6) none of these has 8-wide TF32 products at the two
         # 64-row-chunk shapes; the tf32x3 ones are RISKY (a kernel no GPU has run)
         # (with the register cap: without it ptxas gave the ieee tiles kernel 32 registers and 9,976 spills a run)
-        for name, text in (("piece", "32,8,1,tf32x3"), ("piece-ieee", "32,8,1,ieee"), ("piece-w4", "32,4,1,tf32x3"),
-                           ("piece-t64", "64,8,1,tf32x3")):
-            out[name] = (tc.KernelConfig.parse(text + ",maxreg,piece"), default[1])
+        for name, text in PIECE.items():
+            out[name] = (tc.KernelConfig.parse(text), default[1])
     # A tf32x3 forward in tiles twice the default's (at least 32: tf32x3 needs them) with the register cap: compiled
     # offline it fits an H100 at depth 2 / chunk 64, head dim 128 (32 wide, where the default's 16-wide tiles put
     # every product on the CUDA cores: 224 KB) and head dim 64 (64 wide: 176 KB); at 16-row chunks it spills 20-25 KB
@@ -115,6 +114,13 @@ def candidates(D, depth, chunk) -> dict:
             out["default"] = default
     return out
 
+
+# The piece candidates' forward configurations (the backward is the default's). ``piece-t16x2``: 16-wide tiles as
+# two 8-warp programs per SM at 128 registers, where compiled offline (Triton 3.6) its tiles kernel spills almost
+# nothing (4 spill instructions at head dim 128, against 0 at 255 registers in 32-wide tiles, one program per SM).
+PIECE = {"piece": "32,8,1,tf32x3,maxreg,piece", "piece-ieee": "32,8,1,ieee,maxreg,piece",
+         "piece-w4": "32,4,1,tf32x3,maxreg,piece", "piece-t64": "64,8,1,tf32x3,maxreg,piece",
+         "piece-t16x2": "16,8,1,ieee,maxreg2,piece"}
 
 ONLY: list[str] = []  # set by --candidates: time only the candidates whose names start with one of these
 # Candidates --tune times only where --candidates names them in full: never run on a GPU, and with tf32x3 products,

@@ -175,13 +175,17 @@ def _kernel_row(job) -> dict:
 
     kind, shape, text = job
     cfg = triton_config.KernelConfig.parse(text)
-    if kind.startswith("piece-"):  # one of triton_piece.py's launches: its loops (errors, output) over the tiles
+    if kind.startswith("piece-"):  # one of triton_piece.py's launches: its loops (errors, output) over the tiles,
+        # the tiles kernel's over slices of the head dims
         from titans.ops.memory.triton_compile import piece_kernel
+        from titans.ops.memory.triton_piece import slice_width
 
         part, _, keep = kind.removeprefix("piece-").partition("+")  # "+keep": as the backward recomputes
         fn, consts = piece_kernel(part, shape, cfg, keep=keep == "keep")
         cap = triton_config.max_registers(cfg.warps, cfg.programs) if cfg.maxreg else None
-        r = compile_report(fn, consts, cfg.warps, cfg.stages, cap, trips=shape[3] // consts["TH"])
+        trips = (shape[2] // slice_width(consts["TH"], shape[2], shape[4]) if part == "tiles"
+                 else shape[3] // consts["TH"])
+        r = compile_report(fn, consts, cfg.warps, cfg.stages, cap, trips=trips)
     else:
         r = compile_configured(kind == "bwd", shape, cfg)
     return {"kernel": kind, **dict(zip(("L", "BN", "DK", "DH", "DV"), shape)), "config": text,

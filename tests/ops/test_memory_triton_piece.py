@@ -40,6 +40,7 @@ def _piece_inputs(B, H, n, D, DH, resume, seed=0):
     (12, 16, 64, 16, "gelu", True, False),   # a partial piece (12 of 16 rows), four tiles
     (16, 16, 64, 32, "silu", False, True),   # no norm or residual, gradients at other weights (a resumed chunk)
     (32, 32, 64, 64, "relu", True, True),    # one tile; 32 rows
+    (12, 32, 64, 16, "gelu", True, True),    # q, k and delta_L in two slices of the tile's width
 ])
 def test_a_piece_matches_the_pytorch_piece(n, D, DH, tile, act, nr, resume):
     from titans.ops.memory.piece import piece_forward

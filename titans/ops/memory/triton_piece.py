@@ -64,8 +64,8 @@ if HAS_TRITON:
     @triton.jit
     def _keys_kernel(k_ptr, sk_b, sk_h, sk_t, G0_ptr, sg0_b, sg0_h, z0_ptr, n, H, L: tl.constexpr, BN: tl.constexpr,
                      DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, PREC: tl.constexpr):
-        pid = tl.program_id(0).to(tl.int64)
-        j = tl.program_id(1)
+        g = tl.program_id(0).to(tl.int64)  # a head's tiles adjacent in launch order (k from L2), as in _tiles_kernel
+        pid, j = g // (DH // TH), g % (DH // TH)
         b, h = pid // H, pid % H
         rn = tl.arange(0, BN)
         k = _tok(k_ptr, sk_b, sk_h, sk_t, b, h, rn, rn < n, DK)
@@ -107,12 +107,17 @@ if HAS_TRITON:
                       x1_ptr, t0_ptr, d0_ptr, a1_ptr, zeta_ptr, n, H, BH, L: tl.constexpr, BN: tl.constexpr,
                       DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, ACT: tl.constexpr,
                       PREC: tl.constexpr, KEEP: tl.constexpr):
-        pid = tl.program_id(0).to(tl.int64)
-        j = tl.program_id(1)
+        # One program per (head, tile), the tiles of a head adjacent in launch order: they read the same rows of
+        # q, k and delta_L, which then come from L2 rather than memory. The rows are read, and the weights written,
+        # in slices of TK columns, so that a program holds [BN, TH] sums and [BN, TK] slices rather than whole
+        # [BN, D] rows (255 registers and 1,641 spill instructions a chunk at head dim 128 when it held them).
+        P: tl.constexpr = DH // TH
+        TK: tl.constexpr = min(32, min(TH, min(DK, DV)))  # triton_piece.slice_width
+        g = tl.program_id(0).to(tl.int64)
+        pid, j = g // P, g % P
         b, h = pid // H, pid % H
         rn = tl.arange(0, BN)
-        rk = tl.arange(0, DK)
-        rv = tl.arange(0, DV)
+        rs = tl.arange(0, TK)
         c = j * TH + tl.arange(0, TH)
         mask = rn < n
         # Coefficients, zero on padded rows (layer l of head pid at l * BH + pid): beta and gamma [L, BH, 2, BN],
@@ -129,28 +134,38 @@ if HAS_TRITON:
 
         z0 = tl.load(_hid(z0_ptr, pid, j * TH, BN, DH, TH))
         a1 = _act(z0, ACT)
-        dlast = tl.load(dl_ptr + pid * BN * DV + rn[:, None] * DV + rv[None, :])
-        # delta_0 = sigma'(z0) * t0, t0 = delta_L G1[j, :]^T
-        t0 = _mm(dlast, tl.trans(_wt(G1_ptr, sg1_b, sg1_h, b, h, j * TH, 0, DV, TH, DV)), PREC)
+        # t0 = delta_L G1[j, :]^T over slices s of delta_L's columns; the second layer's new weights and momentum
+        # on rows j, columns s, from the same slice: - a_1^T (c_n delta_L), - a_1^T (m_n delta_L).
+        t0 = tl.zeros([BN, TH], dtype=tl.float32)
+        for s in range(DV // TK):
+            dls = tl.load(dl_ptr + pid * BN * DV + rn[:, None] * DV + (s * TK + rs)[None, :])
+            t0 += _mm(dls, tl.trans(_wt(G1_ptr, sg1_b, sg1_h, b, h, j * TH, s * TK, DV, TH, TK)), PREC)
+            if not KEEP:  # the state after the piece (piece_backward's recomputation does not need it)
+                W1s = _wt(W1_ptr, sw1_b, sw1_h, b, h, j * TH, s * TK, DV, TH, TK)
+                S1s = _wt(S1_ptr, ss1_b, ss1_h, b, h, j * TH, s * TK, DV, TH, TK)
+                w1 = pid * DH * DV + c[:, None] * DV + (s * TK + rs)[None, :]
+                tl.store(W1o_ptr + w1, bn1 * W1s + gn1 * S1s - _mm(tl.trans(a1), cn1[:, None] * dls, PREC))
+                tl.store(S1o_ptr + w1, hn1 * S1s - _mm(tl.trans(a1), mn1[:, None] * dls, PREC))
         d0 = _act_bwd(t0, z0, ACT)
-        k = _tok(k_ptr, sk_b, sk_h, sk_t, b, h, rn, mask, DK)
-        W0j = _wt(W0_ptr, sw0_b, sw0_h, b, h, 0, j * TH, DH, DK, TH)
-        S0j = _wt(S0_ptr, ss0_b, ss0_h, b, h, 0, j * TH, DH, DK, TH)
-        if not KEEP:  # the state after the piece (piece_backward's recomputation does not need it)
-            # The first layer's new weights and momentum on columns j: - k^T (c_n delta_0), - k^T (m_n delta_0).
-            w0 = pid * DK * DH + rk[:, None] * DH + c[None, :]
-            tl.store(W0o_ptr + w0, bn0 * W0j + gn0 * S0j - _mm(tl.trans(k), cn0[:, None] * d0, PREC))
-            tl.store(S0o_ptr + w0, hn0 * S0j - _mm(tl.trans(k), mn0[:, None] * d0, PREC))
-            # The second layer's on rows j: - a_1^T (c_n delta_L), - a_1^T (m_n delta_L).
-            W1j = _wt(W1_ptr, sw1_b, sw1_h, b, h, j * TH, 0, DV, TH, DV)
-            S1j = _wt(S1_ptr, ss1_b, ss1_h, b, h, j * TH, 0, DV, TH, DV)
-            w1 = pid * DH * DV + c[:, None] * DV + rv[None, :]
-            tl.store(W1o_ptr + w1, bn1 * W1j + gn1 * S1j - _mm(tl.trans(a1), cn1[:, None] * dlast, PREC))
-            tl.store(S1o_ptr + w1, hn1 * S1j - _mm(tl.trans(a1), mn1[:, None] * dlast, PREC))
-        # The queries' first layer on columns j.
-        q = _tok(q_ptr, sq_b, sq_h, sq_t, b, h, rn, mask, DK)
+        # The queries' first layer on columns j, zeta_0 = beta_0 q W0 + gamma_0 q S0 - (C_0 * q k^T) delta_0, and
+        # the first layer's new weights and momentum on rows s, columns j: - k^T (c_n delta_0), - k^T (m_n delta_0),
+        # over slices s of q's and k's columns.
         CP0 = tl.load(cp_ptr + pid * BN * BN + rn[:, None] * BN + rn[None, :])
-        zeta0 = beta0[:, None] * _mm(q, W0j, PREC) + gamma0[:, None] * _mm(q, S0j, PREC) - _mm(CP0, d0, PREC)
+        zeta0 = -_mm(CP0, d0, PREC)
+        cd0, md0 = cn0[:, None] * d0, mn0[:, None] * d0
+        for s in range(DK // TK):
+            cols = s * TK + rs
+            qs = tl.load(q_ptr + b * sq_b + h * sq_h + rn[:, None] * sq_t + cols[None, :], mask=mask[:, None],
+                         other=0.0).to(tl.float32)
+            W0s = _wt(W0_ptr, sw0_b, sw0_h, b, h, s * TK, j * TH, DH, TK, TH)
+            S0s = _wt(S0_ptr, ss0_b, ss0_h, b, h, s * TK, j * TH, DH, TK, TH)
+            zeta0 += _mm(beta0[:, None] * qs, W0s, PREC) + _mm(gamma0[:, None] * qs, S0s, PREC)
+            if not KEEP:
+                ks = tl.load(k_ptr + b * sk_b + h * sk_h + rn[:, None] * sk_t + cols[None, :], mask=mask[:, None],
+                             other=0.0).to(tl.float32)
+                w0 = pid * DK * DH + cols[:, None] * DH + c[None, :]
+                tl.store(W0o_ptr + w0, bn0 * W0s + gn0 * S0s - _mm(tl.trans(ks), cd0, PREC))
+                tl.store(S0o_ptr + w0, hn0 * S0s - _mm(tl.trans(ks), md0, PREC))
         tl.store(_hid(x1_ptr, pid, j * TH, BN, DH, TH), _act(zeta0, ACT))
         if KEEP:  # for piece_backward
             tl.store(_hid(t0_ptr, pid, j * TH, BN, DH, TH), t0)
@@ -171,18 +186,18 @@ if HAS_TRITON:
         mask = rn < n
         beta1 = tl.load(bg_ptr + (BH + pid) * 2 * BN + rn)
         gamma1 = tl.load(bg_ptr + (BH + pid) * 2 * BN + BN + rn)
-        zw = tl.zeros([BN, DV], dtype=tl.float32)
-        zs = tl.zeros([BN, DV], dtype=tl.float32)
+        # beta_1 x_1 W_1 + gamma_1 x_1 S_1 as (beta_1 x_1) W_1 + (gamma_1 x_1) S_1: one [BN, DV] sum held, not two
+        z = tl.zeros([BN, DV], dtype=tl.float32)
         P1 = tl.zeros([BN, BN], dtype=tl.float32)
         for j in range(DH // TH):
             x1 = tl.load(_hid(x1_ptr, pid, j * TH, BN, DH, TH))
             a1 = _act(tl.load(_hid(z0_ptr, pid, j * TH, BN, DH, TH)), ACT)
-            zw += _mm(x1, _wt(W1_ptr, sw1_b, sw1_h, b, h, j * TH, 0, DV, TH, DV), PREC)
-            zs += _mm(x1, _wt(S1_ptr, ss1_b, ss1_h, b, h, j * TH, 0, DV, TH, DV), PREC)
+            z += _mm(beta1[:, None] * x1, _wt(W1_ptr, sw1_b, sw1_h, b, h, j * TH, 0, DV, TH, DV), PREC)
+            z += _mm(gamma1[:, None] * x1, _wt(S1_ptr, ss1_b, ss1_h, b, h, j * TH, 0, DV, TH, DV), PREC)
             P1 += _mm(x1, tl.trans(a1), PREC)
         C1 = tl.load(C_ptr + (BH + pid) * BN * BN + rn[:, None] * BN + rn[None, :])
         dlast = tl.load(dl_ptr + pid * BN * DV + rn[:, None] * DV + rv[None, :])
-        z = beta1[:, None] * zw + gamma1[:, None] * zs - _mm(C1 * P1, dlast, PREC)
+        z -= _mm(C1 * P1, dlast, PREC)
         if KEEP:  # for piece_backward: the output before its norm, and C_1 * P_1
             tl.store(zq_ptr + pid * BN * DV + rn[:, None] * DV + rv[None, :], z)
             tl.store(cp1_ptr + pid * BN * BN + rn[:, None] * BN + rn[None, :], C1 * P1)
@@ -194,6 +209,12 @@ if HAS_TRITON:
             z = z + _tok(q_ptr, sq_b, sq_h, sq_t, b, h, rn, mask, DK)
         tl.store(o_ptr + b * so_b + h * so_h + rn[:, None] * so_t + rv[None, :], z.to(o_ptr.dtype.element_ty),
                  mask=mask[:, None])
+
+
+def slice_width(TH: int, DK: int, DV: int) -> int:
+    """The width ``TK`` of the slices in which ``_tiles_kernel`` reads q, k and ``delta_L`` and writes the weights
+    (the kernel computes the same expression): its loops run ``DV // TK`` and ``DK // TK`` times."""
+    return min(32, TH, DK, DV)
 
 
 def _rowmajor(w: torch.Tensor) -> torch.Tensor:
@@ -242,10 +263,10 @@ def piece_forward_triton(q, k, v, coef, G, W, S, norm, act, residual, keep: bool
     shape = dict(backward=False, L=2, BN=BN, DK=DK, DH=DH, DV=DV, cfg=cfg)
     flags = dict(NORM=norm is not None, RES=residual)
     act_c = _ACT[act]
-    launch(_keys_kernel, lambda th: (BH, DH // th), (*tok(k), *wt(G[0]), z0, n, H), part="keys", **shape)
+    launch(_keys_kernel, lambda th: (BH * (DH // th),), (*tok(k), *wt(G[0]), z0, n, H), part="keys", **shape)
     launch(_errors_kernel, (BH,), (*tok(q), *tok(k), *tok(v), *wt(G[1]), lnw, lnb, Cp, z0, dl, cp, *kept[4:6], n, H),
            part="errors", ACT=act_c, KEEP=keep, **flags, **shape)
-    launch(_tiles_kernel, lambda th: (BH, DH // th),
+    launch(_tiles_kernel, lambda th: (BH * (DH // th),),
            (*tok(q), *tok(k), *wt(G[1]), *wt(W[0]), *wt(S[0]), *wt(W[1]), *wt(S[1]), Wn[0], Sn[0], Wn[1], Sn[1], bg,
             cn, mn, scal, z0, dl, cp, x1, *kept[:4], n, H, BH), part="tiles", ACT=act_c, KEEP=keep, **shape)
     launch(_output_kernel, (BH,), (*tok(q), *tok(o), *wt(W[1]), *wt(S[1]), lnw, lnb, bg, Cp, z0, dl, x1, kept[6],
