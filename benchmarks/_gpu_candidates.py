@@ -82,7 +82,7 @@ def candidates(D, depth, chunk) -> dict:
                                  for c in default)
     if depth == 2:  # chunk's loop with each piece in four launches over every head and hidden tile (triton_piece.py;
         # its backward is chunk's): compiled offline (Triton 3.6) none of these has 8-wide TF32 products at the two
-        # 64-row-chunk shapes; the tf32x3 ones are RISKY (a kernel no GPU has run)
+        # 64-row-chunk shapes; all but piece-t64 ran on an H200 (runs 16-19), piece-w4 the fastest (PIECE_FROM)
         # (with the register cap: without it ptxas gave the ieee tiles kernel 32 registers and 9,976 spills a run)
         for name, text in PIECE.items():
             out[name] = (tc.KernelConfig.parse(text), default[1])
@@ -120,7 +120,10 @@ def candidates(D, depth, chunk) -> dict:
 # nothing (4 spill instructions at head dim 128, against 0 at 255 registers in 32-wide tiles, one program per SM).
 PIECE = {"piece": "32,8,1,tf32x3,maxreg,piece", "piece-ieee": "32,8,1,ieee,maxreg,piece",
          "piece-w4": "32,4,1,tf32x3,maxreg,piece", "piece-t64": "64,8,1,tf32x3,maxreg,piece",
-         "piece-t16x2": "16,8,1,ieee,maxreg2,piece"}
+         "piece-t16x2": "16,8,1,ieee,maxreg2,piece",
+         # piece-w4 with the forward keeping each piece's intermediates for the backward (KernelConfig.save): no
+         # recomputation, about as much memory again as the weights and momentum kept per chunk
+         "piece-w4-save": "32,4,1,tf32x3,maxreg,piece,save"}
 
 ONLY: list[str] = []  # set by --candidates: time only the candidates whose names start with one of these
 # Candidates --tune times only where --candidates names them in full: never run on a GPU, and with tf32x3 products,
@@ -129,6 +132,6 @@ ONLY: list[str] = []  # set by --candidates: time only the candidates whose name
 # tf32x3 in the loops of the kernels in passes (``phased`` at 8 warps, ``phased-fwd``, ``phased-bwd`` at head dim 64,
 # ``tf32x3-bwd-phased``) did end runs 13-15 (H100, 2026-11-27); ``launch`` now runs those loops ieee on a device
 # (``triton_config.phased_loops_ieee``) unless TITANS_TRITON_PHASED_TF32X3=1, so only with that set are they risky.
-RISKY = {"tf32x3-pre", "tf32x3-bwd", "tf32x3-bwd-phased", "tf32x3-wide", "piece", "piece-w4", "piece-t64"}
+RISKY = {"tf32x3-pre", "tf32x3-bwd", "tf32x3-bwd-phased", "tf32x3-wide", "piece-t64"}
 if os.environ.get("TITANS_TRITON_PHASED_TF32X3", "0") == "1":
     RISKY |= {"phased", "phased-fwd", "phased-bwd", "phased-w4"}

@@ -180,8 +180,9 @@ def _kernel_row(job) -> dict:
         from titans.ops.memory.triton_compile import piece_kernel
         from titans.ops.memory.triton_piece import slice_width
 
-        part, _, keep = kind.removeprefix("piece-").partition("+")  # "+keep": as the backward recomputes
-        fn, consts = piece_kernel(part, shape, cfg, keep=keep == "keep")
+        # "+keep": as the backward recomputes, "+save": as a forward that keeps its intermediates (KernelConfig.save)
+        part, _, keep = kind.removeprefix("piece-").partition("+")
+        fn, consts = piece_kernel(part, shape, cfg, keep=keep in ("keep", "save"), state=keep != "keep")
         cap = triton_config.max_registers(cfg.warps, cfg.programs) if cfg.maxreg else None
         trips = (shape[2] // slice_width(consts["TH"], shape[2], shape[4]) if part == "tiles"
                  else shape[3] // consts["TH"])
@@ -325,9 +326,8 @@ def main():
     ap.add_argument("--wgmma", action="store_true", help="instead: the TF32 tensor-core products, by width, of the "
                     "tf32x3 kernels the H100 runs crashed on or ran")
     ap.add_argument("--kernels", default=None, metavar="KERNELS", help="instead: these kernels, "
-                    "'fwd|bwd|piece-PART[+keep]:L,BN,DK,DH,DV:config;...' (config as KernelConfig.parse; PART: one of "
-                    "triton_compile.PIECE_PARTS), e.g. the configurations a "
-                    "GPU run timed")
+                    "'fwd|bwd|piece-PART[+keep|+save]:L,BN,DK,DH,DV:config;...' (config as KernelConfig.parse; "
+                    "PART: one of triton_compile.PIECE_PARTS), e.g. the configurations a GPU run timed")
     ap.add_argument("--names", default="", help="with --candidates: only names starting with these (comma-separated)")
     ap.add_argument("--jobs", type=int, default=1, help="with --registers or --candidates: compile in this many "
                     "processes")

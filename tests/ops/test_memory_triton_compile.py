@@ -28,6 +28,7 @@ CASES = [  # (backward, (L, BN, DK, DH, DV), config)
     # triton_piece.py's four launches (tf32x3, 32-row pieces), and as the backward's recomputation runs them
     *(("piece-" + part, (2, 32, 32, 64, 32), "32,4,1,tf32x3,piece") for part in ("keys", "errors", "tiles", "output")),
     *((f"piece-{part}+keep", (2, 32, 32, 64, 32), "32,4,1,tf32x3,piece") for part in ("errors", "tiles", "output")),
+    ("piece-tiles+save", (2, 32, 32, 64, 32), "32,4,1,tf32x3,piece,save"),
 ]
 
 SCRIPT = """
@@ -40,7 +41,7 @@ for backward, shape, text in json.loads(sys.argv[1]):
         cfg = KernelConfig.parse(text)
         if isinstance(backward, str):  # one of triton_piece.py's launches ("+keep": the recomputation's)
             part, _, keep = backward.removeprefix("piece-").partition("+")
-            fn, consts = piece_kernel(part, tuple(shape), cfg, keep=keep == "keep")
+            fn, consts = piece_kernel(part, tuple(shape), cfg, keep=keep in ("keep", "save"), state=keep != "keep")
             k = compile_offline(fn, consts, cfg.warps, cfg.stages)
         else:
             k = compile_kernel(backward, tuple(shape), cfg)

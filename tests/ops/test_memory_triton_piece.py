@@ -86,6 +86,32 @@ def test_the_recomputation_keeps_what_the_pytorch_piece_keeps(nr):
                 assert x.shape == y.shape and rel_err(x, y) <= TOL, name
 
 
+def test_keeping_the_intermediates_with_the_state():
+    """``keep=True, state=True`` (``KernelConfig.save``): the output and new state of a plain call and the
+    intermediates of a recomputing one, from one call, against the PyTorch piece in float64."""
+    from titans.ops.memory.piece import piece_forward
+    from titans.ops.memory.triton_config import KernelConfig
+    from titans.ops.memory.triton_piece import piece_forward_triton
+
+    q, k, v, coef, G, W, S, norm = _piece_inputs(2, 3, 12, 32, 64, True, seed=3)
+    o_ref, W_ref, S_ref, ref = piece_forward(q, k, v, coef, G, W, S, norm, "gelu", True, keep=True, state=True)
+    o_plain, W_plain, S_plain = piece_forward(q, k, v, coef, G, W, S, norm, "gelu", True)
+    assert torch.equal(o_ref, o_plain) and all(torch.equal(a, b) for a, b in zip([*W_ref, *S_ref],
+                                                                                  [*W_plain, *S_plain]))
+    f = lambda xs: [x.float() for x in xs]  # noqa: E731
+    o, Wn, Sn, got = piece_forward_triton(*f((q, k, v)), tuple(f(coef)), f(G), f(W), f(S), tuple(f(norm)), "gelu",
+                                          True, True, cfg=KernelConfig(16, 4, 1, piece=True, save=True), state=True)
+    assert rel_err(o, o_ref) <= TOL
+    for x, y in zip([*Wn, *Sn], [*W_ref, *S_ref]):
+        assert rel_err(x, y) <= TOL
+    assert set(got) == set(ref)
+    for name, want in ref.items():
+        for x, y in zip(got[name], want) if isinstance(want, list) else [(got[name], want)]:
+            assert (x is None) == (y is None), name
+            if y is not None:
+                assert rel_err(x, y) <= TOL, name
+
+
 def test_expanded_weights_are_read_in_place():
     """Weights shared over the batch (an expanded, stride-0 batch) give what their copies give."""
     from titans.ops.memory.triton_config import KernelConfig
@@ -126,11 +152,33 @@ def test_calls_in_pieces_match_chunk(monkeypatch, chunk, T, cut, nr, act, D, hid
     assert ran == dict.fromkeys(("keys", "errors", "tiles", "output"), min(tile, hidden))
 
 
+def test_calls_in_pieces_that_keep_their_intermediates_match_chunk(monkeypatch):
+    """``KernelConfig.save``: whole calls (a mid-chunk resume, a last partial piece) against ``chunk``, gradients
+    included, with the forward keeping what the backward would recompute (no recomputing launch runs)."""
+    import titans.ops.memory.triton_config as tc
+    import titans.ops.memory.triton_op as op
+    import titans.ops.memory.triton_piece as tp
+
+    cfg = tc.KernelConfig(16, 4, 1, piece=True, save=True)
+    monkeypatch.setattr(op, "config_for", lambda *key: cfg if not key[0] else tc.config_for(*key))
+    calls = []
+    real = tp.piece_forward_triton
+    monkeypatch.setattr(tp, "piece_forward_triton", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    inp, leaves = make_inputs(B=2, T=35, H=2, D=16, L=2, hidden=64, per_layer=True, norm=True, residual=True,
+                              dtype=torch.float32, requires_grad=True)
+    compare(inp, leaves, 16, "gelu", 19)
+    assert calls and all(kw.get("keep") and kw.get("state") for kw in calls)
+
+
 def test_the_configuration_text_names_the_pieces():
     from titans.ops.memory.triton_config import KernelConfig
 
     cfg = KernelConfig.parse("32,8,1,tf32x3,maxreg,piece")
     assert cfg == KernelConfig(32, 8, 1, "tf32x3", maxreg=True, piece=True) and str(cfg) == "32,8,1,tf32x3,maxreg,piece"
+    cfg = KernelConfig.parse("32,4,1,tf32x3,maxreg,piece,save")
+    assert cfg.save and str(cfg) == "32,4,1,tf32x3,maxreg,piece,save"
+    with pytest.raises(ValueError, match="save=True needs piece=True"):
+        KernelConfig.parse("32,4,1,tf32x3,save")
 
 
 def test_pieces_that_do_not_fit_fall_back_to_chunk(monkeypatch, caplog):
@@ -156,3 +204,32 @@ def test_pieces_that_do_not_fit_fall_back_to_chunk(monkeypatch, caplog):
     o_c, s_c = run("chunk", inp, 16)
     assert "piece kernels do not fit" in caplog.text
     assert torch.equal(o_t, o_c) and all(torch.equal(a, b) for a, b in zip(s_t.params, s_c.params))
+
+
+def test_the_default_runs_in_pieces_from_enough_pairs(monkeypatch):
+    """``triton_config.PIECE_FROM``: a forward shape runs in pieces under its configuration where a call has at least
+    the table's (batch row, head) pairs, else one program per head; an override (a tuning candidate, a file of tuned
+    configurations) decides alone. Whole calls either way match ``chunk``."""
+    import titans.ops.memory.triton_config as tc
+    import titans.ops.memory.triton_op as op
+
+    key = (2, 16, 16, 64, 16)
+    monkeypatch.setattr(tc, "PIECE_FROM", {key: ("16,4,1,ieee,piece", 4)})
+    monkeypatch.setattr(tc, "OVERRIDES", {})
+    monkeypatch.setattr(op, "OVERRIDES", tc.OVERRIDES)
+    W, v = torch.zeros(1, 1, 16, 64), torch.zeros(1, 1, 1, 16)
+    assert op._piece_config([W, W.mT], v, 16, 3) is None
+    assert op._piece_config([W, W.mT], v, 16, 4) == tc.KernelConfig(16, 4, 1, piece=True)
+    assert op._piece_config([W, W.mT], v, 32, 4) is None  # another shape
+    tc.OVERRIDES[(False, *key)] = tc.KernelConfig(16, 4, 1)
+    assert op._piece_config([W, W.mT], v, 16, 4) is None
+    tc.OVERRIDES[(False, *key)] = tc.KernelConfig(16, 8, 1, piece=True)
+    assert op._piece_config([W, W.mT], v, 16, 1) == tc.KernelConfig(16, 8, 1, piece=True)
+    tc.OVERRIDES.clear()
+    for H, pieces in ((2, True), (1, False)):  # batch 2: 4 pairs, then 2
+        monkeypatch.setattr(tc, "LAUNCHED", {})
+        inp, leaves = make_inputs(B=2, T=35, H=H, D=16, L=2, hidden=64, per_layer=True, norm=True, residual=True,
+                                  dtype=torch.float32, requires_grad=True)
+        compare(inp, leaves, 16, "gelu", 19)
+        parts = {slot[2] for slot in tc.LAUNCHED if len(slot) == 3}
+        assert parts == ({"keys", "errors", "tiles", "output"} if pieces else set())

@@ -251,6 +251,27 @@ def test_fused_backward_matches_autograd_of_the_same_forward(L, nr):
         assert rel_err(a, b) <= TOL
 
 
+@pytest.mark.parametrize("L,nr", [(1, False), (2, True)])
+def test_a_forward_that_keeps_its_intermediates_gives_the_same_gradients(L, nr):
+    """``save=True`` (``ChunkPiece`` keeps the forward's intermediates instead of recomputing them): the same outputs,
+    state and gradients as the recomputing backward, resuming mid-chunk included."""
+    from titans.ops.memory.chunk import memory_update_chunk
+
+    inp, leaves = make_inputs(T=21, L=L, norm=nr, residual=nr, requires_grad=True)
+    args = [inp[x] for x in ("q", "k", "v", "alpha", "eta", "theta", "params", "momentum")]
+    results = []
+    for save in (False, True):
+        o1, st = memory_update_chunk(*[a[:, :5] if i < 6 else a for i, a in enumerate(args)], chunk_size=8,
+                                     norm=inp["norm"], residual=nr, save=save)
+        o2, st = memory_update_chunk(*[a[:, 5:] for a in args[:6]], st, chunk_size=8, norm=inp["norm"],
+                                     residual=nr, save=save)
+        results.append((torch.cat([o1, o2], 1), st.params, _backward(torch.cat([o1, o2], 1), st, leaves)))
+    (o_a, w_a, g_a), (o_b, w_b, g_b) = results
+    assert torch.equal(o_a, o_b) and all(torch.equal(x, y) for x, y in zip(w_a, w_b))
+    for a, b in zip(g_a, g_b):
+        assert rel_err(a, b) <= 1e-12
+
+
 def test_coefficient_groups_do_not_change_results(monkeypatch):
     """Building the decay coefficients a few chunks at a time (bounded memory) changes nothing, gradients included."""
     import titans.ops.memory.chunk as chunk_mod

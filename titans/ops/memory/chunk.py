@@ -66,17 +66,18 @@ def decay_coefficients(alpha: torch.Tensor, eta: torch.Tensor, theta: torch.Tens
     return beta, gamma, (DA @ DH) * th, hv, DH * th
 
 
-def _run_piece(G, W, S, q, k, v, coef, n, act, norm, residual, fused_backward, fwd=piece_forward, bwd=piece_backward):
+def _run_piece(G, W, S, q, k, v, coef, n, act, norm, residual, fused_backward, fwd=piece_forward, bwd=piece_backward,
+               save=False):
     """One piece of ``n`` tokens; ``coef`` from :func:`decay_coefficients`, each ``[L, B, H, >=n(, >=n)]``.
     ``fwd``, ``bwd``: the per-piece forward and backward (``piece.py``, or the Triton kernels of the same
-    signatures)."""
+    signatures); ``save``: the forward keeps the piece's intermediates for the backward (``ChunkPiece``)."""
     beta, gamma, C, hv, M = coef
     c8 = (beta[..., :n], gamma[..., :n], C[..., :n, :n], beta[..., n - 1], gamma[..., n - 1], C[..., n - 1, :n],
           hv[..., n - 1], M[..., n - 1, :n])
     tensors = [q, k, v, *c8, *G, *W, *S, *(norm or ())]
     if fused_backward and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         lnw, lnb = norm if norm is not None else (None, None)
-        outs = ChunkPiece.apply((len(W), act, residual, fwd, bwd), q, k, v, lnw, lnb, *c8, *G, *W, *S)
+        outs = ChunkPiece.apply((len(W), act, residual, fwd, bwd, save), q, k, v, lnw, lnb, *c8, *G, *W, *S)
         L = len(W)
         return outs[0], list(outs[1:1 + L]), list(outs[1 + L:])
     if fwd is not piece_forward and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
@@ -86,12 +87,14 @@ def _run_piece(G, W, S, q, k, v, coef, n, act, norm, residual, fused_backward, f
 
 def memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum=None, *, chunk_size=16, activation="gelu",
                         norm=None, residual=False, fused_backward=True, piece=piece_forward,
-                        piece_bwd=piece_backward):
+                        piece_bwd=piece_backward, save=False):
     """Same contract as :func:`titans.ops.memory_update` (inputs are assumed validated).
 
     ``fused_backward=False`` lets autograd differentiate the forward instead of the hand-written backward
     (more memory and slower, but twice differentiable). ``piece``, ``piece_bwd``: the per-piece forward and
-    hand-written backward (``piece.py``'s, or any functions of the same signatures).
+    hand-written backward (``piece.py``'s, or any functions of the same signatures). ``save``: with the hand-written
+    backward, each piece's forward keeps its intermediates for the backward instead of the backward recomputing
+    them (less time, more memory: ``piece.ChunkPiece``).
     """
     B, T, H, _ = k.shape
     b = chunk_size
@@ -114,7 +117,7 @@ def memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum=None, *, ch
         n = min(b - offset, T)
         coef = [c.movedim(2, 0) for c in decay_coefficients(*(g[..., :n] for g in gates))]
         o, W, S = _run_piece(G, W, S, q[:, :, :n], k[:, :, :n], v[:, :, :n], coef, n, activation, norm, residual,
-                             fused_backward, piece, piece_bwd)
+                             fused_backward, piece, piece_bwd, save)
         outs.append(o)
         offset = (offset + n) % b
         pos = n
@@ -143,7 +146,7 @@ def memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum=None, *, ch
                 G = W
                 o, W, S = _run_piece(G, W, S, qs[c][:, :, :n], ks[c][:, :, :n], vs[c][:, :, :n],
                                      [t[c - c0] for t in coef], n, activation, norm, residual, fused_backward,
-                                     piece, piece_bwd)
+                                     piece, piece_bwd, save)
                 outs.append(o)
         offset = rest % b
         if offset == 0:

@@ -32,9 +32,12 @@ def _scaled_outer(s, a, d):
     return a.mT @ (s[..., None] * d)
 
 
-def piece_forward(q, k, v, coef, G, W, S, norm, act, residual, keep=False):
+def piece_forward(q, k, v, coef, G, W, S, norm, act, residual, keep=False, state=None):
     """The dual form over one piece. Returns ``(o, W_new, S_new)``; with ``keep`` (the backward's recomputation)
-    returns ``(o, saved)`` instead, the intermediates the backward needs, and skips the end state."""
+    returns ``(o, saved)`` instead, the intermediates the backward needs, and skips the end state; with ``keep`` and
+    ``state`` both, ``(o, W_new, S_new, saved)`` (a forward that keeps them for the backward: ``ChunkPiece``'s
+    ``save``)."""
+    state = not keep if state is None else state
     beta, gamma, C, beta_n, gamma_n, c_n, h_n, m_n = coef
     L = len(W)
     # Keys through the memory at G, and the per-token errors delta_l (inner gradient = a_l^T delta_l).
@@ -67,7 +70,7 @@ def piece_forward(q, k, v, coef, G, W, S, norm, act, residual, keep=False):
         z = _scaled_mm(beta[l], h, W[l]) + _scaled_mm(gamma[l], h, S[l]) - CP @ deltas[l]
         if keep:
             zetas.append(z), CPs.append(CP)
-        else:
+        if state:
             # Weights and momentum after the piece (row n of the coefficients).
             W_new.append(torch.addcmul(beta_n[l][..., None, None] * W[l], S[l], gamma_n[l][..., None, None])
                          - _scaled_outer(c_n[l], a[l], deltas[l]))
@@ -83,8 +86,9 @@ def piece_forward(q, k, v, coef, G, W, S, norm, act, residual, keep=False):
     o = out + q if residual else out
     if not keep:
         return o, W_new, S_new
-    return o, dict(a=a, zs=zs, ts=ts, deltas=deltas, e=e, xs=xs, zetas=zetas, CPs=CPs, xhat_q=xhat_q, r_q=r_q,
-                   xhat_k=xhat_k, r_k=r_k)
+    saved = dict(a=a, zs=zs, ts=ts, deltas=deltas, e=e, xs=xs, zetas=zetas, CPs=CPs, xhat_q=xhat_q, r_q=r_q,
+                 xhat_k=xhat_k, r_k=r_k)
+    return (o, W_new, S_new, saved) if state else (o, saved)
 
 
 def _ln_sums(x):
@@ -92,14 +96,17 @@ def _ln_sums(x):
     return x.sum(dim=(0, 2))
 
 
-def piece_backward(do, dWp, dSp, q, k, v, coef, G, W, S, norm, act, residual, *, recompute=None):
+def piece_backward(do, dWp, dSp, q, k, v, coef, G, W, S, norm, act, residual, *, recompute=None, saved=None):
     """Gradients of one piece (README §6). Returns ``(dq, dk, dv, dcoef, dG, dW, dS, dnorm)``. ``recompute``: the
     forward that recomputes the piece's intermediates (``keep=True``; default :func:`piece_forward`, or a kernel of
-    the same contract such as ``triton_piece.piece_forward_triton``)."""
+    the same contract such as ``triton_piece.piece_forward_triton``); ``saved``: those intermediates, kept by the
+    forward, instead of recomputing them."""
     beta, gamma, C, beta_n, gamma_n, c_n, h_n, m_n = coef
     L = len(W)
-    with torch.no_grad():
-        _, sv = (recompute or piece_forward)(q, k, v, coef, G, W, S, norm, act, residual, keep=True)
+    sv = saved
+    if sv is None:
+        with torch.no_grad():
+            _, sv = (recompute or piece_forward)(q, k, v, coef, G, W, S, norm, act, residual, keep=True)
     a, deltas, xs, zs = sv["a"], sv["deltas"], sv["xs"], sv["zs"]
     dG, dW, dS, dD, da = [None] * L, [None] * L, [None] * L, [None] * L, [None] * L
     dbeta, dgamma, dC = torch.empty_like(beta), torch.empty_like(gamma), torch.empty_like(C)
@@ -199,14 +206,21 @@ def piece_backward(do, dWp, dSp, q, k, v, coef, G, W, S, norm, act, residual, *,
 
 
 class ChunkPiece(torch.autograd.Function):
-    """``piece_forward`` with the hand-written, recomputing backward (first order only)."""
+    """``piece_forward`` with the hand-written, recomputing backward (first order only). ``meta``: ``(L, act,
+    residual, fwd, bwd, save)``; with ``save`` the forward keeps the piece's intermediates for the backward
+    (``keep=True, state=True``) rather than the backward recomputing them: faster, at the memory of those
+    intermediates per piece (``6 B H n d_hidden + 4 B H n d_out + 2 B H n^2`` floats at depth 2)."""
 
     @staticmethod
     def forward(ctx, meta, q, k, v, lnw, lnb, *rest):
-        L, act, residual, fwd, _ = meta  # fwd/bwd: piece_forward/backward or kernels of the same signatures
+        L, act, residual, fwd, _, save = meta  # fwd/bwd: piece_forward/backward or kernels of the same signatures
         coef, G, W, S = rest[:8], rest[8:8 + L], rest[8 + L:8 + 2 * L], rest[8 + 2 * L:]
         norm = None if lnw is None else (lnw, lnb)
-        o, W_new, S_new = fwd(q, k, v, coef, G, W, S, norm, act, residual)
+        ctx.kept = None
+        if save:
+            o, W_new, S_new, ctx.kept = fwd(q, k, v, coef, G, W, S, norm, act, residual, keep=True, state=True)
+        else:
+            o, W_new, S_new = fwd(q, k, v, coef, G, W, S, norm, act, residual)
         ctx.meta = meta
         ctx.save_for_backward(q, k, v, lnw, lnb, *rest)
         return (o, *W_new, *S_new)
@@ -214,12 +228,14 @@ class ChunkPiece(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, do, *dstate):
-        L, act, residual, _, bwd = ctx.meta
+        L, act, residual, _, bwd, _ = ctx.meta
         q, k, v, lnw, lnb, *rest = ctx.saved_tensors
         coef, G, W, S = rest[:8], rest[8:8 + L], rest[8 + L:8 + 2 * L], rest[8 + 2 * L:]
         norm = None if lnw is None else (lnw, lnb)
         low = q.dtype  # half-precision tokens with a float32 memory (impl="triton"): the backward runs in float32
         q, k, v, do = (x.to(W[0].dtype) for x in (q, k, v, do))
+        kept, ctx.kept = ctx.kept, None
+        extra = {} if kept is None else {"saved": kept}
         dq, dk, dv, dcoef, dG, dW, dS, (dlnw, dlnb) = bwd(
-            do, dstate[:L], dstate[L:], q, k, v, coef, G, W, S, norm, act, residual)
+            do, dstate[:L], dstate[L:], q, k, v, coef, G, W, S, norm, act, residual, **extra)
         return (None, dq.to(low), dk.to(low), dv.to(low), dlnw, dlnb, *dcoef, *dG, *dW, *dS)

@@ -71,10 +71,11 @@ PIECE_PARTS = ("keys", "errors", "tiles", "output")
 
 
 def piece_kernel(part: str, shape: tuple, cfg, th: int | None = None, act: str = "gelu", norm: bool = True,
-                 residual: bool = True, keep: bool = False):
+                 residual: bool = True, keep: bool = False, state: bool | None = None):
     """``(kernel, constants)`` of one of ``triton_piece.py``'s four launches (``part``: :data:`PIECE_PARTS`) for
     ``shape = (2, BN, DK, DH, DV)`` under ``cfg``, as ``triton_config.launch`` passes them; ``keep``: as the
-    backward's recomputation runs them."""
+    backward's recomputation runs them, and with ``state`` too as a forward that keeps them (``KernelConfig.save``)
+    does."""
     from . import triton_config, triton_piece, triton_seq
 
     if part not in PIECE_PARTS:
@@ -84,6 +85,8 @@ def piece_kernel(part: str, shape: tuple, cfg, th: int | None = None, act: str =
     consts = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, PREC=triton_config.tile_precision(cfg, th))
     if part != "keys":
         consts.update(ACT=triton_seq._ACT[act], KEEP=keep)
+    if part == "tiles":
+        consts.update(STATE=not keep if state is None else state)
     if part in ("errors", "output"):
         consts.update(NORM=norm, RES=residual)
     return getattr(triton_piece, f"_{part}_kernel"), consts

@@ -64,9 +64,16 @@ class KernelConfig:
     phased: bool = False
     # Forward only, depth 2: the chunk loop of ``chunk.py`` with each chunk's passes in four launches over every
     # (batch row, head) and hidden tile (``triton_piece.py``) instead of one program per head walking the chunks;
-    # the backward then is ``chunk``'s (``piece.piece_backward``, recomputing each piece with those launches). Not
-    # yet timed.
+    # the backward then is ``chunk``'s (``piece.piece_backward``, recomputing each piece with those launches). Timed
+    # in runs 16-19 (H200): the forward at depth 2 / 64-row chunks where a call has enough (batch row, head) pairs
+    # (:data:`PIECE_FROM`, the ``piece-w4`` candidate).
     piece: bool = False
+    # With ``piece``: the forward keeps each piece's intermediates for the backward (``piece.ChunkPiece``'s ``save``)
+    # instead of the backward recomputing them with the piece kernels (6 [B H, chunk, hidden] + 4 [B H, chunk, head
+    # dim] + 2 [B H, chunk, chunk] floats per chunk: at depth 2 / head dim 128 / 64-row chunks 0.9 MB per (batch row,
+    # head) and chunk, about as much as the weights and momentum every call in pieces keeps per chunk, 1 MB). Not yet
+    # timed.
+    save: bool = False
     # Backward only: form the products of its tile loops that need nothing the loops accumulate before them, in
     # wide tiles, into a scratch buffer the loops read (triton_pre.py; docs/benchmarks.md, "How the products are laid
     # out"). Timed in run 9: the default at the head-dim-128 shapes' backwards.
@@ -85,23 +92,26 @@ class KernelConfig:
             raise ValueError(f"KernelConfig.tile={self.tile}: expected a power of two >= 16")
         if self.programs not in (1, 2) or (self.programs > 1 and not self.maxreg):
             raise ValueError(f"KernelConfig.programs={self.programs}: expected 1, or 2 with maxreg=True")
+        if self.save and not self.piece:
+            raise ValueError("KernelConfig.save=True needs piece=True (it keeps the piece kernels' intermediates)")
 
     @classmethod
     def parse(cls, text: str) -> KernelConfig:
-        """``'TH,warps,stages[,precision[,split][,maxreg|,maxreg2][,reload][,phased][,piece][,pre|,pre-tf32x3]]'``, e.g.
-        ``'32,8,1,ieee'``, ``'32,4,1,ieee,split'``, ``'16,8,1,ieee,maxreg,pre-tf32x3'``."""
+        """``'TH,warps,stages[,precision[,split][,maxreg|,maxreg2][,reload][,phased][,piece[,save]]
+        [,pre|,pre-tf32x3]]'``, e.g. ``'32,8,1,ieee'``, ``'32,4,1,ieee,split'``, ``'16,8,1,ieee,maxreg,pre-tf32x3'``."""
         parts = text.split(",")
         flags = parts[4:]
         if (len(parts) < 3
-                or not set(flags) <= {"split", "maxreg", "maxreg2", "reload", "phased", "piece", "pre", "pre-tf32x3"}
+                or not set(flags) <= {"split", "maxreg", "maxreg2", "reload", "phased", "piece", "save", "pre",
+                                      "pre-tf32x3"}
                 or len(set(flags)) != len(flags) or {"pre", "pre-tf32x3"} <= set(flags)
                 or {"maxreg", "maxreg2"} <= set(flags)):
             raise ValueError(f"kernel config {text!r}: expected 'tile,warps,stages[,precision[,split][,maxreg|,maxreg2]"
-                             "[,reload][,phased][,piece][,pre|,pre-tf32x3]]'")
+                             "[,reload][,phased][,piece[,save]][,pre|,pre-tf32x3]]'")
         pre3 = "pre-tf32x3" in flags
         return cls(int(parts[0]), int(parts[1]), int(parts[2]), *(parts[3:4] or ["ieee"]), split="split" in flags,
                    maxreg="maxreg" in flags or "maxreg2" in flags, programs=2 if "maxreg2" in flags else 1,
-                   reload="reload" in flags, phased="phased" in flags, piece="piece" in flags,
+                   reload="reload" in flags, phased="phased" in flags, piece="piece" in flags, save="save" in flags,
                    pre="pre" in flags or pre3,
                    pre_precision="tf32x3" if pre3 else "ieee")
 
@@ -110,7 +120,8 @@ class KernelConfig:
         return (f"{self.tile},{self.warps},{self.stages},{self.precision}" + (",split" if self.split else "")
                 + ((",maxreg" + ("2" if self.programs == 2 else "")) if self.maxreg else "")
                 + (",reload" if self.reload else "")
-                + (",phased" if self.phased else "") + (",piece" if self.piece else "") + pre)
+                + (",phased" if self.phased else "") + (",piece" if self.piece else "")
+                + (",save" if self.save else "") + pre)
 
 
 def q_transposed(BN: int, DK: int) -> bool:
@@ -194,6 +205,17 @@ TUNED = {
 # products in their loops the kernels in passes ended in an illegal memory access or failed the gpu tests at both
 # shapes, without 8-wide products (runs 13-15: docs/benchmarks.md).
 TF32X3_MIN_TILE = 32
+# Where the forward runs as chunk's loop over triton_piece.py's kernels (KernelConfig.piece) rather than as one
+# program per head (the shape's TUNED forward): (L, BN, DK, DH, DV) -> (configuration, the fewest (batch row, head)
+# pairs of a call it is used for). Measured on an H200 (runs 17-19, 2026-11-27; docs/benchmarks.md; 8 heads, 8K
+# tokens at batch 16 and 2K at batch 64, i.e. 128 and 512 pairs), the ``piece-w4`` candidate against the TUNED
+# forward: at head dim 128 / 64-row chunks 2.6-3.3x faster forward and 1.4-2.6x forward+backward at both; at head dim
+# 64 / 64-row chunks 2.0x forward at 512 pairs (forward+backward 0.9-0.93x, both above chunk's), slower at 128 (the
+# forward 0.57-0.79x, forward+backward 0.30-0.36x). Fewer pairs than measured keep the TUNED forward.
+PIECE_FROM = {
+    (2, 64, 128, 512, 128): ("32,4,1,tf32x3,maxreg,piece", 128),
+    (2, 64, 64, 256, 64): ("32,4,1,tf32x3,maxreg,piece", 512),
+}
 # Pipeline stages at most with pass P (KernelConfig.pre): at depth 2 / head dim 64 / 64-row chunks, whose default
 # backward has 3 stages, pass P's scratch reads need 232 KB of shared memory at 3 (more than an H100's 227) and 188
 # KB at 2 (offline compile, Triton 3.6; benchmarks/triton_resources.py --candidates 64,2,64 --names pre).
@@ -227,6 +249,16 @@ def default_config(backward: bool, L: int, BN: int, DK: int, DH: int, DV: int, c
     else:
         cfg = KernelConfig(tile_width(*key), 8, 3 if backward and BN >= 64 else 1)
     return for_device(cfg, capability)
+
+
+def piece_default(L: int, BN: int, DK: int, DH: int, DV: int, programs: int) -> KernelConfig | None:
+    """:data:`PIECE_FROM`'s configuration of a forward shape where a call has at least its fewest (batch row, head)
+    pairs (``programs``), as this device can run it; else None (one program per head)."""
+    text, least = PIECE_FROM.get((L, BN, DK, DH, DV), (None, 0))
+    if text is None or programs < least:
+        return None
+    cap = torch.cuda.get_device_capability() if torch.cuda.is_available() else (9, 0)
+    return for_device(KernelConfig.parse(text), cap)
 
 
 def for_device(cfg: KernelConfig, capability) -> KernelConfig:

@@ -23,7 +23,7 @@ import torch.utils.checkpoint
 
 from .chunk import decay_coefficients, memory_update_chunk
 from .common import MemoryState, gates_per_layer
-from .triton_config import config_for
+from .triton_config import OVERRIDES, config_for, piece_default
 from .triton_seq import block_rows, interpreting, pack_coefficients, saved_width, seq_forward_triton, supported
 from .triton_seq_bwd import seq_backward_triton
 
@@ -185,9 +185,11 @@ def memory_update_triton(q, k, v, alpha, eta, theta, params, momentum=None, *, c
     if why is None and weights[0].dtype != torch.float32:
         why = f"memory dtype {weights[0].dtype} (the kernels keep a float32 memory)"
     kw = dict(chunk_size=chunk_size, activation=activation, norm=norm, residual=residual)
-    if why is None and len(weights) == 2 and _piece_config(weights, v, chunk_size).piece:
+    piece = _piece_config(weights, v, chunk_size, q.shape[0] * q.shape[2]) if why is None and len(weights) == 2 \
+        else None
+    if piece is not None:
         try:
-            return _pieces(q, k, v, alpha, eta, theta, params, momentum, weights, **kw)
+            return _pieces(q, k, v, alpha, eta, theta, params, momentum, weights, piece, **kw)
         except OutOfResources as exc:
             why = f"the piece kernels do not fit this device ({str(exc).splitlines()[0][:160]})"
     if why is None:
@@ -200,13 +202,19 @@ def memory_update_triton(q, k, v, alpha, eta, theta, params, momentum=None, *, c
     return _fallback(why, q, k, v, alpha, eta, theta, params, momentum, weights, **kw)
 
 
-def _piece_config(weights, v, chunk: int):
-    """The forward's launch configuration of a depth-2 call's shape (``KernelConfig.piece``: the chunk loop with
-    ``triton_piece.py``'s kernels)."""
-    return config_for(False, 2, block_rows(chunk), weights[0].shape[-2], weights[0].shape[-1], v.shape[-1])
+def _piece_config(weights, v, chunk: int, programs: int):
+    """The configuration of ``triton_piece.py``'s kernels for a depth-2 call over ``programs`` (batch row, head)
+    pairs, or None for the kernels of one program per head: the forward's configuration where it is a piece one (an
+    override, such as a tuning candidate or a file of tuned configurations, decides alone), else
+    ``triton_config.piece_default``'s."""
+    key = (False, 2, block_rows(chunk), weights[0].shape[-2], weights[0].shape[-1], v.shape[-1])
+    cfg = config_for(*key)
+    if cfg.piece or key in OVERRIDES:
+        return cfg if cfg.piece else None
+    return piece_default(*key[1:], programs)
 
 
-def _pieces(q, k, v, alpha, eta, theta, params, momentum, weights, **kw):
+def _pieces(q, k, v, alpha, eta, theta, params, momentum, weights, cfg, **kw):
     """``chunk``'s loop over chunks with each piece's forward in ``triton_piece.py``'s four launches over every
     (batch row, head); the backward is ``chunk``'s (``piece.piece_backward``), its recomputation of each piece's
     intermediates those launches again. Half-precision tokens are computed in float32, as ``chunk`` computes them."""
@@ -216,8 +224,9 @@ def _pieces(q, k, v, alpha, eta, theta, params, momentum, weights, **kw):
     low = q.dtype if q.dtype != weights[0].dtype else None
     if low is not None:
         q, k, v = q.float(), k.float(), v.float()
-    o, state = memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum, piece=piece_forward_triton,
-                                   piece_bwd=functools.partial(piece_backward, recompute=piece_forward_triton), **kw)
+    fwd = functools.partial(piece_forward_triton, cfg=cfg)
+    o, state = memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum, piece=fwd,
+                                   piece_bwd=functools.partial(piece_backward, recompute=fwd), save=cfg.save, **kw)
     return (o if low is None else o.to(low)), state
 
 

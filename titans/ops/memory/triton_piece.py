@@ -20,9 +20,11 @@ in tiles of ``TH`` columns:
 
 The backward is ``piece.piece_backward`` (PyTorch), as for ``chunk``, with its recomputation of the piece's
 intermediates these launches again (``keep=True``: they store what ``piece_forward(keep=True)`` keeps and skip the
-new state). One launch configuration for all four
-(``KernelConfig``: tile, warps, precision; ``triton_config.launch`` halves a launch's tile while the device refuses
-it and runs tf32x3 products laid out 8 wide as ieee). Not yet timed on a GPU.
+new state). One launch configuration for all four (``KernelConfig``: tile, warps, precision; ``triton_config.launch``
+halves a launch's tile while the device refuses it and runs tf32x3 products laid out 8 wide as ieee). The default
+forward at depth 2 / 64-row chunks where a call has enough (batch row, head) pairs (``triton_config.PIECE_FROM``):
+on an H200 (runs 16-19, docs/benchmarks.md) the tiles kernel reading its rows in slices ran 3.1x faster than
+when it held them whole (spills), and the forward at 4 warps with tf32x3 products 1.3-1.8x ``chunk``'s there.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ if HAS_TRITON:
                       W0o_ptr, S0o_ptr, W1o_ptr, S1o_ptr, bg_ptr, cn_ptr, mn_ptr, scal_ptr, z0_ptr, dl_ptr, cp_ptr,
                       x1_ptr, t0_ptr, d0_ptr, a1_ptr, zeta_ptr, n, H, BH, L: tl.constexpr, BN: tl.constexpr,
                       DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, ACT: tl.constexpr,
-                      PREC: tl.constexpr, KEEP: tl.constexpr):
+                      PREC: tl.constexpr, KEEP: tl.constexpr, STATE: tl.constexpr):
         # One program per (head, tile), the tiles of a head adjacent in launch order: they read the same rows of
         # q, k and delta_L, which then come from L2 rather than memory. The rows are read, and the weights written,
         # in slices of TK columns, so that a program holds [BN, TH] sums and [BN, TK] slices rather than whole
@@ -140,7 +142,7 @@ if HAS_TRITON:
         for s in range(DV // TK):
             dls = tl.load(dl_ptr + pid * BN * DV + rn[:, None] * DV + (s * TK + rs)[None, :])
             t0 += _mm(dls, tl.trans(_wt(G1_ptr, sg1_b, sg1_h, b, h, j * TH, s * TK, DV, TH, TK)), PREC)
-            if not KEEP:  # the state after the piece (piece_backward's recomputation does not need it)
+            if STATE:  # the state after the piece (piece_backward's recomputation does not need it)
                 W1s = _wt(W1_ptr, sw1_b, sw1_h, b, h, j * TH, s * TK, DV, TH, TK)
                 S1s = _wt(S1_ptr, ss1_b, ss1_h, b, h, j * TH, s * TK, DV, TH, TK)
                 w1 = pid * DH * DV + c[:, None] * DV + (s * TK + rs)[None, :]
@@ -160,7 +162,7 @@ if HAS_TRITON:
             W0s = _wt(W0_ptr, sw0_b, sw0_h, b, h, s * TK, j * TH, DH, TK, TH)
             S0s = _wt(S0_ptr, ss0_b, ss0_h, b, h, s * TK, j * TH, DH, TK, TH)
             zeta0 += _mm(beta0[:, None] * qs, W0s, PREC) + _mm(gamma0[:, None] * qs, S0s, PREC)
-            if not KEEP:
+            if STATE:
                 ks = tl.load(k_ptr + b * sk_b + h * sk_h + rn[:, None] * sk_t + cols[None, :], mask=mask[:, None],
                              other=0.0).to(tl.float32)
                 w0 = pid * DK * DH + cols[:, None] * DH + c[None, :]
@@ -224,7 +226,7 @@ def _rowmajor(w: torch.Tensor) -> torch.Tensor:
 
 
 def piece_forward_triton(q, k, v, coef, G, W, S, norm, act, residual, keep: bool = False,
-                         cfg: KernelConfig | None = None):
+                         cfg: KernelConfig | None = None, state: bool | None = None):
     """``piece.piece_forward`` of a depth-2 memory in four launches over every (batch row, head).
 
     q, k ``[B, H, n, DK]``, v ``[B, H, n, DV]`` (computed in float32), ``coef`` as ``chunk._run_piece`` slices
@@ -232,9 +234,12 @@ def piece_forward_triton(q, k, v, coef, G, W, S, norm, act, residual, keep: bool
     tensors each, ``[B, H, DK, DH]`` and ``[B, H, DH, DV]``, ``norm``: ``(weight, bias)`` ``[H, DV]`` or None,
     ``act`` a name of ``triton_seq._ACT``. Returns ``(o [B, H, n, DV] in q's dtype, [W0, W1] new, [S0, S1] new)``,
     float32 contiguous; with ``keep`` (``piece.piece_backward``'s recomputation) ``(o, saved)`` instead, the
-    intermediates ``piece_forward(keep=True)`` returns (views of float32 scratch), and no new state. ``cfg``: tile,
+    intermediates ``piece_forward(keep=True)`` returns (views of float32 scratch), and no new state; with ``keep``
+    and ``state`` both, ``(o, W_new, S_new, saved)`` (a forward that keeps them for the backward,
+    ``KernelConfig.save``). ``cfg``: tile,
     warps, stages, precision (default: the forward's configuration of this shape, ``triton_config.config_for``).
     """
+    state = not keep if state is None else state
     B, H, n, DK = q.shape
     DH, DV = W[0].shape[-1], v.shape[-1]
     BN, BH = block_rows(n), B * H
@@ -268,11 +273,18 @@ def piece_forward_triton(q, k, v, coef, G, W, S, norm, act, residual, keep: bool
            part="errors", ACT=act_c, KEEP=keep, **flags, **shape)
     launch(_tiles_kernel, lambda th: (BH * (DH // th),),
            (*tok(q), *tok(k), *wt(G[1]), *wt(W[0]), *wt(S[0]), *wt(W[1]), *wt(S[1]), Wn[0], Sn[0], Wn[1], Sn[1], bg,
-            cn, mn, scal, z0, dl, cp, x1, *kept[:4], n, H, BH), part="tiles", ACT=act_c, KEEP=keep, **shape)
+            cn, mn, scal, z0, dl, cp, x1, *kept[:4], n, H, BH), part="tiles", ACT=act_c, KEEP=keep, STATE=state,
+           **shape)
     launch(_output_kernel, (BH,), (*tok(q), *tok(o), *wt(W[1]), *wt(S[1]), lnw, lnb, bg, Cp, z0, dl, x1, kept[6],
                                    kept[7], n, H, BH), part="output", ACT=act_c, KEEP=keep, **flags, **shape)
     if not keep:
         return o, Wn, Sn
+    saved = _saved(q, k, norm, B, H, n, BN, kept, z0, dl, x1, cp)
+    return (o, Wn, Sn, saved) if state else (o, saved)
+
+
+def _saved(q, k, norm, B, H, n, BN, kept, z0, dl, x1, cp):
+    """The kernels' scratch as ``piece_forward(keep=True)``'s intermediates (views of it, rows past ``n`` cut)."""
     rows = lambda t: t.view(B, H, BN, t.shape[-1])[:, :, :n]  # noqa: E731
     square = lambda t: t.view(B, H, BN, BN)[:, :, :n, :n]  # noqa: E731
     t0, d0, a1, zeta0, zk, e, zq = (rows(t) for t in kept[:7])
@@ -280,7 +292,6 @@ def piece_forward_triton(q, k, v, coef, G, W, S, norm, act, residual, keep: bool
     if norm is not None:
         _, xhat_q, r_q = layer_norm(zq, *norm)
         _, xhat_k, r_k = layer_norm(zk, *norm)
-    return o, dict(a=[k, a1], zs=[rows(z0), zk], ts=[t0, None], deltas=[d0, rows(dl)], e=e, xs=[q, rows(x1)],
-                   zetas=[zeta0, zq], CPs=[square(cp), square(kept[7])], xhat_q=xhat_q, r_q=r_q, xhat_k=xhat_k,
-                   r_k=r_k)
+    return dict(a=[k, a1], zs=[rows(z0), zk], ts=[t0, None], deltas=[d0, rows(dl)], e=e, xs=[q, rows(x1)],
+                zetas=[zeta0, zq], CPs=[square(cp), square(kept[7])], xhat_q=xhat_q, r_q=r_q, xhat_k=xhat_k, r_k=r_k)
 
