@@ -123,7 +123,11 @@ PIECE = {"piece": "32,8,1,tf32x3,maxreg,piece", "piece-ieee": "32,8,1,ieee,maxre
          "piece-t16x2": "16,8,1,ieee,maxreg2,piece",
          # piece-w4 with the forward keeping each piece's intermediates for the backward (KernelConfig.save): no
          # recomputation, about as much memory again as the weights and momentum kept per chunk
-         "piece-w4-save": "32,4,1,tf32x3,maxreg,piece,save"}
+         "piece-w4-save": "32,4,1,tf32x3,maxreg,piece,save",
+         # ... and each layer's weight-sized backward work in one launch (KernelConfig.wgrad, its products ieee:
+         # compiled offline they spill nothing at 4 warps, tf32x3 ones 1,138 spill instructions a launch)
+         "piece-w4-wgrad": "32,4,1,tf32x3,maxreg,piece,wgrad",
+         "piece-w4-save-wgrad": "32,4,1,tf32x3,maxreg,piece,save,wgrad"}
 
 ONLY: list[str] = []  # set by --candidates: time only the candidates whose names start with one of these
 # Candidates --tune times only where --candidates names them in full: never run on a GPU, and with tf32x3 products,

@@ -185,6 +185,7 @@ def _kernel_row(job) -> dict:
         fn, consts = piece_kernel(part, shape, cfg, keep=keep in ("keep", "save"), state=keep != "keep")
         cap = triton_config.max_registers(cfg.warps, cfg.programs) if cfg.maxreg else None
         trips = (shape[2] // slice_width(consts["TH"], shape[2], shape[4]) if part == "tiles"
+                 else consts["DO"] // min(consts["TH"], consts["DO"]) if part.startswith("wgrad")
                  else shape[3] // consts["TH"])
         r = compile_report(fn, consts, cfg.warps, cfg.stages, cap, trips=trips)
     else:

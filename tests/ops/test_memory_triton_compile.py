@@ -29,6 +29,7 @@ CASES = [  # (backward, (L, BN, DK, DH, DV), config)
     *(("piece-" + part, (2, 32, 32, 64, 32), "32,4,1,tf32x3,piece") for part in ("keys", "errors", "tiles", "output")),
     *((f"piece-{part}+keep", (2, 32, 32, 64, 32), "32,4,1,tf32x3,piece") for part in ("errors", "tiles", "output")),
     ("piece-tiles+save", (2, 32, 32, 64, 32), "32,4,1,tf32x3,piece,save"),
+    *((f"piece-wgrad{layer}", (2, 32, 32, 64, 32), "32,4,1,tf32x3,piece,wgrad") for layer in (0, 1)),
 ]
 
 SCRIPT = """

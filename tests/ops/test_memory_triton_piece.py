@@ -179,6 +179,10 @@ def test_the_configuration_text_names_the_pieces():
     assert cfg.save and str(cfg) == "32,4,1,tf32x3,maxreg,piece,save"
     with pytest.raises(ValueError, match="save=True needs piece=True"):
         KernelConfig.parse("32,4,1,tf32x3,save")
+    cfg = KernelConfig.parse("32,4,1,tf32x3,maxreg,piece,save,wgrad-tf32x3")
+    assert cfg.wgrad and cfg.wgrad_precision == "tf32x3" and str(cfg) == "32,4,1,tf32x3,maxreg,piece,save,wgrad-tf32x3"
+    with pytest.raises(ValueError, match="kernel config"):
+        KernelConfig.parse("32,4,1,tf32x3,piece,wgrad,wgrad-tf32x3")
 
 
 def test_pieces_that_do_not_fit_fall_back_to_chunk(monkeypatch, caplog):

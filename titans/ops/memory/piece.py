@@ -96,11 +96,27 @@ def _ln_sums(x):
     return x.sum(dim=(0, 2))
 
 
-def piece_backward(do, dWp, dSp, q, k, v, coef, G, W, S, norm, act, residual, *, recompute=None, saved=None):
+def weight_grads(X, dz, beta, gamma, W, S, dWp, dSp, beta_n, gamma_n, h_n):
+    """One layer's weight-sized work in a piece's backward: ``(YW, YS, dW, dS, dbeta_n, dgamma_n, dh_n)`` with
+    ``YW = dz W^T``, ``YS = dz S^T`` ``[B, H, n, d_in]``, the gradients of the piece's starting weights and momentum
+    ``dW = X^T diag(beta) dz + beta_n dW'`` and ``dS = X^T diag(gamma) dz + gamma_n dW' + h_n dS'``
+    ``[B, H, d_in, d_out]``, and of the end coefficients ``<dW', W>``, ``<dW', S>``, ``<dS', S>`` ``[B, H]``.
+    ``X [B, H, n, d_in]``: the layer's query-side input; ``dz [B, H, n, d_out]``: the gradient of its output;
+    ``beta, gamma [B, H, n]``; ``dW', dS'``: the gradients of the piece's end weights and momentum; ``beta_n, gamma_n,
+    h_n [B, H]``. (``triton_piece_bwd.weight_grads_triton`` does it in one pass over the weights.)"""
+    bn, gn, hn = (x[..., None, None] for x in (beta_n, gamma_n, h_n))
+    dW = torch.addcmul(_scaled_outer(beta, X, dz), dWp, bn)
+    dS = torch.addcmul(torch.addcmul(_scaled_outer(gamma, X, dz), dWp, gn), dSp, hn)
+    return (dz @ W.mT, dz @ S.mT, dW, dS, (dWp * W).sum((-2, -1)), (dWp * S).sum((-2, -1)),
+            (dSp * S).sum((-2, -1)))
+
+
+def piece_backward(do, dWp, dSp, q, k, v, coef, G, W, S, norm, act, residual, *, recompute=None, saved=None,
+                   wgrad=None):
     """Gradients of one piece (README §6). Returns ``(dq, dk, dv, dcoef, dG, dW, dS, dnorm)``. ``recompute``: the
     forward that recomputes the piece's intermediates (``keep=True``; default :func:`piece_forward`, or a kernel of
     the same contract such as ``triton_piece.piece_forward_triton``); ``saved``: those intermediates, kept by the
-    forward, instead of recomputing them."""
+    forward, instead of recomputing them; ``wgrad``: :func:`weight_grads` or a kernel of its contract."""
     beta, gamma, C, beta_n, gamma_n, c_n, h_n, m_n = coef
     L = len(W)
     sv = saved
@@ -125,11 +141,11 @@ def piece_backward(do, dWp, dSp, q, k, v, coef, G, W, S, norm, act, residual, *,
     upper = ~torch.tril(torch.ones(n, n, dtype=torch.bool, device=C.device))
     for l in range(L - 1, -1, -1):
         X, A, Dl = xs[l], a[l], deltas[l]
-        YW, YS = dz @ W[l].mT, dz @ S[l].mT  # [B, H, n, d_in]
+        # With the end-of-piece terms of the weights' and momentum's gradients (section 2's weight-sized part).
+        YW, YS, dW[l], dS[l], dbeta_n[l], dgamma_n[l], dh_n[l] = (wgrad or weight_grads)(
+            X, dz, beta[l], gamma[l], W[l], S[l], dWp[l], dSp[l], beta_n[l], gamma_n[l], h_n[l])
         dbeta[l] = (X * YW).sum(-1)
         dgamma[l] = (X * YS).sum(-1)
-        dW[l] = _scaled_outer(beta[l], X, dz)
-        dS[l] = _scaled_outer(gamma[l], X, dz)
         dCP = dz @ Dl.mT  # minus the gradient of C * P, [B, H, n, n]
         P = X @ A.mT
         dC[l] = (-dCP * P).masked_fill_(upper, 0)
@@ -142,15 +158,9 @@ def piece_backward(do, dWp, dSp, q, k, v, coef, G, W, S, norm, act, residual, *,
         else:
             dq = dX if dq is None else dq + dX
 
-    # 2. End-of-piece weights and momentum.
+    # 2. End-of-piece weights and momentum (their weight-sized terms are weight_grads', above).
     for l in range(L):
         A, Dl, dWl, dSl = a[l], deltas[l], dWp[l], dSp[l]
-        bn, gn, hn = (x[l][..., None, None] for x in (beta_n, gamma_n, h_n))
-        dW[l] = torch.addcmul(dW[l], dWl, bn)
-        dS[l] = torch.addcmul(torch.addcmul(dS[l], dWl, gn), dSl, hn)
-        dbeta_n[l] = (dWl * W[l]).sum((-2, -1))
-        dgamma_n[l] = (dWl * S[l]).sum((-2, -1))
-        dh_n[l] = (dSl * S[l]).sum((-2, -1))
         E1, E2 = A @ dWl, A @ dSl  # [B, H, n, d_out]
         dc_n[l] = -(E1 * Dl).sum(-1)
         dm_n[l] = -(E2 * Dl).sum(-1)

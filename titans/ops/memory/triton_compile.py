@@ -9,6 +9,8 @@ test compiles in a process of its own).
 
 from __future__ import annotations
 
+import dataclasses
+
 
 def kernel_constants(backward: bool, shape: tuple, cfg, th: int | None = None, precision: str | None = None,
                      act: str = "gelu", norm: bool = True, residual: bool = True, save: bool = True) -> dict:
@@ -67,7 +69,7 @@ def compile_kernel(backward: bool, shape: tuple, cfg, th: int | None = None, pre
                            cfg.stages, maxnreg, arch)
 
 
-PIECE_PARTS = ("keys", "errors", "tiles", "output")
+PIECE_PARTS = ("keys", "errors", "tiles", "output", "wgrad0", "wgrad1")  # wgrad<l>: layer l's (triton_piece_bwd.py)
 
 
 def piece_kernel(part: str, shape: tuple, cfg, th: int | None = None, act: str = "gelu", norm: bool = True,
@@ -76,13 +78,17 @@ def piece_kernel(part: str, shape: tuple, cfg, th: int | None = None, act: str =
     ``shape = (2, BN, DK, DH, DV)`` under ``cfg``, as ``triton_config.launch`` passes them; ``keep``: as the
     backward's recomputation runs them, and with ``state`` too as a forward that keeps them (``KernelConfig.save``)
     does."""
-    from . import triton_config, triton_piece, triton_seq
+    from . import triton_config, triton_piece, triton_piece_bwd, triton_seq
 
     if part not in PIECE_PARTS:
         raise ValueError(f"part={part!r}: expected one of {PIECE_PARTS}")
     L, BN, DK, DH, DV = shape
     th = th or triton_config.streamed_tile(cfg, L, DK, DH)
     consts = dict(L=L, BN=BN, DK=DK, DH=DH, DV=DV, TH=th, PREC=triton_config.tile_precision(cfg, th))
+    if part.startswith("wgrad"):  # its products at the configuration's wgrad precision
+        prec = triton_config.tile_precision(dataclasses.replace(cfg, precision=cfg.wgrad_precision), th)
+        consts.update(PREC=prec, DI=(DK, DH)[int(part[-1])], DO=(DH, DV)[int(part[-1])])
+        return triton_piece_bwd._wgrad_kernel, consts
     if part != "keys":
         consts.update(ACT=triton_seq._ACT[act], KEEP=keep)
     if part == "tiles":

@@ -74,6 +74,12 @@ class KernelConfig:
     # head) and chunk, about as much as the weights and momentum every call in pieces keeps per chunk, 1 MB). Not yet
     # timed.
     save: bool = False
+    # With ``piece``: each layer's weight-sized work of the backward (``piece.weight_grads``: the products with the
+    # weights and momentum, their gradients' end terms and sums) in one launch that reads each weight-sized tensor
+    # once (``triton_piece_bwd.py``) instead of cuBLAS products and about twenty elementwise passes. Not yet timed.
+    wgrad: bool = False
+    # Its products' precision (``wgrad-tf32x3`` in the text: tensor cores; ``wgrad``: ieee).
+    wgrad_precision: str = "ieee"
     # Backward only: form the products of its tile loops that need nothing the loops accumulate before them, in
     # wide tiles, into a scratch buffer the loops read (triton_pre.py; docs/benchmarks.md, "How the products are laid
     # out"). Timed in run 9: the default at the head-dim-128 shapes' backwards.
@@ -83,35 +89,42 @@ class KernelConfig:
     pre_precision: str = "ieee"
 
     def __post_init__(self):
-        for field in ("precision", "pre_precision"):
+        for field in ("precision", "pre_precision", "wgrad_precision"):
             if getattr(self, field) not in PRECISIONS:
                 raise ValueError(f"KernelConfig.{field}={getattr(self, field)!r}: expected one of {sorted(PRECISIONS)}")
         if self.pre_precision != "ieee" and not self.pre:
             raise ValueError(f"KernelConfig.pre_precision={self.pre_precision!r} needs pre=True (it is pass P's)")
+        if self.wgrad_precision != "ieee" and not self.wgrad:
+            raise ValueError(f"KernelConfig.wgrad_precision={self.wgrad_precision!r} needs wgrad=True")
         if self.tile < 16 or self.tile & (self.tile - 1):
             raise ValueError(f"KernelConfig.tile={self.tile}: expected a power of two >= 16")
         if self.programs not in (1, 2) or (self.programs > 1 and not self.maxreg):
             raise ValueError(f"KernelConfig.programs={self.programs}: expected 1, or 2 with maxreg=True")
-        if self.save and not self.piece:
-            raise ValueError("KernelConfig.save=True needs piece=True (it keeps the piece kernels' intermediates)")
+        for flag in ("save", "wgrad"):
+            if getattr(self, flag) and not self.piece:
+                raise ValueError(f"KernelConfig.{flag}=True needs piece=True (the backward of the calls in pieces)")
 
     @classmethod
     def parse(cls, text: str) -> KernelConfig:
-        """``'TH,warps,stages[,precision[,split][,maxreg|,maxreg2][,reload][,phased][,piece[,save]]
-        [,pre|,pre-tf32x3]]'``, e.g. ``'32,8,1,ieee'``, ``'32,4,1,ieee,split'``, ``'16,8,1,ieee,maxreg,pre-tf32x3'``."""
+        """``'TH,warps,stages[,precision[,split][,maxreg|,maxreg2][,reload][,phased][,piece[,save]
+        [,wgrad|,wgrad-tf32x3]][,pre|,pre-tf32x3]]'``, e.g. ``'32,8,1,ieee'``, ``'32,4,1,ieee,split'``,
+        ``'16,8,1,ieee,maxreg,pre-tf32x3'``."""
         parts = text.split(",")
         flags = parts[4:]
         if (len(parts) < 3
-                or not set(flags) <= {"split", "maxreg", "maxreg2", "reload", "phased", "piece", "save", "pre",
-                                      "pre-tf32x3"}
+                or not set(flags) <= {"split", "maxreg", "maxreg2", "reload", "phased", "piece", "save", "wgrad",
+                                      "wgrad-tf32x3", "pre", "pre-tf32x3"}
                 or len(set(flags)) != len(flags) or {"pre", "pre-tf32x3"} <= set(flags)
+                or {"wgrad", "wgrad-tf32x3"} <= set(flags)
                 or {"maxreg", "maxreg2"} <= set(flags)):
             raise ValueError(f"kernel config {text!r}: expected 'tile,warps,stages[,precision[,split][,maxreg|,maxreg2]"
-                             "[,reload][,phased][,piece[,save]][,pre|,pre-tf32x3]]'")
+                             "[,reload][,phased][,piece[,save][,wgrad|,wgrad-tf32x3]][,pre|,pre-tf32x3]]'")
         pre3 = "pre-tf32x3" in flags
         return cls(int(parts[0]), int(parts[1]), int(parts[2]), *(parts[3:4] or ["ieee"]), split="split" in flags,
                    maxreg="maxreg" in flags or "maxreg2" in flags, programs=2 if "maxreg2" in flags else 1,
                    reload="reload" in flags, phased="phased" in flags, piece="piece" in flags, save="save" in flags,
+                   wgrad="wgrad" in flags or "wgrad-tf32x3" in flags,
+                   wgrad_precision="tf32x3" if "wgrad-tf32x3" in flags else "ieee",
                    pre="pre" in flags or pre3,
                    pre_precision="tf32x3" if pre3 else "ieee")
 
@@ -121,7 +134,9 @@ class KernelConfig:
                 + ((",maxreg" + ("2" if self.programs == 2 else "")) if self.maxreg else "")
                 + (",reload" if self.reload else "")
                 + (",phased" if self.phased else "") + (",piece" if self.piece else "")
-                + (",save" if self.save else "") + pre)
+                + (",save" if self.save else "")
+                + ((",wgrad" + ("" if self.wgrad_precision == "ieee" else f"-{self.wgrad_precision}"))
+                   if self.wgrad else "") + pre)
 
 
 def q_transposed(BN: int, DK: int) -> bool:

@@ -225,8 +225,14 @@ def _pieces(q, k, v, alpha, eta, theta, params, momentum, weights, cfg, **kw):
     if low is not None:
         q, k, v = q.float(), k.float(), v.float()
     fwd = functools.partial(piece_forward_triton, cfg=cfg)
-    o, state = memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum, piece=fwd,
-                                   piece_bwd=functools.partial(piece_backward, recompute=fwd), save=cfg.save, **kw)
+    bwd = functools.partial(piece_backward, recompute=fwd)
+    if cfg.wgrad:
+        from .triton_piece_bwd import weight_grads_triton
+
+        shape = (2, block_rows(kw["chunk_size"]), weights[0].shape[-2], weights[0].shape[-1], v.shape[-1])
+        bwd = functools.partial(bwd, wgrad=functools.partial(weight_grads_triton, shape=shape, cfg=cfg))
+    o, state = memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum, piece=fwd, piece_bwd=bwd,
+                                   save=cfg.save, **kw)
     return (o if low is None else o.to(low)), state
 
 
