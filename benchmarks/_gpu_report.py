@@ -31,6 +31,13 @@ def flops_per_token(D: int, depth: int, chunk: int, backward: bool) -> float:
     return 2 * f * (3 if backward else 1)
 
 
+def _piece_backward(fwd: str) -> str:
+    """The backward of a forward in pieces: ``chunk``'s, with what the configuration changes in it."""
+    extra = [text for flag, text in ((",save", "the forward's intermediates kept"),
+                                     (",wgrad", "weight_grads in triton_piece_bwd.py")) if flag in fwd]
+    return "chunk's (piece.piece_backward" + "".join(f"; {t}" for t in extra) + ")"
+
+
 def _num(row, key, scale=1e3, fmt="{:,.0f}"):
     v = row.get(key)
     if v is None:
@@ -115,7 +122,7 @@ def candidates_table(runs) -> list[str]:
             kf, kb = kernel_keys(row["D"], row["depth"], row["chunk"])
             for name, c in row.get("candidates", {}).items():
                 err = f"{c['max_rel_err']:.1e}" if "max_rel_err" in c else c.get("error", "–")[:60]
-                bwd = ("chunk's (piece.piece_backward)" if ",piece" in c["fwd"]  # KernelConfig.piece: a whole path
+                bwd = (_piece_backward(c["fwd"]) if ",piece" in c["fwd"]  # KernelConfig.piece: a whole path
                        else f"{c['bwd']} ({regs.get((kb, c['bwd']), '?')})")
                 lines.append(f"| {row['D']} | {row['depth']} | {row['chunk']} | {row['T']} | {name} | "
                              f"{c['fwd']} ({regs.get((kf, c['fwd']), '?')}) | {bwd} | {err} | "

@@ -101,10 +101,11 @@ def inputs(B, T, H, D, depth, dtype=torch.float32, grad=False):
 def segments(B, T, H, D, depth, chunk, device="cuda") -> int:
     """Checkpointed segments ``triton``'s forward+backward runs in at this size (``triton_op.save_budget``; 1: every
     chunk's state kept, more: one extra forward)."""
-    if tc.config_for(*kernel_keys(D, depth, chunk)[0]).piece:  # chunk's loop (triton_piece.py): no segments
-        return 1
     dims = memory_dims(D, depth)
     W = [torch.empty(B, H, dims[i], dims[i + 1], device="meta") for i in range(depth)]
+    v = torch.empty(1, 1, 1, D, device="meta")
+    if depth == 2 and triton_op._piece_config(W, v, chunk, B * H) is not None:  # chunk's loop: no segments
+        return 1
     n = T // chunk
     with torch.enable_grad():
         per = triton_op._segment(n, W, torch.empty(B, H, 1, D, device=device), chunk, True)

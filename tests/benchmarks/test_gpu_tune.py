@@ -39,3 +39,10 @@ def test_tune_takes_the_fastest_path(monkeypatch, piece_fwd_bwd, want):
     bench.tune(row, 1, 1, 8, 128, 2, 64, 1)
     assert set(row["candidates"]) == set(configs)
     assert used[-1] == want
+
+
+def test_calls_in_pieces_run_in_one_segment():
+    """``segments``: a call the forward in pieces runs (``triton_config.PIECE_FROM``: enough (batch row, head)
+    pairs) keeps no checkpointed segments; one program per head at fewer pairs does."""
+    assert bench.segments(64, 2048, 8, 128, 2, 64, device="cpu") == 1  # 512 pairs, head dim 128: pieces
+    assert bench.segments(4, 32768, 8, 128, 2, 64, device="cpu") > 1  # 32 pairs: one program per head
