@@ -10,6 +10,11 @@ decay coefficients of every chunk are built at once by ``chunk.decay_coefficient
 the gates' gradients come from autograd through them and the kernels only see and return coefficient tensors.
 A kernel that does not fit the device (shared memory) sends the whole call to ``chunk`` with a warning; for the
 backward, which would only fail after the forward, each new shape is first tried on one chunk (``_backward_fits``).
+
+At depth 2, where the forward's configuration is a piece one (``KernelConfig.piece``: by default at the shapes and
+from the number of (batch row, head) pairs of ``triton_config.PIECE_FROM``), the call is instead ``chunk``'s loop
+over chunks with each chunk's forward in ``triton_piece.py``'s launches over every head at once and ``chunk``'s
+hand-written backward (``_pieces``), with the configuration's ``save`` and ``wgrad`` options.
 """
 
 from __future__ import annotations
