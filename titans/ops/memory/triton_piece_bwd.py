@@ -4,7 +4,7 @@
 Why: in ``piece.piece_backward`` each layer reads its weights ``W``, momentum ``S`` and the incoming gradients of the
 piece's end weights and momentum ``dW'``, ``dS'`` (``[B, H, d_in, d_out]`` each) in several cuBLAS products and
 about twenty elementwise passes and sums (the gradients' end terms ``beta_n dW'``, ..., and ``<dW', W>``, ...), each a
-pass over the weights; at depth 2 / head dim 128 that is most of the backward's elementwise time (run 17's profile,
+pass over the weights; at depth 2 / head dim 128 a good part of the backward's elementwise time (run 17's profile,
 docs/benchmarks.md). Here one launch per layer reads each of the four once and writes ``dW``, ``dS`` once: a
 program per (batch row, head) and block of ``TR`` rows of the weights walks their columns in tiles of ``TC``, with
 
