@@ -127,7 +127,10 @@ PIECE = {"piece": "32,8,1,tf32x3,maxreg,piece", "piece-ieee": "32,8,1,ieee,maxre
          # ... and each layer's weight-sized backward work in one launch (KernelConfig.wgrad, its products ieee:
          # compiled offline they spill nothing at 4 warps, tf32x3 ones 1,138 spill instructions a launch)
          "piece-w4-wgrad": "32,4,1,tf32x3,maxreg,piece,wgrad",
-         "piece-w4-save-wgrad": "32,4,1,tf32x3,maxreg,piece,save,wgrad"}
+         "piece-w4-save-wgrad": "32,4,1,tf32x3,maxreg,piece,save,wgrad",
+         # ... and the per-head passes in 4 blocks of the output's columns (KernelConfig.vsplit), for the few (batch
+         # row, head) pairs of long sequences at small batches (32K: 32 pairs)
+         "piece-w4-v4": "32,4,1,tf32x3,maxreg,piece,v4"}
 
 ONLY: list[str] = []  # set by --candidates: time only the candidates whose names start with one of these
 # Candidates --tune times only where --candidates names them in full: never run on a GPU, and with tf32x3 products,

@@ -30,6 +30,7 @@ CASES = [  # (backward, (L, BN, DK, DH, DV), config)
     *((f"piece-{part}+keep", (2, 32, 32, 64, 32), "32,4,1,tf32x3,piece") for part in ("errors", "tiles", "output")),
     ("piece-tiles+save", (2, 32, 32, 64, 32), "32,4,1,tf32x3,piece,save"),
     *((f"piece-wgrad{layer}", (2, 32, 32, 64, 32), "32,4,1,tf32x3,piece,wgrad") for layer in (0, 1)),
+    *((f"piece-{part}", (2, 32, 32, 64, 32), "32,4,1,tf32x3,piece,v2") for part in ("zk", "errors", "output", "norm")),
 ]
 
 SCRIPT = """

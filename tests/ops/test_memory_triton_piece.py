@@ -36,13 +36,15 @@ def _piece_inputs(B, H, n, D, DH, resume, seed=0):
     return q, k, v, coef, G, W, S, norm
 
 
-@pytest.mark.parametrize("n,D,DH,tile,act,nr,resume", [
-    (12, 16, 64, 16, "gelu", True, False),   # a partial piece (12 of 16 rows), four tiles
-    (16, 16, 64, 32, "silu", False, True),   # no norm or residual, gradients at other weights (a resumed chunk)
-    (32, 32, 64, 64, "relu", True, True),    # one tile; 32 rows
-    (12, 32, 64, 16, "gelu", True, True),    # q, k and delta_L in two slices of the tile's width
+@pytest.mark.parametrize("n,D,DH,tile,act,nr,resume,vsplit", [
+    (12, 16, 64, 16, "gelu", True, False, 1),   # a partial piece (12 of 16 rows), four tiles
+    (16, 16, 64, 32, "silu", False, True, 1),   # no norm or residual, gradients at other weights (a resumed chunk)
+    (32, 32, 64, 64, "relu", True, True, 1),    # one tile; 32 rows
+    (12, 32, 64, 16, "gelu", True, True, 1),    # q, k and delta_L in two slices of the tile's width
+    (12, 32, 64, 16, "gelu", True, True, 2),    # the per-head passes in two blocks of columns (KernelConfig.vsplit)
+    (16, 32, 64, 32, "silu", False, False, 2),  # ... without norm or residual
 ])
-def test_a_piece_matches_the_pytorch_piece(n, D, DH, tile, act, nr, resume):
+def test_a_piece_matches_the_pytorch_piece(n, D, DH, tile, act, nr, resume, vsplit):
     from titans.ops.memory.piece import piece_forward
     from titans.ops.memory.triton_config import KernelConfig
     from titans.ops.memory.triton_piece import piece_forward_triton
@@ -54,28 +56,28 @@ def test_a_piece_matches_the_pytorch_piece(n, D, DH, tile, act, nr, resume):
     o, Wn, Sn = piece_forward_triton(*f, tuple(c.float() for c in coef), [x.float() for x in G],
                                      [x.float() for x in W], [x.float() for x in S],
                                      None if norm is None else tuple(x.float() for x in norm), act, nr,
-                                     cfg=KernelConfig(tile, 4, 1, piece=True))
+                                     cfg=KernelConfig(tile, 4, 1, piece=True, vsplit=vsplit))
     assert o.dtype == torch.float32 and o.shape == ref[0].shape
     assert rel_err(o, ref[0]) <= TOL
     for got, want in zip([*Wn, *Sn], [*ref[1], *ref[2]]):
         assert rel_err(got, want) <= TOL
 
 
-@pytest.mark.parametrize("nr", [True, False])
-def test_the_recomputation_keeps_what_the_pytorch_piece_keeps(nr):
+@pytest.mark.parametrize("nr,D,vsplit", [(True, 16, 1), (False, 16, 1), (True, 32, 2)])
+def test_the_recomputation_keeps_what_the_pytorch_piece_keeps(nr, D, vsplit):
     """``keep=True`` (``piece_backward``'s recomputation): every intermediate ``piece_forward(keep=True)`` returns,
     and the output, on a partial piece with gradients at other weights."""
     from titans.ops.memory.piece import piece_forward
     from titans.ops.memory.triton_config import KernelConfig
     from titans.ops.memory.triton_piece import piece_forward_triton
 
-    q, k, v, coef, G, W, S, norm = _piece_inputs(2, 3, 12, 16, 64, True, seed=2)
+    q, k, v, coef, G, W, S, norm = _piece_inputs(2, 3, 12, D, 64, True, seed=2)
     norm = norm if nr else None
     o_ref, ref = piece_forward(q, k, v, coef, G, W, S, norm, "gelu", nr, keep=True)
     o, got = piece_forward_triton(q.float(), k.float(), v.float(), tuple(c.float() for c in coef),
                                   [x.float() for x in G], [x.float() for x in W], [x.float() for x in S],
                                   None if norm is None else tuple(x.float() for x in norm), "gelu", nr, True,
-                                  cfg=KernelConfig(16, 4, 1, piece=True))
+                                  cfg=KernelConfig(16, 4, 1, piece=True, vsplit=vsplit))
     assert rel_err(o, o_ref) <= TOL
     assert set(got) == set(ref)
     for name, want in ref.items():
@@ -152,22 +154,27 @@ def test_calls_in_pieces_match_chunk(monkeypatch, chunk, T, cut, nr, act, D, hid
     assert ran == dict.fromkeys(("keys", "errors", "tiles", "output"), min(tile, hidden))
 
 
-def test_calls_in_pieces_that_keep_their_intermediates_match_chunk(monkeypatch):
+@pytest.mark.parametrize("D,vsplit", [(16, 1), (32, 2)])
+def test_calls_in_pieces_that_keep_their_intermediates_match_chunk(monkeypatch, D, vsplit):
     """``KernelConfig.save``: whole calls (a mid-chunk resume, a last partial piece) against ``chunk``, gradients
-    included, with the forward keeping what the backward would recompute (no recomputing launch runs)."""
+    included, with the forward keeping what the backward would recompute (no recomputing launch runs); also with
+    the per-head passes in blocks of columns (``vsplit``)."""
     import titans.ops.memory.triton_config as tc
     import titans.ops.memory.triton_op as op
     import titans.ops.memory.triton_piece as tp
 
-    cfg = tc.KernelConfig(16, 4, 1, piece=True, save=True)
+    cfg = tc.KernelConfig(16, 4, 1, piece=True, save=True, vsplit=vsplit)
     monkeypatch.setattr(op, "config_for", lambda *key: cfg if not key[0] else tc.config_for(*key))
     calls = []
     real = tp.piece_forward_triton
     monkeypatch.setattr(tp, "piece_forward_triton", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
-    inp, leaves = make_inputs(B=2, T=35, H=2, D=16, L=2, hidden=64, per_layer=True, norm=True, residual=True,
+    monkeypatch.setattr(tc, "LAUNCHED", {})
+    inp, leaves = make_inputs(B=2, T=35, H=2, D=D, L=2, hidden=64, per_layer=True, norm=True, residual=True,
                               dtype=torch.float32, requires_grad=True)
     compare(inp, leaves, 16, "gelu", 19)
     assert calls and all(kw.get("keep") and kw.get("state") for kw in calls)
+    parts = {slot[2] for slot in tc.LAUNCHED if len(slot) == 3}
+    assert ({"zk", "norm"} <= parts) == (vsplit > 1)
 
 
 def test_the_configuration_text_names_the_pieces():
@@ -183,6 +190,12 @@ def test_the_configuration_text_names_the_pieces():
     assert cfg.wgrad and cfg.wgrad_precision == "tf32x3" and str(cfg) == "32,4,1,tf32x3,maxreg,piece,save,wgrad-tf32x3"
     with pytest.raises(ValueError, match="kernel config"):
         KernelConfig.parse("32,4,1,tf32x3,piece,wgrad,wgrad-tf32x3")
+    cfg = KernelConfig.parse("32,4,1,tf32x3,maxreg,piece,v4")
+    assert cfg.vsplit == 4 and str(cfg) == "32,4,1,tf32x3,maxreg,piece,v4"
+    with pytest.raises(ValueError, match="vsplit=4 needs piece=True"):
+        KernelConfig.parse("32,4,1,tf32x3,v4")
+    with pytest.raises(ValueError, match="kernel config"):
+        KernelConfig.parse("32,4,1,tf32x3,piece,v2,v4")
 
 
 def test_pieces_that_do_not_fit_fall_back_to_chunk(monkeypatch, caplog):

@@ -69,7 +69,8 @@ def compile_kernel(backward: bool, shape: tuple, cfg, th: int | None = None, pre
                            cfg.stages, maxnreg, arch)
 
 
-PIECE_PARTS = ("keys", "errors", "tiles", "output", "wgrad0", "wgrad1")  # wgrad<l>: layer l's (triton_piece_bwd.py)
+# wgrad<l>: layer l's (triton_piece_bwd.py); zk, norm: with KernelConfig.vsplit
+PIECE_PARTS = ("keys", "errors", "tiles", "output", "wgrad0", "wgrad1", "zk", "norm")
 
 
 def piece_kernel(part: str, shape: tuple, cfg, th: int | None = None, act: str = "gelu", norm: bool = True,
@@ -89,10 +90,14 @@ def piece_kernel(part: str, shape: tuple, cfg, th: int | None = None, act: str =
         prec = triton_config.tile_precision(dataclasses.replace(cfg, precision=cfg.wgrad_precision), th)
         consts.update(PREC=prec, DI=(DK, DH)[int(part[-1])], DO=(DH, DV)[int(part[-1])])
         return triton_piece_bwd._wgrad_kernel, consts
-    if part != "keys":
+    if part not in ("keys", "norm"):
         consts.update(ACT=triton_seq._ACT[act], KEEP=keep)
     if part == "tiles":
         consts.update(STATE=not keep if state is None else state)
-    if part in ("errors", "output"):
+    if part in ("errors", "output", "zk"):  # as piece_forward_triton's launches
+        consts.update(NV=max(1, min(cfg.vsplit, DV // 16)))
+    if part == "zk":
+        del consts["KEEP"]
+    if part in ("errors", "output", "norm"):
         consts.update(NORM=norm, RES=residual)
     return getattr(triton_piece, f"_{part}_kernel"), consts

@@ -80,6 +80,11 @@ class KernelConfig:
     wgrad: bool = False
     # Its products' precision (``wgrad-tf32x3`` in the text: tensor cores; ``wgrad``: ieee).
     wgrad_precision: str = "ieee"
+    # With ``piece``: the passes of one program per (batch row, head) (the keys through the memory, the output) in
+    # this many blocks of the output's columns (``v2``, ``v4``, ``v8`` in the text; at least 16 wide), for calls with
+    # few pairs, where one program per head leaves most SMs idle; the output's blocks each form ``C_1 * P_1`` again.
+    # Not yet timed.
+    vsplit: int = 1
     # Backward only: form the products of its tile loops that need nothing the loops accumulate before them, in
     # wide tiles, into a scratch buffer the loops read (triton_pre.py; docs/benchmarks.md, "How the products are laid
     # out"). Timed in run 9: the default at the head-dim-128 shapes' backwards.
@@ -100,31 +105,36 @@ class KernelConfig:
             raise ValueError(f"KernelConfig.tile={self.tile}: expected a power of two >= 16")
         if self.programs not in (1, 2) or (self.programs > 1 and not self.maxreg):
             raise ValueError(f"KernelConfig.programs={self.programs}: expected 1, or 2 with maxreg=True")
-        for flag in ("save", "wgrad"):
-            if getattr(self, flag) and not self.piece:
-                raise ValueError(f"KernelConfig.{flag}=True needs piece=True (the backward of the calls in pieces)")
+        if self.vsplit not in (1, 2, 4, 8):
+            raise ValueError(f"KernelConfig.vsplit={self.vsplit}: expected 1, 2, 4 or 8")
+        for flag, on in (("save", self.save), ("wgrad", self.wgrad), ("vsplit", self.vsplit > 1)):
+            if on and not self.piece:
+                raise ValueError(f"KernelConfig.{flag}={getattr(self, flag)} needs piece=True (an option of the calls "
+                                 "in pieces)")
 
     @classmethod
     def parse(cls, text: str) -> KernelConfig:
         """``'TH,warps,stages[,precision[,split][,maxreg|,maxreg2][,reload][,phased][,piece[,save]
-        [,wgrad|,wgrad-tf32x3]][,pre|,pre-tf32x3]]'``, e.g. ``'32,8,1,ieee'``, ``'32,4,1,ieee,split'``,
+        [,wgrad|,wgrad-tf32x3][,v2|,v4|,v8]][,pre|,pre-tf32x3]]'``, e.g. ``'32,8,1,ieee'``, ``'32,4,1,ieee,split'``,
         ``'16,8,1,ieee,maxreg,pre-tf32x3'``."""
         parts = text.split(",")
         flags = parts[4:]
         if (len(parts) < 3
                 or not set(flags) <= {"split", "maxreg", "maxreg2", "reload", "phased", "piece", "save", "wgrad",
-                                      "wgrad-tf32x3", "pre", "pre-tf32x3"}
+                                      "wgrad-tf32x3", "v2", "v4", "v8", "pre", "pre-tf32x3"}
+                or len(set(flags) & {"v2", "v4", "v8"}) > 1
                 or len(set(flags)) != len(flags) or {"pre", "pre-tf32x3"} <= set(flags)
                 or {"wgrad", "wgrad-tf32x3"} <= set(flags)
                 or {"maxreg", "maxreg2"} <= set(flags)):
             raise ValueError(f"kernel config {text!r}: expected 'tile,warps,stages[,precision[,split][,maxreg|,maxreg2]"
-                             "[,reload][,phased][,piece[,save][,wgrad|,wgrad-tf32x3]][,pre|,pre-tf32x3]]'")
+                             "[,reload][,phased][,piece[,save][,wgrad|,wgrad-tf32x3][,v2|,v4|,v8]][,pre|,pre-tf32x3]]'")
         pre3 = "pre-tf32x3" in flags
         return cls(int(parts[0]), int(parts[1]), int(parts[2]), *(parts[3:4] or ["ieee"]), split="split" in flags,
                    maxreg="maxreg" in flags or "maxreg2" in flags, programs=2 if "maxreg2" in flags else 1,
                    reload="reload" in flags, phased="phased" in flags, piece="piece" in flags, save="save" in flags,
                    wgrad="wgrad" in flags or "wgrad-tf32x3" in flags,
                    wgrad_precision="tf32x3" if "wgrad-tf32x3" in flags else "ieee",
+                   vsplit=next((int(f[1:]) for f in flags if f in ("v2", "v4", "v8")), 1),
                    pre="pre" in flags or pre3,
                    pre_precision="tf32x3" if pre3 else "ieee")
 
@@ -136,7 +146,7 @@ class KernelConfig:
                 + (",phased" if self.phased else "") + (",piece" if self.piece else "")
                 + (",save" if self.save else "")
                 + ((",wgrad" + ("" if self.wgrad_precision == "ieee" else f"-{self.wgrad_precision}"))
-                   if self.wgrad else "") + pre)
+                   if self.wgrad else "") + (f",v{self.vsplit}" if self.vsplit > 1 else "") + pre)
 
 
 def q_transposed(BN: int, DK: int) -> bool:

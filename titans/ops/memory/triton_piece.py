@@ -79,28 +79,50 @@ if HAS_TRITON:
                        sg1_h, lnw_ptr, lnb_ptr, C_ptr, z0_ptr, dl_ptr, cp_ptr, zk_ptr, e_ptr, n, H,
                        L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
                        TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
-                       PREC: tl.constexpr, KEEP: tl.constexpr):
+                       PREC: tl.constexpr, KEEP: tl.constexpr, NV: tl.constexpr):
         pid = tl.program_id(0).to(tl.int64)
         b, h = pid // H, pid % H
         rn = tl.arange(0, BN)
         rv = tl.arange(0, DV)
         mask = rn < n
-        zk = tl.zeros([BN, DV], dtype=tl.float32)
-        for j in range(DH // TH):
-            a1 = _act(tl.load(_hid(z0_ptr, pid, j * TH, BN, DH, TH)), ACT)
-            zk += _mm(a1, _wt(G1_ptr, sg1_b, sg1_h, b, h, j * TH, 0, DV, TH, DV), PREC)
+        rows = pid * BN * DV + rn[:, None] * DV + rv[None, :]
+        if NV > 1:  # _zk_kernel formed it, in NV blocks of columns
+            zk = tl.load(zk_ptr + rows)
+        else:
+            zk = tl.zeros([BN, DV], dtype=tl.float32)
+            for j in range(DH // TH):
+                a1 = _act(tl.load(_hid(z0_ptr, pid, j * TH, BN, DH, TH)), ACT)
+                zk += _mm(a1, _wt(G1_ptr, sg1_b, sg1_h, b, h, j * TH, 0, DV, TH, DV), PREC)
         k = _tok(k_ptr, sk_b, sk_h, sk_t, b, h, rn, mask, DK)
         v = _tok(v_ptr, sv_b, sv_h, sv_t, b, h, rn, mask, DV)
         lw, lb = _norm_params(lnw_ptr, lnb_ptr, h, DV, NORM)
         dlast, e, _, _ = _errors(zk, k, v, lw, lb, mask, DV, NORM, RES)
-        rows = pid * BN * DV + rn[:, None] * DV + rv[None, :]
         tl.store(dl_ptr + rows, dlast)
         if KEEP:  # for piece_backward: the keys through the memory and their error
-            tl.store(zk_ptr + rows, zk)
+            if NV == 1:
+                tl.store(zk_ptr + rows, zk)
             tl.store(e_ptr + rows, e)
         q = _tok(q_ptr, sq_b, sq_h, sq_t, b, h, rn, mask, DK)
         sq = pid * BN * BN + rn[:, None] * BN + rn[None, :]
         tl.store(cp_ptr + sq, tl.load(C_ptr + sq) * _mm(q, tl.trans(k), PREC))  # layer 0's C: the first BH
+
+    @triton.jit
+    def _zk_kernel(z0_ptr, G1_ptr, sg1_b, sg1_h, zk_ptr, n, H, L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr,
+                   DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr,
+                   NV: tl.constexpr):
+        # The keys through the memory, zk = sigma(z0) G1, on one of NV blocks of columns per program (KernelConfig
+        # .vsplit: NV times the programs of _errors_kernel's own loop, for calls with few (batch row, head) pairs).
+        TV: tl.constexpr = DV // NV
+        g = tl.program_id(0).to(tl.int64)
+        pid, vb = g // NV, g % NV
+        b, h = pid // H, pid % H
+        rn = tl.arange(0, BN)
+        rv = vb * TV + tl.arange(0, TV)
+        zk = tl.zeros([BN, TV], dtype=tl.float32)
+        for j in range(DH // TH):
+            a1 = _act(tl.load(_hid(z0_ptr, pid, j * TH, BN, DH, TH)), ACT)
+            zk += _mm(a1, _wt(G1_ptr, sg1_b, sg1_h, b, h, j * TH, vb * TV, DV, TH, TV), PREC)
+        tl.store(zk_ptr + pid * BN * DV + rn[:, None] * DV + rv[None, :], zk)
 
     @triton.jit
     def _tiles_kernel(q_ptr, sq_b, sq_h, sq_t, k_ptr, sk_b, sk_h, sk_t, G1_ptr, sg1_b, sg1_h,
@@ -180,29 +202,56 @@ if HAS_TRITON:
                        ss1_h, lnw_ptr, lnb_ptr, bg_ptr, C_ptr, z0_ptr, dl_ptr, x1_ptr, zq_ptr, cp1_ptr, n, H, BH,
                        L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
                        TH: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
-                       PREC: tl.constexpr, KEEP: tl.constexpr):
-        pid = tl.program_id(0).to(tl.int64)
+                       PREC: tl.constexpr, KEEP: tl.constexpr, NV: tl.constexpr):
+        # One program per head, or per head and block of TV output columns (NV > 1, KernelConfig.vsplit: each block
+        # forms P_1 again, and _norm_kernel then normalizes the rows).
+        TV: tl.constexpr = DV // NV
+        g = tl.program_id(0).to(tl.int64)
+        pid, vb = g // NV, g % NV
         b, h = pid // H, pid % H
         rn = tl.arange(0, BN)
-        rv = tl.arange(0, DV)
+        rv = vb * TV + tl.arange(0, TV)
         mask = rn < n
         beta1 = tl.load(bg_ptr + (BH + pid) * 2 * BN + rn)
         gamma1 = tl.load(bg_ptr + (BH + pid) * 2 * BN + BN + rn)
         # beta_1 x_1 W_1 + gamma_1 x_1 S_1 as (beta_1 x_1) W_1 + (gamma_1 x_1) S_1: one [BN, DV] sum held, not two
-        z = tl.zeros([BN, DV], dtype=tl.float32)
+        z = tl.zeros([BN, TV], dtype=tl.float32)
         P1 = tl.zeros([BN, BN], dtype=tl.float32)
         for j in range(DH // TH):
             x1 = tl.load(_hid(x1_ptr, pid, j * TH, BN, DH, TH))
             a1 = _act(tl.load(_hid(z0_ptr, pid, j * TH, BN, DH, TH)), ACT)
-            z += _mm(beta1[:, None] * x1, _wt(W1_ptr, sw1_b, sw1_h, b, h, j * TH, 0, DV, TH, DV), PREC)
-            z += _mm(gamma1[:, None] * x1, _wt(S1_ptr, ss1_b, ss1_h, b, h, j * TH, 0, DV, TH, DV), PREC)
+            z += _mm(beta1[:, None] * x1, _wt(W1_ptr, sw1_b, sw1_h, b, h, j * TH, vb * TV, DV, TH, TV), PREC)
+            z += _mm(gamma1[:, None] * x1, _wt(S1_ptr, ss1_b, ss1_h, b, h, j * TH, vb * TV, DV, TH, TV), PREC)
             P1 += _mm(x1, tl.trans(a1), PREC)
         C1 = tl.load(C_ptr + (BH + pid) * BN * BN + rn[:, None] * BN + rn[None, :])
         dlast = tl.load(dl_ptr + pid * BN * DV + rn[:, None] * DV + rv[None, :])
         z -= _mm(C1 * P1, dlast, PREC)
-        if KEEP:  # for piece_backward: the output before its norm, and C_1 * P_1
+        if KEEP or NV > 1:  # the output before its norm (piece_backward's, or _norm_kernel's), and C_1 * P_1
             tl.store(zq_ptr + pid * BN * DV + rn[:, None] * DV + rv[None, :], z)
-            tl.store(cp1_ptr + pid * BN * BN + rn[:, None] * BN + rn[None, :], C1 * P1)
+        if KEEP:  # noqa: SIM102 (vb is not a constant: Triton's ``and`` takes constants only)
+            if vb == 0:
+                tl.store(cp1_ptr + pid * BN * BN + rn[:, None] * BN + rn[None, :], C1 * P1)
+        if NV == 1:
+            _finish(q_ptr, sq_b, sq_h, sq_t, o_ptr, so_b, so_h, so_t, lnw_ptr, lnb_ptr, z, b, h, rn, mask, DK, DV,
+                    NORM, RES)
+
+    @triton.jit
+    def _norm_kernel(q_ptr, sq_b, sq_h, sq_t, o_ptr, so_b, so_h, so_t, lnw_ptr, lnb_ptr, zq_ptr, n, H,
+                     L: tl.constexpr, BN: tl.constexpr, DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr,
+                     TH: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr, PREC: tl.constexpr):
+        # After _output_kernel in blocks of columns: each head's rows normalized, the residual, the output.
+        pid = tl.program_id(0).to(tl.int64)
+        b, h = pid // H, pid % H
+        rn = tl.arange(0, BN)
+        z = tl.load(zq_ptr + pid * BN * DV + rn[:, None] * DV + tl.arange(0, DV)[None, :])
+        _finish(q_ptr, sq_b, sq_h, sq_t, o_ptr, so_b, so_h, so_t, lnw_ptr, lnb_ptr, z, b, h, rn, rn < n, DK, DV,
+                NORM, RES)
+
+    @triton.jit
+    def _finish(q_ptr, sq_b, sq_h, sq_t, o_ptr, so_b, so_h, so_t, lnw_ptr, lnb_ptr, z, b, h, rn, mask,
+                DK: tl.constexpr, DV: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr):
+        """The output rows ``z`` ``[BN, DV]`` of batch row ``b``, head ``h``: LayerNorm, residual, stored."""
+        rv = tl.arange(0, DV)
         if NORM:
             lw, lb = _norm_params(lnw_ptr, lnb_ptr, h, DV, NORM)
             xq, _ = _ln(z, DV)
@@ -236,8 +285,8 @@ def piece_forward_triton(q, k, v, coef, G, W, S, norm, act, residual, keep: bool
     float32 contiguous; with ``keep`` (``piece.piece_backward``'s recomputation) ``(o, saved)`` instead, the
     intermediates ``piece_forward(keep=True)`` returns (views of float32 scratch), and no new state; with ``keep``
     and ``state`` both, ``(o, W_new, S_new, saved)`` (a forward that keeps them for the backward,
-    ``KernelConfig.save``). ``cfg``: tile,
-    warps, stages, precision (default: the forward's configuration of this shape, ``triton_config.config_for``).
+    ``KernelConfig.save``). ``cfg``: tile, warps, stages, precision, ``vsplit`` (default: the forward's configuration
+    of this shape, ``triton_config.config_for``).
     """
     state = not keep if state is None else state
     B, H, n, DK = q.shape
@@ -258,6 +307,11 @@ def piece_forward_triton(q, k, v, coef, G, W, S, norm, act, residual, keep: bool
     # what the backward's recomputation keeps besides: t0, delta_0, a_1, zeta_0; zk, e; zq, C_1 P_1 (else unread)
     kept = ([torch.empty(BH, BN, DH, **f32) for _ in range(4)] + [torch.empty(BH, BN, DV, **f32) for _ in range(3)]
             + [torch.empty(BH, BN, BN, **f32)] if keep else [z0] * 8)
+    # KernelConfig.vsplit: the per-head passes over the output's columns in NV blocks (at least 16 wide), whose
+    # scratch for zk and the output before its norm the kept intermediates' are where the backward keeps them
+    NV = max(1, min(cfg.vsplit, DV // 16))
+    if NV > 1 and not keep:
+        kept[4], kept[6] = torch.empty(BH, BN, DV, **f32), torch.empty(BH, BN, DV, **f32)
 
     def tok(t):
         return t, t.stride(0), t.stride(1), t.stride(2)
@@ -269,14 +323,19 @@ def piece_forward_triton(q, k, v, coef, G, W, S, norm, act, residual, keep: bool
     flags = dict(NORM=norm is not None, RES=residual)
     act_c = _ACT[act]
     launch(_keys_kernel, lambda th: (BH * (DH // th),), (*tok(k), *wt(G[0]), z0, n, H), part="keys", **shape)
+    if NV > 1:
+        launch(_zk_kernel, (BH * NV,), (z0, *wt(G[1]), kept[4], n, H), part="zk", ACT=act_c, NV=NV, **shape)
     launch(_errors_kernel, (BH,), (*tok(q), *tok(k), *tok(v), *wt(G[1]), lnw, lnb, Cp, z0, dl, cp, *kept[4:6], n, H),
-           part="errors", ACT=act_c, KEEP=keep, **flags, **shape)
+           part="errors", ACT=act_c, KEEP=keep, NV=NV, **flags, **shape)
     launch(_tiles_kernel, lambda th: (BH * (DH // th),),
            (*tok(q), *tok(k), *wt(G[1]), *wt(W[0]), *wt(S[0]), *wt(W[1]), *wt(S[1]), Wn[0], Sn[0], Wn[1], Sn[1], bg,
             cn, mn, scal, z0, dl, cp, x1, *kept[:4], n, H, BH), part="tiles", ACT=act_c, KEEP=keep, STATE=state,
            **shape)
-    launch(_output_kernel, (BH,), (*tok(q), *tok(o), *wt(W[1]), *wt(S[1]), lnw, lnb, bg, Cp, z0, dl, x1, kept[6],
-                                   kept[7], n, H, BH), part="output", ACT=act_c, KEEP=keep, **flags, **shape)
+    launch(_output_kernel, (BH * NV,), (*tok(q), *tok(o), *wt(W[1]), *wt(S[1]), lnw, lnb, bg, Cp, z0, dl, x1,
+                                        kept[6], kept[7], n, H, BH), part="output", ACT=act_c, KEEP=keep, NV=NV,
+           **flags, **shape)
+    if NV > 1:
+        launch(_norm_kernel, (BH,), (*tok(q), *tok(o), lnw, lnb, kept[6], n, H), part="norm", **flags, **shape)
     if not keep:
         return o, Wn, Sn
     saved = _saved(q, k, norm, B, H, n, BN, kept, z0, dl, x1, cp)
