@@ -11,8 +11,9 @@
 #    $OUT/tuned.json), starting no new size once too little time is left for step 4;
 # 4. the gpu-marked tests of the tuned configurations (TITANS_TRITON_CONFIGS; the ``seq`` variant at every shape, which
 #    launches exactly those; FINAL_K: a pytest -k expression instead).
-# Optional environment: SIZES ('D,depth,chunk,T;...', default the grid at 8K then 2K), DEFAULT_TESTS=0 (skip the
-# first gpu tests), FINAL_TESTS=0 (skip step 4), BASELINES (gpu_memory_op's --baselines; '' for none), BASELINES_AT
+# Optional environment: SIZES ('D,depth,chunk,T;...', default the grid at 8K then 2K), TUNE_EACH=1 (time the
+# candidates at every size, not only at each kernel shape's first: gpu_memory_op's --tune-every-size),
+# DEFAULT_TESTS=0 (skip the first gpu tests), FINAL_TESTS=0 (skip step 4), BASELINES (gpu_memory_op's --baselines; '' for none), BASELINES_AT
 # (its --baselines-at: only at these sizes),
 # TITANS_TRITON_CONFIGS (configurations from an earlier lease: their sizes are not re-tuned), CANDIDATES (tune
 # every size again, over only the candidates whose names start with these comma-separated prefixes),
@@ -50,6 +51,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv |
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.log"
 GRID=(--lengths 8192,2048)
 [ -n "${SIZES:-}" ] && GRID=(--sizes "$SIZES")
+[ "${TUNE_EACH:-0}" = 1 ] && GRID+=(--tune-every-size)
 SIZES_ARG=("${GRID[@]}")
 [ -n "${CANDIDATES:-}" ] && GRID+=(--retune --candidates "$CANDIDATES")
 COMPILE=("${GRID[@]}")

@@ -19,13 +19,14 @@ kernel; a linear memory without momentum). The card's two ceilings (a large devi
 in TFLOP/s) are measured first, and the triton kernel's achieved fraction of the matmul ceiling is reported from the
 analytic FLOPs of the chunked form.
 
-With ``--tune``, the first length of every kernel shape without a measured default (``--retune``: every shape)
-also times each candidate launch configuration (``_gpu_candidates.candidates``: tile width, warps, pipeline stages,
-dot precision; ``titans.ops.memory.triton_config``) that agrees with ``chunk`` to 1e-5, keeps the fastest forward and
-the fastest backward (backward time = forward+backward minus forward), and measures the row with them; the choices
-are written to ``--tune-out``, a file that ``TITANS_TRITON_CONFIGS`` loads. The candidates in
-``_gpu_candidates.RISKY`` (tf32x3 kernels no GPU has run, which may end the process's CUDA context) are timed only
-where ``--candidates`` names them in full; ``gpu_lease.sh`` runs each in a process of its own (``LAST_CANDIDATES``).
+With ``--tune``, the first length of every kernel shape without a measured default (``--retune``: every shape;
+``--tune-every-size``: every length) also times each candidate launch configuration (``_gpu_candidates.candidates``:
+tile width, warps, pipeline stages, dot precision; ``titans.ops.memory.triton_config``) that agrees with ``chunk`` to
+1e-5, keeps the fastest forward and the fastest backward (backward time = forward+backward minus forward), and
+measures the row with them; the choices are written to ``--tune-out``, a file that ``TITANS_TRITON_CONFIGS`` loads.
+The candidates in ``_gpu_candidates.RISKY`` (tf32x3 kernels no GPU has run, which may end the process's CUDA
+context) are timed only where ``--candidates`` names them in full; ``gpu_lease.sh`` runs each in a process of its own
+(``LAST_CANDIDATES``).
 """
 
 from __future__ import annotations
@@ -280,6 +281,9 @@ def main():
     ap.add_argument("--tune", action="store_true", help="time launch configurations at each kernel shape's first "
                     "length and use the fastest (see the module docstring)")
     ap.add_argument("--retune", action="store_true", help="with --tune, also the shapes that have a measured default")
+    ap.add_argument("--tune-every-size", action="store_true",
+                    help="with --tune, time the candidates at every size, not only at a kernel shape's first length "
+                    "(which path is fastest can depend on the batch: triton_config.PIECE_FROM)")
     ap.add_argument("--candidates", default="", help="with --tune, only the candidates whose names start with one of "
                     "these (comma-separated prefixes, e.g. 'default,split'; one of RISKY only by its full name)")
     ap.add_argument("--tune-out", default="benchmarks/results/gpu_triton_configs.json",
@@ -336,9 +340,10 @@ def main():
         row = {"D": D, "depth": depth, "chunk": chunk, "T": T, "B": B}
         here = baselines if not baselines_at or (D, depth, chunk, T) in baselines_at else set()
         torch.cuda.empty_cache()
-        if args.tune and (D, depth, chunk) not in tuned and not preset(D, depth, chunk):
+        shape_key = (D, depth, chunk, T) if args.tune_every_size else (D, depth, chunk)
+        if args.tune and shape_key not in tuned and not preset(D, depth, chunk):
             tune(row, B, T, H, D, depth, chunk, args.repeats)
-            tuned.add((D, depth, chunk))
+            tuned.add(shape_key)
             tc.save_configs(args.tune_out, dict(tc.OVERRIDES))
         kf, kb = kernel_keys(D, depth, chunk)
         row["triton config"] = {"fwd": str(tc.config_for(*kf)), "bwd": str(tc.config_for(*kb))}
