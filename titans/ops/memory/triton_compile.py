@@ -75,10 +75,10 @@ PIECE_PARTS = ("keys", "errors", "tiles", "output", "wgrad0", "wgrad1", "zk", "n
 
 def piece_kernel(part: str, shape: tuple, cfg, th: int | None = None, act: str = "gelu", norm: bool = True,
                  residual: bool = True, keep: bool = False, state: bool | None = None):
-    """``(kernel, constants)`` of one of ``triton_piece.py``'s four launches (``part``: :data:`PIECE_PARTS`) for
-    ``shape = (2, BN, DK, DH, DV)`` under ``cfg``, as ``triton_config.launch`` passes them; ``keep``: as the
-    backward's recomputation runs them, and with ``state`` too as a forward that keeps them (``KernelConfig.save``)
-    does."""
+    """``(kernel, constants)`` of one of the launches of ``triton_piece.py`` or ``triton_piece_bwd.py`` (``part``:
+    :data:`PIECE_PARTS`) for ``shape = (2, BN, DK, DH, DV)`` under ``cfg``, as ``triton_config.launch`` passes them;
+    ``keep``: as the backward's recomputation runs them, and with ``state`` too as a forward that keeps them
+    (``KernelConfig.save``) does."""
     from . import triton_config, triton_piece, triton_piece_bwd, triton_seq
 
     if part not in PIECE_PARTS:

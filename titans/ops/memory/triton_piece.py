@@ -1,5 +1,6 @@
 """Triton kernels for one piece of the chunk form over every (batch row, head) at once: ``piece.piece_forward``'s
-forward at depth 2 in four launches, for ``chunk.memory_update_chunk``'s loop over chunks (``KernelConfig.piece``).
+forward at depth 2 in four launches (six with ``KernelConfig.vsplit``), for ``chunk.memory_update_chunk``'s loop over
+chunks (``KernelConfig.piece``).
 
 Why: ``triton_seq.py`` gives a whole head to one program, which walks every chunk with the head's weights streamed
 through it in tiles. Where the weights are large (depth 2, head dim 128: 512 KB of weights and as much momentum per
@@ -276,7 +277,8 @@ def _rowmajor(w: torch.Tensor) -> torch.Tensor:
 
 def piece_forward_triton(q, k, v, coef, G, W, S, norm, act, residual, keep: bool = False,
                          cfg: KernelConfig | None = None, state: bool | None = None):
-    """``piece.piece_forward`` of a depth-2 memory in four launches over every (batch row, head).
+    """``piece.piece_forward`` of a depth-2 memory in four launches over every (batch row, head) (six with
+    ``cfg.vsplit``).
 
     q, k ``[B, H, n, DK]``, v ``[B, H, n, DV]`` (computed in float32), ``coef`` as ``chunk._run_piece`` slices
     ``chunk.decay_coefficients`` (``[L, B, H, n(, n)]``, and ``[L, B, H]`` for the end scalars), G, W, S: two float32
