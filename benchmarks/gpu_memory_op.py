@@ -105,8 +105,12 @@ def segments(B, T, H, D, depth, chunk, device="cuda") -> int:
     dims = memory_dims(D, depth)
     W = [torch.empty(B, H, dims[i], dims[i + 1], device="meta") for i in range(depth)]
     v = torch.empty(1, 1, 1, D, device="meta")
-    if depth == 2 and triton_op._piece_config(W, v, chunk, B * H) is not None:  # chunk's loop: no segments
-        return 1
+    piece = triton_op._piece_config(W, v, chunk, B * H) if depth == 2 else None
+    if piece is not None:  # chunk's loop in checkpointed segments of whole chunks (triton_op._piece_segment)
+        q = torch.empty(B, 1, H, D, device=device, requires_grad=True)
+        with torch.enable_grad():
+            seg = triton_op._piece_segment(piece, W, q, chunk, T, 0, (q,))
+        return -(-T // seg)
     n = T // chunk
     with torch.enable_grad():
         per = triton_op._segment(n, W, torch.empty(B, H, 1, D, device=device), chunk, True)

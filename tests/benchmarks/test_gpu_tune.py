@@ -41,8 +41,13 @@ def test_tune_takes_the_fastest_path(monkeypatch, piece_fwd_bwd, want):
     assert used[-1] == want
 
 
-def test_calls_in_pieces_run_in_one_segment():
-    """``segments``: a call the forward in pieces runs (``triton_config.PIECE_FROM``: enough (batch row, head)
-    pairs) keeps no checkpointed segments; one program per head at fewer pairs does."""
-    assert bench.segments(64, 2048, 8, 128, 2, 64, device="cpu") == 1  # 512 pairs, head dim 128: pieces
+def test_the_segments_of_calls_in_pieces(monkeypatch):
+    """``segments``: a call in pieces (``triton_config.PIECE_FROM``: enough (batch row, head) pairs) runs in
+    checkpointed segments where what it keeps passes ``triton_op.save_budget`` (on CPU 4 GiB: 16 GB at head dim 128,
+    2K, batch 64), in one within a budget that holds it, as one program per head does at fewer pairs."""
+    import titans.ops.memory.triton_op as op
+
+    assert bench.segments(64, 2048, 8, 128, 2, 64, device="cpu") == 6  # 32 chunks in segments of 6
     assert bench.segments(4, 32768, 8, 128, 2, 64, device="cpu") > 1  # 32 pairs: one program per head
+    monkeypatch.setattr(op, "SAVE_BUDGET_BYTES", 1 << 40)
+    assert bench.segments(64, 2048, 8, 128, 2, 64, device="cpu") == 1

@@ -12,7 +12,7 @@ import torch
 
 from ..conftest import rel_err
 from .memory_cases import make_inputs
-from .triton_cases import TOL, compare
+from .triton_cases import TOL, compare, run
 
 triton = pytest.importorskip("triton")
 
@@ -250,3 +250,31 @@ def test_the_default_runs_in_pieces_from_enough_pairs(monkeypatch):
         compare(inp, leaves, 16, "gelu", 19)
         parts = {slot[2] for slot in tc.LAUNCHED if len(slot) == 3}
         assert parts == ({"keys", "errors", "tiles", "output"} if pieces else set())
+
+
+@pytest.mark.parametrize("save", [False, True])
+def test_calls_in_pieces_past_the_save_budget_run_in_segments(monkeypatch, save):
+    """Where what the backward keeps of every chunk would pass ``triton_op.save_budget``, a call in pieces runs in
+    checkpointed segments of whole chunks (the first finishing the chunk in progress), as the kernels of one program
+    per head do; the results and every gradient are still ``chunk``'s, and a call without gradients is one piece of
+    work."""
+    import titans.ops.memory.triton_config as tc
+    import titans.ops.memory.triton_op as op
+
+    cfg = tc.KernelConfig(16, 4, 1, piece=True, save=save)
+    monkeypatch.setattr(op, "config_for", lambda *key: cfg if not key[0] else tc.config_for(*key))
+    monkeypatch.setattr(op, "SAVE_BUDGET_BYTES", 1)
+    calls = []
+    real = op.memory_update_chunk
+    monkeypatch.setattr(op, "memory_update_chunk", lambda *a, **kw: calls.append(a[0].shape[1]) or real(*a, **kw))
+    inp, leaves = make_inputs(B=2, T=70, H=2, D=16, L=2, hidden=64, per_layer=True, norm=True, residual=True,
+                              dtype=torch.float32, requires_grad=True)
+    compare(inp, leaves, 16, "gelu", 19)
+    # 19 tokens (two chunks: one segment), then 51 resuming 3 into a chunk (four chunks: segments of two, 29 tokens
+    # finishing the chunk in progress and 22), each segment run again by the backward (the chunk reference is not
+    # counted: compare calls it through impl="chunk")
+    assert sorted(set(calls)) == [19, 22, 29] and calls.count(29) == 2 and calls.count(22) == 2
+    calls.clear()
+    with torch.no_grad():
+        run("triton", inp, 16)
+    assert calls == [70]

@@ -236,7 +236,9 @@ TF32X3_MIN_TILE = 32
 # tokens at batch 16 and 2K at batch 64, i.e. 128 and 512 pairs), the ``piece-w4`` candidate against the TUNED
 # forward: at head dim 128 / 64-row chunks 2.6-3.3x faster forward and 1.4-2.6x forward+backward at both; at head dim
 # 64 / 64-row chunks 2.0x forward at 512 pairs (forward+backward 0.9-0.93x, both above chunk's), slower at 128 (the
-# forward 0.57-0.79x, forward+backward 0.30-0.36x). Fewer pairs than measured keep the TUNED forward.
+# forward 0.57-0.79x, forward+backward 0.30-0.36x). Fewer pairs than measured keep the TUNED forward. (Those
+# forward+backward figures kept every chunk's state; calls in pieces now run in checkpointed segments past
+# triton_op.save_budget, as the one-program-per-head kernels do: not yet timed.)
 PIECE_FROM = {
     (2, 64, 128, 512, 128): ("32,4,1,tf32x3,maxreg,piece", 128),
     (2, 64, 64, 256, 64): ("32,4,1,tf32x3,maxreg,piece", 512),

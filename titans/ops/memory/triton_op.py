@@ -236,9 +236,41 @@ def _pieces(q, k, v, alpha, eta, theta, params, momentum, weights, cfg, **kw):
 
         shape = (2, block_rows(kw["chunk_size"]), weights[0].shape[-2], weights[0].shape[-1], v.shape[-1])
         bwd = functools.partial(bwd, wgrad=functools.partial(weight_grads_triton, shape=shape, cfg=cfg))
-    o, state = memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum, piece=fwd, piece_bwd=bwd,
-                                   save=cfg.save, **kw)
+    run = functools.partial(memory_update_chunk, piece=fwd, piece_bwd=bwd, save=cfg.save, **kw)
+    b, T = kw["chunk_size"], q.shape[1]
+    offset = params.offset if isinstance(params, MemoryState) else 0
+    seg = _piece_segment(cfg, weights, q, b, T, offset, (q, k, v, alpha, eta, theta, *weights, *(momentum or ()),
+                                                          *(kw["norm"] or ())))
+    if seg >= T:
+        o, state = run(q, k, v, alpha, eta, theta, params, momentum)
+        return (o if low is None else o.to(low)), state
+    # In checkpointed segments of whole chunks (the first one finishing a chunk in progress): each keeps only its
+    # starting state for the backward, which runs its forward again (save_budget, as for the kernels of one program
+    # per head).
+    outs, state, lo = [], params, 0
+    while lo < T:
+        hi = min(T, lo + seg - (offset if lo == 0 else 0))
+        args = [t[:, lo:hi] for t in (q, k, v, alpha, eta, theta)]
+        o, state = torch.utils.checkpoint.checkpoint(run, *args, state, momentum if lo == 0 else None,
+                                                     use_reentrant=False)
+        outs.append(o)
+        lo = hi
+    o = torch.cat(outs, 1)
     return (o if low is None else o.to(low)), state
+
+
+def _piece_segment(cfg, weights, q, b: int, T: int, offset: int, tensors) -> int:
+    """Tokens per checkpointed segment of a call in pieces: all of them, or about ``sqrt(N)`` chunks where what the
+    backward keeps of every chunk (its starting weights and momentum, and with ``cfg.save`` the piece's
+    intermediates) would pass :func:`save_budget`."""
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
+        return T
+    BN, DH, DV = block_rows(b), weights[0].shape[-1], weights[-1].shape[-1]
+    floats = 2 * sum(w[0, 0].numel() for w in weights) + (6 * BN * DH + 4 * BN * DV + 2 * BN * BN if cfg.save else 0)
+    n_chunks = -(-(T + offset) // b)
+    if n_chunks * 4 * floats * q.shape[0] * q.shape[2] <= save_budget(q.device):
+        return T
+    return (math.isqrt(n_chunks - 1) + 1) * b
 
 
 def _kernels(q, k, v, alpha, eta, theta, params, momentum, weights, *, chunk_size, activation, norm, residual):
