@@ -160,8 +160,15 @@ def _segment(n_chunks: int, W, q, chunk: int, norm: bool) -> int:
     """Chunks per launch: all of them, or about ``sqrt(N)`` when what the backward needs of them (their starting
     states and activations) would pass :func:`save_budget`."""
     floats = 2 * sum(w[0, 0].numel() for w in W) + saved_width(len(W), block_rows(chunk), W[-1].shape[-1], norm)
-    per_chunk = 4 * floats * q.shape[0] * q.shape[1]  # float32, B*H
-    if not torch.is_grad_enabled() or n_chunks * per_chunk <= save_budget(q.device):
+    if not torch.is_grad_enabled():
+        return max(n_chunks, 1)
+    return _chunks_per_segment(n_chunks, 4 * floats * q.shape[0] * q.shape[1], q.device)  # float32, B*H
+
+
+def _chunks_per_segment(n_chunks: int, per_chunk: int, device: torch.device) -> int:
+    """All ``n_chunks``, or about ``sqrt(N)`` where keeping ``per_chunk`` bytes of each would pass
+    :func:`save_budget`."""
+    if n_chunks * per_chunk <= save_budget(device):
         return max(n_chunks, 1)
     return max(1, math.isqrt(n_chunks - 1) + 1)
 
@@ -268,9 +275,8 @@ def _piece_segment(cfg, weights, q, b: int, T: int, offset: int, tensors) -> int
     BN, DH, DV = block_rows(b), weights[0].shape[-1], weights[-1].shape[-1]
     floats = 2 * sum(w[0, 0].numel() for w in weights) + (6 * BN * DH + 4 * BN * DV + 2 * BN * BN if cfg.save else 0)
     n_chunks = -(-(T + offset) // b)
-    if n_chunks * 4 * floats * q.shape[0] * q.shape[2] <= save_budget(q.device):
-        return T
-    return (math.isqrt(n_chunks - 1) + 1) * b
+    per = _chunks_per_segment(n_chunks, 4 * floats * q.shape[0] * q.shape[2], q.device)  # float32, B*H
+    return T if per >= n_chunks else per * b
 
 
 def _kernels(q, k, v, alpha, eta, theta, params, momentum, weights, *, chunk_size, activation, norm, residual):

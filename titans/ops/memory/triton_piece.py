@@ -65,6 +65,25 @@ if HAS_TRITON:
         return ptr + pid * BN * DH + rn[:, None] * DH + c[None, :]
 
     @triton.jit
+    def _column_block(H, NV: tl.constexpr):
+        """This program's (batch row, head) ``pid`` (and its ``b``, ``h``) and its block ``vb`` of ``NV`` blocks of
+        ``TV`` output columns, the blocks of a head adjacent in launch order."""
+        g = tl.program_id(0).to(tl.int64)
+        pid, vb = g // NV, g % NV
+        return pid, vb, pid // H, pid % H
+
+    @triton.jit
+    def _keys_through(z0_ptr, G1_ptr, sg1_b, sg1_h, pid, b, h, c0, BN: tl.constexpr, DH: tl.constexpr,
+                      DV: tl.constexpr, TH: tl.constexpr, TV: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr):
+        """Columns ``c0 .. c0 + TV`` of the keys through the memory, ``sigma(z0) G1`` (``[BN, TV]``), summed over
+        the hidden tiles of ``z0``'s scratch."""
+        zk = tl.zeros([BN, TV], dtype=tl.float32)
+        for j in range(DH // TH):
+            a1 = _act(tl.load(_hid(z0_ptr, pid, j * TH, BN, DH, TH)), ACT)
+            zk += _mm(a1, _wt(G1_ptr, sg1_b, sg1_h, b, h, j * TH, c0, DV, TH, TV), PREC)
+        return zk
+
+    @triton.jit
     def _keys_kernel(k_ptr, sk_b, sk_h, sk_t, G0_ptr, sg0_b, sg0_h, z0_ptr, n, H, L: tl.constexpr, BN: tl.constexpr,
                      DK: tl.constexpr, DH: tl.constexpr, DV: tl.constexpr, TH: tl.constexpr, PREC: tl.constexpr):
         g = tl.program_id(0).to(tl.int64)  # a head's tiles adjacent in launch order (k from L2), as in _tiles_kernel
@@ -90,10 +109,7 @@ if HAS_TRITON:
         if NV > 1:  # _zk_kernel formed it, in NV blocks of columns
             zk = tl.load(zk_ptr + rows)
         else:
-            zk = tl.zeros([BN, DV], dtype=tl.float32)
-            for j in range(DH // TH):
-                a1 = _act(tl.load(_hid(z0_ptr, pid, j * TH, BN, DH, TH)), ACT)
-                zk += _mm(a1, _wt(G1_ptr, sg1_b, sg1_h, b, h, j * TH, 0, DV, TH, DV), PREC)
+            zk = _keys_through(z0_ptr, G1_ptr, sg1_b, sg1_h, pid, b, h, 0, BN, DH, DV, TH, DV, ACT, PREC)
         k = _tok(k_ptr, sk_b, sk_h, sk_t, b, h, rn, mask, DK)
         v = _tok(v_ptr, sv_b, sv_h, sv_t, b, h, rn, mask, DV)
         lw, lb = _norm_params(lnw_ptr, lnb_ptr, h, DV, NORM)
@@ -114,15 +130,10 @@ if HAS_TRITON:
         # The keys through the memory, zk = sigma(z0) G1, on one of NV blocks of columns per program (KernelConfig
         # .vsplit: NV times the programs of _errors_kernel's own loop, for calls with few (batch row, head) pairs).
         TV: tl.constexpr = DV // NV
-        g = tl.program_id(0).to(tl.int64)
-        pid, vb = g // NV, g % NV
-        b, h = pid // H, pid % H
+        pid, vb, b, h = _column_block(H, NV)
         rn = tl.arange(0, BN)
         rv = vb * TV + tl.arange(0, TV)
-        zk = tl.zeros([BN, TV], dtype=tl.float32)
-        for j in range(DH // TH):
-            a1 = _act(tl.load(_hid(z0_ptr, pid, j * TH, BN, DH, TH)), ACT)
-            zk += _mm(a1, _wt(G1_ptr, sg1_b, sg1_h, b, h, j * TH, vb * TV, DV, TH, TV), PREC)
+        zk = _keys_through(z0_ptr, G1_ptr, sg1_b, sg1_h, pid, b, h, vb * TV, BN, DH, DV, TH, TV, ACT, PREC)
         tl.store(zk_ptr + pid * BN * DV + rn[:, None] * DV + rv[None, :], zk)
 
     @triton.jit
@@ -207,9 +218,7 @@ if HAS_TRITON:
         # One program per head, or per head and block of TV output columns (NV > 1, KernelConfig.vsplit: each block
         # forms P_1 again, and _norm_kernel then normalizes the rows).
         TV: tl.constexpr = DV // NV
-        g = tl.program_id(0).to(tl.int64)
-        pid, vb = g // NV, g % NV
-        b, h = pid // H, pid % H
+        pid, vb, b, h = _column_block(H, NV)
         rn = tl.arange(0, BN)
         rv = vb * TV + tl.arange(0, TV)
         mask = rn < n

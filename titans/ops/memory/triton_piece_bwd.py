@@ -24,6 +24,7 @@ import torch
 
 from .triton_blocks import HAS_TRITON
 from .triton_config import KernelConfig, launch
+from .triton_piece import _rowmajor
 from .triton_seq import block_rows
 
 if HAS_TRITON:
@@ -76,15 +77,10 @@ if HAS_TRITON:
         rows = pid * BN * DI + rn[:, None] * DI + rr[None, :]
         tl.store(yw_ptr + rows, yw)
         tl.store(ys_ptr + rows, ys)
-        tl.store(part_ptr + g * 3, tl.sum(s_ww, 0))
-        tl.store(part_ptr + g * 3 + 1, tl.sum(s_ws, 0))
-        tl.store(part_ptr + g * 3 + 2, tl.sum(s_ss, 0))
-
-
-def _rowmajor(w: torch.Tensor) -> torch.Tensor:
-    """``w`` ``[B, H, r, c]`` float32 with its rows contiguous (batch and head strides go to the kernel)."""
-    w = w.float()
-    return w if w.stride(-1) == 1 and w.stride(-2) == w.shape[-1] else w.contiguous()
+        part = part_ptr + (pid * DI + r) * 3  # [BH, DI, 3], zero where a head has fewer blocks than rows
+        tl.store(part, tl.sum(s_ww, 0))
+        tl.store(part + 1, tl.sum(s_ws, 0))
+        tl.store(part + 2, tl.sum(s_ss, 0))
 
 
 def weight_grads_triton(X, dz, beta, gamma, W, S, dWp, dSp, beta_n, gamma_n, h_n, *, shape: tuple,
@@ -104,25 +100,19 @@ def weight_grads_triton(X, dz, beta, gamma, W, S, dWp, dSp, beta_n, gamma_n, h_n
     bg = torch.zeros(BH, 2, BN, **f32)
     bg[:, 0, :n], bg[:, 1, :n] = beta.reshape(BH, n), gamma.reshape(BH, n)
     scal = torch.stack([beta_n, gamma_n, h_n], -1).reshape(BH, 3).float().contiguous()
-    W, S, dWp, dSp = (_rowmajor(w) for w in (W, S, dWp, dSp))
+    W, S, dWp, dSp = (_rowmajor(w.float()) for w in (W, S, dWp, dSp))
     dW, dS = torch.empty(B, H, DI, DO, **f32), torch.empty(B, H, DI, DO, **f32)
     yw, ys = torch.empty(BH, BN, DI, **f32), torch.empty(BH, BN, DI, **f32)
-    part = torch.empty(BH * DI, 3, **f32)  # at most one row per (head, block of rows)
+    part = torch.zeros(BH, DI, 3, **f32)  # a row per (head, block of rows), summed in a fixed order
 
     def strided(t, k):
         return (t, *t.stride()[:k])
 
     key = dict(zip(("L", "BN", "DK", "DH", "DV"), shape))
-    compiled_tile = {}
-
-    def grid(th):
-        compiled_tile["TR"] = min(th, DI)
-        return (BH * (DI // min(th, DI)),)
-
-    launch(_wgrad_kernel, grid, (*strided(X, 3), *strided(dz, 3), bg, *strided(W, 2), *strided(S, 2),
-                                 *strided(dWp, 2), *strided(dSp, 2), scal, dW, dS, yw, ys, part, n, H),
-           backward=False, cfg=cfg, part=f"wgrad{DI}x{DO}", DI=DI, DO=DO, **key)
-    blocks = DI // compiled_tile["TR"]
-    sums = part[:BH * blocks].view(BH, blocks, 3).sum(1).view(B, H, 3)
+    args = (*strided(X, 3), *strided(dz, 3), bg, *strided(W, 2), *strided(S, 2), *strided(dWp, 2),
+            *strided(dSp, 2), scal, dW, dS, yw, ys, part, n, H)
+    launch(_wgrad_kernel, lambda th: (BH * (DI // min(th, DI)),), args, backward=False, cfg=cfg,
+           part=f"wgrad{DI}x{DO}", DI=DI, DO=DO, **key)
+    sums = part.sum(1).view(B, H, 3)
     rows = lambda t: t.view(B, H, BN, DI)[:, :, :n]  # noqa: E731
     return rows(yw), rows(ys), dW, dS, sums[..., 0], sums[..., 1], sums[..., 2]
