@@ -130,7 +130,12 @@ PIECE = {"piece": "32,8,1,tf32x3,maxreg,piece", "piece-ieee": "32,8,1,ieee,maxre
          "piece-w4-save-wgrad": "32,4,1,tf32x3,maxreg,piece,save,wgrad",
          # ... and the per-head passes in 4 blocks of the output's columns (KernelConfig.vsplit), for the few (batch
          # row, head) pairs of long sequences at small batches (32K: 32 pairs)
-         "piece-w4-v4": "32,4,1,tf32x3,maxreg,piece,v4"}
+         "piece-w4-v4": "32,4,1,tf32x3,maxreg,piece,v4",
+         # ... and each piece's backward compiled by torch.compile (KernelConfig.compiled, piece_compiled.py): its ~200
+         # eager operations a piece fused into ~47 kernels (benchmarks/piece_backward_ops.py), for the per-operation
+         # cost at few (batch row, head) pairs; the first call of a process compiles (tens of seconds)
+         "piece-w4-compiled": "32,4,1,tf32x3,maxreg,piece,compiled",
+         "piece-w4-save-compiled": "32,4,1,tf32x3,maxreg,piece,save,compiled"}
 
 ONLY: list[str] = []  # set by --candidates: time only the candidates whose names start with one of these
 # Candidates --tune times only where --candidates names them in full: never run on a GPU, and with tf32x3 products,

@@ -139,7 +139,8 @@ def _leaves(x):
 @pytest.mark.parametrize("forward", ["seq", "split", "reload", "phased", "phased-w4", "phased-w16", "phased-bwd",
                                      "tf32x3-wide", "pre", "pre-tf32x3", "tf32x3-bwd", "tf32x3-bwd-phased", "piece",
                                      "piece-ieee", "piece-w4", "piece-t16x2", "piece-w4-save",
-                                     "piece-w4-save-wgrad", "piece-w4-v4"])
+                                     "piece-w4-save-wgrad", "piece-w4-v4", "piece-w4-compiled",
+                                     "piece-w4-save-compiled"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("L,D,hidden,chunk", [(1, 64, 64, 16), (2, 64, 256, 16), (2, 64, 256, 64), (1, 128, 128, 64),
                                               (2, 128, 512, 16), (2, 128, 512, 64)])
@@ -156,8 +157,9 @@ def test_triton_on_cuda_realistic(monkeypatch, forward, dtype, tol, L, D, hidden
     the backward with its pre-pass (``KernelConfig.pre``), with its products on the tensor cores (``pre-tf32x3``), or
     with every product of the backward there (``tf32x3-bwd``, and with its pass C in passes, ``tf32x3-bwd-phased``: the
     GPU benchmark's candidates), or ``chunk``'s loop with each piece's forward over every head at once (``piece``,
-    ``piece-ieee``, ``piece-w4``, ``piece-t16x2``, ``piece-w4-save``, ``piece-w4-save-wgrad``, ``piece-w4-v4``:
-    ``triton_piece.py`` (and ``triton_piece_bwd.py``) under the GPU benchmark's candidates' configurations;
+    ``piece-ieee``, ``piece-w4``, ``piece-t16x2``, ``piece-w4-save``, ``piece-w4-save-wgrad``, ``piece-w4-v4``,
+    ``piece-w4-compiled``, ``piece-w4-save-compiled``: ``triton_piece.py`` (and ``triton_piece_bwd.py``, or the
+    backward compiled by ``torch.compile``, ``piece_compiled.py``) under the GPU benchmark's candidates' configurations;
     ``benchmarks/gpu_lease.sh`` runs the tf32x3 ones in a later process: tf32x3 has ended runs in an illegal memory
     access). The loops of the kernels in passes run ieee on a GPU even where a variant asks for tf32x3
     (``triton_config.phased_loops_ieee``), unless ``TITANS_TRITON_PHASED_TF32X3=1``."""

@@ -85,6 +85,11 @@ class KernelConfig:
     # few pairs, where one program per head leaves most SMs idle; the output's blocks each form ``C_1 * P_1`` again.
     # Not yet timed.
     vsplit: int = 1
+    # With ``piece``: the piece's backward (given its intermediates) compiled by ``torch.compile``
+    # (``piece_compiled.py``): Inductor fuses its elementwise passes and sums, about 200 launches a piece in eager
+    # PyTorch, whose per-operation cost dominates where a call has few (batch row, head) pairs. Excludes ``wgrad``.
+    # Not yet timed.
+    compiled: bool = False
     # Backward only: form the products of its tile loops that need nothing the loops accumulate before them, in
     # wide tiles, into a scratch buffer the loops read (triton_pre.py; docs/benchmarks.md, "How the products are laid
     # out"). Timed in run 9: the default at the head-dim-128 shapes' backwards.
@@ -107,27 +112,32 @@ class KernelConfig:
             raise ValueError(f"KernelConfig.programs={self.programs}: expected 1, or 2 with maxreg=True")
         if self.vsplit not in (1, 2, 4, 8):
             raise ValueError(f"KernelConfig.vsplit={self.vsplit}: expected 1, 2, 4 or 8")
-        for flag, on in (("save", self.save), ("wgrad", self.wgrad), ("vsplit", self.vsplit > 1)):
+        for flag, on in (("save", self.save), ("wgrad", self.wgrad), ("vsplit", self.vsplit > 1),
+                         ("compiled", self.compiled)):
             if on and not self.piece:
                 raise ValueError(f"KernelConfig.{flag}={getattr(self, flag)} needs piece=True (an option of the calls "
                                  "in pieces)")
+        if self.compiled and self.wgrad:
+            raise ValueError("KernelConfig.compiled=True excludes wgrad=True (a kernel of its own does not run inside "
+                             "the compiled backward)")
 
     @classmethod
     def parse(cls, text: str) -> KernelConfig:
         """``'TH,warps,stages[,precision[,split][,maxreg|,maxreg2][,reload][,phased][,piece[,save]
-        [,wgrad|,wgrad-tf32x3][,v2|,v4|,v8]][,pre|,pre-tf32x3]]'``, e.g. ``'32,8,1,ieee'``, ``'32,4,1,ieee,split'``,
-        ``'16,8,1,ieee,maxreg,pre-tf32x3'``."""
+        [,wgrad|,wgrad-tf32x3][,v2|,v4|,v8][,compiled]][,pre|,pre-tf32x3]]'``, e.g. ``'32,8,1,ieee'``,
+        ``'32,4,1,ieee,split'``, ``'16,8,1,ieee,maxreg,pre-tf32x3'``."""
         parts = text.split(",")
         flags = parts[4:]
         if (len(parts) < 3
                 or not set(flags) <= {"split", "maxreg", "maxreg2", "reload", "phased", "piece", "save", "wgrad",
-                                      "wgrad-tf32x3", "v2", "v4", "v8", "pre", "pre-tf32x3"}
+                                      "wgrad-tf32x3", "v2", "v4", "v8", "compiled", "pre", "pre-tf32x3"}
                 or len(set(flags) & {"v2", "v4", "v8"}) > 1
                 or len(set(flags)) != len(flags) or {"pre", "pre-tf32x3"} <= set(flags)
                 or {"wgrad", "wgrad-tf32x3"} <= set(flags)
                 or {"maxreg", "maxreg2"} <= set(flags)):
             raise ValueError(f"kernel config {text!r}: expected 'tile,warps,stages[,precision[,split][,maxreg|,maxreg2]"
-                             "[,reload][,phased][,piece[,save][,wgrad|,wgrad-tf32x3][,v2|,v4|,v8]][,pre|,pre-tf32x3]]'")
+                             "[,reload][,phased][,piece[,save][,wgrad|,wgrad-tf32x3][,v2|,v4|,v8][,compiled]]"
+                             "[,pre|,pre-tf32x3]]'")
         pre3 = "pre-tf32x3" in flags
         return cls(int(parts[0]), int(parts[1]), int(parts[2]), *(parts[3:4] or ["ieee"]), split="split" in flags,
                    maxreg="maxreg" in flags or "maxreg2" in flags, programs=2 if "maxreg2" in flags else 1,
@@ -135,6 +145,7 @@ class KernelConfig:
                    wgrad="wgrad" in flags or "wgrad-tf32x3" in flags,
                    wgrad_precision="tf32x3" if "wgrad-tf32x3" in flags else "ieee",
                    vsplit=next((int(f[1:]) for f in flags if f in ("v2", "v4", "v8")), 1),
+                   compiled="compiled" in flags,
                    pre="pre" in flags or pre3,
                    pre_precision="tf32x3" if pre3 else "ieee")
 
@@ -146,7 +157,8 @@ class KernelConfig:
                 + (",phased" if self.phased else "") + (",piece" if self.piece else "")
                 + (",save" if self.save else "")
                 + ((",wgrad" + ("" if self.wgrad_precision == "ieee" else f"-{self.wgrad_precision}"))
-                   if self.wgrad else "") + (f",v{self.vsplit}" if self.vsplit > 1 else "") + pre)
+                   if self.wgrad else "") + (f",v{self.vsplit}" if self.vsplit > 1 else "")
+                + (",compiled" if self.compiled else "") + pre)
 
 
 def q_transposed(BN: int, DK: int) -> bool:

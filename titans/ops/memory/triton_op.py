@@ -14,7 +14,7 @@ backward, which would only fail after the forward, each new shape is first tried
 At depth 2, where the forward's configuration is a piece one (``KernelConfig.piece``: by default at the shapes and
 from the number of (batch row, head) pairs of ``triton_config.PIECE_FROM``), the call is instead ``chunk``'s loop
 over chunks with each chunk's forward in ``triton_piece.py``'s launches over every head at once and ``chunk``'s
-hand-written backward (``_pieces``), with the configuration's ``save`` and ``wgrad`` options.
+hand-written backward (``_pieces``), with the configuration's ``save``, ``wgrad`` and ``compiled`` options.
 """
 
 from __future__ import annotations
@@ -243,6 +243,10 @@ def _pieces(q, k, v, alpha, eta, theta, params, momentum, weights, cfg, **kw):
 
         shape = (2, block_rows(kw["chunk_size"]), weights[0].shape[-2], weights[0].shape[-1], v.shape[-1])
         bwd = functools.partial(bwd, wgrad=functools.partial(weight_grads_triton, shape=shape, cfg=cfg))
+    if cfg.compiled:
+        from .piece_compiled import piece_backward_compiled
+
+        bwd = functools.partial(piece_backward_compiled, recompute=fwd)
     run = functools.partial(memory_update_chunk, piece=fwd, piece_bwd=bwd, save=cfg.save, **kw)
     b, T = kw["chunk_size"], q.shape[1]
     offset = params.offset if isinstance(params, MemoryState) else 0
