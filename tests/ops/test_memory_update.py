@@ -283,3 +283,47 @@ def test_coefficient_groups_do_not_change_results(monkeypatch):
     assert rel_err(o_c, o_n) <= TOL
     for a, b in zip(_backward(o_c, s_c, leaves), _backward(o_n, s_n, leaves)):
         assert rel_err(a, b) <= TOL
+
+
+def _graph_nodes(fn):
+    seen, todo = set(), [fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        todo += [nxt for nxt, _ in node.next_functions]
+    return seen
+
+
+def test_what_a_saving_forward_keeps_checkpointing_can_drop():
+    """With ``save=True`` the intermediates each piece keeps are saved tensors of its autograd node: they pass through
+    ``torch.autograd.graph.saved_tensors_hooks``, through which ``torch.utils.checkpoint`` drops them and has the
+    backward recompute them (``impl="triton"``'s checkpointed segments), rather than being held by the node whatever
+    the hooks. Under checkpointing the gradients are still the recomputing backward's."""
+    from titans.ops.memory.chunk import memory_update_chunk
+
+    inp, leaves = make_inputs(T=21, L=2, norm=True, residual=True, requires_grad=True)
+    args = [inp[x] for x in ("q", "k", "v", "alpha", "eta", "theta", "params", "momentum")]
+    kw = dict(chunk_size=8, norm=inp["norm"], residual=True)
+    packed = {False: 0, True: 0}
+    for save in (False, True):
+
+        def pack(t, save=save):
+            packed[save] += t.numel()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            o, st = memory_update_chunk(*args, save=save, **kw)
+        assert not any(getattr(node, "kept", None) for node in _graph_nodes(o.grad_fn))
+    assert packed[True] > packed[False]
+    ref = _backward(*memory_update_chunk(*args, **kw), leaves)
+
+    def run(*a):
+        o, st = memory_update_chunk(*a[:6], a[6:8], a[8:], save=True, **kw)
+        return o, *st.params, *st.momentum, *st.chunk_params
+
+    outs = torch.utils.checkpoint.checkpoint(run, *args[:6], *args[6], *args[7], use_reentrant=False)
+    st = MemoryState(tuple(outs[1:3]), tuple(outs[3:5]), tuple(outs[5:7]), 21 % 8, 8)
+    for a, b in zip(_backward(outs[0], st, leaves), ref):
+        assert rel_err(a, b) <= 1e-12

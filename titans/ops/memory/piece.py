@@ -215,24 +215,47 @@ def piece_backward(do, dWp, dSp, q, k, v, coef, G, W, S, norm, act, residual, *,
     return dq, dk, dv, dcoef, dG, dW, dS, (dlnw, dlnb)
 
 
+def _flatten(kept: dict):
+    """``piece_forward(keep=True)``'s intermediates as ``(spec, tensors)``: ``spec`` the names and where the Nones
+    were, ``tensors`` the rest in order (for ``save_for_backward``)."""
+    spec, tensors = [], []
+    for name, x in kept.items():
+        items = x if isinstance(x, list) else [x]
+        spec.append((name, isinstance(x, list), tuple(t is None for t in items)))
+        tensors += [t for t in items if t is not None]
+    return spec, tensors
+
+
+def _unflatten(spec, tensors) -> dict:
+    it = iter(tensors)
+    out = {}
+    for name, is_list, nones in spec:
+        items = [None if none else next(it) for none in nones]
+        out[name] = items if is_list else items[0]
+    return out
+
+
 class ChunkPiece(torch.autograd.Function):
     """``piece_forward`` with the hand-written, recomputing backward (first order only). ``meta``: ``(L, act,
     residual, fwd, bwd, save)``; with ``save`` the forward keeps the piece's intermediates for the backward
     (``keep=True, state=True``) rather than the backward recomputing them: faster, at the memory of those
-    intermediates per piece (``6 B H n d_hidden + 4 B H n d_out + 2 B H n^2`` floats at depth 2)."""
+    intermediates per piece (``6 B H n d_hidden + 4 B H n d_out + 2 B H n^2`` floats at depth 2). They are saved
+    tensors of the node (``save_for_backward``), so that checkpointing (``torch.utils.checkpoint``, which drops saved
+    tensors and recomputes them) bounds them as it bounds the rest."""
 
     @staticmethod
     def forward(ctx, meta, q, k, v, lnw, lnb, *rest):
         L, act, residual, fwd, _, save = meta  # fwd/bwd: piece_forward/backward or kernels of the same signatures
         coef, G, W, S = rest[:8], rest[8:8 + L], rest[8 + L:8 + 2 * L], rest[8 + 2 * L:]
         norm = None if lnw is None else (lnw, lnb)
-        ctx.kept = None
+        ctx.spec, kept = None, []
         if save:
-            o, W_new, S_new, ctx.kept = fwd(q, k, v, coef, G, W, S, norm, act, residual, keep=True, state=True)
+            o, W_new, S_new, intermediates = fwd(q, k, v, coef, G, W, S, norm, act, residual, keep=True, state=True)
+            ctx.spec, kept = _flatten(intermediates)
         else:
             o, W_new, S_new = fwd(q, k, v, coef, G, W, S, norm, act, residual)
         ctx.meta = meta
-        ctx.save_for_backward(q, k, v, lnw, lnb, *rest)
+        ctx.save_for_backward(q, k, v, lnw, lnb, *rest, *kept)
         return (o, *W_new, *S_new)
 
     @staticmethod
@@ -240,12 +263,12 @@ class ChunkPiece(torch.autograd.Function):
     def backward(ctx, do, *dstate):
         L, act, residual, _, bwd, _ = ctx.meta
         q, k, v, lnw, lnb, *rest = ctx.saved_tensors
+        rest, kept = rest[:8 + 3 * L], rest[8 + 3 * L:]
         coef, G, W, S = rest[:8], rest[8:8 + L], rest[8 + L:8 + 2 * L], rest[8 + 2 * L:]
         norm = None if lnw is None else (lnw, lnb)
         low = q.dtype  # half-precision tokens with a float32 memory (impl="triton"): the backward runs in float32
         q, k, v, do = (x.to(W[0].dtype) for x in (q, k, v, do))
-        kept, ctx.kept = ctx.kept, None
-        extra = {} if kept is None else {"saved": kept}
+        extra = {} if ctx.spec is None else {"saved": _unflatten(ctx.spec, kept)}
         dq, dk, dv, dcoef, dG, dW, dS, (dlnw, dlnb) = bwd(
             do, dstate[:L], dstate[L:], q, k, v, coef, G, W, S, norm, act, residual, **extra)
         return (None, dq.to(low), dk.to(low), dv.to(low), dlnw, dlnb, *dcoef, *dG, *dW, *dS)
