@@ -74,3 +74,29 @@ def test_the_configuration_text_names_the_compiled_backward():
         KernelConfig.parse("32,4,1,tf32x3,compiled")
     with pytest.raises(ValueError, match="compiled=True excludes wgrad=True"):
         KernelConfig.parse("32,4,1,tf32x3,piece,wgrad,compiled")
+
+
+def test_a_backward_that_does_not_compile_runs_eagerly(monkeypatch, caplog):
+    """Where ``torch.compile`` fails (here: tracing refused), the eager backward runs, with one warning naming why,
+    and no further compile is tried in the process."""
+    import titans.ops.memory.piece_compiled as pc
+    from titans.ops.memory.piece import piece_backward
+
+    tries = []
+
+    def refuse(*args):
+        tries.append(1)
+        raise torch._dynamo.exc.Unsupported("refused for the test")
+
+    monkeypatch.setattr(pc, "_compiled", lambda: refuse)
+    monkeypatch.setattr(pc, "FAILED", [])
+    q, k, v, coef, G, W, S, norm = _piece_inputs(1, 2, 8, 16, 32, resume=False)
+    args = (torch.ones_like(q), [torch.ones_like(w) for w in W], [torch.zeros_like(w) for w in W], q, k, v, coef, G,
+            W, S, norm, "silu", False)
+    ref = _flat(piece_backward(*args))
+    with caplog.at_level("WARNING", logger="titans"):
+        for _ in range(2):
+            out = _flat(pc.piece_backward_compiled(*args))
+            assert all(torch.equal(a, b) for a, b in zip(out, ref))
+    assert len(tries) == 1 and pc.FAILED and "refused for the test" in pc.FAILED[0]
+    assert sum("torch.compile failed" in r.message for r in caplog.records) == 1

@@ -19,6 +19,7 @@ piece's length (a last partial piece, a resume mid-chunk) and the widths vary wi
 from __future__ import annotations
 
 import functools
+import logging
 
 import torch
 from torch.fx.experimental import _config as fx_config
@@ -30,6 +31,10 @@ def _backward(do, dWp, dSp, q, k, v, coef, G, W, S, norm, act, residual, saved):
     # G None: the gradients were taken at the piece's starting weights (G is W; a chunk's start), passed once so
     # that the graph does not depend on two arguments aliasing
     return piece_backward(do, dWp, dSp, q, k, v, coef, W if G is None else G, W, S, norm, act, residual, saved=saved)
+
+
+# Why torch.compile could not compile the backward in this process (then the eager one runs, with one warning).
+FAILED: list[str] = []
 
 
 @functools.cache
@@ -54,7 +59,8 @@ def piece_backward_compiled(do, dWp, dSp, q, k, v, coef, G, W, S, norm, act, res
                             wgrad=None):
     """:func:`piece.piece_backward` (same arguments, same returns) with the backward proper compiled by
     ``torch.compile``. ``wgrad`` must be None: a kernel of its own does not run inside the compiled graph (Inductor
-    fuses ``weight_grads``' passes itself)."""
+    fuses ``weight_grads``' passes itself). Where ``torch.compile`` fails (tracing, or Inductor's code generation:
+    a ``TorchDynamoException``), it warns once and runs the eager backward from then on (:data:`FAILED` says why)."""
     if wgrad is not None:
         raise ValueError("piece_backward_compiled: wgrad must be None (KernelConfig.compiled and wgrad exclude each "
                          "other: Inductor fuses weight_grads' passes itself)")
@@ -66,7 +72,14 @@ def piece_backward_compiled(do, dWp, dSp, q, k, v, coef, G, W, S, norm, act, res
     coef, dWp, dSp, G, W, S = ([_own(t) for t in x] for x in (coef, dWp, dSp, G, W, S))
     norm = None if norm is None else (_own(norm[0]), _own(norm[1]))
     saved = {name: [_own(t) for t in x] if isinstance(x, list) else _own(x) for name, x in saved.items()}
-    # no duck sizing: sizes equal by chance at the first call (the chunk and the head dim, the batch and the depth)
-    # would become one symbol, and a later call where they differ would compile again
-    with fx_config.patch(use_duck_shape=False):
-        return _compiled()(do, dWp, dSp, q, k, v, coef, None if same else G, W, S, norm, act, residual, saved)
+    if not FAILED:
+        try:
+            # no duck sizing: sizes equal by chance at the first call (the chunk and the head dim, the batch and the
+            # depth) would become one symbol, and a later call where they differ would compile again
+            with fx_config.patch(use_duck_shape=False):
+                return _compiled()(do, dWp, dSp, q, k, v, coef, None if same else G, W, S, norm, act, residual, saved)
+        except torch._dynamo.exc.TorchDynamoException as exc:  # tracing or Inductor failed: not the backward's fault
+            FAILED.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+            logging.getLogger("titans").warning("piece_backward_compiled: torch.compile failed (%s); the piece "
+                                                "backward runs eagerly from now on", FAILED[0])
+    return piece_backward(do, dWp, dSp, q, k, v, coef, W if same else G, W, S, norm, act, residual, saved=saved)
