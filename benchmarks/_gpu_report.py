@@ -34,7 +34,8 @@ def flops_per_token(D: int, depth: int, chunk: int, backward: bool) -> float:
 def _piece_backward(fwd: str) -> str:
     """The backward of a forward in pieces: ``chunk``'s, with what the configuration changes in it."""
     extra = [text for flag, text in ((",save", "the forward's intermediates kept"),
-                                     (",wgrad", "weight_grads in triton_piece_bwd.py")) if flag in fwd]
+                                     (",wgrad", "weight_grads in triton_piece_bwd.py"),
+                                     (",compiled", "compiled by torch.compile")) if flag in fwd]
     return "chunk's (piece.piece_backward" + "".join(f"; {t}" for t in extra) + ")"
 
 
