@@ -37,3 +37,24 @@ def make_inputs(*, B=2, T=23, H=2, D=6, L=2, hidden=12, per_layer=True, norm=Fal
             t.requires_grad_()
     return dict(q=q, k=k, v=v, alpha=alpha, eta=eta, theta=theta, params=params, momentum=mom, norm=nw,
                 residual=residual), leaves
+
+
+def piece_inputs(B, H, n, D, DH, resume, seed=0):
+    """One depth-2 piece in float64: ``(q, k, v, coef, G, W, S, norm)`` as ``piece.piece_forward`` takes them (``G``
+    differs from ``W`` with ``resume``, as when a call resumes mid-chunk)."""
+    from titans.ops.memory.chunk import decay_coefficients
+
+    g = torch.Generator().manual_seed(seed)
+
+    def mk(*shape, scale=1.0):
+        return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
+
+    q, k, v = mk(B, H, n, D), mk(B, H, n, D), mk(B, H, n, D)
+    alpha, eta, theta = (torch.rand(2, B, H, n, generator=g, dtype=torch.float64) * s for s in (0.1, 0.9, 0.5))
+    beta, gamma, C, hv, M = decay_coefficients(alpha, eta, theta)
+    coef = (beta, gamma, C, beta[..., n - 1], gamma[..., n - 1], C[..., n - 1, :n], hv[..., n - 1], M[..., n - 1, :n])
+    W = [mk(B, H, D, DH, scale=0.2), mk(B, H, DH, D, scale=0.1)]
+    S = [mk(B, H, D, DH, scale=0.05), mk(B, H, DH, D, scale=0.05)]
+    G = [w + mk(*w.shape, scale=0.01) for w in W] if resume else W  # resuming mid-chunk: gradients at G != W
+    norm = (1 + mk(H, D, scale=0.1), mk(H, D, scale=0.1))
+    return q, k, v, coef, G, W, S, norm

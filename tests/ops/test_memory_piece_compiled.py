@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from .memory_cases import make_inputs
-from .test_memory_triton_piece import _piece_inputs
+from .memory_cases import make_inputs, piece_inputs
 from .triton_cases import compare
 
 
@@ -22,7 +21,7 @@ def test_the_compiled_backward_matches_the_eager_one(saved):
     from titans.ops.memory.piece import piece_backward, piece_forward
     from titans.ops.memory.piece_compiled import piece_backward_compiled
 
-    q, k, v, coef, G, W, S, norm = _piece_inputs(2, 2, 12, 16, 32, resume=True)
+    q, k, v, coef, G, W, S, norm = piece_inputs(2, 2, 12, 16, 32, resume=True)
     g = torch.Generator().manual_seed(3)
     do = torch.randn(q.shape, generator=g, dtype=q.dtype)
     dWp = [torch.randn(w.shape, generator=g, dtype=w.dtype) for w in W]
@@ -90,7 +89,7 @@ def test_a_backward_that_does_not_compile_runs_eagerly(monkeypatch, caplog):
 
     monkeypatch.setattr(pc, "_compiled", lambda: refuse)
     monkeypatch.setattr(pc, "FAILED", [])
-    q, k, v, coef, G, W, S, norm = _piece_inputs(1, 2, 8, 16, 32, resume=False)
+    q, k, v, coef, G, W, S, norm = piece_inputs(1, 2, 8, 16, 32, resume=False)
     args = (torch.ones_like(q), [torch.ones_like(w) for w in W], [torch.zeros_like(w) for w in W], q, k, v, coef, G,
             W, S, norm, "silu", False)
     ref = _flat(piece_backward(*args))

@@ -11,29 +11,10 @@ import pytest
 import torch
 
 from ..conftest import rel_err
-from .memory_cases import make_inputs
+from .memory_cases import make_inputs, piece_inputs
 from .triton_cases import TOL, compare, run
 
 triton = pytest.importorskip("triton")
-
-
-def _piece_inputs(B, H, n, D, DH, resume, seed=0):
-    from titans.ops.memory.chunk import decay_coefficients
-
-    g = torch.Generator().manual_seed(seed)
-
-    def mk(*shape, scale=1.0):
-        return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
-
-    q, k, v = mk(B, H, n, D), mk(B, H, n, D), mk(B, H, n, D)
-    alpha, eta, theta = (torch.rand(2, B, H, n, generator=g, dtype=torch.float64) * s for s in (0.1, 0.9, 0.5))
-    beta, gamma, C, hv, M = decay_coefficients(alpha, eta, theta)
-    coef = (beta, gamma, C, beta[..., n - 1], gamma[..., n - 1], C[..., n - 1, :n], hv[..., n - 1], M[..., n - 1, :n])
-    W = [mk(B, H, D, DH, scale=0.2), mk(B, H, DH, D, scale=0.1)]
-    S = [mk(B, H, D, DH, scale=0.05), mk(B, H, DH, D, scale=0.05)]
-    G = [w + mk(*w.shape, scale=0.01) for w in W] if resume else W  # resuming mid-chunk: gradients at G != W
-    norm = (1 + mk(H, D, scale=0.1), mk(H, D, scale=0.1))
-    return q, k, v, coef, G, W, S, norm
 
 
 @pytest.mark.parametrize("n,D,DH,tile,act,nr,resume,vsplit", [
@@ -49,7 +30,7 @@ def test_a_piece_matches_the_pytorch_piece(n, D, DH, tile, act, nr, resume, vspl
     from titans.ops.memory.triton_config import KernelConfig
     from titans.ops.memory.triton_piece import piece_forward_triton
 
-    q, k, v, coef, G, W, S, norm = _piece_inputs(2, 3, n, D, DH, resume)
+    q, k, v, coef, G, W, S, norm = piece_inputs(2, 3, n, D, DH, resume)
     norm = norm if nr else None
     ref = piece_forward(q, k, v, coef, G, W, S, norm, act, nr)
     f = [t.float() for t in (q, k, v)]
@@ -71,7 +52,7 @@ def test_the_recomputation_keeps_what_the_pytorch_piece_keeps(nr, D, vsplit):
     from titans.ops.memory.triton_config import KernelConfig
     from titans.ops.memory.triton_piece import piece_forward_triton
 
-    q, k, v, coef, G, W, S, norm = _piece_inputs(2, 3, 12, D, 64, True, seed=2)
+    q, k, v, coef, G, W, S, norm = piece_inputs(2, 3, 12, D, 64, True, seed=2)
     norm = norm if nr else None
     o_ref, ref = piece_forward(q, k, v, coef, G, W, S, norm, "gelu", nr, keep=True)
     o, got = piece_forward_triton(q.float(), k.float(), v.float(), tuple(c.float() for c in coef),
@@ -95,7 +76,7 @@ def test_keeping_the_intermediates_with_the_state():
     from titans.ops.memory.triton_config import KernelConfig
     from titans.ops.memory.triton_piece import piece_forward_triton
 
-    q, k, v, coef, G, W, S, norm = _piece_inputs(2, 3, 12, 32, 64, True, seed=3)
+    q, k, v, coef, G, W, S, norm = piece_inputs(2, 3, 12, 32, 64, True, seed=3)
     o_ref, W_ref, S_ref, ref = piece_forward(q, k, v, coef, G, W, S, norm, "gelu", True, keep=True, state=True)
     o_plain, W_plain, S_plain = piece_forward(q, k, v, coef, G, W, S, norm, "gelu", True)
     assert torch.equal(o_ref, o_plain) and all(torch.equal(a, b) for a, b in zip([*W_ref, *S_ref],
@@ -119,7 +100,7 @@ def test_expanded_weights_are_read_in_place():
     from titans.ops.memory.triton_config import KernelConfig
     from titans.ops.memory.triton_piece import piece_forward_triton
 
-    q, k, v, coef, G, W, S, norm = _piece_inputs(2, 2, 16, 16, 32, False, seed=1)
+    q, k, v, coef, G, W, S, norm = piece_inputs(2, 2, 16, 16, 32, False, seed=1)
     f32 = [[x[:1].float().expand(2, *x.shape[1:]) for x in ws] for ws in (W, S)]
     args = (q.float(), k.float(), v.float(), tuple(c.float() for c in coef))
     cfg = KernelConfig(16, 4, 1, piece=True)
