@@ -59,7 +59,10 @@ COMPILE=("${GRID[@]}")
   && COMPILE=("${SIZES_ARG[@]}" --retune --candidates "$CANDIDATES,$LAST_CANDIDATES")
 PHASE1=$(( TOTAL * 2 / 5 ))
 for i in $(seq 0 9); do  # a kernel that crashes here ends only its shard
-  timeout "$PHASE1" python3 benchmarks/gpu_memory_op.py --tune --compile-only "${COMPILE[@]}" --shard "$i/10" \
+  # one Inductor compile thread a shard (the compiled piece backward, KernelConfig.compiled): ten shards would
+  # otherwise each start a pool of as many workers as the machine has cores
+  TORCHINDUCTOR_COMPILE_THREADS=1 timeout "$PHASE1" python3 benchmarks/gpu_memory_op.py --tune --compile-only \
+    "${COMPILE[@]}" --shard "$i/10" \
     > "$OUT/compile_$i.log" 2>&1 &
 done
 if [ "${DEFAULT_TESTS:-1}" = 1 ]; then
