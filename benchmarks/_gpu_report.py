@@ -81,6 +81,8 @@ def report(paths) -> str:
                     cfg += f" (split: {row['triton forward split']}; unsplit {_num(row, f'triton-seq {name} tok_s')})"
                 if name == "fwd+bwd" and row.get("triton segments", 1) > 1:  # checkpointed: one extra forward
                     cfg += f" ({row['triton segments']} segments"
+                    if row.get("triton checkpointed share", 1) < 1:  # a tail kept as it is (triton_op.piece_plan)
+                        cfg += f", {row['triton checkpointed share']:.0%} of the tokens checkpointed"
                     if "triton-unsegmented fwd+bwd tok_s" in row:  # and the same call keeping every chunk's state
                         peak = row.get("triton-unsegmented fwd+bwd peak_MiB", 0) / 1024
                         cfg += f"; unsegmented {_num(row, 'triton-unsegmented fwd+bwd tok_s')} at {peak:.0f} GB"

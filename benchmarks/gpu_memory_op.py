@@ -99,22 +99,23 @@ def inputs(B, T, H, D, depth, dtype=torch.float32, grad=False):
     return leaves, norm
 
 
-def segments(B, T, H, D, depth, chunk, device="cuda") -> int:
-    """Checkpointed segments ``triton``'s forward+backward runs in at this size (``triton_op.save_budget``; 1: every
-    chunk's state kept, more: one extra forward)."""
+def segments(B, T, H, D, depth, chunk, device="cuda") -> tuple[int, float]:
+    """``(ranges, share)``: the ranges of tokens ``triton``'s forward+backward runs in at this size
+    (``triton_op.save_budget``; 1: every chunk's state kept, more: checkpointed segments, each one more forward, and
+    for calls in pieces a tail kept as it is, ``triton_op.piece_plan``) and the share of the tokens checkpointed."""
     dims = memory_dims(D, depth)
     W = [torch.empty(B, H, dims[i], dims[i + 1], device="meta") for i in range(depth)]
     v = torch.empty(1, 1, 1, D, device="meta")
     piece = triton_op._piece_config(W, v, chunk, B * H) if depth == 2 else None
-    if piece is not None:  # chunk's loop in checkpointed segments of whole chunks (triton_op._piece_segment)
+    if piece is not None:  # chunk's loop in checkpointed segments of whole chunks, then a tail as it is
         q = torch.empty(B, 1, H, D, device=device, requires_grad=True)
         with torch.enable_grad():
-            seg = triton_op._piece_segment(piece, W, q, chunk, T, 0, (q,))
-        return -(-T // seg)
+            plan = triton_op.piece_plan(piece, W, q, chunk, T, 0, (q,))
+        return len(plan), sum(hi - lo for lo, hi, ckpt in plan if ckpt) / T
     n = T // chunk
     with torch.enable_grad():
         per = triton_op._segment(n, W, torch.empty(B, H, 1, D, device=device), chunk, True)
-    return -(-n // per)
+    return -(-n // per), float(per < n)
 
 
 def run_ours(impl, B, T, H, D, depth, chunk, backward):
@@ -351,7 +352,7 @@ def main():
             tc.save_configs(args.tune_out, dict(tc.OVERRIDES))
         kf, kb = kernel_keys(D, depth, chunk)
         row["triton config"] = {"fwd": str(tc.config_for(*kf)), "bwd": str(tc.config_for(*kb))}
-        row["triton segments"] = segments(B, T, H, D, depth, chunk)
+        row["triton segments"], row["triton checkpointed share"] = segments(B, T, H, D, depth, chunk)
         below = triton_seq.split_below(torch.device("cuda"), kf)
         few = below > B * H and not tc.config_for(*kf).split
         if few:

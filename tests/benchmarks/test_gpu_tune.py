@@ -42,12 +42,15 @@ def test_tune_takes_the_fastest_path(monkeypatch, piece_fwd_bwd, want):
 
 
 def test_the_segments_of_calls_in_pieces(monkeypatch):
-    """``segments``: a call in pieces (``triton_config.PIECE_FROM``: enough (batch row, head) pairs) runs in
-    checkpointed segments where what it keeps passes ``triton_op.save_budget`` (on CPU 4 GiB: 16 GB at head dim 128,
-    2K, batch 64), in one within a budget that holds it, as one program per head does at fewer pairs."""
+    """``segments``: a call in pieces (``triton_config.PIECE_FROM``: enough (batch row, head) pairs) runs its leading
+    chunks in checkpointed segments where what it keeps passes ``triton_op.save_budget`` (on CPU 4 GiB: 16 GB at head
+    dim 128, 2K, batch 64) and the trailing ones that fit as they are (``triton_op.piece_plan``), in one range within
+    a budget that holds it, as one program per head does at fewer pairs."""
     import titans.ops.memory.triton_op as op
 
-    assert bench.segments(64, 2048, 8, 128, 2, 64, device="cpu") == 6  # 32 chunks in segments of 6
-    assert bench.segments(4, 32768, 8, 128, 2, 64, device="cpu") > 1  # 32 pairs: one program per head
+    # 32 chunks of 0.5 GB against 8 chunks' worth: 5 segments of 6 chunks, then the 2 that fit beside their starts
+    assert bench.segments(64, 2048, 8, 128, 2, 64, device="cpu") == (6, 30 / 32)
+    ranges, share = bench.segments(4, 32768, 8, 128, 2, 64, device="cpu")  # 32 pairs: one program per head
+    assert ranges > 1 and share == 1.0
     monkeypatch.setattr(op, "SAVE_BUDGET_BYTES", 1 << 40)
-    assert bench.segments(64, 2048, 8, 128, 2, 64, device="cpu") == 1
+    assert bench.segments(64, 2048, 8, 128, 2, 64, device="cpu") == (1, 0.0)

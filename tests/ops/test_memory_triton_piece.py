@@ -6,6 +6,7 @@ state and every gradient; fp32, relative RMS error <= 1e-5)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -259,3 +260,37 @@ def test_calls_in_pieces_past_the_save_budget_run_in_segments(monkeypatch, save)
     with torch.no_grad():
         run("triton", inp, 16)
     assert calls == [70]
+
+
+def test_calls_in_pieces_past_the_save_budget_keep_the_chunks_that_fit(monkeypatch):
+    """Past ``triton_op.save_budget`` the leading chunks run in checkpointed segments and the trailing chunks whose
+    states fit the budget beside the segments' starting states run as they are (``triton_op.piece_plan``): no
+    extra forward for them, what is kept stays within the budget, and the results and every gradient are still
+    ``chunk``'s."""
+    import titans.ops.memory.triton_config as tc
+    import titans.ops.memory.triton_op as op
+
+    cfg = tc.KernelConfig(16, 4, 1, piece=True)
+    monkeypatch.setattr(op, "config_for", lambda *key: cfg if not key[0] else tc.config_for(*key))
+    per_chunk = 4 * 2 * (16 * 64 + 64 * 16) * 2 * 2  # float32 weights and momentum of both layers, B * H = 4
+    monkeypatch.setattr(op, "SAVE_BUDGET_BYTES", 3 * per_chunk)
+    q = torch.empty(2, 1, 2, 16, requires_grad=True)
+    W = [torch.empty(2, 2, 16, 64), torch.empty(2, 2, 64, 16)]
+    # 51 tokens 3 into a chunk: four chunks, segments of two; the budget holds three chunks' states, two of them the
+    # segments' starting states: one chunk (6 tokens) kept as it is
+    assert op.piece_plan(cfg, W, q, 16, 51, 3, (q,)) == [(0, 29, True), (29, 45, True), (45, 51, False)]
+    assert op.piece_plan(cfg, W, q, 16, 19, 0, (q,)) == [(0, 19, False)]  # two chunks: within the budget
+    for n in range(4, 40):  # past the budget: a tail only where its states fit beside the segments' starting states
+        plan = op.piece_plan(cfg, W, q, 16, 16 * n, 0, (q,))
+        tail = sum(hi - lo for lo, hi, ckpt in plan if not ckpt) // 16
+        assert plan[0][2] and (tail == 0 or (tail + sum(ckpt for *_, ckpt in plan)) * per_chunk <= 3 * per_chunk)
+        assert [hi - lo for lo, hi, ckpt in plan if ckpt][:-1] == [16 * (math.isqrt(n - 1) + 1)] * (len(plan) - 2 + (
+            tail == 0))  # segments of about sqrt(N) chunks, as the kernels of one program per head
+    calls = []
+    real = op.memory_update_chunk
+    monkeypatch.setattr(op, "memory_update_chunk", lambda *a, **kw: calls.append(a[0].shape[1]) or real(*a, **kw))
+    inp, leaves = make_inputs(B=2, T=70, H=2, D=16, L=2, hidden=64, per_layer=True, norm=True, residual=True,
+                              dtype=torch.float32, requires_grad=True)
+    compare(inp, leaves, 16, "gelu", 19)
+    # 19 tokens as they are; then segments of 29 and 16 tokens, each run again by the backward, and 6 as they are
+    assert sorted(calls) == [6, 16, 16, 19, 29, 29]

@@ -250,37 +250,51 @@ def _pieces(q, k, v, alpha, eta, theta, params, momentum, weights, cfg, **kw):
     run = functools.partial(memory_update_chunk, piece=fwd, piece_bwd=bwd, save=cfg.save, **kw)
     b, T = kw["chunk_size"], q.shape[1]
     offset = params.offset if isinstance(params, MemoryState) else 0
-    seg = _piece_segment(cfg, weights, q, b, T, offset, (q, k, v, alpha, eta, theta, *weights, *(momentum or ()),
-                                                          *(kw["norm"] or ())))
-    if seg >= T:
-        o, state = run(q, k, v, alpha, eta, theta, params, momentum)
-        return (o if low is None else o.to(low)), state
-    # In checkpointed segments of whole chunks (the first one finishing a chunk in progress): each keeps only its
-    # starting state for the backward, which runs its forward again (save_budget, as for the kernels of one program
-    # per head).
-    outs, state, lo = [], params, 0
-    while lo < T:
-        hi = min(T, lo + seg - (offset if lo == 0 else 0))
-        args = [t[:, lo:hi] for t in (q, k, v, alpha, eta, theta)]
-        o, state = torch.utils.checkpoint.checkpoint(run, *args, state, momentum if lo == 0 else None,
-                                                     use_reentrant=False)
+    plan = piece_plan(cfg, weights, q, b, T, offset, (q, k, v, alpha, eta, theta, *weights, *(momentum or ()),
+                                                      *(kw["norm"] or ())))
+    # Past save_budget: checkpointed segments of whole chunks (the first one finishing a chunk in progress), each
+    # keeping only its starting state for the backward, which runs its forward again (as for the kernels of one
+    # program per head); then the chunks whose states fit beside those, as they are.
+    outs, state = [], params
+    for lo, hi, checkpointed in plan:
+        args = [t[:, lo:hi] for t in (q, k, v, alpha, eta, theta)] if len(plan) > 1 else [q, k, v, alpha, eta, theta]
+        mom = momentum if lo == 0 else None
+        if checkpointed:
+            o, state = torch.utils.checkpoint.checkpoint(run, *args, state, mom, use_reentrant=False)
+        else:
+            o, state = run(*args, state, mom)
         outs.append(o)
-        lo = hi
-    o = torch.cat(outs, 1)
+    o = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
     return (o if low is None else o.to(low)), state
 
 
-def _piece_segment(cfg, weights, q, b: int, T: int, offset: int, tensors) -> int:
-    """Tokens per checkpointed segment of a call in pieces: all of them, or about ``sqrt(N)`` chunks where what the
-    backward keeps of every chunk (its starting weights and momentum, and with ``cfg.save`` the piece's
-    intermediates) would pass :func:`save_budget`."""
+def piece_plan(cfg, weights, q, b: int, T: int, offset: int, tensors) -> list[tuple[int, int, bool]]:
+    """How a call in pieces of ``T`` tokens (``offset`` into a chunk in progress) runs: ``[(lo, hi, checkpointed),
+    ...]``, token ranges in order. One range, not checkpointed, where what the backward keeps of every chunk (its
+    starting weights and momentum, and with ``cfg.save`` the piece's intermediates) fits :func:`save_budget`, or
+    without gradients. Otherwise the leading chunks run in checkpointed segments of about ``sqrt(N)`` chunks (the
+    first finishing the chunk in progress; one more forward each, in the backward), and the trailing chunks whose
+    states fit the budget beside the segments' starting states run as they are: their backward comes first and frees
+    them before any segment runs again, so what is kept stays within the budget, and only the leading chunks pay the
+    extra forward."""
     if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
-        return T
+        return [(0, T, False)]
     BN, DH, DV = block_rows(b), weights[0].shape[-1], weights[-1].shape[-1]
     floats = 2 * sum(w[0, 0].numel() for w in weights) + (6 * BN * DH + 4 * BN * DV + 2 * BN * BN if cfg.save else 0)
+    per_chunk = 4 * floats * q.shape[0] * q.shape[2]  # float32, B*H
     n_chunks = -(-(T + offset) // b)
-    per = _chunks_per_segment(n_chunks, 4 * floats * q.shape[0] * q.shape[2], q.device)  # float32, B*H
-    return T if per >= n_chunks else per * b
+    per = _chunks_per_segment(n_chunks, per_chunk, q.device)
+    if per >= n_chunks:
+        return [(0, T, False)]
+    # chunks kept as they are: the budget's worth, less the starting states of (at most) every segment
+    tail = min(n_chunks - 1, max(0, save_budget(q.device) // per_chunk - -(-n_chunks // per)))
+    head = min(T, (n_chunks - tail) * b - offset)  # tokens in checkpointed segments (at least the first chunk's)
+    plan, lo = [], 0
+    while lo < head:
+        hi = min(head, lo + per * b - (offset if lo == 0 else 0))
+        plan.append((lo, hi, True))
+        lo = hi
+    return plan + ([(head, T, False)] if head < T else [])
 
 
 def _kernels(q, k, v, alpha, eta, theta, params, momentum, weights, *, chunk_size, activation, norm, residual):
