@@ -234,6 +234,18 @@ def test_the_default_runs_in_pieces_from_enough_pairs(monkeypatch):
         assert parts == ({"keys", "errors", "tiles", "output"} if pieces else set())
 
 
+def _split_call_lengths(monkeypatch, op):
+    """Two calls of 19 and 51 tokens (16-token chunks) compared with ``chunk``, gradients included; returns the
+    token counts ``memory_update_chunk`` ran on in ``impl="triton"``'s calls in pieces, and the inputs."""
+    calls = []
+    real = op.memory_update_chunk
+    monkeypatch.setattr(op, "memory_update_chunk", lambda *a, **kw: calls.append(a[0].shape[1]) or real(*a, **kw))
+    inp, leaves = make_inputs(B=2, T=70, H=2, D=16, L=2, hidden=64, per_layer=True, norm=True, residual=True,
+                              dtype=torch.float32, requires_grad=True)
+    compare(inp, leaves, 16, "gelu", 19)
+    return calls, inp
+
+
 @pytest.mark.parametrize("save", [False, True])
 def test_calls_in_pieces_past_the_save_budget_run_in_segments(monkeypatch, save):
     """Where what the backward keeps of every chunk would pass ``triton_op.save_budget``, a call in pieces runs in
@@ -246,12 +258,7 @@ def test_calls_in_pieces_past_the_save_budget_run_in_segments(monkeypatch, save)
     cfg = tc.KernelConfig(16, 4, 1, piece=True, save=save)
     monkeypatch.setattr(op, "config_for", lambda *key: cfg if not key[0] else tc.config_for(*key))
     monkeypatch.setattr(op, "SAVE_BUDGET_BYTES", 1)
-    calls = []
-    real = op.memory_update_chunk
-    monkeypatch.setattr(op, "memory_update_chunk", lambda *a, **kw: calls.append(a[0].shape[1]) or real(*a, **kw))
-    inp, leaves = make_inputs(B=2, T=70, H=2, D=16, L=2, hidden=64, per_layer=True, norm=True, residual=True,
-                              dtype=torch.float32, requires_grad=True)
-    compare(inp, leaves, 16, "gelu", 19)
+    calls, inp = _split_call_lengths(monkeypatch, op)
     # 19 tokens (two chunks: one segment), then 51 resuming 3 into a chunk (four chunks: segments of two, 29 tokens
     # finishing the chunk in progress and 22), each segment run again by the backward (the chunk reference is not
     # counted: compare calls it through impl="chunk")
@@ -286,11 +293,6 @@ def test_calls_in_pieces_past_the_save_budget_keep_the_chunks_that_fit(monkeypat
         assert plan[0][2] and (tail == 0 or (tail + sum(ckpt for *_, ckpt in plan)) * per_chunk <= 3 * per_chunk)
         assert [hi - lo for lo, hi, ckpt in plan if ckpt][:-1] == [16 * (math.isqrt(n - 1) + 1)] * (len(plan) - 2 + (
             tail == 0))  # segments of about sqrt(N) chunks, as the kernels of one program per head
-    calls = []
-    real = op.memory_update_chunk
-    monkeypatch.setattr(op, "memory_update_chunk", lambda *a, **kw: calls.append(a[0].shape[1]) or real(*a, **kw))
-    inp, leaves = make_inputs(B=2, T=70, H=2, D=16, L=2, hidden=64, per_layer=True, norm=True, residual=True,
-                              dtype=torch.float32, requires_grad=True)
-    compare(inp, leaves, 16, "gelu", 19)
+    calls, inp = _split_call_lengths(monkeypatch, op)
     # 19 tokens as they are; then segments of 29 and 16 tokens, each run again by the backward, and 6 as they are
     assert sorted(calls) == [6, 16, 16, 19, 29, 29]
