@@ -13,6 +13,7 @@ beta_n, gamma_n, h_n ``[L, B, H]``, c_n, m_n ``[L, B, H, n]`` (see ``chunk.decay
 from __future__ import annotations
 
 import torch
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .common import activation, activation_backward, activation_grad2, layer_norm, layer_norm_backward
 
@@ -215,26 +216,6 @@ def piece_backward(do, dWp, dSp, q, k, v, coef, G, W, S, norm, act, residual, *,
     return dq, dk, dv, dcoef, dG, dW, dS, (dlnw, dlnb)
 
 
-def _flatten(kept: dict):
-    """``piece_forward(keep=True)``'s intermediates as ``(spec, tensors)``: ``spec`` the names and where the Nones
-    were, ``tensors`` the rest in order (for ``save_for_backward``)."""
-    spec, tensors = [], []
-    for name, x in kept.items():
-        items = x if isinstance(x, list) else [x]
-        spec.append((name, isinstance(x, list), tuple(t is None for t in items)))
-        tensors += [t for t in items if t is not None]
-    return spec, tensors
-
-
-def _unflatten(spec, tensors) -> dict:
-    it = iter(tensors)
-    out = {}
-    for name, is_list, nones in spec:
-        items = [None if none else next(it) for none in nones]
-        out[name] = items if is_list else items[0]
-    return out
-
-
 class ChunkPiece(torch.autograd.Function):
     """``piece_forward`` with the hand-written, recomputing backward (first order only). ``meta``: ``(L, act,
     residual, fwd, bwd, save)``; with ``save`` the forward keeps the piece's intermediates for the backward
@@ -251,7 +232,7 @@ class ChunkPiece(torch.autograd.Function):
         ctx.spec, kept = None, []
         if save:
             o, W_new, S_new, intermediates = fwd(q, k, v, coef, G, W, S, norm, act, residual, keep=True, state=True)
-            ctx.spec, kept = _flatten(intermediates)
+            kept, ctx.spec = tree_flatten(intermediates)  # the tensors, and where the Nones were
         else:
             o, W_new, S_new = fwd(q, k, v, coef, G, W, S, norm, act, residual)
         ctx.meta = meta
@@ -268,7 +249,7 @@ class ChunkPiece(torch.autograd.Function):
         norm = None if lnw is None else (lnw, lnb)
         low = q.dtype  # half-precision tokens with a float32 memory (impl="triton"): the backward runs in float32
         q, k, v, do = (x.to(W[0].dtype) for x in (q, k, v, do))
-        extra = {} if ctx.spec is None else {"saved": _unflatten(ctx.spec, kept)}
+        extra = {} if ctx.spec is None else {"saved": tree_unflatten(kept, ctx.spec)}
         dq, dk, dv, dcoef, dG, dW, dS, (dlnw, dlnb) = bwd(
             do, dstate[:L], dstate[L:], q, k, v, coef, G, W, S, norm, act, residual, **extra)
         return (None, dq.to(low), dk.to(low), dv.to(low), dlnw, dlnb, *dcoef, *dG, *dW, *dS)

@@ -243,7 +243,7 @@ def _pieces(q, k, v, alpha, eta, theta, params, momentum, weights, cfg, **kw):
 
         shape = (2, block_rows(kw["chunk_size"]), weights[0].shape[-2], weights[0].shape[-1], v.shape[-1])
         bwd = functools.partial(bwd, wgrad=functools.partial(weight_grads_triton, shape=shape, cfg=cfg))
-    if cfg.compiled:
+    elif cfg.compiled:  # excludes wgrad (KernelConfig)
         from .piece_compiled import piece_backward_compiled
 
         bwd = functools.partial(piece_backward_compiled, recompute=fwd)
