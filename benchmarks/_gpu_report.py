@@ -48,7 +48,8 @@ def _num(row, key, scale=1e3, fmt="{:,.0f}"):
 
 def report(paths) -> str:
     """Markdown table of saved runs: thousands of tokens/s per implementation, forward and forward+backward, and
-    ``triton``'s ratio to ``chunk`` and to titans-pytorch (with the batch titans-pytorch fitted in)."""
+    ``triton``'s ratio to ``chunk`` (with, "in turn", the median ratio of the two timed in alternation) and to
+    titans-pytorch (with the batch titans-pytorch fitted in)."""
     runs = []
     for path in paths:
         with open(path) as f:
@@ -74,7 +75,10 @@ def report(paths) -> str:
                 if f"titans-pytorch {name} batch" in row and tp not in ("OOM", "–"):
                     tp += f" ({row[f'titans-pytorch {name} batch']}"
                     tp += f" x {row[f'titans-pytorch {name} T']})" if f"titans-pytorch {name} T" in row else ")"
-                ratio = [row.get(f"triton/{b} {name}") for b in ("chunk", "titans-pytorch")]
+                ratios = [f"{x:.2f}" if x else "–" for x in (row.get(f"triton/{b} {name}")
+                                                              for b in ("chunk", "titans-pytorch"))]
+                if paired := row.get(f"triton/chunk {name} paired ratio"):  # timed in alternation: no drift
+                    ratios[0] += f" (in turn {paired:.2f})"
                 cfg = row.get("triton config")  # absent in runs before the configurations were tunable
                 cfg = "–" if cfg is None else cfg["fwd"] if name == "fwd" else f"{cfg['fwd']} / {cfg['bwd']}"
                 if row.get("triton forward split"):  # and the one-program-per-head forward's figure
@@ -95,7 +99,7 @@ def report(paths) -> str:
                     f"| {row['D']} | {row['depth']} | {row['chunk']} | {row['T']} | {row['B']} | {err} | {name} | "
                     f"{_num(row, f'chunk {name} tok_s')} | {_num(row, f'triton {name} tok_s')} | {cfg} | {tp} | "
                     f"{_num(row, f'fla-gdn {name} tok_s') if row['depth'] == 1 else ''} | "
-                    + " | ".join(f"{x:.2f}" if x else "–" for x in ratio) + " |")
+                    + " | ".join(ratios) + " |")
     if fractions:
         lines += ["", f"triton's matmul FLOPs per second over the bf16 matmul ceiling: {100 * min(fractions):.2f}%"
                       f"-{100 * max(fractions):.2f}% (forward; forward+backward counted as 3x the forward)"]

@@ -10,7 +10,9 @@
 
 Needs a CUDA device (without one it says so and exits 0). For every size it first checks ``triton`` against
 ``chunk`` (forward output and final weights, relative RMS error), then times forward and forward+backward
-(median of ``--repeats`` after warm-up, CUDA events) and records the peak allocated memory. Sizes follow the
+(median of ``--repeats`` after warm-up, CUDA events) and records the peak allocated memory, then times the two in
+alternation (``--paired`` rounds on one set of inputs, ``_gpu_timing.paired``) for the median of their per-round
+ratios, which a drift of the card between the two medians does not move. Sizes follow the
 paper: head dim 64 and 128, memory depth 1 and 2 (expansion 4), chunk 16 and 64, sequences of 2K-32K tokens, the
 batch filling ``--tokens`` tokens per call. Beside them, when installed: ``titans_pytorch.NeuralMemory`` at the same
 dims (its ``batch_size`` = our chunk; its batch, then its length, halved until it fits, the table saying which
@@ -34,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from functools import partial
@@ -45,58 +46,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import table, write_results  # noqa: E402
 from _gpu_candidates import ONLY, RISKY, candidates  # noqa: E402
 from _gpu_report import flops_per_token, kernel_keys, memory_dims, report  # noqa: E402
+from _gpu_steps import ceilings, inputs, measure_pair, run_fla, run_ours, run_titans_pytorch  # noqa: E402
+from _gpu_timing import cuda_time  # noqa: E402
 
 from titans.ops import memory_update  # noqa: E402
 from titans.ops.memory import triton_config as tc  # noqa: E402
 from titans.ops.memory import triton_op, triton_seq  # noqa: E402
 
 TUNE_TOL = 1e-5  # a candidate must agree with ``chunk`` this well (forward output and final weights)
-
-
-def cuda_time(fn, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls after a warm-up (one timed call when a call takes over a
-    second: the slow baselines at long sequences); of an even count, the mean of the middle two (runs 1-10 took the
-    upper one: with the leases' two repeats, the slower call)."""
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) / 1e3)
-        if times[-1] > 1.0:
-            break
-    return statistics.median(times)
-
-
-def ceilings() -> dict:
-    x = torch.empty(1 << 28, dtype=torch.float32, device="cuda")  # 1 GiB
-    y = torch.empty_like(x)
-    t = cuda_time(lambda: y.copy_(x), 5)
-    a = torch.randn(8192, 8192, dtype=torch.bfloat16, device="cuda")
-    tm = cuda_time(lambda: a @ a, 5)
-    return {"copy_GBps": 2 * x.numel() * 4 / t / 1e9, "bf16_matmul_TFLOPs": 2 * 8192**3 / tm / 1e12}
-
-
-def inputs(B, T, H, D, depth, dtype=torch.float32, grad=False):
-    g = torch.Generator(device="cuda").manual_seed(0)
-    q, k = (torch.nn.functional.normalize(torch.randn(B, T, H, D, device="cuda", generator=g), dim=-1)
-            for _ in range(2))
-    v = torch.randn(B, T, H, D, device="cuda", generator=g)
-    # Gentle forgetting keeps a depth-2 memory O(1), where float32 results are comparable (see the gpu tests).
-    gates = [torch.rand(B, T, H, depth, device="cuda", generator=g) * s for s in (0.0005, 1.0, 0.03)]
-    dims = memory_dims(D, depth)
-    W = tuple(torch.randn(B, H, dims[i], dims[i + 1], device="cuda", generator=g) / dims[i] ** 0.5
-              for i in range(depth))
-    norm = (torch.ones(H, D, device="cuda"), torch.zeros(H, D, device="cuda"))
-    leaves = [q.to(dtype), k.to(dtype), v.to(dtype), *gates, *W]
-    if grad:
-        for t in leaves:
-            t.requires_grad_()
-    return leaves, norm
 
 
 def segments(B, T, H, D, depth, chunk, device="cuda") -> tuple[int, float]:
@@ -116,46 +73,6 @@ def segments(B, T, H, D, depth, chunk, device="cuda") -> tuple[int, float]:
     with torch.enable_grad():
         per = triton_op._segment(n, W, torch.empty(B, H, 1, D, device=device), chunk, True)
     return -(-n // per), float(per < n)
-
-
-def run_ours(impl, B, T, H, D, depth, chunk, backward):
-    leaves, norm = inputs(B, T, H, D, depth, grad=backward)
-    q, k, v, a, e, th, *W = leaves
-
-    def step():
-        o, _ = memory_update(q, k, v, a, e, th, tuple(W), chunk_size=chunk, norm=norm, residual=True, impl=impl)
-        if backward:
-            o.sum().backward()
-    return step
-
-
-def run_titans_pytorch(B, T, H, D, depth, chunk, backward):
-    from titans_pytorch import NeuralMemory
-
-    mem = NeuralMemory(dim=H * D, heads=H, dim_head=D, chunk_size=chunk, batch_size=chunk,
-                       default_model_kwargs={"depth": depth, "expansion_factor": 4}).cuda()
-    x = torch.randn(B, T, H * D, device="cuda", requires_grad=backward)
-
-    def step():
-        out = mem(x)[0]
-        if backward:
-            out.sum().backward()
-    return step
-
-
-def run_fla(B, T, H, D, backward):
-    from fla.ops.gated_delta_rule import chunk_gated_delta_rule
-
-    q, k, v = (torch.nn.functional.normalize(torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16), dim=-1)
-               .requires_grad_(backward) for _ in range(3))
-    g = (-torch.rand(B, T, H, device="cuda") * 0.05).requires_grad_(backward)
-    beta = torch.rand(B, T, H, device="cuda").requires_grad_(backward)
-
-    def step():
-        o, _ = chunk_gated_delta_rule(q, k, v, g, beta)
-        if backward:
-            o.float().sum().backward()
-    return step
 
 
 def measure(make, tokens, repeats):
@@ -276,6 +193,9 @@ def main():
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=1 << 17, help="tokens per call (batch = tokens / sequence)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--paired", type=int, default=3, metavar="ROUNDS",
+                    help="then time triton and chunk in alternation, ROUNDS calls each, for the median of their "
+                    "per-round ratios (0: not)")
     ap.add_argument("--lengths", default="8192,2048,32768", help="sequence lengths, most important first")
     ap.add_argument("--sizes", default=None, help="'D,depth,chunk,T;...' instead of the grid")
     ap.add_argument("--budget-s", type=float, default=float("inf"),
@@ -366,6 +286,9 @@ def main():
             for impl in ("triton", "chunk"):
                 r = measure(partial(run_ours, impl, B, T, H, D, depth, chunk, fwd_bwd), B * T, args.repeats)
                 row.update({f"{impl} {name} {k}": v for k, v in r.items()})
+            if args.paired and row.get(f"triton {name} tok_s") and row.get(f"chunk {name} tok_s"):
+                r = measure_pair(B, T, H, D, depth, chunk, fwd_bwd, args.paired)
+                row.update({f"triton/chunk {name} paired {k}": v for k, v in r.items()})
             if few:  # the forward ran split over programs because of the batch: what one program per head gives
                 triton_seq.SPLIT_BELOW = 0
                 r = measure(partial(run_ours, "triton", B, T, H, D, depth, chunk, fwd_bwd), B * T, args.repeats)
