@@ -45,6 +45,24 @@ def test_triton_matches_chunk_over_several_tiles(L, chunk, T, cut, nr, act, D, h
     compare(inp, leaves, chunk, act, cut)
 
 
+def test_the_save_budget_from_the_environment(monkeypatch):
+    """``TITANS_TRITON_SAVE_BUDGET`` sets the budget without code (binary units, or ``inf`` for none);
+    ``SAVE_BUDGET_BYTES`` wins over it; a value that is not a size is an error naming the variable."""
+    import titans.ops.memory.triton_op as op
+
+    cpu = torch.device("cpu")
+    for text, want in (("8G", 8 << 30), ("512MiB", 512 << 20), ("1.5g", 3 << 29), ("4096", 4096), ("inf", 1 << 62)):
+        monkeypatch.setenv("TITANS_TRITON_SAVE_BUDGET", text)
+        assert op.save_budget(cpu) == want
+    monkeypatch.setattr(op, "SAVE_BUDGET_BYTES", 7)
+    assert op.save_budget(cpu) == 7
+    monkeypatch.setattr(op, "SAVE_BUDGET_BYTES", None)
+    for bad in ("lots", "-1G", "8X"):
+        monkeypatch.setenv("TITANS_TRITON_SAVE_BUDGET", bad)
+        with pytest.raises(ValueError, match=f"TITANS_TRITON_SAVE_BUDGET='{bad}': expected a size in bytes"):
+            op.save_budget(cpu)
+
+
 def test_segments_under_activation_checkpointing_match_chunk(monkeypatch):
     """Past the saved-state budget the chunks run in segments of about sqrt(N) under activation checkpointing (the
     backward re-runs each segment's forward): same outputs, state and gradients."""

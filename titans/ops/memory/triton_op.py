@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 
 import torch
 import torch.utils.checkpoint
@@ -144,13 +145,36 @@ def _backward_fits(q, k, v, gates, W, S, chunk, act, norm, residual) -> str | No
 # segment's starting state is kept, and the backward re-runs one segment's forward at a time (one extra forward in
 # all). The budget: this many bytes, or where None a sixteenth of the CUDA device's memory and at least 4 GiB (5.3 GB
 # on an 80 GB H100: a model of a dozen memory layers keeps its saved states within about three quarters of the card).
+# Without code, the environment variable TITANS_TRITON_SAVE_BUDGET sets it (:func:`parse_bytes`); this wins over it.
 SAVE_BUDGET_BYTES: int | None = None
+SAVE_BUDGET_ENV = "TITANS_TRITON_SAVE_BUDGET"
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_bytes(text: str, name: str = SAVE_BUDGET_ENV) -> int:
+    """Bytes from ``'8G'``, ``'8GiB'``, ``'512M'``, ``'1.5G'``, ``'4294967296'`` (binary units) or ``'inf'`` (no bound:
+    every chunk's state kept); ``name`` is what an error names."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    if t in ("INF", "NONE"):
+        return 1 << 62
+    unit = t[-1:] if t[-1:] in _UNITS else ""
+    try:
+        value = float(t[:len(t) - len(unit)])
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{name}={text!r}: expected a size in bytes such as '8G', '512MiB', '4294967296' or 'inf'")
+    return int(value * _UNITS[unit])
 
 
 def save_budget(device: torch.device) -> int:
-    """Bytes of saved states and activations above which one call runs in checkpointed segments."""
+    """Bytes of saved states and activations above which one call runs in checkpointed segments:
+    :data:`SAVE_BUDGET_BYTES`, else ``TITANS_TRITON_SAVE_BUDGET``, else a sixteenth of the CUDA device's memory and
+    at least 4 GiB."""
     if SAVE_BUDGET_BYTES is not None:
         return SAVE_BUDGET_BYTES
+    if env := os.environ.get(SAVE_BUDGET_ENV):
+        return parse_bytes(env)
     if device.type == "cuda":
         return max(4 << 30, torch.cuda.get_device_properties(device).total_memory // 16)
     return 4 << 30
