@@ -40,10 +40,12 @@ def test_the_compiled_backward_matches_the_eager_one(saved):
         piece_backward_compiled(*args, wgrad=lambda *a: None)
 
 
-@pytest.mark.parametrize("save", [False, True])
-def test_calls_in_pieces_with_a_compiled_backward_match_chunk(monkeypatch, save):
+@pytest.mark.parametrize("save,segments", [(False, False), (True, False), (True, True)])
+def test_calls_in_pieces_with_a_compiled_backward_match_chunk(monkeypatch, save, segments):
     """Two calls split mid-chunk (a resume, a last partial piece), gradients included: the piece forward in the
-    interpreter, each piece's backward compiled (recomputing with the piece kernels, or from what ``save`` kept)."""
+    interpreter, each piece's backward compiled (recomputing with the piece kernels, or from what ``save`` kept), also
+    inside checkpointed segments (past ``triton_op.save_budget``: the compiled backward then runs in the backward of
+    a recomputed segment)."""
     pytest.importorskip("triton")
     import titans.ops.memory.piece_compiled as pc
     import titans.ops.memory.triton_config as tc
@@ -51,6 +53,8 @@ def test_calls_in_pieces_with_a_compiled_backward_match_chunk(monkeypatch, save)
 
     cfg = tc.KernelConfig(16, 4, 1, piece=True, save=save, compiled=True)
     monkeypatch.setattr(op, "config_for", lambda *key: cfg if not key[0] else tc.config_for(*key))
+    if segments:
+        monkeypatch.setattr(op, "SAVE_BUDGET_BYTES", 1)
     calls = []
     real = pc.piece_backward_compiled
     monkeypatch.setattr(pc, "piece_backward_compiled", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
