@@ -74,6 +74,7 @@ def test_the_command_writes_its_table_and_resumes(tmp_path):
     assert [(r["checkpoint"], r["task"], r["n"]) for r in records] == [
         (c, t, n) for c in ("mac", "transformer") for t, n in (("piqa", 1), ("boolq", 2), ("lambada", 2))]
     table = (tmp_path / "out" / "results.md").read_text()
+    assert (tmp_path / "out" / "results.png").stat().st_size > 0
     assert table.splitlines()[0] == ("| checkpoint | variant | piqa acc_norm | boolq acc | lambada ppl | lambada acc |")
     assert "| `transformer` | transformer |" in table and "Guessing: piqa 50.0%, boolq 50.0%." in table
     # run again: every (checkpoint, task) already there, so no model is even loaded

@@ -9,7 +9,8 @@ the choice of highest log-likelihood, ``acc_norm`` of highest log-likelihood per
 (lm-eval-harness's two measures). LAMBADA: ``acc``, whether greedy decoding gives the last word exactly, and ``ppl``,
 ``exp(-mean log p(last word))`` over the documents. Every figure comes with ``n``, its standard error and, for multiple
 choice, the accuracy of guessing. ``<out>/results.json`` gains a record per (checkpoint, task) as it goes (a run
-stopped midway continues from there); ``results.md`` is a table with a row per checkpoint.
+stopped midway continues from there); ``results.md`` is a table with a row per checkpoint, ``results.png`` the same as
+bars beside guessing.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def table(records: list[dict], tasks) -> str:
     for r in records:
         rows.setdefault(r["checkpoint"], {"variant": r.get("variant", "?")})[r["task"]] = r
     cols = [c for t in tasks for c in ((("lambada", "ppl"), ("lambada", "acc")) if t == "lambada"
-                                         else ((t, "acc" if t in ("winogrande", "boolq") else "acc_norm"),))]
+                                         else ((t, _metric(t)),))]
     lines = ["| checkpoint | variant | " + " | ".join(f"{t} {m}" for t, m in cols) + " |",
              "|" + "---|" * (2 + len(cols))]
     for ckpt, row in rows.items():
@@ -109,6 +110,47 @@ def table(records: list[dict], tasks) -> str:
     return "\n".join(lines)
 
 
+def _metric(task: str) -> str:
+    """The figure the paper's table gives of a multiple-choice task (lm-eval-harness's usual choice)."""
+    return "acc" if task in ("winogrande", "boolq", "lambada") else "acc_norm"
+
+
+def plot(records: list[dict], tasks, path: str) -> str | None:
+    """Accuracy per task (:func:`_metric`), a bar per checkpoint with its standard error, and guessing's accuracy
+    as a black line over each task. Returns the PNG path, or None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    last = {(r["checkpoint"], r["task"]): r for r in records}
+    ckpts = list(dict.fromkeys(r["checkpoint"] for r in records))
+    width = 0.8 / max(1, len(ckpts))
+    fig, ax = plt.subplots(figsize=(1.1 * len(tasks) + 2, 3.6))
+    for j, c in enumerate(ckpts):
+        xs, ys, es = [], [], []
+        for i, t in enumerate(tasks):
+            if (r := last.get((c, t))) is not None:
+                xs.append(i + (j - (len(ckpts) - 1) / 2) * width)
+                ys.append(100 * r[_metric(t)])
+                es.append(100 * r[_metric(t) + "_stderr"])
+        variant = next(r.get("variant", "?") for r in records if r["checkpoint"] == c)
+        ax.bar(xs, ys, width, yerr=es, capsize=2, label=f"{variant} ({os.path.basename(c.rstrip('/')) or c})")
+    for i, t in enumerate(tasks):
+        guess = [r["chance"] for r in records if r["task"] == t and "chance" in r]
+        if guess:
+            ax.hlines(100 * guess[-1], i - 0.45, i + 0.45, colors="black", linewidth=1.5)
+    ax.set_xticks(range(len(tasks)), [f"{t}\n{_metric(t)}" for t in tasks], fontsize=8)
+    ax.set(ylabel="accuracy (%)", title="Zero-shot commonsense accuracy (black: guessing)")
+    ax.legend(fontsize=7, ncol=min(3, len(ckpts)))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _write(out: str, records: list[dict], tasks) -> None:
     os.makedirs(out, exist_ok=True)
     for name, text in (("results.json", json.dumps(records, indent=1)), ("results.md", table(records, tasks) + "\n")):
@@ -116,6 +158,7 @@ def _write(out: str, records: list[dict], tasks) -> None:
         with open(tmp, "w") as f:
             f.write(text)
         os.replace(tmp, os.path.join(out, name))
+    plot(records, tasks, os.path.join(out, "results.png"))
 
 
 def main(argv, load) -> list[dict]:
