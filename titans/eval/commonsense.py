@@ -7,10 +7,10 @@ Each choice of a question is scored by the log-likelihood of its continuation af
 streamed ``--piece`` tokens at a time with the model's state, :func:`titans.eval.answers.prompt_state`): ``acc`` takes
 the choice of highest log-likelihood, ``acc_norm`` of highest log-likelihood per character of the continuation
 (lm-eval-harness's two measures). LAMBADA: ``acc``, whether greedy decoding gives the last word exactly, and ``ppl``,
-``exp(-mean log p(last word))`` over the documents. Every figure comes with ``n``, its standard error and, for multiple
-choice, the accuracy of guessing. ``<out>/results.json`` gains a record per (checkpoint, task) as it goes (a run
-stopped midway continues from there); ``results.md`` is a table with a row per checkpoint, ``results.png`` the same as
-bars beside guessing.
+``exp(-mean log p(last word))`` over the documents. Every figure comes with ``n`` and its standard error, and each
+multiple-choice task with the accuracy of guessing and of always giving the most common answer.
+``<out>/results.json`` gains a record per (checkpoint, task) as it goes (a run stopped midway continues from there);
+``results.md`` is a table with a row per checkpoint, ``results.png`` the same as bars beside guessing.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import os
+from collections import Counter
 
 import torch
 from tqdm.auto import tqdm
@@ -84,8 +85,9 @@ def evaluate_task(model, tok, task: str, docs: list[Doc], piece: int, progress: 
         acc_norm += max(range(len(lps)), key=per_char.__getitem__) == d.label
         chance += 1 / len(lps)
     acc, acc_norm = acc / n, acc_norm / n
+    majority = max(Counter(d.label for d in docs).values()) / n  # BoolQ's answers are 62% "yes"
     return {"n": n, "acc": acc, "acc_stderr": _stderr(acc, n), "acc_norm": acc_norm,
-            "acc_norm_stderr": _stderr(acc_norm, n), "chance": chance / n}
+            "acc_norm_stderr": _stderr(acc_norm, n), "chance": chance / n, "majority": majority}
 
 
 def table(records: list[dict], tasks) -> str:
@@ -104,9 +106,13 @@ def table(records: list[dict], tasks) -> str:
             r = row.get(t)
             cells.append("–" if r is None else f"{r[m]:.3g}" if m == "ppl" else f"{100 * r[m]:.1f} ({r['n']})")
         lines.append(f"| `{ckpt}` | {row['variant']} | " + " | ".join(cells) + " |")
-    guess = {t: r["chance"] for r in records if "chance" in r for t in [r["task"]]}
+    guess = {r["task"]: r for r in records if "chance" in r}
     if guess:
-        lines += ["", "Guessing: " + ", ".join(f"{t} {100 * g:.1f}%" for t, g in guess.items()) + "."]
+        lines += ["", "Guessing: " + ", ".join(f"{t} {100 * r['chance']:.1f}%" for t, r in guess.items()) + "."]
+        most = {t: r["majority"] for t, r in guess.items() if r.get("majority", 0) > r["chance"] + 0.02}
+        if most:  # where the labels are unbalanced, always giving the most common one does better
+            lines[-1] += " Always the most common answer: " + ", ".join(f"{t} {100 * m:.1f}%"
+                                                                         for t, m in most.items()) + "."
     return "\n".join(lines)
 
 
