@@ -122,8 +122,9 @@ def _metric(task: str) -> str:
 
 
 def plot(records: list[dict], tasks, path: str) -> str | None:
-    """Accuracy per task (:func:`_metric`), a bar per checkpoint with its standard error, and guessing's accuracy
-    as a black line over each task. Returns the PNG path, or None without matplotlib."""
+    """Accuracy per task (:func:`_metric`), a bar per checkpoint with its standard error, guessing's accuracy as a
+    black line over each task and, where it is better, always giving the most common answer's as a dashed gray one.
+    Returns the PNG path, or None without matplotlib."""
     try:
         import matplotlib
 
@@ -134,7 +135,7 @@ def plot(records: list[dict], tasks, path: str) -> str | None:
     last = {(r["checkpoint"], r["task"]): r for r in records}
     ckpts = list(dict.fromkeys(r["checkpoint"] for r in records))
     width = 0.8 / max(1, len(ckpts))
-    fig, ax = plt.subplots(figsize=(1.1 * len(tasks) + 2, 3.6))
+    fig, ax = plt.subplots(figsize=(1.1 * len(tasks) + 2, 4.0))
     for j, c in enumerate(ckpts):
         xs, ys, es = [], [], []
         for i, t in enumerate(tasks):
@@ -142,15 +143,18 @@ def plot(records: list[dict], tasks, path: str) -> str | None:
                 xs.append(i + (j - (len(ckpts) - 1) / 2) * width)
                 ys.append(100 * r[_metric(t)])
                 es.append(100 * r[_metric(t) + "_stderr"])
-        variant = next(r.get("variant", "?") for r in records if r["checkpoint"] == c)
-        ax.bar(xs, ys, width, yerr=es, capsize=2, label=f"{variant} ({os.path.basename(c.rstrip('/')) or c})")
+        variant, name = next(r.get("variant", "?") for r in records if r["checkpoint"] == c), os.path.basename(c)
+        ax.bar(xs, ys, width, yerr=es, capsize=2, label=variant if name == variant else f"{variant} ({c})")
     for i, t in enumerate(tasks):
-        guess = [r["chance"] for r in records if r["task"] == t and "chance" in r]
+        guess = [r for r in records if r["task"] == t and "chance" in r]
         if guess:
-            ax.hlines(100 * guess[-1], i - 0.45, i + 0.45, colors="black", linewidth=1.5)
+            ax.hlines(100 * guess[-1]["chance"], i - 0.45, i + 0.45, colors="black", linewidth=1.5)
+            if guess[-1].get("majority", 0) > guess[-1]["chance"] + 0.02:
+                ax.hlines(100 * guess[-1]["majority"], i - 0.45, i + 0.45, colors="gray", linestyles="dashed")
     ax.set_xticks(range(len(tasks)), [f"{t}\n{_metric(t)}" for t in tasks], fontsize=8)
-    ax.set(ylabel="accuracy (%)", title="Zero-shot commonsense accuracy (black: guessing)")
-    ax.legend(fontsize=7, ncol=min(3, len(ckpts)))
+    ax.set(ylabel="accuracy (%)", title="Zero-shot commonsense accuracy (black: guessing; dashed: the most common "
+           "answer)")
+    ax.legend(fontsize=7, ncol=min(6, len(ckpts)), loc="upper center", bbox_to_anchor=(0.5, -0.2))  # clear of bars
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
