@@ -29,7 +29,7 @@ def test_each_task_in_its_zero_shot_format(root):
     q = "Question: What melts ice?\nAnswer:"
     assert got["arc_easy"] == [Doc((q, q), (" heat", " cold"), 0)]
     assert got["arc_challenge"][0].label == 1 and got["arc_challenge"][0].continuations[1] == " steam"
-    q = "Question: Kim lost her keys. How does Kim feel?\nAnswer:"
+    q = "Q: Kim lost her keys. How does Kim feel?\nA:"
     assert got["siqa"] == [Doc((q,) * 3, (" upset", " sleepy", " tall"), 0)]
     assert [d.label for d in got["boolq"]] == [1, 0]
     assert got["boolq"][0] == Doc(("Water is a liquid.\nQuestion: is water wet?\nAnswer:",) * 2, (" no", " yes"), 1)

@@ -94,7 +94,7 @@ def _doc(task: str, r: dict) -> Doc:
         return Doc((ctx,) * len(choices["text"]), tuple(f" {t}" for t in choices["text"]),
                    choices["label"].index(r["answerKey"]))
     if task == "siqa":
-        ctx = f"Question: {r['context']} {r['question']}\nAnswer:"
+        ctx = f"Q: {r['context']} {r['question']}\nA:"  # lm-eval's social_iqa, unlike its other tasks
         return Doc((ctx,) * 3, tuple(f" {r[f'answer{c}']}" for c in "ABC"), int(r["label"]) - 1)
     if task == "boolq":
         ctx = f"{r['passage']}\nQuestion: {r['question']}?\nAnswer:"
