@@ -94,5 +94,10 @@ def test_bad_arguments_fail_before_any_model_loads(tmp_path):
         cs.main(["--ckpt", "x", "--tasks", "piqa,copa"], load=load)
     with pytest.raises(SystemExit):
         cs.main(["--ckpt", "x", "--limit", "0"], load=load)
+    with pytest.raises(SystemExit):
+        cs.main(["--ckpt", "x", "--device", "gpu0"], load=load)
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            cs.main(["--ckpt", "x", "--device", "cuda"], load=load)
     with pytest.raises(FileNotFoundError, match="no hf_datasets folder"):
         cs.main(["--ckpt", "x", "--data-root", str(tmp_path)], load=load)

