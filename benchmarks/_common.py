@@ -40,6 +40,12 @@ def write_results(path: str, result: dict) -> None:
     print(f"\nwrote {path}")
 
 
+def failure(exc: BaseException, width: int = 120) -> str:
+    """One line naming an exception: its type and the first line of its message, cut to ``width`` characters."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first[:width]}"
+
+
 def fmt(val) -> str:
     if isinstance(val, float):
         return f"{val:,.0f}" if abs(val) >= 100 else f"{val:.3g}"

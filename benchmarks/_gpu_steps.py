@@ -8,7 +8,7 @@ from functools import partial
 
 import torch
 from _gpu_report import memory_dims
-from _gpu_timing import cuda_time, paired
+from _gpu_timing import cuda_time
 
 from titans.ops import memory_update
 
@@ -56,17 +56,6 @@ def run_pair(B, T, H, D, depth, chunk, backward):
     """``triton``'s and ``chunk``'s steps on one set of inputs, for :func:`_gpu_timing.paired`."""
     leaves, norm = inputs(B, T, H, D, depth, grad=backward)
     return tuple(partial(_step, impl, leaves, norm, chunk, backward) for impl in ("triton", "chunk"))
-
-
-def measure_pair(B, T, H, D, depth, chunk, backward, rounds) -> dict:
-    """``triton`` against ``chunk`` timed in alternation (:func:`_gpu_timing.paired`): ``{"ratio", "rounds"}``,
-    the ratio being how many times faster ``triton`` is, or ``{"error"}``."""
-    torch.cuda.empty_cache()
-    try:
-        r = paired(*run_pair(B, T, H, D, depth, chunk, backward), rounds)
-    except Exception as exc:  # out of memory with both in flight
-        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
-    return {"ratio": r["ratio"], "rounds": r["rounds"]}
 
 
 def run_titans_pytorch(B, T, H, D, depth, chunk, backward):

@@ -43,11 +43,11 @@ from functools import partial
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import table, write_results  # noqa: E402
+from _common import failure, table, write_results  # noqa: E402
 from _gpu_candidates import ONLY, RISKY, candidates  # noqa: E402
 from _gpu_report import flops_per_token, kernel_keys, memory_dims, report  # noqa: E402
-from _gpu_steps import ceilings, inputs, measure_pair, run_fla, run_ours, run_titans_pytorch  # noqa: E402
-from _gpu_timing import cuda_time  # noqa: E402
+from _gpu_steps import ceilings, inputs, run_fla, run_ours, run_pair, run_titans_pytorch  # noqa: E402
+from _gpu_timing import cuda_time, paired  # noqa: E402
 
 from titans.ops import memory_update  # noqa: E402
 from titans.ops.memory import triton_config as tc  # noqa: E402
@@ -82,8 +82,19 @@ def measure(make, tokens, repeats):
         step = make()
         t = cuda_time(step, repeats)
     except Exception as exc:  # out of memory, a missing package, a kernel that does not compile at this size
-        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
+        return {"error": failure(exc)}
     return {"tok_s": tokens / t, "peak_MiB": torch.cuda.max_memory_allocated() / 2**20}
+
+
+def measure_pair(B, T, H, D, depth, chunk, backward, rounds) -> dict:
+    """``triton`` against ``chunk`` timed in alternation (:func:`_gpu_timing.paired`): ``{"ratio", "rounds"}``,
+    the ratio being how many times faster ``triton`` is, or ``{"error"}``."""
+    torch.cuda.empty_cache()
+    try:
+        r = paired(*run_pair(B, T, H, D, depth, chunk, backward), rounds)
+    except Exception as exc:  # out of memory with both in flight
+        return {"error": failure(exc)}
+    return {"ratio": r["ratio"], "rounds": r["rounds"]}
 
 
 def check(T, H, D, depth, chunk) -> float:
@@ -139,7 +150,7 @@ def tune(row, B, T, H, D, depth, chunk, repeats) -> None:
         try:
             r["max_rel_err"] = check(min(T, 1024), H, D, depth, chunk)
         except Exception as exc:  # a configuration that does not compile or launch here
-            r["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+            r["error"] = failure(exc)
         if why := fallbacks():
             r["error"] = f"falls back to chunk: {why[0][:120]}"
         if "error" not in r and r.get("max_rel_err", 1.0) <= TUNE_TOL:
@@ -183,8 +194,7 @@ def compile_kernels(jobs, H):
             torch.cuda.synchronize()
             print(f"compiled D={D} depth={depth} chunk={chunk} {name}", flush=True)
         except Exception as exc:  # reported; the timed run reports it again for that candidate
-            print(f"FAILED D={D} depth={depth} chunk={chunk} {name}: {type(exc).__name__}: "
-                  f"{str(exc).splitlines()[0][:200]}", flush=True)
+            print(f"FAILED D={D} depth={depth} chunk={chunk} {name}: {failure(exc, 200)}", flush=True)
 
 
 def main():
@@ -281,7 +291,7 @@ def main():
         try:
             row["max_rel_err"] = check(min(T, 1024), H, D, depth, chunk)
         except Exception as exc:  # reported, and the timings still run
-            row["check_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+            row["check_error"] = failure(exc)
         for name, fwd_bwd in (("fwd", False), ("fwd+bwd", True)):
             for impl in ("triton", "chunk"):
                 r = measure(partial(run_ours, impl, B, T, H, D, depth, chunk, fwd_bwd), B * T, args.repeats)

@@ -27,7 +27,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import table, write_results  # noqa: E402
+from _common import failure, table, write_results  # noqa: E402
 from _sass import disassemble, instruction_mix, loop_spills  # noqa: E402
 
 H100_SHARED = 227 * 1024
@@ -48,7 +48,7 @@ def compile_report(fn, consts: dict, warps: int, stages: int, maxnreg: int | Non
     try:
         k = compile_offline(fn, consts, warps, stages, maxnreg)
     except Exception as exc:  # a configuration the compiler rejects
-        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
+        return {"error": failure(exc)}
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
     with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
         f.write(k.asm["ptx"])

@@ -24,8 +24,9 @@ from collections import Counter
 import torch
 from tqdm.auto import tqdm
 
+from ..data import get_tokenizer
 from ..data.commonsense import TASKS, Doc, load_task
-from .answers import answer_logprob, greedy, prompt_state
+from .answers import answer_batch, answer_logprob, prompt_state
 
 
 @torch.no_grad()
@@ -51,15 +52,12 @@ def choice_logprobs(model, tok, doc: Doc, piece: int) -> list[float]:
     return out
 
 
-@torch.no_grad()
 def lambada_doc(model, tok, doc: Doc, piece: int) -> tuple[bool, float]:
     """``(greedy decoding gives the last word exactly, log p(last word))`` for one LAMBADA document."""
-    device = next(model.parameters()).device
     target = tok.encode(doc.continuations[0])
-    state, last = prompt_state(model, torch.tensor([tok.encode(doc.contexts[0])], device=device), piece)
-    lp = float(answer_logprob(model, state, last, [target])[0])
-    hit = greedy(model, state, last, len(target))[0].tolist() == target
-    return hit, lp
+    prompt = torch.tensor([tok.encode(doc.contexts[0])], device=next(model.parameters()).device)
+    gen, logprob, _ = answer_batch(model, prompt, [target], piece=piece, extra=0)
+    return gen[0].tolist() == target, float(logprob[0])
 
 
 def _stderr(p: float, n: int) -> float:
@@ -201,8 +199,6 @@ def main(argv, load) -> list[dict]:
         with open(path) as f:
             records = json.load(f)
     done = {(r["checkpoint"], r["task"], r["n"]) for r in records}
-    from ..data import get_tokenizer
-
     for ckpt in args.ckpt:
         todo = [t for t in tasks if (ckpt, t, len(docs[t])) not in done]
         if not todo:
