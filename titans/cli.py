@@ -10,6 +10,7 @@
     titans demo                      (the main job; make demo)
     titans memorize                  (test-time memorization table)
     titans forecast --data vic_elec --horizon 96 --model lmm   (or --all: the whole table)
+    titans genomics --model lmm      (genus of a DNA window, strains held out; --all: the whole table)
     titans study lm [--steps 1000]   (every variant, same size and tokens; resumable)
     titans study niah | mqar         (long context and ablations | memory depth on MQAR; resumable)
 """
@@ -120,6 +121,12 @@ def cmd_forecast(args):
     forecast_main(args.rest)
 
 
+def cmd_genomics(args):
+    from .genomics.run import main as genomics_main
+
+    genomics_main(args.rest)
+
+
 def cmd_memorize(args):
     from .memorize import main as memorize_main
 
@@ -178,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("forecast", help="long-term time-series forecasting (--data, --horizon, --model, --all)",
                        add_help=False)
     p.set_defaults(fn=cmd_forecast, passthrough=True)
+    p = sub.add_parser("genomics", help="DNA classification: genus of a window from held-out strains (--model, --all)",
+                       add_help=False)
+    p.set_defaults(fn=cmd_genomics, passthrough=True)
     p = sub.add_parser("memorize", help="test-time memorization: recall vs stream length and memory depth",
                        add_help=False)
     p.set_defaults(fn=cmd_memorize, passthrough=True)

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ..data import get_tokenizer
 from ..data.commonsense import TASKS, Doc, load_task
+from ..pyplot import pyplot
 from .answers import answer_batch, answer_logprob, prompt_state
 
 
@@ -123,12 +124,8 @@ def plot(records: list[dict], tasks, path: str) -> str | None:
     """Accuracy per task (:func:`_metric`), a bar per checkpoint with its standard error, guessing's accuracy as a
     black line over each task and, where it is better, always giving the most common answer's as a dashed gray one.
     Returns the PNG path, or None without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     last = {(r["checkpoint"], r["task"]): r for r in records}
     ckpts = list(dict.fromkeys(r["checkpoint"] for r in records))

@@ -25,6 +25,7 @@ import time
 import numpy as np
 import torch
 
+from ..pyplot import pyplot
 from .answers import answer_batch, recall_accuracy
 from .scoring import exact_match
 
@@ -157,12 +158,8 @@ def write_report(out: str, task: str, meta: dict, records: list[dict]) -> str:
 
 
 def plot_heatmaps(out: str, task: str, records: list[dict]):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     if task == "mqar":
         s = summarize(records)

@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 
+from ..pyplot import pyplot
 from .data import ForecastDataError, load_csv, load_preset, make_splits
 from .models import FORECASTERS, build_forecaster, n_params
 
@@ -155,12 +156,8 @@ def report(out: str) -> str:
 
 
 def _plot_examples(rows, out):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     for d in sorted({r["data"] for r in rows}):
         rs = [r for r in rows if r["data"] == d and r["horizon"] == 96 and "examples" in r]

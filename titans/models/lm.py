@@ -109,15 +109,33 @@ class TitansLM(nn.Module):
                     nn.init.zeros_(mod.bias)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, state: ModelState | None = None):
+        self._check_idx(idx)
+        if targets is not None and targets.shape != idx.shape:
+            raise ValueError(f"targets: shape {tuple(targets.shape)} must equal idx's {tuple(idx.shape)}")
+        h, state = self._features(idx, state)
+        logits = self.head(h)
+        loss = None
+        if targets is not None:
+            flat = upcast_logits(logits).reshape(-1, logits.shape[-1])
+            loss = F.cross_entropy(flat, targets.reshape(-1), ignore_index=-100)
+        return LMOutput(logits, loss, state)
+
+    def features(self, idx: torch.Tensor, state: ModelState | None = None):
+        """The final normalized hidden states ``[B, T, d_model]`` (what the LM head reads) and the new state; for
+        heads other than next-token prediction (sequence classification)."""
+        self._check_idx(idx)
+        return self._features(idx, state)
+
+    def _check_idx(self, idx):
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"idx: expected an int64 tensor [B, T], got {getattr(idx, 'dtype', type(idx))} "
                              f"{tuple(getattr(idx, 'shape', ()))}")
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.cfg.vocab_size):
             raise ValueError(f"idx: token ids must lie in [0, vocab_size={self.cfg.vocab_size}), "
                              f"got [{int(idx.min())}, {int(idx.max())}]")
-        if targets is not None and targets.shape != idx.shape:
-            raise ValueError(f"targets: shape {tuple(targets.shape)} must equal idx's {tuple(idx.shape)}")
-        B, T = idx.shape
+
+    def _features(self, idx, state):
+        T = idx.shape[1]
         pos0 = state.pos if state is not None else 0
         layer_states = state.layers if state is not None else (None,) * len(self.blocks)
         positions = torch.arange(pos0, pos0 + T, device=idx.device)
@@ -126,12 +144,7 @@ class TitansLM(nn.Module):
         for block, st in zip(self.blocks, layer_states):
             x, st = block(x, positions, st)
             new_states.append(st)
-        logits = self.head(self.norm(x))
-        loss = None
-        if targets is not None:
-            flat = upcast_logits(logits).reshape(-1, logits.shape[-1])
-            loss = F.cross_entropy(flat, targets.reshape(-1), ignore_index=-100)
-        return LMOutput(logits, loss, ModelState(pos0 + T, tuple(new_states)))
+        return self.norm(x), ModelState(pos0 + T, tuple(new_states))
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,

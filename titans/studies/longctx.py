@@ -32,6 +32,7 @@ import torch
 
 from ..eval.longctx import run as eval_run
 from ..models import TitansLM, count_params
+from ..pyplot import pyplot
 from ..train import RunConfig, TrainConfig, latest_checkpoint, load_checkpoint, train
 from ..train.checkpoint import load_model_weights
 from ..train.config import DataConfig
@@ -174,12 +175,8 @@ def niah_table(results: dict, train_len: int) -> str:
 
 def plot_accuracy(results: dict, path: str, title: str, keys=("accuracy",), xlabel: str = "context length (tokens)"):
     """One panel per key (``accuracy``; ``logprob``: the answer's mean log-likelihood), a line per model."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, len(keys), figsize=(6.5 * len(keys), 3.8), squeeze=False)
     for ax, key in zip(axes[0], keys):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import os
 
+from ..pyplot import pyplot
+
 
 def plot_runs(logs: dict[str, str], png_path: str, title: str = "", *, panels: bool = False) -> str | None:
     """Bits per byte against training tokens for each ``{label: log.csv}``; train as lines, validation as dots.
@@ -12,12 +14,8 @@ def plot_runs(logs: dict[str, str], png_path: str, title: str = "", *, panels: b
     ``panels=True`` draws train and validation side by side (for many runs). Returns the PNG path, or None when
     matplotlib is not installed.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     fig, axes = plt.subplots(1, 2 if panels else 1, figsize=(11 if panels else 6.5, 4), squeeze=False)
     axes = axes[0]
