@@ -154,7 +154,3 @@ def build_forecaster(name: str, lookback: int, horizon: int, channels: int, **kw
         raise ValueError(f"model={name!r}: must be one of {sorted(FORECASTERS)}")
     return FORECASTERS[name](lookback, horizon, channels, **kw)
 
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-

@@ -16,9 +16,10 @@ import time
 import numpy as np
 import torch
 
+from ..models import count_params
 from ..pyplot import pyplot
 from .data import ForecastDataError, load_csv, load_preset, make_splits
-from .models import FORECASTERS, build_forecaster, n_params
+from .models import FORECASTERS, build_forecaster
 
 PRESETS = {"vic_elec": 24, "tmy3": 24, "taylor": 48}  # name: seasonal period in steps (daily)
 HORIZONS = (96, 192, 336, 720)
@@ -104,7 +105,7 @@ def run(data: str, horizon: int, model_name: str, *, lookback: int = 96, date_co
         preds = model.eval()(torch.from_numpy(xte[pick])).numpy()
     return {"data": data, "horizon": horizon, "model": model_name, "lookback": lookback, "channels": len(cols),
             "protocol": protocol,
-            "params": n_params(model), "epochs": epochs_run, "train_seconds": round(time.time() - t0, 1),
+            "params": count_params(model), "epochs": epochs_run, "train_seconds": round(time.time() - t0, 1),
             "threads": torch.get_num_threads(),
             "val_mse": best if params else score(model, xva, yva)["mse"], **{f"test_{k}": v for k, v in test.items()},
             "examples": {"x": xte[pick].tolist(), "y": yte[pick].tolist(), "pred": preds.tolist()}}

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import MemoryConfig, ModelConfig, TitansLM
-from ..models.config import VARIANTS
+from ..models import VARIANTS, MemoryConfig, ModelConfig, TitansLM
+from ..models.lm import upcast_logits
 from .data import VOCAB
 
 
@@ -113,9 +113,5 @@ def pretrainable(model: nn.Module) -> bool:
     return isinstance(model, SequenceClassifier)
 
 
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float(), y)
+    return F.cross_entropy(upcast_logits(logits), y)

@@ -18,16 +18,19 @@ import time
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from ..models import count_params
 from ..pyplot import pyplot
 from .data import GENERA, GenusTask
-from .models import MODELS, build_classifier, cross_entropy, n_params, pretrainable
+from .models import MODELS, build_classifier, cross_entropy, pretrainable
 
 STUDY = ("lmm", "mac", "mag", "mal", "transformer", "swa", "cnn", "kmer")
 
 
 def _lr(step: int, total: int, lr: float, warmup: int) -> float:
-    """Linear warmup then cosine decay to 10% (within a phase)."""
+    """Linear warmup then cosine decay to 10% (within a phase). ``train.lr_at``'s schedule, written so that its
+    floats differ in the last bits; kept, since the committed results were trained with these exact rates."""
     if step < warmup:
         return lr * (step + 1) / warmup
     p = (step - warmup) / max(1, total - warmup)
@@ -93,8 +96,6 @@ def run(model_name: str, *, out: str, length: int = 200, steps: int = 1000, pret
         state.update(saved)
         log(f"{tag}: resumed at step {state['step']}")
     total = pretrain_steps + steps
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=total, initial=state["step"], desc=tag, unit="step", disable=not progress, leave=False)
     t0 = time.time() - state["seconds"]
     model.train()
@@ -130,7 +131,7 @@ def run(model_name: str, *, out: str, length: int = 200, steps: int = 1000, pret
     xte, yte = task.fixed("test", test_per_class, seed)
     test = scores(predict(model, xte), yte)
     return {"model": model_name, "seed": seed, "pretrain_steps": pretrain_steps, "steps": steps, "batch": batch,
-            "lr": lr, "length": length, "params": n_params(model), "threads": torch.get_num_threads(),
+            "lr": lr, "length": length, "params": count_params(model), "threads": torch.get_num_threads(),
             "train_seconds": round(train_seconds, 1), "best_step": state["best_step"], "val_acc": state["best_acc"],
             "val_n": len(yva), "test": test, "curve": state["curve"], "data": task.describe()}
 
@@ -241,7 +242,8 @@ def main(argv=None):
     task = GenusTask(args.length, root=args.data_root)  # before any training: a missing file fails here
     for seed in seeds:
         for m in models:
-            path = os.path.join(args.out, run_name(m, seed, args.pretrain_steps) + ".json")
+            tag = run_name(m, seed, args.pretrain_steps)
+            path = os.path.join(args.out, tag + ".json")
             if os.path.exists(path):
                 print(f"{path}: done, skipped")
                 continue
@@ -252,7 +254,7 @@ def main(argv=None):
             with open(tmp, "w") as f:
                 json.dump(res, f)
             os.replace(tmp, path)
-            ckpt = os.path.join(args.out, run_name(m, seed, args.pretrain_steps) + ".ckpt.pt")
+            ckpt = os.path.join(args.out, tag + ".ckpt.pt")
             if os.path.exists(ckpt):
                 os.remove(ckpt)
             print(json.dumps({k: v for k, v in res.items() if k not in ("curve", "data")}))
