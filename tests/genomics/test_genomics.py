@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from titans.genomics import GENERA, SPLITS, GenomicsDataError, GenusTask, data_r
 from titans.genomics.data import FILES, reverse_complement
 from titans.genomics.models import MODELS, KmerLinear, build_classifier
 from titans.genomics.run import report, run
+from titans.models import STUDY_ALPHA_INIT
 
 GC = {"E.Coli": 0.5, "V.Cholerae": 0.45, "S.Aureus": 0.3, "H.Pylori": 0.4}
 
@@ -194,6 +196,19 @@ def test_run_errors(tmp_path):
         _run(tmp_path, steps=0)
     with pytest.raises(ValueError, match="length=64: the task given has windows of 32"):
         _run(tmp_path, length=64)
+    with pytest.raises(ValueError, match="model='cnn-slowforget'"):
+        _run(tmp_path, model="cnn-slowforget")
+    with pytest.raises(ValueError, match="model 'swa-noconv': swa has no neural memory"):
+        _run(tmp_path, model="swa-noconv")
+
+
+def test_ablated_variants_change_only_what_they_name():
+    # the committed tables' forget-gate start for the plain variants, the library default for -slowforget
+    assert build_classifier("mac", 4).lm.cfg.memory.alpha_init == STUDY_ALPHA_INIT
+    slow = build_classifier("mac-slowforget", 4).lm.cfg
+    assert slow.memory.alpha_init == 1e-3
+    assert replace(slow, memory=replace(slow.memory, alpha_init=STUDY_ALPHA_INIT)) == build_classifier("mac", 4).lm.cfg
+    assert build_classifier("mag-nopersist", 4).lm.cfg.n_persistent == 0
 
 
 def test_report_and_cli(tmp_path):

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import NeuralMemory, SwiGLU
+from ..models import STUDY_ALPHA_INIT
 
 
 class RevIN(nn.Module):
@@ -68,8 +69,9 @@ class MemoryForecaster(nn.Module):
         super().__init__()
         self.inp = PatchedInput(lookback, horizon, channels, d_model, patch, stride)
         self.norms1 = nn.ModuleList([nn.RMSNorm(d_model) for _ in range(n_layers)])
-        self.mems = nn.ModuleList([NeuralMemory(d_model, n_heads, depth=depth, chunk_size=chunk_size)
-                                   for _ in range(n_layers)])
+        # the forget gate's initial value of the committed forecasting table (the library's default is now 1e-3)
+        self.mems = nn.ModuleList([NeuralMemory(d_model, n_heads, depth=depth, chunk_size=chunk_size,
+                                                alpha_init=STUDY_ALPHA_INIT) for _ in range(n_layers)])
         self.norms2 = nn.ModuleList([nn.RMSNorm(d_model) for _ in range(n_layers)])
         self.mlps = nn.ModuleList([SwiGLU(d_model, 2 * d_model) for _ in range(n_layers)])
 

@@ -20,16 +20,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import VARIANTS, MemoryConfig, ModelConfig, TitansLM
+from ..models import STUDY_ALPHA_INIT, VARIANTS, MemoryConfig, ModelConfig, TitansLM
+from ..models.ablations import ABLATIONS, ablate, split_name
 from ..models.lm import upcast_logits
 from .data import VOCAB
 
 
 def backbone_config(variant: str, **kw) -> ModelConfig:
     """The classifiers' backbone: d_model 64, 2 layers, 4 heads, attention window 64, MAC segment 32, 4 persistent
-    tokens, depth-2 memory with chunk 16 (about 0.1M parameters); ``kw`` overrides any :class:`ModelConfig` field."""
+    tokens, depth-2 memory with chunk 16 (about 0.1M parameters); ``kw`` overrides any :class:`ModelConfig` field.
+    The forget gate starts at ``STUDY_ALPHA_INIT`` (0.01), as in the committed tables; ``-slowforget`` models use the
+    library's default 1e-3."""
     cfg = ModelConfig(variant=variant, vocab_size=VOCAB, d_model=64, n_layers=2, n_heads=4, window=64, segment_len=32,
-                      n_persistent=4, memory=MemoryConfig(chunk_size=16))
+                      n_persistent=4, memory=MemoryConfig(chunk_size=16, alpha_init=STUDY_ALPHA_INIT))
     return replace(cfg, **kw)
 
 
@@ -98,15 +101,26 @@ class KmerLinear(nn.Module):
 MODELS = (*VARIANTS, "cnn", "kmer")
 
 
+def check_model(name: str) -> str:
+    """``name`` if it is one of :data:`MODELS` or a variant with an ablation (``"mac-slowforget"``, see
+    :data:`titans.models.ablations.ABLATIONS`); a ``ValueError`` naming it otherwise."""
+    variant, ablation = split_name(name)
+    if variant not in MODELS or (ablation and variant not in VARIANTS):
+        raise ValueError(f"model={name!r}: must be one of {list(MODELS)}, or one of {list(VARIANTS)} with an "
+                         f"ablation suffix (-{', -'.join(ABLATIONS)})")
+    if ablation:
+        ablate(backbone_config(variant), ablation, name=name)  # an ablation this variant cannot take fails here
+    return name
+
+
 def build_classifier(name: str, n_classes: int, **kw) -> nn.Module:
-    """A classifier by name (:data:`MODELS`); ``kw`` goes to :func:`backbone_config` for the six variants."""
-    if name in VARIANTS:
-        return SequenceClassifier(backbone_config(name, **kw), n_classes)
-    if name == "cnn":
+    """A classifier by name (:func:`check_model`); ``kw`` goes to :func:`backbone_config` for the six variants."""
+    variant, ablation = split_name(check_model(name))
+    if variant in VARIANTS:
+        return SequenceClassifier(ablate(backbone_config(variant, **kw), ablation, name=name), n_classes)
+    if variant == "cnn":
         return CNN(n_classes, **kw)
-    if name == "kmer":
-        return KmerLinear(n_classes, **kw)
-    raise ValueError(f"model={name!r}: must be one of {list(MODELS)}")
+    return KmerLinear(n_classes, **kw)
 
 
 def pretrainable(model: nn.Module) -> bool:

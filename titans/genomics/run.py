@@ -21,9 +21,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..models import count_params
+from ..models.ablations import split_name
 from ..pyplot import pyplot
 from .data import GENERA, GenusTask
-from .models import MODELS, build_classifier, cross_entropy, pretrainable
+from .models import MODELS, build_classifier, check_model, cross_entropy, pretrainable
 
 STUDY = ("lmm", "mac", "mag", "mal", "transformer", "swa", "cnn", "kmer")
 
@@ -73,8 +74,7 @@ def run(model_name: str, *, out: str, length: int = 200, steps: int = 1000, pret
             raise ValueError(f"{name}={val!r}: must be an int >= 1")
     if not isinstance(pretrain_steps, int) or pretrain_steps < 0:
         raise ValueError(f"pretrain_steps={pretrain_steps!r}: must be an int >= 0")
-    if model_name not in MODELS:
-        raise ValueError(f"model={model_name!r}: must be one of {list(MODELS)}")
+    check_model(model_name)
     torch.manual_seed(seed)
     model = build_classifier(model_name, len(GENERA))
     if pretrain_steps and not pretrainable(model):
@@ -155,7 +155,8 @@ def report(out: str) -> str:
         if "test" in r:
             rows.append(r)
     order = {m: i for i, m in enumerate(STUDY)}
-    rows.sort(key=lambda r: (order.get(r["model"], len(order)), r.get("pretrain_steps", 0), r["seed"]))
+    rows.sort(key=lambda r: (order.get(split_name(r["model"])[0], len(order)), r["model"],
+                             r.get("pretrain_steps", 0), r["seed"]))
     head = "| model | params | test acc | " + " | ".join(GENERA) + " | val acc (step) | train time |"
     lines = [head, "|---|---|---|" + "---|" * len(GENERA) + "---|---|"]
     for r in rows:
@@ -206,7 +207,8 @@ def _plot(rows, out):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="titans genomics", description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="lmm", choices=list(MODELS))
+    ap.add_argument("--model", default="lmm", help=f"one of {', '.join(MODELS)}; a variant may carry an ablation: "
+                                                   "mac-slowforget, lmm-noconv, ...")
     ap.add_argument("--all", action="store_true", help=f"every model of the study ({', '.join(STUDY)}); resumable")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds (with --all)")
     ap.add_argument("--models", default=",".join(STUDY), help="comma-separated models (with --all)")
@@ -233,9 +235,11 @@ def main(argv=None):
     except ValueError:
         ap.error(f"--seeds {args.seeds!r}: expected comma-separated integers")
     models = tuple(args.models.split(",")) if args.all else (args.model,)
-    bad = [m for m in models if m not in MODELS]
-    if bad:
-        ap.error(f"--models: {bad} not among {list(MODELS)}")
+    for m in models:
+        try:
+            check_model(m)
+        except ValueError as e:
+            ap.error(f"--model{'s' if args.all else ''}: {e}")
     if args.pretrain_steps and args.all:
         models = tuple(m for m in models if m not in ("cnn", "kmer"))
     os.makedirs(args.out, exist_ok=True)

@@ -1,6 +1,7 @@
 """Language-modeling study: every variant at the same size, on the same batches, for the same tokens.
 
     titans study lm [--steps 1000] [--out runs/study_lm] [--variants lmm,mac,mag,mal,swa,transformer]
+    titans study lm --variants mac-slowforget,lmm-slowforget      # an ablation of titans.models.ablations
 
 Each variant trains into ``<out>/<variant>/`` with ``--resume`` semantics (stop it at any time and run the same
 command again: finished variants are skipped, an interrupted one continues from its last checkpoint), then is
@@ -21,7 +22,8 @@ import time
 import torch
 
 from ..data import prepare
-from ..models import MemoryConfig, ModelConfig, TitansLM, count_params, match_params
+from ..models import STUDY_ALPHA_INIT, MemoryConfig, ModelConfig, TitansLM, count_params, match_params
+from ..models.ablations import ablate, split_name
 from ..train import RunConfig, TrainConfig, evaluate_split, latest_checkpoint, load_checkpoint, train
 from ..train.checkpoint import load_model_weights
 from ..train.config import DataConfig
@@ -33,7 +35,7 @@ BATCH = 8
 
 def model_config(variant: str) -> ModelConfig:
     base = dict(vocab_size=256, d_model=128, n_layers=2, n_heads=4, window=64, segment_len=64, n_persistent=4,
-                memory=MemoryConfig(chunk_size=16))
+                memory=MemoryConfig(chunk_size=16, alpha_init=STUDY_ALPHA_INIT))  # as the committed tables
     mac = ModelConfig(variant="mac", **base)
     if variant == "mac":
         return mac
@@ -42,8 +44,15 @@ def model_config(variant: str) -> ModelConfig:
     return match_params(ModelConfig(variant=variant, **base), target, multiple=16)
 
 
+def named_config(name: str) -> ModelConfig:
+    """``"mag"`` -> :func:`model_config`; ``"mac-slowforget"`` -> MAC's config with that ablation
+    (:data:`titans.models.ablations.ABLATIONS`), its size left as the ablation makes it."""
+    variant, ablation = split_name(name)
+    return ablate(model_config(variant), ablation, name=name)
+
+
 def run_config(variant: str, steps: int, out: str, seed: int) -> RunConfig:
-    return RunConfig(model=model_config(variant), data=DataConfig(corpus="shakespeare", seq_len=SEQ_LEN),
+    return RunConfig(model=named_config(variant), data=DataConfig(corpus="shakespeare", seq_len=SEQ_LEN),
                      train=TrainConfig(seed=seed, batch_size=BATCH, max_steps=steps, lr=3e-3,
                                        warmup_steps=min(50, steps // 10), eval_every=max(1, steps // 10),
                                        eval_batches=4, ckpt_every=max(1, steps // 10), keep_last=1,
@@ -54,14 +63,20 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="LM study: all variants, same size, same data, same tokens.")
     ap.add_argument("--steps", type=int, default=1000, help=f"optimizer steps per variant ({BATCH} x {SEQ_LEN} tokens)")
     ap.add_argument("--out", default="runs/study_lm")
-    ap.add_argument("--variants", default="lmm,mac,mag,mal,swa,transformer")
+    ap.add_argument("--variants", default="lmm,mac,mag,mal,swa,transformer",
+                    help="comma-separated; a variant may carry an ablation (mac-slowforget, lmm-noconv, ...)")
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--eval-windows", type=int, default=64, help="validation windows at 4x (4x as many at 1x)")
     args = ap.parse_args(argv)
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     os.makedirs(args.out, exist_ok=True)
-    data = prepare("shakespeare", "byte")
     variants = args.variants.split(",")
+    for v in variants:
+        try:
+            named_config(v)  # a bad name fails before any work
+        except ValueError as e:
+            ap.error(f"--variants: {e}")
+    data = prepare("shakespeare", "byte")
     res_path = os.path.join(args.out, "results.json")
     results = {}
     if os.path.exists(res_path):

@@ -32,31 +32,23 @@ import torch
 
 from ..eval.longctx import run as eval_run
 from ..models import TitansLM, count_params
+from ..models.ablations import ABLATIONS
 from ..pyplot import pyplot
 from ..train import RunConfig, TrainConfig, latest_checkpoint, load_checkpoint, train
 from ..train.checkpoint import load_model_weights
 from ..train.config import DataConfig
-from .lm import model_config
+from .lm import named_config
 
-ABLATIONS = {"linear": {"depth": 1}, "noconv": {"conv": False}, "nomomentum": {"momentum": False},
-             "noforget": {"forgetting": False}, "slowforget": {"alpha_init": 0.001}, "nopersist": None}
 SHORT_MULTIPLES = (1, 2, 4, 8, 16)  # evaluation lengths, in training lengths
 LONG_LENGTHS = (65536,)
 
 
 def named_model(name: str):
     """``"mag"`` -> the matched MAG config; ``"mac-noconv"`` -> MAC without the convolution (see ABLATIONS)."""
-    variant, _, ablation = name.partition("-")
-    cfg = model_config(variant)
-    if not ablation:
-        return cfg
-    if ablation not in ABLATIONS:
-        raise ValueError(f"--variants: {name!r}: unknown ablation {ablation!r}; choose from {sorted(ABLATIONS)}")
-    if ablation == "nopersist":
-        if variant not in ("mac", "mag", "mal"):
-            raise ValueError(f"--variants: {name!r}: {variant} has no attention, hence no persistent tokens")
-        return dataclasses.replace(cfg, n_persistent=0)
-    return dataclasses.replace(cfg, memory=dataclasses.replace(cfg.memory, **ABLATIONS[ablation]))
+    try:
+        return named_config(name)
+    except ValueError as e:
+        raise ValueError(f"--variants: {e}") from None
 
 
 def run_config(model, task: str, seq_len: int, steps: int, out_dir: str, seed: int, batch: int = 4,

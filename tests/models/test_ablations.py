@@ -1,0 +1,51 @@
+"""Named ablations (``titans.models.ablations``) and the forget gate's initial value: the library default, and the
+value the committed studies pin so that their commands reproduce their tables."""
+
+import pytest
+import torch
+
+from titans.forecast.models import MemoryForecaster
+from titans.genomics.models import backbone_config
+from titans.layers import NeuralMemory
+from titans.layers.memory import ALPHA_INIT
+from titans.models import STUDY_ALPHA_INIT, MemoryConfig, ModelConfig
+from titans.models.ablations import ABLATIONS, ablate, split_name
+from titans.studies.lm import model_config
+
+
+def test_split_name():
+    assert split_name("mac-noconv") == ("mac", "noconv") and split_name("mag") == ("mag", "")
+
+
+@pytest.mark.parametrize("ablation", [a for a in ABLATIONS if a != "nopersist"])
+def test_memory_ablations_change_the_memory_only(ablation):
+    cfg = ModelConfig(variant="mag", vocab_size=16, d_model=32, n_layers=1, n_heads=2,
+                      memory=MemoryConfig(alpha_init=STUDY_ALPHA_INIT))  # as the studies' (slowforget: 1e-3)
+    out = ablate(cfg, ablation)
+    assert out.memory != cfg.memory
+    assert {k: v for k, v in vars(out).items() if k != "memory"} == {k: v for k, v in vars(cfg).items()
+                                                                       if k != "memory"}
+
+
+def test_ablation_errors():
+    lmm = ModelConfig(variant="lmm", vocab_size=16, d_model=32, n_layers=1, n_heads=2)
+    assert ablate(lmm, "") is lmm
+    with pytest.raises(ValueError, match="model 'lmm-bogus': unknown ablation 'bogus'"):
+        ablate(lmm, "bogus")
+    with pytest.raises(ValueError, match="lmm has no attention"):
+        ablate(lmm, "nopersist")
+    with pytest.raises(ValueError, match="model 'tfm': transformer has no neural memory"):
+        ablate(ModelConfig(variant="transformer", vocab_size=16, d_model=32, n_layers=1, n_heads=2), "noconv",
+               name="tfm")
+
+
+def test_forget_gate_default_and_the_studies_pin():
+    assert ALPHA_INIT == MemoryConfig().alpha_init == 1e-3 and STUDY_ALPHA_INIT == 0.01
+    layer = NeuralMemory(32, 2)
+    g = layer.n_heads * layer.n_gates
+    assert torch.sigmoid(layer.gates.bias[2 * g:].detach()).sub(ALPHA_INIT).abs().max() < 1e-9
+    # every study with committed results keeps the value it was trained with
+    assert model_config("lmm").memory.alpha_init == STUDY_ALPHA_INIT
+    assert backbone_config("mac").memory.alpha_init == STUDY_ALPHA_INIT
+    mem = MemoryForecaster(32, 8, 2, d_model=32, n_heads=2).mems[0]
+    assert torch.sigmoid(mem.gates.bias[2 * g:].detach()).sub(STUDY_ALPHA_INIT).abs().max() < 1e-8
