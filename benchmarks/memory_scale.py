@@ -86,7 +86,7 @@ def main(argv=None):
         with torch.no_grad():
             scales[a] = pre_norm_scale(layer, x)
         grads[a] = {T: last_chunk_grad_norm(layer, x[:, :T]) for T in lengths}
-    chunk = NeuralMemory(args.d_model, args.heads).chunk_size
+    chunk = layer.chunk_size  # the same for every alpha
     cols = [f"alpha_init {a:g}" for a in alphas]
     marks = [t for t in (0, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192) if t <= args.tokens]
     rows = [{"tokens t": str(t), **{c: f"{scales[a][t // chunk]:.4f}" for c, a in zip(cols, alphas)}} for t in marks]

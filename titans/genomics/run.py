@@ -74,9 +74,8 @@ def run(model_name: str, *, out: str, length: int = 200, steps: int = 1000, pret
             raise ValueError(f"{name}={val!r}: must be an int >= 1")
     if not isinstance(pretrain_steps, int) or pretrain_steps < 0:
         raise ValueError(f"pretrain_steps={pretrain_steps!r}: must be an int >= 0")
-    check_model(model_name)
     torch.manual_seed(seed)
-    model = build_classifier(model_name, len(GENERA))
+    model = build_classifier(model_name, len(GENERA))  # a bad name fails here, before any data is read
     if pretrain_steps and not pretrainable(model):
         raise ValueError(f"pretrain_steps={pretrain_steps}: model {model_name!r} has no language-model backbone")
     task = task or GenusTask(length, root=root)

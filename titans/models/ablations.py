@@ -1,5 +1,5 @@
 """The paper's Table-5 ablations (and ours) as named changes of a :class:`ModelConfig`: ``"mac-noconv"`` is MAC without
-the memory's convolution. Shared by every study that names models this way (``titans study niah``,
+the memory's convolution. Shared by every study that names models this way (``titans study lm|niah|mqar``,
 ``titans genomics``)."""
 
 from __future__ import annotations
