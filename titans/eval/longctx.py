@@ -25,6 +25,7 @@ import time
 import numpy as np
 import torch
 
+from ..device import resolve_device
 from ..pyplot import pyplot
 from .answers import answer_batch, recall_accuracy
 from .scoring import exact_match
@@ -47,6 +48,10 @@ def parse_lengths(text: str) -> list[int]:
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device
 
 
 def _key(r: dict) -> tuple:
@@ -74,7 +79,7 @@ def evaluate_qa(model, task: str, *, kinds, lengths, depths, samples: int, seed:
             t0 = time.time()
             for i in range(0, len(todo), batch):
                 group = todo[i:i + batch]
-                prompts = torch.tensor([ex.tokens for _, ex in group])
+                prompts = torch.tensor([ex.tokens for _, ex in group], device=_device_of(model))
                 gen, logprob, nbytes = answer_batch(model, prompts, [ex.answer_tokens for _, ex in group],
                                                     piece=piece)
                 for j, (meta, ex) in enumerate(group):
@@ -105,7 +110,7 @@ def evaluate_mqar(model, *, pairs, samples: int, seed: int, vocab_size: int, pie
         if key in done:
             continue
         idx, tgt = make_mqar(batch=samples, n_pairs=n, vocab_size=vocab_size, seed=seed * 1_000_003 + n)
-        hits, total = recall_accuracy(model, idx, tgt, piece)
+        hits, total = recall_accuracy(model, idx.to(_device_of(model)), tgt.to(_device_of(model)), piece)
         done[key] = {"kind": "mqar", "length": 4 * n, "depth": None, "sample": n, "pairs": n,
                      "accuracy": hits / total, "recalls": total}
         log(f"mqar {n} pairs: accuracy {hits / total:.3f} over {total} recalls")
@@ -258,14 +263,17 @@ def main(argv=None, load=None):
     ap.add_argument("--batch", type=int, default=8, help="prompts answered together")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="results folder (default: <ckpt>/eval_<task>)")
+    ap.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, mps, auto")
     args = ap.parse_args(argv)
     try:
         lengths = parse_lengths(args.lengths)
         depths = [float(d) for d in args.depths.split(",")]
         pairs = [int(p) for p in args.pairs.split(",")]
+        device = resolve_device(args.device, "--device")
     except ValueError as e:
         ap.error(str(e))
     model, cfg, path = load(args.ckpt)
+    model = model.to(device)
     res = run(args.task, model, cfg, path, out=args.out or os.path.join(args.ckpt, f"eval_{args.task}"),
               lengths=lengths, depths=depths, kinds=args.kinds.split(",") if args.kinds else None,
               samples=args.samples, pairs=pairs, seed=args.seed, piece=args.piece, batch=args.batch)

@@ -16,22 +16,13 @@ import torch
 
 from ..data import get_tokenizer, prepare, train_batch
 from ..data.synthetic.tasks import task_batch
+from ..device import resolve_device
 from ..models import TitansLM, count_params
 from .checkpoint import latest_checkpoint, load_checkpoint, load_model_weights, save_checkpoint
 from .config import RunConfig
 from .evaluate import evaluate_split, evaluate_task
 from .parallel import all_reduce_mean, cleanup, init_distributed, wrap
 from .plots import plot_runs
-
-
-def resolve_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def lr_at(step: int, cfg) -> float:
@@ -112,7 +103,7 @@ class _Log:
 def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> dict:
     """Train ``cfg`` into ``cfg.train.out_dir``; returns a summary (final losses, tokens/s, paths)."""
     t = cfg.train
-    device = resolve_device(t.device)
+    device = resolve_device(t.device, "train.device")
     info = init_distributed(device)
     torch.manual_seed(t.seed)
     if cfg.data.task is None:
