@@ -27,6 +27,23 @@ def test_memory_ablations_change_the_memory_only(ablation):
                                                                        if k != "memory"}
 
 
+def test_ablations_chain():
+    lmm = ModelConfig(variant="lmm", vocab_size=16, d_model=32, n_layers=1, n_heads=2,
+                      memory=MemoryConfig(alpha_init=STUDY_ALPHA_INIT))
+    out = ablate(lmm, "depth3-slowforget")
+    assert out.memory.depth == 3 and out.memory.alpha_init == 1e-3
+    assert out == ablate(ablate(lmm, "depth3"), "slowforget") == ablate(lmm, "slowforget-depth3")
+    assert split_name("lmm-depth3-slowforget") == ("lmm", "depth3-slowforget")
+    mac = ablate(ModelConfig(variant="mac", vocab_size=16, d_model=32, n_layers=1, n_heads=2), "nopersist-noconv")
+    assert mac.n_persistent == 0 and not mac.memory.conv
+    with pytest.raises(ValueError, match="change the same setting twice"):
+        ablate(lmm, "linear-depth3")
+    with pytest.raises(ValueError, match="change the same setting twice"):
+        ablate(lmm, "noconv-noconv")
+    with pytest.raises(ValueError, match="model 'lmm-depth3-bogus': unknown ablation 'bogus'"):
+        ablate(lmm, "depth3-bogus", name="lmm-depth3-bogus")
+
+
 def test_ablation_errors():
     lmm = ModelConfig(variant="lmm", vocab_size=16, d_model=32, n_layers=1, n_heads=2)
     assert ablate(lmm, "") is lmm

@@ -1,5 +1,6 @@
 """The paper's Table-5 ablations (and ours) as named changes of a :class:`ModelConfig`: ``"mac-noconv"`` is MAC without
-the memory's convolution. Shared by every study that names models this way (``titans study lm|niah|mqar``,
+the memory's convolution; changes chain left to right, ``"lmm-depth3-slowforget"`` is the LMM with a 3-layer memory
+whose forget gate starts at 1e-3. Shared by every study that names models this way (``titans study lm|niah|mqar``,
 ``titans genomics``)."""
 
 from __future__ import annotations
@@ -10,23 +11,37 @@ from .config import ModelConfig
 
 # name -> MemoryConfig fields to change (None: no persistent tokens, a ModelConfig field)
 ABLATIONS = {"linear": {"depth": 1}, "noconv": {"conv": False}, "nomomentum": {"momentum": False},
-             "noforget": {"forgetting": False}, "slowforget": {"alpha_init": 0.001}, "nopersist": None}
+             "noforget": {"forgetting": False}, "slowforget": {"alpha_init": 0.001}, "nopersist": None,
+             "depth3": {"depth": 3}, "depth4": {"depth": 4}}  # deeper memories: the paper's Fig. 7
 
 
 def split_name(name: str) -> tuple[str, str]:
-    """``"mac-noconv"`` -> ``("mac", "noconv")``; ``"mag"`` -> ``("mag", "")``."""
+    """``"mac-noconv"`` -> ``("mac", "noconv")``; ``"lmm-depth3-slowforget"`` -> ``("lmm", "depth3-slowforget")``;
+    ``"mag"`` -> ``("mag", "")``."""
     variant, _, ablation = name.partition("-")
     return variant, ablation
 
 
 def ablate(cfg: ModelConfig, ablation: str, *, name: str | None = None) -> ModelConfig:
-    """``cfg`` with ``ablation`` (a key of :data:`ABLATIONS`, or ``""`` for none) applied; ``name`` (the full model
-    name, for the error message) defaults to the variant and ablation joined."""
+    """``cfg`` with ``ablation`` applied: a key of :data:`ABLATIONS`, several joined by ``-`` (applied in order), or
+    ``""`` for none; ``name`` (the full model name, for the error message) defaults to the variant and ablation
+    joined. A name that repeats an ablation or sets one field twice (``linear-depth3``) is an error."""
     name = name or f"{cfg.variant}-{ablation}"
     if not ablation:
         return cfg
-    if ablation not in ABLATIONS:
-        raise ValueError(f"model {name!r}: unknown ablation {ablation!r}; choose from {sorted(ABLATIONS)}")
+    parts = ablation.split("-")
+    for a in parts:
+        if a not in ABLATIONS:
+            raise ValueError(f"model {name!r}: unknown ablation {a!r}; choose from {sorted(ABLATIONS)}")
+    fields = [f for a in parts for f in (ABLATIONS[a] or {"n_persistent": 0})]
+    if len(set(fields)) < len(fields):
+        raise ValueError(f"model {name!r}: ablations {parts} change the same setting twice")
+    for a in parts:
+        cfg = _ablate_one(cfg, a, name)
+    return cfg
+
+
+def _ablate_one(cfg: ModelConfig, ablation: str, name: str) -> ModelConfig:
     if ablation == "nopersist":
         if cfg.variant not in ("mac", "mag", "mal"):
             raise ValueError(f"model {name!r}: {cfg.variant} has no attention, hence no persistent tokens")

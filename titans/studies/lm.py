@@ -2,11 +2,14 @@
 
     titans study lm [--steps 1000] [--out runs/study_lm] [--variants lmm,mac,mag,mal,swa,transformer]
     titans study lm --variants mac-slowforget,lmm-slowforget      # an ablation of titans.models.ablations
+    titans study lm --variants lmm-linear-slowforget,lmm-slowforget,lmm-depth3-slowforget --long 4096,16384
+                                                                   # memory depth against length (the paper's Fig. 7)
 
 Each variant trains into ``<out>/<variant>/`` with ``--resume`` semantics (stop it at any time and run the same
 command again: finished variants are skipped, an interrupted one continues from its last checkpoint), then is
-evaluated on the validation split at the training length and at 4x it (streamed in training-length pieces).
-``<out>/results.json``, ``results.md`` and ``loss.png`` are rewritten after each variant.
+evaluated on the validation split at the training length and at 4x it (streamed in training-length pieces), and at
+any ``--long`` lengths (the same number of tokens as at 4x, streamed the same way). ``<out>/results.json``,
+``results.md``, ``loss.png`` and (with ``--long``) ``length.png`` are rewritten after each variant.
 
 Sizes: MAC at d 128, 2 layers, 4 heads (segment 64, chunk 16, 4 persistent tokens); every other variant gets the
 SwiGLU width that brings it to MAC's parameter count; windows of SWA / MAG / MAL are 64 tokens.
@@ -24,6 +27,7 @@ import torch
 from ..data import prepare
 from ..models import STUDY_ALPHA_INIT, MemoryConfig, ModelConfig, TitansLM, count_params, match_params
 from ..models.ablations import ablate, split_name
+from ..pyplot import pyplot
 from ..train import RunConfig, TrainConfig, evaluate_split, latest_checkpoint, load_checkpoint, train
 from ..train.checkpoint import load_model_weights
 from ..train.config import DataConfig
@@ -67,7 +71,15 @@ def main(argv=None):
                     help="comma-separated; a variant may carry an ablation (mac-slowforget, lmm-noconv, ...)")
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--eval-windows", type=int, default=64, help="validation windows at 4x (4x as many at 1x)")
+    ap.add_argument("--long", default="", help="more validation lengths in bytes, e.g. 4096,16384 (the same tokens "
+                                              "as at 4x; a variant already evaluated gains the missing ones)")
     args = ap.parse_args(argv)
+    try:
+        long = sorted({int(x) for x in args.long.split(",") if x.strip()})
+    except ValueError:
+        ap.error(f"--long {args.long!r}: expected comma-separated lengths in bytes, e.g. 4096,16384")
+    if bad := [n for n in long if n <= SEQ_LEN]:
+        ap.error(f"--long: {bad} must be longer than the training length {SEQ_LEN}")
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     os.makedirs(args.out, exist_ok=True)
     variants = args.variants.split(",")
@@ -84,38 +96,79 @@ def main(argv=None):
             results = json.load(f)
     for v in variants:
         cfg = run_config(v, args.steps, args.out, args.seed)
-        if results.get(v, {}).get("steps") == args.steps:
+        done = results.get(v, {})
+        missing = [n for n in long if str(n) not in done.get("val_bpb_long", {})]
+        if done.get("steps") == args.steps and not missing:
             print(f"{v}: done, skipping")
             continue
         t0 = time.time()
-        summary = train(cfg, resume=True)
+        summary = train(cfg, resume=True) if done.get("steps") != args.steps else None
         model = TitansLM(cfg.model)
         ckpt = latest_checkpoint(cfg.train.out_dir)
         load_model_weights(model, load_checkpoint(ckpt)[0], ckpt)
         val = data.split("val")
-        ev1 = evaluate_split(model, val, length=SEQ_LEN, max_windows=4 * args.eval_windows)
-        ev4 = evaluate_split(model, val, length=4 * SEQ_LEN, max_windows=args.eval_windows, piece=SEQ_LEN)
-        results[v] = {"params": count_params(model), "steps": args.steps, "tokens": args.steps * BATCH * SEQ_LEN,
-                      "train_tokens_per_s": summary["tokens_per_s"], "wall_seconds": round(time.time() - t0, 1),
-                      "val_bpb_1x": ev1["bpb"], "val_bpb_4x": ev4["bpb"], "config": cfg.model.to_dict()}
+        if summary is not None:
+            ev1 = evaluate_split(model, val, length=SEQ_LEN, max_windows=4 * args.eval_windows)
+            ev4 = evaluate_split(model, val, length=4 * SEQ_LEN, max_windows=args.eval_windows, piece=SEQ_LEN)
+            done = {"params": count_params(model), "steps": args.steps, "tokens": args.steps * BATCH * SEQ_LEN,
+                    "train_tokens_per_s": summary["tokens_per_s"], "wall_seconds": round(time.time() - t0, 1),
+                    "val_bpb_1x": ev1["bpb"], "val_bpb_4x": ev4["bpb"], "config": cfg.model.to_dict()}
+        long_bpb = dict(done.get("val_bpb_long", {}))
+        for n in missing:
+            # As many tokens as at 4x (fewer, longer windows), streamed in training-length pieces.
+            windows = max(1, args.eval_windows * 4 * SEQ_LEN // n)
+            long_bpb[str(n)] = evaluate_split(model, val, length=n, max_windows=windows, piece=SEQ_LEN)["bpb"]
+        if long_bpb:
+            done["val_bpb_long"] = dict(sorted(long_bpb.items(), key=lambda kv: int(kv[0])))
+        results[v] = done
         with open(res_path, "w") as f:
             json.dump(results, f, indent=1)
         write_table(args.out, results)
         plot_runs({v: os.path.join(args.out, v, "log.csv") for v in variants}, os.path.join(args.out, "loss.png"),
                   "byte-level Shakespeare, same size and tokens", panels=True)
+        plot_lengths(args.out, results)
     print(write_table(args.out, results))
 
 
+def _lengths(r: dict) -> dict[int, float]:
+    """A result's validation bpb by evaluation length (bytes)."""
+    return {SEQ_LEN: r["val_bpb_1x"], 4 * SEQ_LEN: r["val_bpb_4x"],
+            **{int(n): b for n, b in r.get("val_bpb_long", {}).items()}}
+
+
 def write_table(out: str, results: dict) -> str:
-    lines = ["| variant | params | tokens | train tok/s | val bpb @ 256 | val bpb @ 1024 (streamed) |",
-             "|---|---|---|---|---|---|"]
+    long = sorted({int(n) for r in results.values() for n in r.get("val_bpb_long", {})})
+    lines = ["| variant | params | tokens | train tok/s | val bpb @ 256 | val bpb @ 1024 (streamed) |"
+             + "".join(f" @ {n:,} |" for n in long), "|---|---|---|---|---|---|" + "---|" * len(long)]
     for v, r in sorted(results.items(), key=lambda kv: kv[1]["val_bpb_1x"]):
+        at = _lengths(r)
         lines.append(f"| {v} | {r['params']:,} | {r['tokens']:,} | {r['train_tokens_per_s']:,.0f} | "
-                     f"{r['val_bpb_1x']:.3f} | {r['val_bpb_4x']:.3f} |")
+                     f"{r['val_bpb_1x']:.3f} | {r['val_bpb_4x']:.3f} |"
+                     + "".join(f" {at[n]:.3f} |" if n in at else " - |" for n in long))
     table = "\n".join(lines)
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(table + "\n")
     return table
+
+
+def plot_lengths(out: str, results: dict):
+    """``length.png``: validation bpb against evaluation length, one line per variant (only where a variant was
+    evaluated past 4x)."""
+    plt = pyplot()
+    rows = {v: _lengths(r) for v, r in results.items() if r.get("val_bpb_long")}
+    if plt is None or not rows:
+        return
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for v, at in rows.items():
+        ns = sorted(at)
+        ax.plot(ns, [at[n] for n in ns], marker="o", label=v)
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="evaluation length (bytes; trained at 256)", ylabel="validation bits per byte",
+           title="byte-level Shakespeare: bpb against length")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "length.png"), dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
