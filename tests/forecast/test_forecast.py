@@ -137,3 +137,21 @@ def test_ett_files_get_the_ett_split_by_name():
     assert default_protocol("/data/ETTh1.csv") == "ett_hour"
     assert default_protocol("ETTm2.csv") == "ett_minute"
     assert default_protocol("weather.csv") == "ratio" and default_protocol("vic_elec") == "ratio"
+
+
+@pytest.mark.parametrize("name", ["dlinear", "seasonal_naive"])
+def test_run_end_to_end(tmp_path, name):
+    from titans.forecast.run import run
+
+    res = run(_csv(tmp_path), 24, name, lookback=48, epochs=2, batch=16, log=lambda *_: None, device="cpu")
+    assert res["device"] == "cpu" and res["test_mse"] >= 0 and res["horizon"] == 24
+    assert np.asarray(res["examples"]["pred"]).shape == (3, 24, 2)
+
+
+def test_a_bad_device_fails_before_reading_data(tmp_path):
+    from titans.forecast.run import main, run
+
+    with pytest.raises(ValueError, match="device='gpu0': not a device"):
+        run(str(tmp_path / "missing.csv"), 24, "dlinear", device="gpu0")
+    with pytest.raises(SystemExit):
+        main(["--data", str(tmp_path / "missing.csv"), "--device", "gpu0", "--out", str(tmp_path / "o")])

@@ -200,6 +200,8 @@ def test_run_errors(tmp_path):
         _run(tmp_path, model="cnn-slowforget")
     with pytest.raises(ValueError, match="model 'swa-noconv': swa has no neural memory"):
         _run(tmp_path, model="swa-noconv")
+    with pytest.raises(ValueError, match="device='gpu0': not a device"):
+        _run(tmp_path, device="gpu0")
 
 
 def test_ablated_variants_change_only_what_they_name():
@@ -223,3 +225,5 @@ def test_report_and_cli(tmp_path):
     main(["genomics", "--report", str(tmp_path)])
     with pytest.raises(GenomicsDataError, match="make genomics-data"):
         main(["genomics", "--model", "kmer", "--data-root", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit):  # before the data: the folder is missing too
+        main(["genomics", "--model", "kmer", "--device", "gpu0", "--data-root", str(tmp_path / "none")])

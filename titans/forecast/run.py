@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 
+from ..device import resolve_device
 from ..models import count_params
 from ..pyplot import pyplot
 from .data import ForecastDataError, load_csv, load_preset, make_splits
@@ -33,19 +34,19 @@ def load(data: str, date_col: str | None = None):
     return values, cols, 24
 
 
-def _batches(x, y, batch, shuffle, g):
+def _batches(x, y, batch, shuffle, g, device="cpu"):
     order = torch.randperm(len(x), generator=g) if shuffle else torch.arange(len(x))
     for i in range(0, len(x), batch):
         j = order[i:i + batch]
-        yield torch.from_numpy(x[j.numpy()]), torch.from_numpy(y[j.numpy()])
+        yield torch.from_numpy(x[j.numpy()]).to(device), torch.from_numpy(y[j.numpy()]).to(device)
 
 
 @torch.no_grad()
-def score(model, x, y, batch=256):
-    """``{"mse", "mae"}`` over all windows (means over every target value)."""
+def score(model, x, y, batch=256, device="cpu"):
+    """``{"mse", "mae"}`` over all windows (means over every target value); the model runs on ``device``."""
     model.eval()
     se = ae = n = 0.0
-    for xb, yb in _batches(x, y, batch, False, None):
+    for xb, yb in _batches(x, y, batch, False, None, device):
         p = model(xb)
         se += float((p - yb).pow(2).sum())
         ae += float((p - yb).abs().sum())
@@ -61,14 +62,16 @@ def default_protocol(data: str) -> str:
 
 def run(data: str, horizon: int, model_name: str, *, lookback: int = 96, date_col: str | None = None, epochs: int = 10,
         patience: int = 3, batch: int = 32, lr: float = 1e-3, seed: int = 0, max_train_windows: int | None = None,
-        protocol: str | None = None, log=print) -> dict:
-    """Train and test one (dataset, horizon, model); returns the metrics and the test predictions of 3 windows."""
+        protocol: str | None = None, log=print, device: torch.device | str = "cpu") -> dict:
+    """Train and test one (dataset, horizon, model) on ``device``; returns the metrics and the test predictions of 3
+    windows."""
+    device = resolve_device(str(device), "device")
     torch.manual_seed(seed)
     values, cols, period = load(data, date_col)
     protocol = protocol or default_protocol(data)
     splits = make_splits(values, cols, lookback=lookback, horizon=horizon, protocol=protocol)
     kw = {"period": period} if model_name == "seasonal_naive" else {}
-    model = build_forecaster(model_name, lookback, horizon, len(cols), **kw)
+    model = build_forecaster(model_name, lookback, horizon, len(cols), **kw).to(device)
     xtr, ytr = splits.windows("train")
     if max_train_windows is not None and len(xtr) > max_train_windows:  # evenly spaced subset, for quick runs
         keep = np.linspace(0, len(xtr) - 1, max_train_windows).round().astype(int)
@@ -83,12 +86,12 @@ def run(data: str, horizon: int, model_name: str, *, lookback: int = 96, date_co
         g = torch.Generator().manual_seed(seed)
         for epoch in range(epochs):
             model.train()
-            for xb, yb in _batches(xtr, ytr, batch, True, g):
+            for xb, yb in _batches(xtr, ytr, batch, True, g, device):
                 loss = torch.nn.functional.mse_loss(model(xb), yb)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-            val = score(model, xva, yva)["mse"]
+            val = score(model, xva, yva, device=device)["mse"]
             epochs_run = epoch + 1
             log(f"{data} H={horizon} {model_name} epoch {epoch + 1}: val mse {val:.4f}")
             if val < best - 1e-6:
@@ -99,15 +102,16 @@ def run(data: str, horizon: int, model_name: str, *, lookback: int = 96, date_co
                 if bad >= patience:
                     break
         model.load_state_dict(best_state)
-    test = score(model, xte, yte)
+    test = score(model, xte, yte, device=device)
     with torch.no_grad():
         pick = np.linspace(0, len(xte) - 1, 3).round().astype(int)
-        preds = model.eval()(torch.from_numpy(xte[pick])).numpy()
+        preds = model.eval()(torch.from_numpy(xte[pick]).to(device)).cpu().numpy()
     return {"data": data, "horizon": horizon, "model": model_name, "lookback": lookback, "channels": len(cols),
             "protocol": protocol,
             "params": count_params(model), "epochs": epochs_run, "train_seconds": round(time.time() - t0, 1),
-            "threads": torch.get_num_threads(),
-            "val_mse": best if params else score(model, xva, yva)["mse"], **{f"test_{k}": v for k, v in test.items()},
+            "threads": torch.get_num_threads(), "device": str(device),
+            "val_mse": best if params else score(model, xva, yva, device=device)["mse"],
+            **{f"test_{k}": v for k, v in test.items()},
             "examples": {"x": xte[pick].tolist(), "y": yte[pick].tolist(), "pred": preds.tolist()}}
 
 
@@ -194,7 +198,12 @@ def main(argv=None):
                     help="splits (default: ett_hour / ett_minute for ETTh* / ETTm* files, else 7:1:2)")
     ap.add_argument("--all", action="store_true", help="every preset x horizon x model; resumable")
     ap.add_argument("--out", default="runs/forecast")
+    ap.add_argument("--device", default="cpu", help="where the models train: cpu, cuda, cuda:1, mps, auto")
     args = ap.parse_args(argv)
+    try:
+        device = resolve_device(args.device, "--device")
+    except ValueError as e:
+        ap.error(str(e))
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     os.makedirs(args.out, exist_ok=True)
     jobs = ([(d, h, m) for d in PRESETS for h in HORIZONS for m in FORECASTERS] if args.all
@@ -205,7 +214,7 @@ def main(argv=None):
             continue
         try:
             res = run(d, h, m, lookback=args.lookback, date_col=args.date_col, epochs=args.epochs, seed=args.seed,
-                      max_train_windows=args.max_train_windows, protocol=args.protocol)
+                      max_train_windows=args.max_train_windows, protocol=args.protocol, device=device)
         except ForecastDataError as e:
             if not args.all:
                 raise

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..device import resolve_device
 from ..models import count_params
 from ..models.ablations import split_name
 from ..pyplot import pyplot
@@ -40,9 +41,10 @@ def _lr(step: int, total: int, lr: float, warmup: int) -> float:
 
 @torch.no_grad()
 def predict(model, x: torch.Tensor, batch: int = 250) -> torch.Tensor:
-    """Predicted classes ``[N]`` for windows ``x [N, T]``."""
+    """Predicted classes ``[N]`` (on the CPU) for windows ``x [N, T]`` (run where the model's parameters are)."""
     model.eval()
-    out = torch.cat([model(x[i:i + batch]).argmax(-1) for i in range(0, len(x), batch)])
+    device = next(model.parameters()).device
+    out = torch.cat([model(x[i:i + batch].to(device)).argmax(-1).cpu() for i in range(0, len(x), batch)])
     model.train()
     return out
 
@@ -65,9 +67,11 @@ def _save(obj, path: str):
 
 def run(model_name: str, *, out: str, length: int = 200, steps: int = 1000, pretrain_steps: int = 0, batch: int = 32,
         lr: float = 1e-3, seed: int = 0, eval_every: int = 100, val_per_class: int = 250, test_per_class: int = 1000,
-        root: str | None = None, task: GenusTask | None = None, progress: bool = True, log=print) -> dict:
+        root: str | None = None, task: GenusTask | None = None, progress: bool = True, log=print,
+        device: torch.device | str = "cpu") -> dict:
     """Train, select by validation accuracy, test; checkpoints to ``out`` every ``eval_every`` steps so an interrupted
-    run continues where it stopped (batches are drawn from ``(seed, step)``, so a resumed run is the same run)."""
+    run continues where it stopped (batches are drawn from ``(seed, step)``, so a resumed run is the same run).
+    ``device``: where the model trains (a checkpoint resumes on any device)."""
     for name, val in (("steps", steps), ("batch", batch), ("eval_every", eval_every),
                       ("val_per_class", val_per_class), ("test_per_class", test_per_class)):
         if not isinstance(val, int) or val < 1:
@@ -76,6 +80,8 @@ def run(model_name: str, *, out: str, length: int = 200, steps: int = 1000, pret
         raise ValueError(f"pretrain_steps={pretrain_steps!r}: must be an int >= 0")
     torch.manual_seed(seed)
     model = build_classifier(model_name, len(GENERA))  # a bad name fails here, before any data is read
+    device = resolve_device(str(device), "device")
+    model = model.to(device)
     if pretrain_steps and not pretrainable(model):
         raise ValueError(f"pretrain_steps={pretrain_steps}: model {model_name!r} has no language-model backbone")
     task = task or GenusTask(length, root=root)
@@ -89,7 +95,7 @@ def run(model_name: str, *, out: str, length: int = 200, steps: int = 1000, pret
     # grad_max: the largest gradient norm (before clipping) since the last curve point, a divergence diagnostic
     state = {"step": 0, "curve": [], "best_acc": -1.0, "best_step": 0, "best": None, "seconds": 0.0, "grad_max": 0.0}
     if os.path.exists(ckpt):
-        saved = torch.load(ckpt, weights_only=True)
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.load_state_dict(saved.pop("model"))
         opt.load_state_dict(saved.pop("opt"))
         state.update(saved)
@@ -100,7 +106,7 @@ def run(model_name: str, *, out: str, length: int = 200, steps: int = 1000, pret
     model.train()
     for step in range(state["step"], total):
         pre = step < pretrain_steps
-        x, y = task.train_batch(batch, np.random.default_rng([seed, step]))
+        x, y = (t.to(device) for t in task.train_batch(batch, np.random.default_rng([seed, step])))
         phase_step, phase_total = (step, pretrain_steps) if pre else (step - pretrain_steps, steps)
         for g in opt.param_groups:
             g["lr"] = _lr(phase_step, phase_total, lr, max(1, phase_total // 20))
@@ -131,6 +137,7 @@ def run(model_name: str, *, out: str, length: int = 200, steps: int = 1000, pret
     test = scores(predict(model, xte), yte)
     return {"model": model_name, "seed": seed, "pretrain_steps": pretrain_steps, "steps": steps, "batch": batch,
             "lr": lr, "length": length, "params": count_params(model), "threads": torch.get_num_threads(),
+            "device": str(device),
             "train_seconds": round(train_seconds, 1), "best_step": state["best_step"], "val_acc": state["best_acc"],
             "val_n": len(yva), "test": test, "curve": state["curve"], "data": task.describe()}
 
@@ -224,10 +231,15 @@ def main(argv=None):
     ap.add_argument("--report", default=None, metavar="DIR", help="only write DIR/results.md and results.png")
     ap.add_argument("--out", default="runs/genomics")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--device", default="cpu", help="where the models train: cpu, cuda, cuda:1, mps, auto")
     args = ap.parse_args(argv)
     if args.report:
         print(report(args.report))
         return
+    try:
+        device = resolve_device(args.device, "--device")
+    except ValueError as e:
+        ap.error(str(e))
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     try:
         seeds = [int(s) for s in args.seeds.split(",")] if args.all else [args.seed]
@@ -252,7 +264,7 @@ def main(argv=None):
                 continue
             res = run(m, out=args.out, length=args.length, steps=args.steps, pretrain_steps=args.pretrain_steps,
                       batch=args.batch, lr=args.lr, seed=seed, eval_every=args.eval_every,
-                      test_per_class=args.test_per_class, task=task, progress=not args.quiet)
+                      test_per_class=args.test_per_class, task=task, progress=not args.quiet, device=device)
             tmp = path + ".tmp"
             with open(tmp, "w") as f:
                 json.dump(res, f)
