@@ -59,7 +59,8 @@ def test_train_eval_generate_end_to_end(tmp_path, capsys):
     run = str(tmp_path / "run")
     main(["train", "--preset", "tiny", "--out-dir", run, "--quiet", "--set", f"data.corpus={corpus!r}",
           "--set", f"data.data_dir={str(tmp_path / 'd')!r}", "--set", "train.max_steps=4"])
-    main(["eval", "--ckpt", run, "--length", "128", "--piece", "64", "--max-windows", "2", "--device", "cpu"])
+    main(["eval", "--ckpt", run, "--length", "128", "--piece", "64", "--max-windows", "2", "--device", "cpu",
+          "--positions", "2"])
     main(["generate", "--ckpt", run, "--prompt", "the memory", "--max-new-tokens", "8", "--device", "auto"])
     out = capsys.readouterr().out
-    assert '"bpb"' in out and '"device": "' in out and "the memory" in out
+    assert '"bpb"' in out and '"device": "' in out and '"by_position"' in out and "the memory" in out

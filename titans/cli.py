@@ -81,6 +81,8 @@ def cmd_eval(args):
     device = _device(args.device)
     model, cfg, path = _load(args.ckpt, device)
     length = args.length or cfg.data.seq_len
+    if args.positions is not None and not 1 <= args.positions <= length:
+        raise SystemExit(f"--positions {args.positions}: must be between 1 and the window length {length}")
     if args.file:
         tok = get_tokenizer(cfg.data.tokenizer)
         with open(args.file, encoding="utf-8", errors="replace") as f:
@@ -92,7 +94,7 @@ def cmd_eval(args):
                        cfg.data.test_fraction)
         tokens, bpt = data.split(args.split), data.meta["bytes_per_token"]
     res = evaluate_split(model, tokens, length=length, max_windows=args.max_windows, bytes_per_token=bpt,
-                         piece=args.piece or cfg.data.seq_len, device=device)
+                         piece=args.piece or cfg.data.seq_len, device=device, positions=args.positions)
     print(json.dumps({"checkpoint": path, "length": length, "device": str(device), **res}, indent=1))
 
 
@@ -178,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length", type=int, default=None, help="context per window (default: the training length)")
     p.add_argument("--piece", type=int, default=None, help="tokens per forward call (default: training length)")
     p.add_argument("--max-windows", type=int, default=None, help="evaluate at most this many windows")
+    p.add_argument("--positions", type=int, default=None, metavar="N",
+                   help="also the loss of N equal spans of positions (how it moves with the context seen)")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, mps, auto")
     p.set_defaults(fn=cmd_eval)
 

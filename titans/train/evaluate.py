@@ -18,36 +18,61 @@ from ..models.lm import upcast_logits
 
 
 @torch.no_grad()
-def window_nll(model, x: torch.Tensor, y: torch.Tensor, piece: int) -> torch.Tensor:
-    """Summed NLL of ``y`` given ``x`` (both ``[B, L]``), fed ``piece`` tokens at a time. Returns ``[B]``."""
-    state, total = None, torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+def window_nll(model, x: torch.Tensor, y: torch.Tensor, piece: int, per_token: bool = False) -> torch.Tensor:
+    """Summed NLL of ``y`` given ``x`` (both ``[B, L]``), fed ``piece`` tokens at a time. Returns ``[B]`` float64, or
+    with ``per_token`` each token's NLL ``[B, L]`` float64."""
+    state, parts = None, []
+    total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     for s in range(0, x.shape[1], piece):
         out = model(x[:, s:s + piece], state=state)
         state = out.state
         nll = F.cross_entropy(upcast_logits(out.logits).transpose(1, 2), y[:, s:s + piece], reduction="none")
-        total += nll.sum(1).double()
-    return total
+        if per_token:
+            parts.append(nll.double())
+        else:
+            total += nll.sum(1).double()
+    return torch.cat(parts, 1) if per_token else total
 
 
 @torch.no_grad()
 def evaluate_split(model, tokens: np.ndarray, *, length: int, max_windows: int | None = None,
                    bytes_per_token: float = 1.0, piece: int | None = None, batch: int = 8,
-                   device: torch.device | str = "cpu") -> dict:
-    """``{"loss", "ppl", "bpb", "tokens"}`` over windows of ``length`` tokens of ``tokens``."""
+                   device: torch.device | str = "cpu", positions: int | None = None) -> dict:
+    """``{"loss", "ppl", "bpb", "tokens"}`` over windows of ``length`` tokens of ``tokens``. With ``positions=N``
+    also ``"by_position"``: the windows' positions cut into ``N`` equal spans, each span's ``start``, ``end``,
+    ``loss`` and ``bpb`` over every window (how the loss moves with the context a token has seen)."""
+    if positions is not None and not 1 <= positions <= length:
+        raise ValueError(f"positions={positions!r}: must be between 1 and the window length {length}")
     was_training = model.training
     model.eval()
     piece = piece or length
     nll, count = 0.0, 0
+    edges = None if positions is None else [round(i * length / positions) for i in range(positions + 1)]
+    span_nll = torch.zeros(positions or 0, dtype=torch.float64)
+    span_n = 0
     windows = list(eval_windows(tokens, length=length, max_windows=max_windows))
     for i in range(0, len(windows), batch):
         xs, ys = zip(*windows[i:i + batch])
         x, y = torch.cat(xs).to(device), torch.cat(ys).to(device)
-        nll += float(window_nll(model, x, y, piece).sum())
+        if edges is None:
+            nll += float(window_nll(model, x, y, piece).sum())
+        else:
+            per = window_nll(model, x, y, piece, per_token=True).cpu()  # [B, L]
+            nll += float(per.sum())
+            span_nll += torch.stack([per[:, a:b].sum() for a, b in zip(edges, edges[1:])])
+            span_n += per.shape[0]
         count += y.numel()
     model.train(was_training)
     loss = nll / max(count, 1)
-    return {"loss": loss, "ppl": math.exp(min(loss, 50)), "bpb": loss / math.log(2) / bytes_per_token,
-            "tokens": float(count)}
+    out = {"loss": loss, "ppl": math.exp(min(loss, 50)), "bpb": loss / math.log(2) / bytes_per_token,
+           "tokens": float(count)}
+    if edges is not None:
+        spans = []
+        for (a, b), total in zip(zip(edges, edges[1:]), span_nll.tolist()):
+            sl = total / max(1, span_n * (b - a))
+            spans.append({"start": a, "end": b, "loss": sl, "bpb": sl / math.log(2) / bytes_per_token})
+        out["by_position"] = spans
+    return out
 
 
 @torch.no_grad()
