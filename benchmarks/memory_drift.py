@@ -52,6 +52,8 @@ def drift(model, tokens: np.ndarray, piece: int, bytes_per_token: float = 1.0) -
     n = (x.shape[1] - 1) // piece * piece
     marks = {piece * 2 ** i for i in range(64) if piece * 2 ** i <= n} | {n}
     rows, state = [], None
+    with torch.no_grad():
+        w0 = [math.sqrt(sum(float(w.norm()) ** 2 for w in mod.init_params)) for mod in mems]
     try:
         with torch.no_grad():
             for s in range(0, n, piece):
@@ -63,10 +65,9 @@ def drift(model, tokens: np.ndarray, piece: int, bytes_per_token: float = 1.0) -
                 row = {"t": s + piece, "bpb": float(nll) / math.log(2) / bytes_per_token}
                 layer_states = [ls for ls in state.layers if hasattr(ls, "memory")]
                 for i, (mod, ls) in enumerate(zip(mems, layer_states)):
-                    w0 = math.sqrt(sum(float(w.norm()) ** 2 for w in mod.init_params))
                     mem = _memory(ls)
-                    row[f"W{i}"] = math.sqrt(sum(float(w.norm()) ** 2 for w in mem.params)) / w0
-                    row[f"S{i}"] = math.sqrt(sum(float(m.norm()) ** 2 for m in mem.momentum)) / w0
+                    row[f"W{i}"] = math.sqrt(sum(float(w.norm()) ** 2 for w in mem.params)) / w0[i]
+                    row[f"S{i}"] = math.sqrt(sum(float(m.norm()) ** 2 for m in mem.momentum)) / w0[i]
                     row[f"theta{i}"], row[f"eta{i}"], row[f"alpha{i}"] = gates[id(mod)]
                 rows.append(row)
     finally:

@@ -29,7 +29,7 @@ def window_nll(model, x: torch.Tensor, y: torch.Tensor, piece: int, per_token: b
         nll = F.cross_entropy(upcast_logits(out.logits).transpose(1, 2), y[:, s:s + piece], reduction="none")
         if per_token:
             parts.append(nll.double())
-        else:
+        else:  # a running sum, as before per_token existed: the committed tables reproduce to the last bit
             total += nll.sum(1).double()
     return torch.cat(parts, 1) if per_token else total
 
