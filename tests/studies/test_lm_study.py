@@ -36,3 +36,22 @@ def test_long_lengths_evaluate_once_and_extend(tmp_path, capsys):
     assert "@ 2,048 |" in table and "@ 4,096 |" in table
     with pytest.raises(SystemExit):
         main(base + ["--long", "128"])
+
+
+def test_seq_len_keeps_the_step_tokens_and_one_length_per_folder(tmp_path):
+    import json
+
+    from titans.studies.lm import STEP_TOKENS, run_config
+
+    cfg = run_config("swa", 2, str(tmp_path), 0, seq_len=512)
+    assert cfg.data.seq_len == 512 and cfg.train.batch_size * 512 == STEP_TOKENS
+    with pytest.raises(ValueError, match="seq_len=300"):
+        run_config("swa", 2, str(tmp_path), 0, seq_len=300)
+    out = str(tmp_path / "s")
+    main(["--variants", "swa", "--steps", "2", "--eval-windows", "1", "--seq-len", "512", "--out", out])
+    res = json.loads((tmp_path / "s" / "results.json").read_text())["swa"]
+    assert res["seq_len"] == 512 and res["tokens"] == 2 * STEP_TOKENS
+    assert "val bpb @ 512 | val bpb @ 2048 (streamed)" in (tmp_path / "s" / "results.md").read_text()
+    for bad in (["--seq-len", "300"], ["--seq-len", "256"], ["--seq-len", "512", "--long", "512"]):
+        with pytest.raises(SystemExit):  # not a divisor; another length in the same folder; --long not past it
+            main(["--variants", "swa", "--steps", "2", "--eval-windows", "1", "--out", out] + bad)

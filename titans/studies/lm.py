@@ -4,6 +4,8 @@
     titans study lm --variants mac-slowforget,lmm-slowforget      # an ablation of titans.models.ablations
     titans study lm --variants lmm-linear-slowforget,lmm-slowforget,lmm-depth3-slowforget --long 4096,16384
                                                                    # memory depth against length (the paper's Fig. 7)
+    titans study lm --seq-len 1024 --eval-windows 16 --long 16384 --out runs/study_lm_1024
+                                                                   # trained on 4x longer windows, same tokens
 
 Each variant trains into ``<out>/<variant>/`` with ``--resume`` semantics (stop it at any time and run the same
 command again: finished variants are skipped, an interrupted one continues from its last checkpoint), then is
@@ -13,6 +15,10 @@ any ``--long`` lengths (the same number of tokens as at 4x, streamed the same wa
 
 Sizes: MAC at d 128, 2 layers, 4 heads (segment 64, chunk 16, 4 persistent tokens); every other variant gets the
 SwiGLU width that brings it to MAC's parameter count; windows of SWA / MAG / MAL are 64 tokens.
+
+Training length: ``--seq-len`` (default 256) with the batch that keeps every step at ``8 x 256 = 2,048`` tokens
+(1024 -> batch 2), so studies at different lengths see the same tokens in the same number of steps. A study folder
+holds one training length; its results record it.
 """
 
 from __future__ import annotations
@@ -33,8 +39,9 @@ from ..train.checkpoint import load_model_weights
 from ..train.config import DataConfig
 from ..train.plots import plot_runs
 
-SEQ_LEN = 256
+SEQ_LEN = 256  # the default training length
 BATCH = 8
+STEP_TOKENS = BATCH * SEQ_LEN  # every step of every study, whatever its training length
 
 
 def model_config(variant: str) -> ModelConfig:
@@ -55,9 +62,12 @@ def named_config(name: str) -> ModelConfig:
     return ablate(model_config(variant), ablation, name=name)
 
 
-def run_config(variant: str, steps: int, out: str, seed: int) -> RunConfig:
-    return RunConfig(model=named_config(variant), data=DataConfig(corpus="shakespeare", seq_len=SEQ_LEN),
-                     train=TrainConfig(seed=seed, batch_size=BATCH, max_steps=steps, lr=3e-3,
+def run_config(variant: str, steps: int, out: str, seed: int, seq_len: int = SEQ_LEN) -> RunConfig:
+    """The study's run for one variant; ``seq_len`` must divide :data:`STEP_TOKENS` (the batch is the quotient)."""
+    if seq_len <= 0 or STEP_TOKENS % seq_len:
+        raise ValueError(f"seq_len={seq_len}: must divide the {STEP_TOKENS:,} tokens of a step (e.g. 256, 512, 1024)")
+    return RunConfig(model=named_config(variant), data=DataConfig(corpus="shakespeare", seq_len=seq_len),
+                     train=TrainConfig(seed=seed, batch_size=STEP_TOKENS // seq_len, max_steps=steps, lr=3e-3,
                                        warmup_steps=min(50, steps // 10), eval_every=max(1, steps // 10),
                                        eval_batches=4, ckpt_every=max(1, steps // 10), keep_last=1,
                                        log_every=max(1, steps // 100), out_dir=os.path.join(out, variant)))
@@ -65,7 +75,10 @@ def run_config(variant: str, steps: int, out: str, seed: int) -> RunConfig:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description="LM study: all variants, same size, same data, same tokens.")
-    ap.add_argument("--steps", type=int, default=1000, help=f"optimizer steps per variant ({BATCH} x {SEQ_LEN} tokens)")
+    ap.add_argument("--steps", type=int, default=1000,
+                    help=f"optimizer steps per variant ({STEP_TOKENS:,} tokens each)")
+    ap.add_argument("--seq-len", type=int, default=SEQ_LEN,
+                    help=f"training length in bytes (default {SEQ_LEN}); the batch keeps {STEP_TOKENS:,} tokens a step")
     ap.add_argument("--out", default="runs/study_lm")
     ap.add_argument("--variants", default="lmm,mac,mag,mal,swa,transformer",
                     help="comma-separated; a variant may carry an ablation (mac-slowforget, lmm-noconv, ...)")
@@ -78,8 +91,11 @@ def main(argv=None):
         long = sorted({int(x) for x in args.long.split(",") if x.strip()})
     except ValueError:
         ap.error(f"--long {args.long!r}: expected comma-separated lengths in bytes, e.g. 4096,16384")
-    if bad := [n for n in long if n <= SEQ_LEN]:
-        ap.error(f"--long: {bad} must be longer than the training length {SEQ_LEN}")
+    seq_len = args.seq_len
+    if seq_len <= 0 or STEP_TOKENS % seq_len:
+        ap.error(f"--seq-len {seq_len}: must divide the {STEP_TOKENS:,} tokens of a step (e.g. 256, 512, 1024)")
+    if bad := [n for n in long if n <= seq_len]:
+        ap.error(f"--long: {bad} must be longer than the training length {seq_len}")
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     os.makedirs(args.out, exist_ok=True)
     variants = args.variants.split(",")
@@ -94,8 +110,11 @@ def main(argv=None):
     if os.path.exists(res_path):
         with open(res_path) as f:
             results = json.load(f)
+    if mixed := {v: _seq_len(r) for v, r in results.items() if _seq_len(r) != seq_len}:
+        ap.error(f"--seq-len {seq_len}: {args.out} holds variants trained at another length {mixed}; "
+                 "use another --out")
     for v in variants:
-        cfg = run_config(v, args.steps, args.out, args.seed)
+        cfg = run_config(v, args.steps, args.out, args.seed, seq_len)
         done = results.get(v, {})
         missing = [n for n in long if str(n) not in done.get("val_bpb_long", {})]
         if done.get("steps") == args.steps and not missing:
@@ -108,16 +127,17 @@ def main(argv=None):
         load_model_weights(model, load_checkpoint(ckpt)[0], ckpt)
         val = data.split("val")
         if summary is not None:
-            ev1 = evaluate_split(model, val, length=SEQ_LEN, max_windows=4 * args.eval_windows)
-            ev4 = evaluate_split(model, val, length=4 * SEQ_LEN, max_windows=args.eval_windows, piece=SEQ_LEN)
-            done = {"params": count_params(model), "steps": args.steps, "tokens": args.steps * BATCH * SEQ_LEN,
+            ev1 = evaluate_split(model, val, length=seq_len, max_windows=4 * args.eval_windows)
+            ev4 = evaluate_split(model, val, length=4 * seq_len, max_windows=args.eval_windows, piece=seq_len)
+            done = {"params": count_params(model), "steps": args.steps, "tokens": args.steps * STEP_TOKENS,
+                    "seq_len": seq_len,
                     "train_tokens_per_s": summary["tokens_per_s"], "wall_seconds": round(time.time() - t0, 1),
                     "val_bpb_1x": ev1["bpb"], "val_bpb_4x": ev4["bpb"], "config": cfg.model.to_dict()}
         long_bpb = dict(done.get("val_bpb_long", {}))
         for n in missing:
             # As many tokens as at 4x (fewer, longer windows), streamed in training-length pieces.
-            windows = max(1, args.eval_windows * 4 * SEQ_LEN // n)
-            long_bpb[str(n)] = evaluate_split(model, val, length=n, max_windows=windows, piece=SEQ_LEN)["bpb"]
+            windows = max(1, args.eval_windows * 4 * seq_len // n)
+            long_bpb[str(n)] = evaluate_split(model, val, length=n, max_windows=windows, piece=seq_len)["bpb"]
         if long_bpb:
             done["val_bpb_long"] = dict(sorted(long_bpb.items(), key=lambda kv: int(kv[0])))
         results[v] = done
@@ -130,21 +150,29 @@ def main(argv=None):
     print(write_table(args.out, results))
 
 
+def _seq_len(r: dict) -> int:
+    """The training length of a result (results written before ``--seq-len`` existed were trained at 256)."""
+    return r.get("seq_len", SEQ_LEN)
+
+
 def _lengths(r: dict) -> dict[int, float]:
     """A result's validation bpb by evaluation length (bytes)."""
-    return {SEQ_LEN: r["val_bpb_1x"], 4 * SEQ_LEN: r["val_bpb_4x"],
-            **{int(n): b for n, b in r.get("val_bpb_long", {}).items()}}
+    n = _seq_len(r)
+    return {n: r["val_bpb_1x"], 4 * n: r["val_bpb_4x"], **{int(k): b for k, b in r.get("val_bpb_long", {}).items()}}
 
 
 def write_table(out: str, results: dict) -> str:
-    long = sorted({int(n) for r in results.values() for n in r.get("val_bpb_long", {})})
-    lines = ["| variant | params | tokens | train tok/s | val bpb @ 256 | val bpb @ 1024 (streamed) |"
-             + "".join(f" @ {n:,} |" for n in long), "|---|---|---|---|---|---|" + "---|" * len(long)]
+    """``results.md``: one row per variant, validation bpb at every length evaluated (at 4x and past it streamed in
+    training-length pieces)."""
+    seq_len = _seq_len(next(iter(results.values()))) if results else SEQ_LEN
+    rest = sorted({n for r in results.values() for n in _lengths(r)} - {seq_len, 4 * seq_len})
+    lines = [f"| variant | params | tokens | train tok/s | val bpb @ {seq_len} | val bpb @ {4 * seq_len} (streamed) |"
+             + "".join(f" @ {n:,} |" for n in rest), "|---|---|---|---|---|---|" + "---|" * len(rest)]
     for v, r in sorted(results.items(), key=lambda kv: kv[1]["val_bpb_1x"]):
         at = _lengths(r)
         lines.append(f"| {v} | {r['params']:,} | {r['tokens']:,} | {r['train_tokens_per_s']:,.0f} | "
                      f"{r['val_bpb_1x']:.3f} | {r['val_bpb_4x']:.3f} |"
-                     + "".join(f" {at[n]:.3f} |" if n in at else " - |" for n in long))
+                     + "".join(f" {at[n]:.3f} |" if n in at else " - |" for n in rest))
     table = "\n".join(lines)
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(table + "\n")
@@ -163,7 +191,9 @@ def plot_lengths(out: str, results: dict):
         ns = sorted(at)
         ax.plot(ns, [at[n] for n in ns], marker="o", label=v)
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="evaluation length (bytes; trained at 256)", ylabel="validation bits per byte",
+    trained = sorted({_seq_len(r) for r in results.values()})
+    ax.set(xlabel=f"evaluation length (bytes; trained at {', '.join(map(str, trained))})",
+           ylabel="validation bits per byte",
            title="byte-level Shakespeare: bpb against length")
     ax.legend(fontsize=7)
     fig.tight_layout()
