@@ -62,12 +62,17 @@ def named_config(name: str) -> ModelConfig:
     return ablate(model_config(variant), ablation, name=name)
 
 
-def run_config(variant: str, steps: int, out: str, seed: int, seq_len: int = SEQ_LEN) -> RunConfig:
-    """The study's run for one variant; ``seq_len`` must divide :data:`STEP_TOKENS` (the batch is the quotient)."""
+def batch_for(seq_len: int) -> int:
+    """The batch that keeps a step at :data:`STEP_TOKENS` tokens; ``seq_len`` must divide it."""
     if seq_len <= 0 or STEP_TOKENS % seq_len:
         raise ValueError(f"seq_len={seq_len}: must divide the {STEP_TOKENS:,} tokens of a step (e.g. 256, 512, 1024)")
+    return STEP_TOKENS // seq_len
+
+
+def run_config(variant: str, steps: int, out: str, seed: int, seq_len: int = SEQ_LEN) -> RunConfig:
+    """The study's run for one variant at training length ``seq_len`` (batch :func:`batch_for`)."""
     return RunConfig(model=named_config(variant), data=DataConfig(corpus="shakespeare", seq_len=seq_len),
-                     train=TrainConfig(seed=seed, batch_size=STEP_TOKENS // seq_len, max_steps=steps, lr=3e-3,
+                     train=TrainConfig(seed=seed, batch_size=batch_for(seq_len), max_steps=steps, lr=3e-3,
                                        warmup_steps=min(50, steps // 10), eval_every=max(1, steps // 10),
                                        eval_batches=4, ckpt_every=max(1, steps // 10), keep_last=1,
                                        log_every=max(1, steps // 100), out_dir=os.path.join(out, variant)))
@@ -92,8 +97,10 @@ def main(argv=None):
     except ValueError:
         ap.error(f"--long {args.long!r}: expected comma-separated lengths in bytes, e.g. 4096,16384")
     seq_len = args.seq_len
-    if seq_len <= 0 or STEP_TOKENS % seq_len:
-        ap.error(f"--seq-len {seq_len}: must divide the {STEP_TOKENS:,} tokens of a step (e.g. 256, 512, 1024)")
+    try:
+        batch_for(seq_len)
+    except ValueError as e:
+        ap.error(f"--seq-len: {e}")
     if bad := [n for n in long if n <= seq_len]:
         ap.error(f"--long: {bad} must be longer than the training length {seq_len}")
     torch.set_num_threads(min(torch.get_num_threads(), 2))
@@ -191,8 +198,7 @@ def plot_lengths(out: str, results: dict):
         ns = sorted(at)
         ax.plot(ns, [at[n] for n in ns], marker="o", label=v)
     ax.set_xscale("log", base=2)
-    trained = sorted({_seq_len(r) for r in results.values()})
-    ax.set(xlabel=f"evaluation length (bytes; trained at {', '.join(map(str, trained))})",
+    ax.set(xlabel=f"evaluation length (bytes; trained at {_seq_len(next(iter(results.values())))})",
            ylabel="validation bits per byte",
            title="byte-level Shakespeare: bpb against length")
     ax.legend(fontsize=7)
