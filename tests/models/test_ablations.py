@@ -1,6 +1,8 @@
 """Named ablations (``titans.models.ablations``) and the forget gate's initial value: the library default, and the
 value the committed studies pin so that their commands reproduce their tables."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -17,7 +19,7 @@ def test_split_name():
     assert split_name("mac-noconv") == ("mac", "noconv") and split_name("mag") == ("mag", "")
 
 
-@pytest.mark.parametrize("ablation", [a for a in ABLATIONS if a != "nopersist"])
+@pytest.mark.parametrize("ablation", [a for a in ABLATIONS if ABLATIONS[a] is not None])
 def test_memory_ablations_change_the_memory_only(ablation):
     cfg = ModelConfig(variant="mag", vocab_size=16, d_model=32, n_layers=1, n_heads=2,
                       memory=MemoryConfig(alpha_init=STUDY_ALPHA_INIT))  # as the studies' (slowforget: 1e-3)
@@ -36,6 +38,8 @@ def test_ablations_chain():
     assert split_name("lmm-depth3-slowforget") == ("lmm", "depth3-slowforget")
     mac = ablate(ModelConfig(variant="mac", vocab_size=16, d_model=32, n_layers=1, n_heads=2), "nopersist-noconv")
     assert mac.n_persistent == 0 and not mac.memory.conv
+    mag = ablate(ModelConfig(variant="mag", vocab_size=16, d_model=32, n_layers=1, n_heads=2), "sumgate-slowforget")
+    assert mag.memory_gate == "sum" and mag.memory.alpha_init == 1e-3 and mag.n_persistent == 4
     with pytest.raises(ValueError, match="change the same setting twice"):
         ablate(lmm, "linear-depth3")
     with pytest.raises(ValueError, match="change the same setting twice"):
@@ -51,6 +55,8 @@ def test_ablation_errors():
         ablate(lmm, "bogus")
     with pytest.raises(ValueError, match="lmm has no attention"):
         ablate(lmm, "nopersist")
+    with pytest.raises(ValueError, match=r"'mal-sumgate': mal has no gate .*mac, mag only"):
+        ablate(dataclasses.replace(lmm, variant="mal"), "sumgate", name="mal-sumgate")
     with pytest.raises(ValueError, match="model 'tfm': transformer has no neural memory"):
         ablate(ModelConfig(variant="transformer", vocab_size=16, d_model=32, n_layers=1, n_heads=2), "noconv",
                name="tfm")

@@ -25,9 +25,14 @@ def _logits_in_pieces(model, idx, cuts):
     return torch.cat(outs, 1), state
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_causal(variant):
-    model = _model(variant)
+# every variant, and the gated variants with the other gate (ModelConfig.memory_gate)
+CASES = [pytest.param(v, {}, id=v) for v in VARIANTS] + \
+    [pytest.param(v, {"memory_gate": "sum"}, id=f"{v}-sumgate") for v in ("mac", "mag")]
+
+
+@pytest.mark.parametrize("variant,kw", CASES)
+def test_causal(variant, kw):
+    model = _model(variant, **kw)
     idx = torch.randint(0, 256, (2, 70))
     ref = model(idx).logits
     # token 0, inside a chunk (8), at chunk / segment (16) boundaries, past the window (32)
@@ -39,9 +44,9 @@ def test_causal(variant):
         assert not torch.equal(out[:, t], ref[:, t]), t
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_streaming_equals_one_call(variant):
-    model = _model(variant)
+@pytest.mark.parametrize("variant,kw", CASES)
+def test_streaming_equals_one_call(variant, kw):
+    model = _model(variant, **kw)
     T = 100  # 3x the window, 6 MAC segments, 12 memory chunks
     idx = torch.randint(0, 256, (2, T))
     ref = model(idx).logits
@@ -129,7 +134,8 @@ def test_paper_presets_match_their_names(size, variant):
 @pytest.mark.parametrize("kw,match", [({"variant": "rnn"}, "variant"), ({"n_heads": 3}, "n_heads"),
                                       ({"d_model": 0}, "d_model"), ({"memory": {"depth": 0}}, "memory.depth"),
                                       ({"memory": {"activation": "tanh"}}, "memory.activation"),
-                                      ({"n_persistent": -1}, "n_persistent"), ({"attn_impl": "flash"}, "attn_impl")])
+                                      ({"n_persistent": -1}, "n_persistent"), ({"attn_impl": "flash"}, "attn_impl"),
+                                      ({"memory_gate": "tanh"}, "memory_gate='tanh'")])
 def test_bad_config_names_field_and_value(kw, match):
     with pytest.raises(ValueError, match=match):
         ModelConfig(**kw)

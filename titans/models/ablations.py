@@ -9,10 +9,14 @@ import dataclasses
 
 from .config import ModelConfig
 
-# name -> MemoryConfig fields to change (None: no persistent tokens, a ModelConfig field)
+# name -> MemoryConfig fields to change (None: a change of the ModelConfig, in MODEL_ABLATIONS)
 ABLATIONS = {"linear": {"depth": 1}, "noconv": {"conv": False}, "nomomentum": {"momentum": False},
              "noforget": {"forgetting": False}, "slowforget": {"alpha_init": 0.001}, "nopersist": None,
-             "depth3": {"depth": 3}, "depth4": {"depth": 4}}  # deeper memories: the paper's Fig. 7
+             "depth3": {"depth": 3}, "depth4": {"depth": 4},  # deeper memories: the paper's Fig. 7
+             "sumgate": None}
+# name -> (ModelConfig fields to change, the variants that have them)
+MODEL_ABLATIONS = {"nopersist": ({"n_persistent": 0}, ("mac", "mag", "mal")),  # the paper's last Table-5 row
+                   "sumgate": ({"memory_gate": "sum"}, ("mac", "mag"))}  # ours: titans.models.common.MemoryGate
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -33,7 +37,7 @@ def ablate(cfg: ModelConfig, ablation: str, *, name: str | None = None) -> Model
     for a in parts:
         if a not in ABLATIONS:
             raise ValueError(f"model {name!r}: unknown ablation {a!r}; choose from {sorted(ABLATIONS)}")
-    fields = [f for a in parts for f in (ABLATIONS[a] or {"n_persistent": 0})]
+    fields = [f for a in parts for f in (ABLATIONS[a] or MODEL_ABLATIONS[a][0])]
     if len(set(fields)) < len(fields):
         raise ValueError(f"model {name!r}: ablations {parts} change the same setting twice")
     for a in parts:
@@ -42,10 +46,13 @@ def ablate(cfg: ModelConfig, ablation: str, *, name: str | None = None) -> Model
 
 
 def _ablate_one(cfg: ModelConfig, ablation: str, name: str) -> ModelConfig:
-    if ablation == "nopersist":
-        if cfg.variant not in ("mac", "mag", "mal"):
-            raise ValueError(f"model {name!r}: {cfg.variant} has no attention, hence no persistent tokens")
-        return dataclasses.replace(cfg, n_persistent=0)
+    if ablation in MODEL_ABLATIONS:
+        changes, variants = MODEL_ABLATIONS[ablation]
+        if cfg.variant not in variants:
+            what = "no attention, hence no persistent tokens" if ablation == "nopersist" else \
+                "no gate between attention and memory"
+            raise ValueError(f"model {name!r}: {cfg.variant} has {what} (-{ablation}: {', '.join(variants)} only)")
+        return dataclasses.replace(cfg, **changes)
     if cfg.variant in ("transformer", "swa"):
         raise ValueError(f"model {name!r}: {cfg.variant} has no neural memory to ablate")
     return dataclasses.replace(cfg, memory=dataclasses.replace(cfg.memory, **ABLATIONS[ablation]))

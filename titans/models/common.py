@@ -38,12 +38,24 @@ class MemoryGate(nn.Module):
     non-linearity"; which branch the non-linearity acts on is not stated. **Decision**: a sigmoid on the memory
     branch, so that the memory decides how much of the (precise, short-range) attention output passes. Used by
     MAG (Eq. 28) and by MAC's output ``y ⊗ M*(y)`` (Eq. 25).
+
+    ``mode="sum"`` (``ModelConfig.memory_gate``) returns ``RMSNorm_y(y) + RMSNorm_m(m)`` instead: not the paper's
+    ⊗ but an ablation of ours. Through the gate the memory reaches the block's output only as a factor of ``y``
+    (derivative at most a quarter of ``y``'s); the sum gives it a path of its own, as MAL's and the LMM's memory
+    have. Measured on S-NIAH-1 (docs/results.md): MAG learned the pass key with the sum and not with the gate.
+
+    Shapes: ``y``, ``m``: ``[B, T, d_model]`` -> ``[B, T, d_model]``.
     """
 
-    def __init__(self, d_model: int, eps: float = 1e-6):
+    def __init__(self, d_model: int, eps: float = 1e-6, mode: str = "sigmoid"):
         super().__init__()
+        if mode not in ("sigmoid", "sum"):
+            raise ValueError(f"MemoryGate: mode must be 'sigmoid' or 'sum', got {mode!r}")
+        self.mode = mode
         self.norm_y = nn.RMSNorm(d_model, eps=eps)
         self.norm_m = nn.RMSNorm(d_model, eps=eps)
 
     def forward(self, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        if self.mode == "sum":
+            return self.norm_y(y) + self.norm_m(m)
         return self.norm_y(y) * torch.sigmoid(self.norm_m(m))

@@ -54,7 +54,7 @@ class MACBlock(nn.Module):
         self.attn = make_attention(cfg, window=None)
         # The memory writes the attention output; normalized first, as every sublayer input is (pre-norm).
         self.norm_mem = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.gate = MemoryGate(cfg.d_model, cfg.norm_eps)
+        self.gate = MemoryGate(cfg.d_model, cfg.norm_eps, cfg.memory_gate)
         self.norm2 = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.mlp = SwiGLU(cfg.d_model, cfg.ffn_hidden)
 

@@ -22,7 +22,7 @@ class MAGBlock(nn.Module):
         self.norm1 = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.attn = make_attention(cfg, window=cfg.window)
         self.mem = make_memory(cfg)
-        self.gate = MemoryGate(cfg.d_model, cfg.norm_eps)
+        self.gate = MemoryGate(cfg.d_model, cfg.norm_eps, cfg.memory_gate)
         self.norm2 = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.mlp = SwiGLU(cfg.d_model, cfg.ffn_hidden)
 
