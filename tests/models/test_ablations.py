@@ -40,6 +40,10 @@ def test_ablations_chain():
     assert mac.n_persistent == 0 and not mac.memory.conv
     mag = ablate(ModelConfig(variant="mag", vocab_size=16, d_model=32, n_layers=1, n_heads=2), "sumgate-slowforget")
     assert mag.memory_gate == "sum" and mag.memory.alpha_init == 1e-3 and mag.n_persistent == 4
+    mac = ablate(dataclasses.replace(mag, variant="mac", memory_gate="sigmoid"), "inputwrite-sumgate")
+    assert mac.mac_write == "input" and mac.memory_gate == "sum"
+    with pytest.raises(ValueError, match=r"'mag-inputwrite': mag has no such setting \(-inputwrite: mac only\)"):
+        ablate(mag, "inputwrite", name="mag-inputwrite")
     with pytest.raises(ValueError, match="change the same setting twice"):
         ablate(lmm, "linear-depth3")
     with pytest.raises(ValueError, match="change the same setting twice"):

@@ -27,7 +27,8 @@ def _logits_in_pieces(model, idx, cuts):
 
 # every variant, and the gated variants with the other gate (ModelConfig.memory_gate)
 CASES = [pytest.param(v, {}, id=v) for v in VARIANTS] + \
-    [pytest.param(v, {"memory_gate": "sum"}, id=f"{v}-sumgate") for v in ("mac", "mag")]
+    [pytest.param(v, {"memory_gate": "sum"}, id=f"{v}-sumgate") for v in ("mac", "mag")] + \
+    [pytest.param("mac", {"mac_write": "input"}, id="mac-inputwrite")]
 
 
 @pytest.mark.parametrize("variant,kw", CASES)
@@ -135,7 +136,8 @@ def test_paper_presets_match_their_names(size, variant):
                                       ({"d_model": 0}, "d_model"), ({"memory": {"depth": 0}}, "memory.depth"),
                                       ({"memory": {"activation": "tanh"}}, "memory.activation"),
                                       ({"n_persistent": -1}, "n_persistent"), ({"attn_impl": "flash"}, "attn_impl"),
-                                      ({"memory_gate": "tanh"}, "memory_gate='tanh'")])
+                                      ({"memory_gate": "tanh"}, "memory_gate='tanh'"),
+                                      ({"mac_write": "y"}, "mac_write='y'")])
 def test_bad_config_names_field_and_value(kw, match):
     with pytest.raises(ValueError, match=match):
         ModelConfig(**kw)

@@ -13,10 +13,11 @@ from .config import ModelConfig
 ABLATIONS = {"linear": {"depth": 1}, "noconv": {"conv": False}, "nomomentum": {"momentum": False},
              "noforget": {"forgetting": False}, "slowforget": {"alpha_init": 0.001}, "nopersist": None,
              "depth3": {"depth": 3}, "depth4": {"depth": 4},  # deeper memories: the paper's Fig. 7
-             "sumgate": None}
+             "sumgate": None, "inputwrite": None}
 # name -> (ModelConfig fields to change, the variants that have them)
 MODEL_ABLATIONS = {"nopersist": ({"n_persistent": 0}, ("mac", "mag", "mal")),  # the paper's last Table-5 row
-                   "sumgate": ({"memory_gate": "sum"}, ("mac", "mag"))}  # ours: titans.models.common.MemoryGate
+                   "sumgate": ({"memory_gate": "sum"}, ("mac", "mag")),  # ours: titans.models.common.MemoryGate
+                   "inputwrite": ({"mac_write": "input"}, ("mac",))}  # ours: titans.models.mac
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -49,8 +50,8 @@ def _ablate_one(cfg: ModelConfig, ablation: str, name: str) -> ModelConfig:
     if ablation in MODEL_ABLATIONS:
         changes, variants = MODEL_ABLATIONS[ablation]
         if cfg.variant not in variants:
-            what = "no attention, hence no persistent tokens" if ablation == "nopersist" else \
-                "no gate between attention and memory"
+            what = {"nopersist": "no attention, hence no persistent tokens",
+                    "sumgate": "no gate between attention and memory"}.get(ablation, "no such setting")
             raise ValueError(f"model {name!r}: {cfg.variant} has {what} (-{ablation}: {', '.join(variants)} only)")
         return dataclasses.replace(cfg, **changes)
     if cfg.variant in ("transformer", "swa"):

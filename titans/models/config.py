@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field, fields
 from ..layers.memory import ALPHA_INIT
 
 VARIANTS = ("lmm", "mac", "mag", "mal", "transformer", "swa")
-MEMORY_GATES = ("sigmoid", "sum")  # how MAC and MAG combine attention and memory (titans.models.common.MemoryGate)
+MEMORY_GATES = ("sigmoid", "sum")
+MAC_WRITES = ("output", "input")  # what MAC's memory is written with (titans.models.mac)  # how MAC and MAG combine attention and memory (titans.models.common.MemoryGate)
 ACTIVATIONS = ("gelu", "silu", "relu")
 # The forget gate's initial value that the committed studies of docs/results.md (LM, long-context, forecasting,
 # genomics) were trained with; the default has been ALPHA_INIT (1e-3) since (titans/layers/memory.py says why).
@@ -75,6 +76,7 @@ class ModelConfig:
     norm_eps: float = 1e-6
     init_std: float = 0.02
     memory_gate: str = "sigmoid"  # MAC / MAG: "sigmoid" (the paper's y ⊗ m, our reading) | "sum" (ours, an ablation)
+    mac_write: str = "output"  # MAC's memory on the attention output (paper, Eq. 24) | "input" (ours, an ablation)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
 
     def __post_init__(self):
@@ -95,6 +97,7 @@ class ModelConfig:
                self.mlp_hidden, "must be None or an int >= 1")
         _check(self.attn_impl in ("sdpa", "naive"), "attn_impl", self.attn_impl, "must be 'sdpa' or 'naive'")
         _check(self.memory_gate in MEMORY_GATES, "memory_gate", self.memory_gate, f"must be one of {MEMORY_GATES}")
+        _check(self.mac_write in MAC_WRITES, "mac_write", self.mac_write, f"must be one of {MAC_WRITES}")
         _check(self.init_std > 0, "init_std", self.init_std, "must be > 0")
 
     @property

@@ -15,6 +15,13 @@ segment sees the persistent keys, ``h_j`` and ``x_j`` for ``j <= i`` in its segm
 (block-diagonal: the past reaches it through the memory). ``h_j`` and ``x_j`` share position ``j`` for RoPE. The
 memory's query/key/value come from ``y`` through the memory layer's own projections.
 
+``cfg.mac_write="input"`` (ours, an ablation; model name suffix ``-inputwrite``) writes and reads the memory with the
+block's normalized input ``x`` instead of ``y``, in parallel with the attention as MAG's memory is; retrieval ``h``
+and the output gate are unchanged. Why it exists: at initialization the attention outputs of a segment are much
+alike (mean cosine about 0.7 against about 0 for the inputs, study config), so the paper's memory is written with
+little that tells one token from another; on S-NIAH-1 MAC learned nothing with ``y`` and learned the pass key with
+``x`` (docs/results.md).
+
 Streaming state: the memory's state, its weights at the segment start (for retrieval), the segment's keys and
 values so far (at most ``2C``) and the offset inside the segment: bounded, whatever the stream length.
 """
@@ -52,8 +59,10 @@ class MACBlock(nn.Module):
         self.retrieve_out = nn.Linear(H * D, cfg.d_model, bias=False)
         # Full attention inside a segment; segments never see each other (reset of the cache).
         self.attn = make_attention(cfg, window=None)
-        # The memory writes the attention output; normalized first, as every sublayer input is (pre-norm).
-        self.norm_mem = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        # The memory writes the attention output, normalized first as every sublayer input is (pre-norm); or, with
+        # mac_write="input", the block's input, already normalized.
+        self.write_input = cfg.mac_write == "input"
+        self.norm_mem = None if self.write_input else nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.gate = MemoryGate(cfg.d_model, cfg.norm_eps, cfg.memory_gate)
         self.norm2 = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.mlp = SwiGLU(cfg.d_model, cfg.ffn_hidden)
@@ -80,7 +89,7 @@ class MACBlock(nn.Module):
         if cache is not None:
             k, v, kpos = torch.cat([cache.k, k], 1), torch.cat([cache.v, v], 1), torch.cat([cache.pos, kpos])
         y = self.attn.attend(q, positions, k, v, kpos)
-        m, mem_state = self.mem(self.norm_mem(y), mem_state)
+        m, mem_state = self.mem(x if self.write_input else self.norm_mem(y), mem_state)
         offset = (offset + x.shape[1]) % self.segment_len
         return self.gate(y, m), MACState(mem_state, seg_mem, KVCache(k, v, kpos), offset)
 
