@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, field, fields
 from ..layers.memory import ALPHA_INIT
 
 VARIANTS = ("lmm", "mac", "mag", "mal", "transformer", "swa")
-MEMORY_GATES = ("sigmoid", "sum")
-MAC_WRITES = ("output", "input")  # what MAC's memory is written with (titans.models.mac)  # how MAC and MAG combine attention and memory (titans.models.common.MemoryGate)
+MEMORY_GATES = ("sigmoid", "sum")  # how MAC and MAG combine attention and memory (titans.models.common.MemoryGate)
+MAC_WRITES = ("output", "input")  # what MAC's memory is written with (titans.models.mac)
 ACTIVATIONS = ("gelu", "silu", "relu")
 # The forget gate's initial value that the committed studies of docs/results.md (LM, long-context, forecasting,
 # genomics) were trained with; the default has been ALPHA_INIT (1e-3) since (titans/layers/memory.py says why).
