@@ -18,9 +18,10 @@ memory's query/key/value come from ``y`` through the memory layer's own projecti
 ``cfg.mac_write="input"`` (ours, an ablation; model name suffix ``-inputwrite``) writes and reads the memory with the
 block's normalized input ``x`` instead of ``y``, in parallel with the attention as MAG's memory is; retrieval ``h``
 and the output gate are unchanged. Why it exists: at initialization the attention outputs of a segment are much
-alike (mean cosine about 0.7 against about 0 for the inputs, study config), so the paper's memory is written with
-little that tells one token from another; on S-NIAH-1 MAC learned nothing with ``y`` and learned the pass key with
-``x`` (docs/results.md).
+alike (mean cosine 0.85 between two tokens of a segment in the first block, against 0.07 for the inputs, on S-NIAH-1
+instances: benchmarks/mac_write_similarity.py), so the paper's memory is written with little that tells one token
+from another. On S-NIAH-1 MAC learned the pass key with this and ``memory_gate="sum"`` together, and not with either
+alone (docs/results.md).
 
 Streaming state: the memory's state, its weights at the segment start (for retrieval), the segment's keys and
 values so far (at most ``2C``) and the offset inside the segment: bounded, whatever the stream length.
