@@ -23,12 +23,11 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import table, write_results  # noqa: E402
 
+from titans.cli import _load as load_run  # noqa: E402
 from titans.data import get_tokenizer  # noqa: E402
 from titans.data.synthetic.tasks import task_batch  # noqa: E402
-from titans.models import ModelConfig, TitansLM  # noqa: E402
+from titans.models import TitansLM  # noqa: E402
 from titans.studies.longctx import named_model  # noqa: E402
-from titans.train import latest_checkpoint, load_checkpoint  # noqa: E402
-from titans.train.checkpoint import load_model_weights  # noqa: E402
 
 
 def mean_offdiag_cosine(z: torch.Tensor) -> float:
@@ -80,24 +79,20 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                   "mac_write_similarity.json"))
     args = ap.parse_args(argv)
+    cfg = named_model(args.model)
+    if cfg.variant != "mac":
+        raise SystemExit(f"--model {args.model!r}: not a MAC model")
     torch.manual_seed(args.seed)
-    models = [(f"{args.model} (initialization)", TitansLM(named_model(args.model)))]
+    models = [(f"{args.model} (initialization)", TitansLM(cfg))]
     for run in args.ckpt:
-        ckpt = latest_checkpoint(run)
-        if ckpt is None:
-            raise SystemExit(f"--ckpt {run!r}: no checkpoint in that folder")
-        weights, _, config = load_checkpoint(ckpt)
-        model = TitansLM(ModelConfig.from_dict(config["model"]))
+        model = load_run(run)[0]  # the CLI's loader: a run folder's latest checkpoint, or a checkpoint folder
         if model.cfg.variant != "mac":
             raise SystemExit(f"--ckpt {run!r}: a {model.cfg.variant} model, not MAC")
-        load_model_weights(model, weights, ckpt)
         models.append((run.rstrip("/").split("/")[-1] + " (trained)", model))
     idx, _ = task_batch("niah:passkey", seq_len=args.seq_len, batch_size=args.batch, seed=args.seed, step=0,
                         tokenizer=get_tokenizer("byte"))
     rows = []
     for name, model in models:
-        if model.cfg.variant != "mac":
-            raise SystemExit(f"--model {args.model!r}: not a MAC model")
         rows += [{"model": name, **r} for r in write_similarity(model.eval(), idx)]
     print(table(rows, ["model", "block", "cos x (input)", "cos y (attention output)"]))
     write_results(args.out, {"config": {k: v for k, v in vars(args).items() if k != "out"}, "rows": rows})

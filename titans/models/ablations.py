@@ -9,15 +9,15 @@ import dataclasses
 
 from .config import ModelConfig
 
-# name -> MemoryConfig fields to change (None: a change of the ModelConfig, in MODEL_ABLATIONS)
-ABLATIONS = {"linear": {"depth": 1}, "noconv": {"conv": False}, "nomomentum": {"momentum": False},
-             "noforget": {"forgetting": False}, "slowforget": {"alpha_init": 0.001}, "nopersist": None,
-             "depth3": {"depth": 3}, "depth4": {"depth": 4},  # deeper memories: the paper's Fig. 7
-             "sumgate": None, "inputwrite": None}
 # name -> (ModelConfig fields to change, the variants that have them)
 MODEL_ABLATIONS = {"nopersist": ({"n_persistent": 0}, ("mac", "mag", "mal")),  # the paper's last Table-5 row
                    "sumgate": ({"memory_gate": "sum"}, ("mac", "mag")),  # ours: titans.models.common.MemoryGate
                    "inputwrite": ({"mac_write": "input"}, ("mac",))}  # ours: titans.models.mac
+# every name -> MemoryConfig fields to change (None: a change of the ModelConfig, in MODEL_ABLATIONS)
+ABLATIONS = {"linear": {"depth": 1}, "noconv": {"conv": False}, "nomomentum": {"momentum": False},
+             "noforget": {"forgetting": False}, "slowforget": {"alpha_init": 0.001},
+             "depth3": {"depth": 3}, "depth4": {"depth": 4},  # deeper memories: the paper's Fig. 7
+             **dict.fromkeys(MODEL_ABLATIONS)}
 
 
 def split_name(name: str) -> tuple[str, str]:
