@@ -36,6 +36,10 @@ def test_long_lengths_evaluate_once_and_extend(tmp_path, capsys):
     assert "@ 2,048 |" in table and "@ 4,096 |" in table
     with pytest.raises(SystemExit):
         main(base + ["--long", "128"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # another seed in the same folder: not reported as the finished run
+        main(base + ["--long", "2048", "--seed", "1"])
+    assert "train.seed=1337, not 1" in capsys.readouterr().err
 
 
 def test_seq_len_keeps_the_step_tokens_and_one_length_per_folder(tmp_path):

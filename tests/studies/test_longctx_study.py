@@ -33,6 +33,10 @@ def test_niah_study_tiny(tmp_path, capsys):
     assert os.path.exists(os.path.join(out, "accuracy.png"))
     main(argv, which="niah")  # finished: nothing retrains, the same table
     assert capsys.readouterr().out.count("| mac-noconv |") == 2
+    # Another seed into the same folder is another run: an error naming the field, not the old run reused as it.
+    with pytest.raises(SystemExit):
+        main(argv + ["--seed", "1"], which="niah")
+    assert "train.seed=1337, not 1" in capsys.readouterr().err
 
 
 def test_mqar_study_tiny(tmp_path):

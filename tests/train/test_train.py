@@ -74,6 +74,10 @@ def test_resume_rejects_another_model(tmp_path):
     other = _cfg(tmp_path, **{"model.d_model": 32})
     with pytest.raises(ValueError, match="another model config"):
         train(other, resume=True, progress=False)
+    for key, value in (("train.seed", 7), ("data.seq_len", 32), ("train.batch_size", 2)):
+        other = _cfg(tmp_path, **{key: value})  # the same model, another run: not continued as this one
+        with pytest.raises(ValueError, match=rf"{key}=\d+, not {value}"):
+            train(other, resume=True, progress=False)
 
 
 def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path):

@@ -35,7 +35,7 @@ from ..models import STUDY_ALPHA_INIT, MemoryConfig, ModelConfig, TitansLM, coun
 from ..models.ablations import ablate, split_name
 from ..pyplot import pyplot
 from ..train import RunConfig, TrainConfig, evaluate_split, latest_checkpoint, load_checkpoint, train
-from ..train.checkpoint import load_model_weights
+from ..train.checkpoint import check_run_folder, load_model_weights
 from ..train.config import DataConfig
 from ..train.plots import plot_runs
 
@@ -120,6 +120,12 @@ def main(argv=None):
     if mixed := {v: _seq_len(r) for v, r in results.items() if _seq_len(r) != seq_len}:
         ap.error(f"--seq-len {seq_len}: {args.out} holds variants trained at another length {mixed}; "
                  "use another --out")
+    for v in variants:  # a run already in the folder is reused: it must be this one (not another --seed)
+        cfg = run_config(v, args.steps, args.out, args.seed, seq_len)
+        try:
+            check_run_folder(cfg.train.out_dir, cfg.to_dict())
+        except ValueError as e:
+            ap.error(str(e))
     for v in variants:
         cfg = run_config(v, args.steps, args.out, args.seed, seq_len)
         done = results.get(v, {})

@@ -36,7 +36,7 @@ from ..models import TitansLM, count_params
 from ..models.ablations import ABLATIONS
 from ..pyplot import pyplot
 from ..train import RunConfig, TrainConfig, latest_checkpoint, load_checkpoint, train
-from ..train.checkpoint import load_model_weights
+from ..train.checkpoint import check_run_folder, check_same_run, load_model_weights
 from ..train.config import DataConfig
 from .lm import named_config
 
@@ -61,10 +61,17 @@ def run_config(model, task: str, seq_len: int, steps: int, out_dir: str, seed: i
                                        log_every=max(1, steps // 50), out_dir=out_dir))
 
 
+def _niah_run_config(args, name: str) -> RunConfig:
+    return run_config(named_model(name), args.task, args.seq_len, args.steps, os.path.join(args.out, name),
+                      args.seed, args.batch)
+
+
 def trained(cfg: RunConfig):
     """Train (or resume, or skip when finished) and return ``(model, checkpoint path, train summary or None)``."""
     ckpt = latest_checkpoint(cfg.train.out_dir)
     summary = None
+    if ckpt is not None:  # a finished run is reused: it must be this one (not another --seed)
+        check_same_run(load_checkpoint(ckpt)[2], cfg.to_dict(), ckpt)
     if ckpt is None or load_checkpoint(ckpt)[1]["step"] < cfg.train.max_steps:
         summary = train(cfg, resume=True)
         ckpt = latest_checkpoint(cfg.train.out_dir)
@@ -108,8 +115,7 @@ def niah(args):
     results = json.loads(Path(res_path).read_text()) if os.path.exists(res_path) else {}
     for name in args.variants.split(","):
         model_cfg = named_model(name)
-        cfg = run_config(model_cfg, args.task, args.seq_len, args.steps, os.path.join(args.out, name), args.seed,
-                         args.batch)
+        cfg = _niah_run_config(args, name)
         t0 = time.time()
         model, ckpt, summary = trained(cfg)
         entry = results.get(name, {})
@@ -267,7 +273,13 @@ def main(argv=None, which: str = "niah"):
         args.lengths = parse_lengths(args.lengths) if args.lengths else [args.seq_len * m for m in SHORT_MULTIPLES]
         args.long = parse_lengths(args.long) if args.long else []
         for name in args.variants.split(","):
-            named_model(name)  # fail on a bad name before any training
+            # A bad name fails before any training, and so does a run in the folder that is another run (another
+            # --seed or --seq-len): it would be reused as this one.
+            cfg = _niah_run_config(args, name)
+            try:
+                check_run_folder(cfg.train.out_dir, cfg.to_dict())
+            except ValueError as e:
+                ap.error(str(e))
         niah(args)
     else:
         args.eval_pairs = [int(p) for p in args.eval_pairs.split(",")]

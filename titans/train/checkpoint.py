@@ -118,6 +118,33 @@ def load_checkpoint(path: str) -> tuple[dict, dict, dict]:
     return weights, state, config
 
 
+# What makes two runs the same run: resuming (or reusing a finished run) under a config that differs in one of these
+# would continue, or report, another run's weights as this one's. max_steps, stop_at, eval and checkpoint cadence,
+# the device and the output folder may change between invocations.
+SAME_RUN = ("model", "train.seed", "train.batch_size", "train.grad_accum", "data.corpus", "data.tokenizer",
+            "data.seq_len", "data.val_fraction", "data.test_fraction", "data.task", "data.task_loss")
+
+
+def check_same_run(saved: dict, config: dict, path: str = "checkpoint"):
+    """Raise ``ValueError`` naming the field when ``saved`` (a checkpoint's RunConfig dict) is another run than
+    ``config`` (``RunConfig.to_dict()``) in one of ``SAME_RUN``; a field missing from an older checkpoint passes."""
+    for key in SAME_RUN:
+        a, b = saved, config
+        for part in key.split("."):
+            a, b = (a or {}).get(part), (b or {}).get(part)
+        if a is not None and a != b:
+            shown = "another model config" if key == "model" else f"{key}={a!r}, not {b!r}"
+            raise ValueError(f"{path} was trained with {shown}: resume it with its own config, or use another "
+                             f"output folder")
+
+
+def check_run_folder(out_dir: str, config: dict):
+    """``check_same_run`` against the latest checkpoint in ``out_dir``, if any: for commands that reuse a finished
+    run, so that a run of another seed or length in the folder is an error before any work, not a silent reuse."""
+    if ckpt := latest_checkpoint(out_dir):
+        check_same_run(load_checkpoint(ckpt)[2], config, ckpt)
+
+
 def load_model_weights(model: torch.nn.Module, weights: dict, path: str = "checkpoint"):
     """Load weights strictly; a mismatch (another model or config) is a CheckpointError naming the keys."""
     own = model.state_dict()

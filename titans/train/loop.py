@@ -18,7 +18,7 @@ from ..data import get_tokenizer, prepare, train_batch
 from ..data.synthetic.tasks import task_batch
 from ..device import resolve_device
 from ..models import TitansLM, count_params
-from .checkpoint import latest_checkpoint, load_checkpoint, load_model_weights, save_checkpoint
+from .checkpoint import check_same_run, latest_checkpoint, load_checkpoint, load_model_weights, save_checkpoint
 from .config import RunConfig
 from .evaluate import evaluate_split, evaluate_task
 from .parallel import all_reduce_mean, cleanup, init_distributed, wrap
@@ -142,8 +142,7 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> dic
         ckpt = latest_checkpoint(t.out_dir)
         if ckpt is not None:
             weights, state, saved_cfg = load_checkpoint(ckpt)
-            if saved_cfg.get("model") != cfg.model.to_dict():
-                raise ValueError(f"--resume: {ckpt} was trained with another model config")
+            check_same_run(saved_cfg, cfg.to_dict(), f"--resume: {ckpt}")
             load_model_weights(model, weights, ckpt)
             opt.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["rng_cpu"])
