@@ -167,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="starting configuration (niah / babilong / mqar: a synthetic task)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set train.lr=3e-4")
     p.add_argument("--out-dir", default=None, help="run folder (default: the preset's train.out_dir)")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the run folder's latest checkpoint (the same run: another model, seed, "
+                        "batch or data config is an error; max_steps may grow)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_train)
 
