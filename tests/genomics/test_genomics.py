@@ -182,6 +182,8 @@ def test_resume_after_an_interruption_is_the_same_run(tmp_path):
         _run(tmp_path / "b", model="transformer", pretrain_steps=2, task=task)
     assert os.path.exists(tmp_path / "b" / "transformer_s0_pt2.ckpt.pt")
     task.train_batch = real
+    with pytest.raises(ValueError, match=r"trained with \{'batch': 8\}, not \{'batch': 4\}"):  # another run
+        _run(tmp_path / "b", model="transformer", pretrain_steps=2, task=task, batch=4)
     resumed = _run(tmp_path / "b", model="transformer", pretrain_steps=2, task=task)
     assert resumed["curve"] == full["curve"] and resumed["test"] == full["test"]
     assert [c["val_acc"] is None for c in full["curve"]] == [True, False, False, False]
@@ -213,7 +215,7 @@ def test_ablated_variants_change_only_what_they_name():
     assert build_classifier("mag-nopersist", 4).lm.cfg.n_persistent == 0
 
 
-def test_report_and_cli(tmp_path):
+def test_report_and_cli(tmp_path, capsys):
     from titans.cli import main
 
     res = _run(tmp_path)
@@ -223,6 +225,10 @@ def test_report_and_cli(tmp_path):
     assert "| cnn (seed 0) |" in table and "25%" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "results.png").exists()
     main(["genomics", "--report", str(tmp_path)])
+    with pytest.raises(SystemExit):  # a finished run of other settings is not skipped as this one (before the data)
+        main(["genomics", "--model", "cnn", "--steps", "7", "--batch", "8", "--length", "32", "--data-root",
+              str(tmp_path / "none"), "--out", str(tmp_path)])
+    assert "was run with {'steps': 6}, not {'steps': 7}" in capsys.readouterr().err
     with pytest.raises(GenomicsDataError, match="make genomics-data"):
         main(["genomics", "--model", "kmer", "--data-root", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
     with pytest.raises(SystemExit):  # before the data: the folder is missing too

@@ -94,8 +94,12 @@ def run(model_name: str, *, out: str, length: int = 200, steps: int = 1000, pret
     ckpt = os.path.join(out, tag + ".ckpt.pt")
     # grad_max: the largest gradient norm (before clipping) since the last curve point, a divergence diagnostic
     state = {"step": 0, "curve": [], "best_acc": -1.0, "best_step": 0, "best": None, "seconds": 0.0, "grad_max": 0.0}
+    run_args = {"length": length, "batch": batch, "lr": lr}  # what a resumed run must share with this one
     if os.path.exists(ckpt):
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if bad := {k: v for k, v in saved.get("args", {}).items() if run_args.get(k) != v}:
+            raise ValueError(f"{ckpt} was trained with {bad}, not {({k: run_args[k] for k in bad})}: resume it "
+                             "with its own settings, or use another output folder")
         model.load_state_dict(saved.pop("model"))
         opt.load_state_dict(saved.pop("opt"))
         state.update(saved)
@@ -129,7 +133,7 @@ def run(model_name: str, *, out: str, length: int = 200, steps: int = 1000, pret
                              best={k: v.detach().clone() for k, v in model.state_dict().items()})
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", val=f"{acc:.3f}" if acc is not None else "-")
             state.update(step=done, seconds=time.time() - t0)
-            _save({**state, "model": model.state_dict(), "opt": opt.state_dict()}, ckpt)
+            _save({**state, "args": run_args, "model": model.state_dict(), "opt": opt.state_dict()}, ckpt)
     bar.close()
     train_seconds = time.time() - t0
     model.load_state_dict(state["best"])
@@ -254,6 +258,15 @@ def main(argv=None):
     if args.pretrain_steps and args.all:
         models = tuple(m for m in models if m not in ("cnn", "kmer"))
     os.makedirs(args.out, exist_ok=True)
+    want = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "length": args.length}
+    for seed in seeds:  # a finished run is skipped, so it must be this run: another --steps is another folder
+        for m in models:
+            path = os.path.join(args.out, run_name(m, seed, args.pretrain_steps) + ".json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    have = json.load(f)
+                if bad := {k: have[k] for k, v in want.items() if k in have and have[k] != v}:
+                    ap.error(f"{path} was run with {bad}, not {({k: want[k] for k in bad})}: use another --out")
     task = GenusTask(args.length, root=args.data_root)  # before any training: a missing file fails here
     for seed in seeds:
         for m in models:
