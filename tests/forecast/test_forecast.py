@@ -155,3 +155,17 @@ def test_a_bad_device_fails_before_reading_data(tmp_path):
         run(str(tmp_path / "missing.csv"), 24, "dlinear", device="gpu0")
     with pytest.raises(SystemExit):
         main(["--data", str(tmp_path / "missing.csv"), "--device", "gpu0", "--out", str(tmp_path / "o")])
+
+
+def test_all_refuses_finished_runs_of_other_settings(tmp_path, capsys):
+    """--all skips finished runs: one made with other settings is an error before any work, not reused."""
+    import json
+
+    from titans.forecast.run import main
+
+    with open(tmp_path / "vic_elec_96_lmm.json", "w") as f:
+        json.dump({"data": "vic_elec", "horizon": 96, "model": "lmm", "lookback": 96, "seed": 0, "max_epochs": 10,
+                   "max_train_windows": None, "test_mse": 0.1, "test_mae": 0.1}, f)
+    with pytest.raises(SystemExit):
+        main(["--all", "--epochs", "3", "--out", str(tmp_path)])
+    assert "was run with {'max_epochs': 10}, not {'max_epochs': 3}" in capsys.readouterr().err

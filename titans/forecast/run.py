@@ -107,7 +107,7 @@ def run(data: str, horizon: int, model_name: str, *, lookback: int = 96, date_co
         pick = np.linspace(0, len(xte) - 1, 3).round().astype(int)
         preds = model.eval()(torch.from_numpy(xte[pick]).to(device)).cpu().numpy()
     return {"data": data, "horizon": horizon, "model": model_name, "lookback": lookback, "channels": len(cols),
-            "protocol": protocol,
+            "protocol": protocol, "seed": seed, "max_epochs": epochs, "max_train_windows": max_train_windows,
             "params": count_params(model), "epochs": epochs_run, "train_seconds": round(time.time() - t0, 1),
             "threads": torch.get_num_threads(), "device": str(device),
             "val_mse": best if params else score(model, xva, yva, device=device)["mse"],
@@ -208,8 +208,16 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     jobs = ([(d, h, m) for d in PRESETS for h in HORIZONS for m in FORECASTERS] if args.all
             else [(args.data, args.horizon, args.model)])
-    for d, h, m in jobs:
-        path = os.path.join(args.out, f"{os.path.basename(d)}_{h}_{m}.json")
+    want = {"lookback": args.lookback, "seed": args.seed, "max_epochs": args.epochs,
+            "max_train_windows": args.max_train_windows}
+    paths = {job: os.path.join(args.out, f"{os.path.basename(job[0])}_{job[1]}_{job[2]}.json") for job in jobs}
+    for path in paths.values():  # --all skips finished runs, so they must be runs of these settings
+        if args.all and os.path.exists(path):
+            with open(path) as f:
+                have = json.load(f)
+            if bad := {k: have[k] for k, v in want.items() if k in have and have[k] != v}:
+                ap.error(f"{path} was run with {bad}, not {({k: want[k] for k in bad})}: use another --out")
+    for (d, h, m), path in paths.items():
         if args.all and os.path.exists(path):
             continue
         try:
