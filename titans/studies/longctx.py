@@ -69,14 +69,18 @@ def _niah_run_config(args, name: str) -> RunConfig:
 def trained(cfg: RunConfig):
     """Train (or resume, or skip when finished) and return ``(model, checkpoint path, train summary or None)``."""
     ckpt = latest_checkpoint(cfg.train.out_dir)
-    summary = None
+    summary, weights = None, None
     if ckpt is not None:  # a finished run is reused: it must be this one (not another --seed)
-        check_same_run(load_checkpoint(ckpt)[2], cfg.to_dict(), ckpt)
-    if ckpt is None or load_checkpoint(ckpt)[1]["step"] < cfg.train.max_steps:
+        weights, state, saved = load_checkpoint(ckpt)
+        check_same_run(saved, cfg.to_dict(), ckpt)
+        if state["step"] < cfg.train.max_steps:
+            weights = None
+    if weights is None:
         summary = train(cfg, resume=True)
         ckpt = latest_checkpoint(cfg.train.out_dir)
+        weights = load_checkpoint(ckpt)[0]
     model = TitansLM(cfg.model)
-    load_model_weights(model, load_checkpoint(ckpt)[0], ckpt)
+    load_model_weights(model, weights, ckpt)
     return model.eval(), ckpt, summary
 
 
