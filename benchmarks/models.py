@@ -2,6 +2,7 @@
 
     python benchmarks/models.py                              # training table + 1M-token streams (~15 min, 2 cores)
     python benchmarks/models.py --stream-tokens 100000       # shorter streams
+    python benchmarks/models.py --sections decode              # decoding only
     python benchmarks/models.py --out FILE.json
 
 1. Training: one forward+backward+AdamW step on a batch of 1 x ``--context`` tokens at the ``small`` preset widened
@@ -9,6 +10,10 @@
    (best of 2 after a warm-up) and the peak resident memory of the step over the model's, each in its own process.
 2. Streaming: a ``small`` LMM and MAC read ``--stream-tokens`` random tokens in pieces of 1024 (no gradients),
    carrying the state; prints seconds per 1K tokens and resident memory over the first and the last pieces.
+3. Decoding: every ``small`` variant generates ``--decode-tokens`` tokens greedily, one call per token with the carried
+   state, after a prompt of 256; tokens/s (best of 3), with the memory's one-token path (``step.py``, and the
+   convolution's taps) and with the dual form and the convolution kernel for every call (as before that path
+   existed), the two alternating in one process.
 """
 
 from __future__ import annotations
@@ -95,18 +100,46 @@ def _stream(spec: dict) -> dict:
             "trace": rows[:: max(1, len(rows) // 64)]}
 
 
+def _decode(spec: dict) -> dict:
+    import torch
+
+    from titans.layers import conv
+    from titans.models import TitansLM, small
+    from titans.ops.memory import chunk
+
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    model = TitansLM(small(spec["variant"])).eval()
+    prompt = torch.randint(0, 256, (1, 256), generator=torch.Generator().manual_seed(0))
+    modes = {"dual_form": (False, 0), "step": (True, conv.SHORT)}  # (chunk.ONE_TOKEN_STEP, conv.SHORT)
+    times, generated = {m: [] for m in modes}, {}
+    with torch.no_grad():
+        state = model(prompt[:, :-1]).state
+        for rep in range(4):  # alternate the two paths (drift of the machine hits both); the first round warms up
+            for mode, (step, short) in modes.items():
+                chunk.ONE_TOKEN_STEP, conv.SHORT = step, short
+                t0 = time.perf_counter()
+                tokens, _ = model.generate(prompt[:, -1:], spec["tokens"], temperature=0, state=state)
+                if rep:
+                    times[mode].append(time.perf_counter() - t0)
+                generated[mode] = tokens[0, 1:].tolist()
+    return {**spec, **{f"{m}_tokens_per_s": spec["tokens"] / min(t) for m, t in times.items()},
+            "same_tokens": generated["dual_form"] == generated["step"]}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--context", type=int, default=4096, help="training context (tokens)")
     ap.add_argument("--stream-tokens", type=int, default=1_000_000, help="tokens per streaming run")
+    ap.add_argument("--decode-tokens", type=int, default=256, help="tokens generated per decoding run")
     ap.add_argument("--variants", default="lmm,mac,mag,mal,swa,transformer")
-    ap.add_argument("--sections", default="train,stream", help="which sections to run")
+    ap.add_argument("--sections", default="train,stream,decode", help="which sections to run")
     ap.add_argument("--out", default="benchmarks/results/models.json")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         spec = json.loads(args.one)
-        print(json.dumps(_train_step(spec) if spec["task"] == "train" else _stream(spec)))
+        print(json.dumps({"train": _train_step, "stream": _stream, "decode": _decode}[spec["task"]](spec)))
         return
 
     result = {"machine": {"platform": platform.platform(), "threads": THREADS, "cpus": os.cpu_count()}}
@@ -126,12 +159,23 @@ def main():
         print({k: val for k, val in r.items() if k != "trace"}, flush=True)
         streams.append(r)
     result["stream"] = streams
+    decode = result.get("decode", []) if "decode" not in sections else []
+    for v in (args.variants.split(",") if "decode" in sections else []):
+        r = run_isolated(__file__, {"task": "decode", "variant": v, "tokens": args.decode_tokens})
+        row = {k: val for k, val in r.items() if k != "task"}
+        if r.get("step_tokens_per_s"):
+            row["speedup"] = r["step_tokens_per_s"] / r["dual_form_tokens_per_s"]
+        print(row, flush=True)
+        decode.append(row)
+    result["decode"] = decode
 
     print(f"\n## Training step (d 256, 4 layers, 1 x {args.context} tokens, fp32, {THREADS} threads)\n")
     print(table(train, ["variant", "params_m", "tokens_per_s", "peak_mib"]))
     print(f"\n## Streaming {args.stream_tokens:,} tokens (small preset, pieces of 1024, no gradients)\n")
     print(table(streams, ["variant", "tokens", "start_s_per_1k", "end_s_per_1k", "start_rss_mib", "end_rss_mib",
                           "peak_rss_mib", "state_kib"]))
+    print(f"\n## Decoding {args.decode_tokens} tokens after a prompt of 256 (small preset, batch 1, greedy)\n")
+    print(table(decode, ["variant", "dual_form_tokens_per_s", "step_tokens_per_s", "speedup", "same_tokens"]))
     write_results(args.out, result)
 
 

@@ -327,3 +327,76 @@ def test_what_a_saving_forward_keeps_checkpointing_can_drop():
     st = MemoryState(tuple(outs[1:3]), tuple(outs[3:5]), tuple(outs[5:7]), 21 % 8, 8)
     for a, b in zip(_backward(outs[0], st, leaves), ref):
         assert rel_err(a, b) <= 1e-12
+
+
+STEP_CASES = [
+    # (L, chunk, norm+residual, per-layer gates, activation, momentum given)
+    (1, 1, False, False, "gelu", True),
+    (1, 4, True, False, "silu", False),
+    (2, 1, True, True, "gelu", True),
+    (2, 5, True, True, "gelu", True),
+    (2, 3, False, False, "relu", False),
+    (3, 4, True, True, "silu", True),
+    (3, 2, False, True, "gelu", True),
+]
+
+
+@pytest.mark.parametrize("L,chunk,nr,per_layer,act,mom", STEP_CASES,
+                         ids=[f"L{c[0]}-b{c[1]}-{'ln' if c[2] else 'plain'}-{'pl' if c[3] else 'ph'}-{c[4]}"
+                              f"{'' if c[5] else '-nomom'}" for c in STEP_CASES])
+def test_one_token_calls_match_naive(L, chunk, nr, per_layer, act, mom):
+    """Calls of one token (decoding: ``chunk`` runs ``step.memory_step``) give naive's outputs, state and gradients
+    over a whole sequence, from a fresh memory (momentum given or not), mid-chunk and across chunk boundaries."""
+    inp, leaves = make_inputs(T=13, L=L, per_layer=per_layer, norm=nr, residual=nr, momentum=mom, requires_grad=True)
+    o_ref, s_ref = _run("naive", inp, chunk, act)
+    state, outs = inp["params"], []
+    for t in range(13):
+        sl = [inp[x][:, t:t + 1] for x in ("q", "k", "v", "alpha", "eta", "theta")]
+        o, state = memory_update(*sl, state, inp["momentum"] if t == 0 else None, chunk_size=chunk, activation=act,
+                                 norm=inp["norm"], residual=nr, impl="chunk")
+        outs.append(o)
+        assert state.offset == (t + 1) % chunk
+    o_step = torch.cat(outs, 1)
+    assert rel_err(o_step, o_ref) <= TOL
+    for name in ("params", "momentum", "chunk_params"):
+        for x, y in zip(getattr(state, name), getattr(s_ref, name)):
+            assert rel_err(x, y) <= TOL, name
+    for a, b in zip(_backward(o_step, state, leaves), _backward(o_ref, s_ref, leaves)):
+        assert rel_err(a, b) <= TOL
+
+
+def test_one_token_step_is_the_dual_form_of_a_one_token_piece():
+    """``memory_step`` against ``piece_forward`` on a piece of one token, mid-chunk (gradients at G != W)."""
+    from titans.ops.memory.chunk import decay_coefficients
+    from titans.ops.memory.piece import piece_forward
+    from titans.ops.memory.step import memory_step
+
+    from .memory_cases import piece_inputs
+
+    q, k, v, _, G, W, S, norm = piece_inputs(2, 3, 1, 6, 24, resume=True)
+    g = torch.Generator().manual_seed(3)
+    alpha, eta, theta = (torch.rand(2, 3, 2, generator=g, dtype=torch.float64) * s for s in (0.1, 0.9, 0.5))
+    beta, gamma, C, hv, M = decay_coefficients(*(x.permute(2, 0, 1)[..., None] for x in (alpha, eta, theta)))
+    coef = (beta, gamma, C, beta[..., 0], gamma[..., 0], C[..., 0, :1], hv[..., 0], M[..., 0, :1])
+    o_ref, W_ref, S_ref = piece_forward(q, k, v, coef, G, W, S, norm, "gelu", True)
+    o, W1, S1 = memory_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], alpha, eta, theta, G, W, S, norm, "gelu", True)
+    assert rel_err(o, o_ref[:, :, 0]) <= TOL
+    for x, y in zip((*W1, *S1), (*W_ref, *S_ref)):
+        assert rel_err(x, y) <= TOL
+
+
+@pytest.mark.parametrize("act", ["gelu", "silu", "relu"])
+def test_autograd_through_the_dual_form_with_every_activation(act):
+    """``fused_backward=False`` (autograd differentiates the dual form, whose inner gradient already holds
+    ``sigma'``) works for every activation and gives the hand-written backward's gradients."""
+    from titans.ops.memory.chunk import memory_update_chunk
+
+    inp, leaves = make_inputs(T=11, L=2, norm=True, residual=True, requires_grad=True)
+    args = [inp[x] for x in ("q", "k", "v", "alpha", "eta", "theta", "params", "momentum")]
+    grads = []
+    for fused in (True, False):
+        o, st = memory_update_chunk(*args, chunk_size=4, activation=act, norm=inp["norm"], residual=True,
+                                    fused_backward=fused)
+        grads.append(_backward(o, st, leaves))
+    for a, b in zip(*grads):
+        assert rel_err(a, b) <= TOL

@@ -27,9 +27,12 @@ import torch.nn.functional as F
 
 from .common import MemoryState, gates_per_layer
 from .piece import ChunkPiece, piece_backward, piece_forward
+from .step import memory_step
 
 # Tokens whose decay coefficients are built at once (memory O(COEF_GROUP_TOKENS * chunk_size) per head).
 COEF_GROUP_TOKENS = 1024
+# Calls of one token run ``step.memory_step`` (False: the dual form, as any other call; benchmarks/models.py times both).
+ONE_TOKEN_STEP = True
 
 
 def segsum(x: torch.Tensor) -> torch.Tensor:
@@ -95,6 +98,9 @@ def memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum=None, *, ch
     hand-written backward (``piece.py``'s, or any functions of the same signatures). ``save``: with the hand-written
     backward, each piece's forward keeps its intermediates for the backward instead of the backward recomputing
     them (less time, more memory: ``piece.ChunkPiece``).
+
+    A call of one token (decoding) with the default ``piece`` runs :func:`step.memory_step`, the recurrence written
+    directly: the same numbers, a fraction of the operator calls, differentiated by autograd.
     """
     B, T, H, _ = k.shape
     b = chunk_size
@@ -105,6 +111,12 @@ def memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum=None, *, ch
         S = list(momentum) if momentum is not None else [torch.zeros_like(w) for w in W]
         G, offset = list(W), 0
     L = len(W)
+    if T == 1 and ONE_TOKEN_STEP and piece is piece_forward:
+        G = W if offset == 0 else G
+        g1 = [gates_per_layer(g, L, name)[:, 0] for g, name in ((alpha, "alpha"), (eta, "eta"), (theta, "theta"))]
+        o, W, S = memory_step(q[:, 0], k[:, 0], v[:, 0], *g1, G, W, S, norm, activation, residual)
+        offset = (offset + 1) % b
+        return o.unsqueeze(1), MemoryState(tuple(W), tuple(S), tuple(W if offset == 0 else G), offset, b)
     # Gates -> [B, H, L, T]; tokens -> [B, H, T, D].
     gates = [gates_per_layer(g, L, name).permute(0, 2, 3, 1)
              for g, name in ((alpha, "alpha"), (eta, "eta"), (theta, "theta"))]

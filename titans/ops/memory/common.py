@@ -55,11 +55,15 @@ def activation(x: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def activation_backward(g: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
-    """``g * sigma'(x)`` through ATen's fused backward kernels (exact, and themselves differentiable, so autograd can
-    take the outer, second-order gradient through them)."""
+    """``g * sigma'(x)`` through ATen's fused backward kernels (exact, and differentiable, so autograd can take the
+    outer, second-order gradient through them), except SiLU's where a gradient is wanted: ATen has no derivative
+    for ``silu_backward``, so autograd gets ``sigma'`` written out instead."""
     if name == "gelu":
         return torch.ops.aten.gelu_backward(g, x)
     if name == "silu":
+        if torch.is_grad_enabled() and (g.requires_grad or x.requires_grad):
+            s = torch.sigmoid(x)
+            return g * s * (1 + x * (1 - s))
         return torch.ops.aten.silu_backward(g, x)
     return torch.ops.aten.threshold_backward(g, x, 0)
 
