@@ -64,3 +64,10 @@ def test_train_eval_generate_end_to_end(tmp_path, capsys):
     main(["generate", "--ckpt", run, "--prompt", "the memory", "--max-new-tokens", "8", "--device", "auto"])
     out = capsys.readouterr().out
     assert '"bpb"' in out and '"device": "' in out and '"by_position"' in out and "the memory" in out
+
+
+@pytest.mark.parametrize("flag,value", [("--temperature", "-1"), ("--top-k", "0"), ("--max-new-tokens", "-3")])
+def test_bad_sampling_options_fail_before_loading(flag, value):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--ckpt", "no-such-run", flag, value])
+    assert f"{flag}={float(value) if flag == '--temperature' else int(value)}" in str(e.value.code)

@@ -103,6 +103,11 @@ def cmd_generate(args):
 
     from .data import get_tokenizer
 
+    for flag, bad in (("--max-new-tokens", args.max_new_tokens < 0), ("--temperature", not args.temperature >= 0),
+                      ("--top-k", args.top_k is not None and args.top_k < 1)):
+        if bad:
+            value = getattr(args, flag[2:].replace("-", "_"))
+            raise SystemExit(f"{flag}={value}: must be >= {1 if flag == '--top-k' else 0}")
     device = _device(args.device)
     model, cfg, _ = _load(args.ckpt, device)
     tok = get_tokenizer(cfg.data.tokenizer)
@@ -188,12 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("generate", help="sample text from a checkpoint")
-    p.add_argument("--ckpt", required=True)
-    p.add_argument("--prompt", default="\n")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ckpt", required=True, help="a run folder or one of its checkpoints/step_NNNNNN folders")
+    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to sample after the prompt")
+    p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 is greedy")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens only")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, mps, auto")
     p.set_defaults(fn=cmd_generate)
 

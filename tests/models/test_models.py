@@ -122,6 +122,15 @@ def test_generate_reuses_the_state_and_matches_greedy_recompute():
     assert torch.equal(tokens, seq)
 
 
+@pytest.mark.parametrize("kw,match", [(dict(temperature=-0.5), "temperature"), (dict(top_k=0), "top_k"),
+                                      (dict(max_new_tokens=-1), "max_new_tokens")])
+def test_generate_names_a_bad_sampling_option(kw, match):
+    model = _model("lmm")
+    args = {"max_new_tokens": 4, **kw}
+    with pytest.raises(ValueError, match=match):
+        model.generate(torch.randint(0, 256, (1, 5)), args.pop("max_new_tokens"), **args)
+
+
 @pytest.mark.parametrize("size", ["170M", "340M", "760M", "1.3B"])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_paper_presets_match_their_names(size, variant):

@@ -153,6 +153,10 @@ class TitansLM(nn.Module):
         (the prefix is never recomputed). ``temperature=0`` is greedy. Returns ``(tokens [B, T + new], state)``."""
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens={max_new_tokens}: must be >= 0")
+        if not temperature >= 0:
+            raise ValueError(f"temperature={temperature}: must be >= 0 (0 is greedy)")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k={top_k}: must be >= 1 or None (no cut)")
         out = self(idx, state=state)
         state, logits = out.state, out.logits[:, -1]
         new = []

@@ -31,7 +31,7 @@ from .step import memory_step
 
 # Tokens whose decay coefficients are built at once (memory O(COEF_GROUP_TOKENS * chunk_size) per head).
 COEF_GROUP_TOKENS = 1024
-# Calls of one token run ``step.memory_step`` (False: the dual form, as any other call; benchmarks/models.py times both).
+# Calls of one token run ``step.memory_step`` (False: the dual form like any call; benchmarks/models.py times both).
 ONE_TOKEN_STEP = True
 
 
