@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import LN_EPS, activation, activation_backward
+from .common import LN_EPS, activation, activation_backward, memory_forward
 
 
 def memory_step(q, k, v, alpha, eta, theta, G, W, S, norm, act, residual):
@@ -67,17 +67,6 @@ def memory_step(q, k, v, alpha, eta, theta, G, W, S, norm, act, residual):
         W_new[l] = torch.addcmul(S_new[l], W[l], keep[:, :, l, None, None])
         if l > 0:
             delta = activation_backward(delta @ G[l].mT, zs[l - 1], act)
-    return _read(q.unsqueeze(-2), W_new, norm, act, residual).squeeze(-2), W_new, S_new
+    o = memory_forward(q.unsqueeze(-2), W_new, activation_name=act, norm=norm, residual=residual)
+    return o.squeeze(-2), W_new, S_new
 
-
-def _read(x, W, norm, act, residual):
-    """``M_W(x)`` for ``x [B, H, 1, Dk]``, with the fused LayerNorm (``common.memory_forward``'s numbers)."""
-    h = x
-    for l, w in enumerate(W):
-        h = h @ w
-        if l < len(W) - 1:
-            h = activation(h, act)
-    if norm is not None:
-        h = torch.addcmul(norm[1][:, None, :], torch.native_layer_norm(h, h.shape[-1:], None, None, LN_EPS)[0],
-                          norm[0][:, None, :])
-    return x + h if residual else h
