@@ -13,7 +13,8 @@
 3. Decoding: every ``small`` variant generates ``--decode-tokens`` tokens greedily, one call per token with the carried
    state, after a prompt of 256; tokens/s (best of 3), with the memory's one-token path (``step.py``, and the
    convolution's taps) and with the dual form and the convolution kernel for every call (as before that path
-   existed), the two alternating in one process.
+   existed), the two alternating in one process; and the operator calls (ATen, views included) of one token's forward
+   through each.
 """
 
 from __future__ import annotations
@@ -123,7 +124,15 @@ def _decode(spec: dict) -> dict:
                 if rep:
                     times[mode].append(time.perf_counter() - t0)
                 generated[mode] = tokens[0, 1:].tolist()
+        calls = {}
+        for mode, (step, short) in modes.items():  # operator calls of one token's forward, views included
+            chunk.ONE_TOKEN_STEP, conv.SHORT = step, short
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                model(prompt[:, -1:], state=state)
+            calls[mode] = sum(1 for ev in prof.events() if ev.name.startswith("aten::") and not (
+                ev.cpu_parent is not None and ev.cpu_parent.name.startswith("aten::")))
     return {**spec, **{f"{m}_tokens_per_s": spec["tokens"] / min(t) for m, t in times.items()},
+            **{f"{m}_calls_per_token": c for m, c in calls.items()},
             "same_tokens": generated["dual_form"] == generated["step"]}
 
 
@@ -175,7 +184,8 @@ def main():
     print(table(streams, ["variant", "tokens", "start_s_per_1k", "end_s_per_1k", "start_rss_mib", "end_rss_mib",
                           "peak_rss_mib", "state_kib"]))
     print(f"\n## Decoding {args.decode_tokens} tokens after a prompt of 256 (small preset, batch 1, greedy)\n")
-    print(table(decode, ["variant", "dual_form_tokens_per_s", "step_tokens_per_s", "speedup", "same_tokens"]))
+    print(table(decode, ["variant", "dual_form_tokens_per_s", "step_tokens_per_s", "speedup",
+                         "dual_form_calls_per_token", "step_calls_per_token", "same_tokens"]))
     write_results(args.out, result)
 
 
