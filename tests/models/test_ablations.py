@@ -42,12 +42,15 @@ def test_ablations_chain():
     assert mag.memory_gate == "sum" and mag.memory.alpha_init == 1e-3 and mag.n_persistent == 4
     mac = ablate(dataclasses.replace(mag, variant="mac", memory_gate="sigmoid"), "inputwrite-sumgate")
     assert mac.mac_write == "input" and mac.memory_gate == "sum"
+    assert ablate(dataclasses.replace(mag, memory_gate="sigmoid"), "gatesum").memory_gate == "gatesum"
     with pytest.raises(ValueError, match=r"'mag-inputwrite': mag has no such setting \(-inputwrite: mac only\)"):
         ablate(mag, "inputwrite", name="mag-inputwrite")
     with pytest.raises(ValueError, match="change the same setting twice"):
         ablate(lmm, "linear-depth3")
     with pytest.raises(ValueError, match="change the same setting twice"):
         ablate(lmm, "noconv-noconv")
+    with pytest.raises(ValueError, match="change the same setting twice"):
+        ablate(mag, "sumgate-gatesum")
     with pytest.raises(ValueError, match="model 'lmm-depth3-bogus': unknown ablation 'bogus'"):
         ablate(lmm, "depth3-bogus", name="lmm-depth3-bogus")
 
@@ -76,3 +79,22 @@ def test_forget_gate_default_and_the_studies_pin():
     assert backbone_config("mac").memory.alpha_init == STUDY_ALPHA_INIT
     mem = MemoryForecaster(32, 8, 2, d_model=32, n_heads=2).mems[0]
     assert torch.sigmoid(mem.gates.bias[2 * g:].detach()).sub(STUDY_ALPHA_INIT).abs().max() < 1e-8
+
+
+def test_the_gates_combine_attention_and_memory_as_documented():
+    from titans.models.common import MemoryGate
+
+    torch.manual_seed(0)
+    y, m = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    gates = {mode: MemoryGate(8, mode=mode) for mode in ("sigmoid", "sum", "gatesum")}
+    with torch.no_grad():
+        gates["sigmoid"].norm_y.weight.uniform_(0.5, 1.5)
+        gates["sigmoid"].norm_m.weight.uniform_(0.5, 1.5)
+    for g in gates.values():
+        g.load_state_dict(gates["sigmoid"].state_dict())
+    ny, nm = gates["sigmoid"].norm_y(y), gates["sigmoid"].norm_m(m)
+    assert torch.allclose(gates["sigmoid"](y, m), ny * torch.sigmoid(nm))
+    assert torch.allclose(gates["sum"](y, m), ny + nm)
+    assert torch.allclose(gates["gatesum"](y, m), ny * torch.sigmoid(nm) + nm)
+    with pytest.raises(ValueError, match="'tanh'"):
+        MemoryGate(8, mode="tanh")

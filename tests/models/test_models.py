@@ -25,9 +25,9 @@ def _logits_in_pieces(model, idx, cuts):
     return torch.cat(outs, 1), state
 
 
-# every variant, and the gated variants with the other gate (ModelConfig.memory_gate)
+# every variant, and the gated variants with the other gates (ModelConfig.memory_gate)
 CASES = [pytest.param(v, {}, id=v) for v in VARIANTS] + \
-    [pytest.param(v, {"memory_gate": "sum"}, id=f"{v}-sumgate") for v in ("mac", "mag")] + \
+    [pytest.param(v, {"memory_gate": g}, id=f"{v}-{g}") for v in ("mac", "mag") for g in ("sum", "gatesum")] + \
     [pytest.param("mac", {"mac_write": "input"}, id="mac-inputwrite")]
 
 

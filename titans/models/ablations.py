@@ -12,6 +12,7 @@ from .config import ModelConfig
 # name -> (ModelConfig fields to change, the variants that have them)
 MODEL_ABLATIONS = {"nopersist": ({"n_persistent": 0}, ("mac", "mag", "mal")),  # the paper's last Table-5 row
                    "sumgate": ({"memory_gate": "sum"}, ("mac", "mag")),  # ours: titans.models.common.MemoryGate
+                   "gatesum": ({"memory_gate": "gatesum"}, ("mac", "mag")),  # ours: the gate plus the sum's path
                    "inputwrite": ({"mac_write": "input"}, ("mac",))}  # ours: titans.models.mac
 # every name -> MemoryConfig fields to change (None: a change of the ModelConfig, in MODEL_ABLATIONS)
 ABLATIONS = {"linear": {"depth": 1}, "noconv": {"conv": False}, "nomomentum": {"momentum": False},
@@ -51,7 +52,8 @@ def _ablate_one(cfg: ModelConfig, ablation: str, name: str) -> ModelConfig:
         changes, variants = MODEL_ABLATIONS[ablation]
         if cfg.variant not in variants:
             what = {"nopersist": "no attention, hence no persistent tokens",
-                    "sumgate": "no gate between attention and memory"}.get(ablation, "no such setting")
+                    "sumgate": "no gate between attention and memory",
+                    "gatesum": "no gate between attention and memory"}.get(ablation, "no such setting")
             raise ValueError(f"model {name!r}: {cfg.variant} has {what} (-{ablation}: {', '.join(variants)} only)")
         return dataclasses.replace(cfg, **changes)
     if cfg.variant in ("transformer", "swa"):

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from ..layers.memory import ALPHA_INIT
 
 VARIANTS = ("lmm", "mac", "mag", "mal", "transformer", "swa")
-MEMORY_GATES = ("sigmoid", "sum")  # how MAC and MAG combine attention and memory (titans.models.common.MemoryGate)
+MEMORY_GATES = ("sigmoid", "sum", "gatesum")  # how MAC and MAG mix attention and memory (models.common.MemoryGate)
 MAC_WRITES = ("output", "input")  # what MAC's memory is written with (titans.models.mac)
 ACTIVATIONS = ("gelu", "silu", "relu")
 # The forget gate's initial value that the committed studies of docs/results.md (LM, long-context, forecasting,
@@ -75,7 +75,7 @@ class ModelConfig:
     tie_embeddings: bool = False
     norm_eps: float = 1e-6
     init_std: float = 0.02
-    memory_gate: str = "sigmoid"  # MAC / MAG: "sigmoid" (the paper's y ⊗ m, our reading) | "sum" (ours, an ablation)
+    memory_gate: str = "sigmoid"  # MAC / MAG: "sigmoid" (the paper's y ⊗ m, our reading) | "sum" | "gatesum" (ours)
     mac_write: str = "output"  # MAC's memory on the attention output (paper, Eq. 24) | "input" (ours, an ablation)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
 

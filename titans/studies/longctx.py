@@ -12,8 +12,9 @@ mode at 1x-16x the training length (5 depths) and, for every model with a consta
 ``transformer``), at 64K tokens. Ablations (the paper's Table 5) are a variant with one part removed: ``lmm-linear``
 (memory depth 1), ``lmm-noconv``, ``lmm-nomomentum``, ``lmm-noforget`` (alpha = 0), ``lmm-slowforget`` (the
 forget gate starts at 1e-3 instead of 1e-2), ``mac-nopersist`` (no persistent tokens; only the attention variants
-have them); and ours: ``mag-sumgate`` (attention and memory summed, not gated), ``mac-inputwrite`` (MAC's memory
-written with the block input, not the attention output); they chain (``mac-inputwrite-sumgate-slowforget``).
+have them); and ours: ``mag-sumgate`` (attention and memory summed, not gated), ``mag-gatesum`` (gated, plus the
+sum's direct memory path), ``mac-inputwrite`` (MAC's memory written with the block input, not the attention output);
+they chain (``mac-inputwrite-sumgate-slowforget``).
 Each model trains into ``<out>/<name>/`` with ``--resume`` semantics and the evaluations are resumable, so the
 command can be stopped and run again at any time; ``<out>/results.json``, ``results.md`` and ``accuracy.png`` are
 rewritten after each model. Memory against length is measured in a fresh process (the training in this one sets the
