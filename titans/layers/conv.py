@@ -37,7 +37,7 @@ class CausalDepthwiseConv1d(nn.Module):
             cache = x.new_zeros(B, K - 1, C)
         xx = torch.cat([cache, x], dim=1)  # [B, K-1+T, C]
         if T <= SHORT:
-            # Decoding: a few taps as products beat the convolution kernel's setup (~150 us a call on a CPU).
+            # Decoding: a few taps as products beat the convolution kernel's fixed cost per call.
             w = self.weight[:, 0]  # [C, K]
             y = torch.addcmul(self.bias, xx[:, :T], w[:, 0])
             for i in range(1, K):

@@ -2,8 +2,8 @@
 
 Generating text writes one token per call. The dual form then does the work of a whole chunk for a single row:
 the decay coefficients (logs, segment sums, exponentials), the coefficient slices, the query path through
-``beta W + gamma S`` and the intra-chunk terms: about 200 small operator calls per call, each costing more in
-dispatch than in arithmetic. For one token the recurrence of SPEC §1.2 is shorter written directly, forming the
+``beta W + gamma S`` and the intra-chunk terms, in small operator calls that cost more in dispatch than in
+arithmetic. For one token the recurrence of SPEC §1.2 is shorter written directly, forming the
 new weights (which the state carries anyway):
 
     u   = grad_W ||M_W(k) - v||^2 at W = G        (rank one per layer: a_{l-1}^T delta_l, README §3)
