@@ -52,8 +52,8 @@ def _ablate_one(cfg: ModelConfig, ablation: str, name: str) -> ModelConfig:
         changes, variants = MODEL_ABLATIONS[ablation]
         if cfg.variant not in variants:
             what = {"nopersist": "no attention, hence no persistent tokens",
-                    "sumgate": "no gate between attention and memory",
-                    "gatesum": "no gate between attention and memory"}.get(ablation, "no such setting")
+                    **dict.fromkeys(("sumgate", "gatesum"), "no gate between attention and memory")
+                    }.get(ablation, "no such setting")
             raise ValueError(f"model {name!r}: {cfg.variant} has {what} (-{ablation}: {', '.join(variants)} only)")
         return dataclasses.replace(cfg, **changes)
     if cfg.variant in ("transformer", "swa"):

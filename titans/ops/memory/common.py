@@ -100,6 +100,19 @@ def layer_norm_backward(g: torch.Tensor, xhat: torch.Tensor, rstd: torch.Tensor,
     return rstd * (gh - gh.mean(-1, keepdim=True) - xhat * (gh * xhat).mean(-1, keepdim=True))
 
 
+def mlp_activations(x: torch.Tensor, params, activation_name: str):
+    """Rows ``x [B, H, n, Dk]`` through the memory MLP ``params`` (before any norm or residual), keeping what its
+    inner gradient needs: ``(a, zs)``, each layer's input ``a_l`` and pre-activation ``z_l`` (lists of L tensors
+    ``[B, H, n, d]``; ``zs[-1]`` is the MLP's output)."""
+    a, zs, h = [x], [], x
+    for l, w in enumerate(params):
+        zs.append(h @ w)
+        if l < len(params) - 1:
+            h = activation(zs[-1], activation_name)
+            a.append(h)
+    return a, zs
+
+
 def memory_forward(x: torch.Tensor, params, *, activation_name: str = "gelu", norm=None, residual: bool = False):
     """``M_W(x)``: the memory network applied to rows of ``x`` (no weight update).
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from .common import activation, activation_backward, activation_grad2, layer_norm, layer_norm_backward
+from .common import activation, activation_backward, activation_grad2, layer_norm, layer_norm_backward, mlp_activations
 
 
 def _scaled_mm(s, x, w):
@@ -42,14 +42,8 @@ def piece_forward(q, k, v, coef, G, W, S, norm, act, residual, keep=False, state
     beta, gamma, C, beta_n, gamma_n, c_n, h_n, m_n = coef
     L = len(W)
     # Keys through the memory at G, and the per-token errors delta_l (inner gradient = a_l^T delta_l).
-    a, zs, ts = [k], [], [None] * L
-    h = k
-    for l in range(L):
-        z = h @ G[l]
-        zs.append(z)
-        if l < L - 1:
-            h = activation(z, act)
-            a.append(h)
+    a, zs = mlp_activations(k, G, act)
+    z, ts = zs[-1], [None] * L
     xhat_k = r_k = None
     if norm is not None:
         y, xhat_k, r_k = layer_norm(z, *norm)

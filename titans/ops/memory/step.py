@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import LN_EPS, activation, activation_backward, memory_forward
+from .common import LN_EPS, activation_backward, memory_forward, mlp_activations
 
 
 def memory_step(q, k, v, alpha, eta, theta, G, W, S, norm, act, residual):
@@ -40,14 +40,8 @@ def memory_step(q, k, v, alpha, eta, theta, G, W, S, norm, act, residual):
     # fused LayerNorm forward and backward and addcmul for the weight-sized updates.
     L = len(W)
     # The key through the memory at G, keeping each layer's input a_l and pre-activation z_l.
-    h = k.unsqueeze(-2)  # [B, H, 1, Dk]
-    a, zs = [h], []
-    for l in range(L):
-        z = h @ G[l]
-        zs.append(z)
-        if l < L - 1:
-            h = activation(z, act)
-            a.append(h)
+    a, zs = mlp_activations(k.unsqueeze(-2), G, act)  # a[0]: [B, H, 1, Dk]
+    z = zs[-1]
     target = v.unsqueeze(-2) - a[0] if residual else v.unsqueeze(-2)
     if norm is not None:
         w = norm[0][:, None, :]  # [H, 1, Dv]
