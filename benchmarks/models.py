@@ -3,6 +3,7 @@
     python benchmarks/models.py                              # training table + 1M-token streams (~15 min, 2 cores)
     python benchmarks/models.py --stream-tokens 100000       # shorter streams
     python benchmarks/models.py --sections decode              # decoding only
+    python benchmarks/models.py --sections save --variants lmm,mac,mag,mal   # the memory's save_intermediates
     python benchmarks/models.py --out FILE.json
 
 1. Training: one forward+backward+AdamW step on a batch of 1 x ``--context`` tokens at the ``small`` preset widened
@@ -15,6 +16,9 @@
    convolution's taps) and with the dual form and the convolution kernel for every call (as before that path
    existed), the two alternating in one process; and the operator calls (ATen, views included) of one token's forward
    through each.
+4. ``save_intermediates``: the training step of section 1 for the memory variants with the memory's pieces
+   recomputing their intermediates in the backward (the default) and keeping them from the forward, each in its own
+   process, the two alternating twice (best tokens/s of each, lowest peak).
 """
 
 from __future__ import annotations
@@ -32,10 +36,13 @@ from _common import reset_peak, rss_kib, run_isolated, table, write_results  # n
 THREADS = 2
 
 
-def _config(variant: str, context: int):
+def _config(variant: str, context: int, save: bool = False):
+    from dataclasses import replace
+
     from titans.models import small
 
-    return small(variant, d_model=256, n_layers=4, n_heads=4, window=512, segment_len=512)
+    cfg = small(variant, d_model=256, n_layers=4, n_heads=4, window=512, segment_len=512)
+    return replace(cfg, memory=replace(cfg.memory, save_intermediates=save))
 
 
 def _train_step(spec: dict) -> dict:
@@ -45,7 +52,7 @@ def _train_step(spec: dict) -> dict:
 
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
-    model = TitansLM(_config(spec["variant"], spec["context"]))
+    model = TitansLM(_config(spec["variant"], spec["context"], spec.get("save", False)))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     idx = torch.randint(0, 256, (1, spec["context"] + 1))
 
@@ -177,6 +184,22 @@ def main():
         print(row, flush=True)
         decode.append(row)
     result["decode"] = decode
+    saves = result.get("save", []) if "save" not in sections else []
+    for v in (args.variants.split(",") if "save" in sections else []):
+        runs = {False: [], True: []}
+        for _ in range(2):  # alternate the two modes: drift of the machine hits both
+            for save in runs:
+                runs[save].append(run_isolated(__file__, {"task": "train", "variant": v, "context": args.context,
+                                                          "save": save}))
+        row = {"variant": v, "context": args.context}
+        for save, name in ((False, "recompute"), (True, "save")):
+            row[f"{name}_tokens_per_s"] = max(r["tokens_per_s"] for r in runs[save])
+            row[f"{name}_peak_mib"] = min(r["peak_mib"] for r in runs[save])
+        row["speedup"] = row["save_tokens_per_s"] / row["recompute_tokens_per_s"]
+        row["peak_ratio"] = row["save_peak_mib"] / row["recompute_peak_mib"]
+        print(row, flush=True)
+        saves.append(row)
+    result["save"] = saves
 
     print(f"\n## Training step (d 256, 4 layers, 1 x {args.context} tokens, fp32, {THREADS} threads)\n")
     print(table(train, ["variant", "params_m", "tokens_per_s", "peak_mib"]))
@@ -186,6 +209,9 @@ def main():
     print(f"\n## Decoding {args.decode_tokens} tokens after a prompt of 256 (small preset, batch 1, greedy)\n")
     print(table(decode, ["variant", "dual_form_tokens_per_s", "step_tokens_per_s", "speedup",
                          "dual_form_calls_per_token", "step_calls_per_token", "same_tokens"]))
+    print(f"\n## Training step with the memory's save_intermediates (as the training table, {THREADS} threads)\n")
+    print(table(saves, ["variant", "recompute_tokens_per_s", "save_tokens_per_s", "speedup", "recompute_peak_mib",
+                        "save_peak_mib", "peak_ratio"]))
     write_results(args.out, result)
 
 

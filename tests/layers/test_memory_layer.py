@@ -62,9 +62,12 @@ def test_causal(name):
         assert not torch.equal(y2[:, t], y[:, t]), t
 
 
-def test_naive_and_chunk_layers_agree_with_gradients():
+@pytest.mark.parametrize("save", [False, True])
+def test_naive_and_chunk_layers_agree_with_gradients(save):
+    """``chunk`` (recomputing each piece in the backward, or keeping its intermediates) against ``naive``."""
     torch.manual_seed(0)
     mem = _layer()
+    mem.save_intermediates = save
     x = torch.randn(2, 11, 24, dtype=torch.float64, requires_grad=True)
     y_c, _ = mem(x)
     g_c = torch.autograd.grad(y_c.square().sum(), [x, *mem.parameters()])
@@ -112,3 +115,12 @@ def test_alpha_init_sets_the_initial_forget_gate_and_is_validated():
         NeuralMemory(32, 2, alpha_init=1.0)
     with pytest.raises(ValueError, match="memory.alpha_init"):
         MemoryConfig(alpha_init=0.0)
+
+
+def test_save_intermediates_is_validated():
+    from titans.models import MemoryConfig
+
+    with pytest.raises(TypeError, match="save_intermediates"):
+        NeuralMemory(32, 2, save_intermediates=1)
+    with pytest.raises(ValueError, match="memory.save_intermediates"):
+        MemoryConfig(save_intermediates="yes")

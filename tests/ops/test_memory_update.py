@@ -212,17 +212,19 @@ def test_float32_agrees_with_float64():
         (lambda d: d.update(act="tanh"), "activation"),
         (lambda d: d.update(impl="fast"), "impl"),
         (lambda d: d.update(norm=(torch.ones(3, 6, dtype=torch.float64),) * 2), "norm weight"),
+        (lambda d: d.update(save="yes"), "save: expected a bool"),
     ],
-    ids=["q-shape", "v-dtype", "alpha-T", "theta-L", "params-depth", "params-din", "chunk", "act", "impl", "norm"],
+    ids=["q-shape", "v-dtype", "alpha-T", "theta-L", "params-depth", "params-din", "chunk", "act", "impl", "norm",
+         "save"],
 )
 def test_bad_input_is_named(change, match):
     inp, _ = make_inputs(T=6, L=2)
-    d = dict(inp, chunk=4, act="gelu", impl="chunk")
+    d = dict(inp, chunk=4, act="gelu", impl="chunk", save=False)
     change(d)
     with pytest.raises((ValueError, TypeError), match=match):
         memory_update(d["q"], d["k"], d["v"], d["alpha"], d["eta"], d["theta"], d["params"], d["momentum"],
                       chunk_size=d["chunk"], activation=d["act"], norm=d["norm"], residual=d["residual"],
-                      impl=d["impl"])
+                      impl=d["impl"], save=d["save"])
 
 
 def test_continuation_rejects_other_chunk_size_and_momentum():
@@ -255,16 +257,14 @@ def test_fused_backward_matches_autograd_of_the_same_forward(L, nr):
 def test_a_forward_that_keeps_its_intermediates_gives_the_same_gradients(L, nr):
     """``save=True`` (``ChunkPiece`` keeps the forward's intermediates instead of recomputing them): the same outputs,
     state and gradients as the recomputing backward, resuming mid-chunk included."""
-    from titans.ops.memory.chunk import memory_update_chunk
-
     inp, leaves = make_inputs(T=21, L=L, norm=nr, residual=nr, requires_grad=True)
     args = [inp[x] for x in ("q", "k", "v", "alpha", "eta", "theta", "params", "momentum")]
     results = []
     for save in (False, True):
-        o1, st = memory_update_chunk(*[a[:, :5] if i < 6 else a for i, a in enumerate(args)], chunk_size=8,
-                                     norm=inp["norm"], residual=nr, save=save)
-        o2, st = memory_update_chunk(*[a[:, 5:] for a in args[:6]], st, chunk_size=8, norm=inp["norm"],
-                                     residual=nr, save=save)
+        o1, st = memory_update(*[a[:, :5] if i < 6 else a for i, a in enumerate(args)], chunk_size=8,
+                               norm=inp["norm"], residual=nr, save=save)
+        o2, st = memory_update(*[a[:, 5:] for a in args[:6]], st, chunk_size=8, norm=inp["norm"], residual=nr,
+                               save=save)
         results.append((torch.cat([o1, o2], 1), st.params, _backward(torch.cat([o1, o2], 1), st, leaves)))
     (o_a, w_a, g_a), (o_b, w_b, g_b) = results
     assert torch.equal(o_a, o_b) and all(torch.equal(x, y) for x, y in zip(w_a, w_b))

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from titans.train import CheckpointError, apply_overrides, latest_checkpoint, load_checkpoint, train
+from titans.train.checkpoint import check_same_run
 from titans.train.config import preset_tiny
 
 from ..text_corpus import write_corpus
@@ -53,6 +54,28 @@ def test_resume_is_bit_identical(tmp_path):
     assert _losses(full.train.out_dir, "val") == _losses(part.train.out_dir, "val")
 
 
+def test_resume_under_another_way_of_computing(tmp_path):
+    """``HOW_NOT_WHAT`` fields (here the memory's ``save_intermediates``) may change on resume: the same run, and
+    keeping the pieces' intermediates instead of recomputing them gives the same losses bit for bit."""
+    full = _cfg(tmp_path, **{"train.log_every": 1, "train.out_dir": str(tmp_path / "full")})
+    train(full, progress=False)
+    part = _cfg(tmp_path, **{"train.log_every": 1, "train.out_dir": str(tmp_path / "part"), "train.stop_at": 10})
+    train(part, progress=False)
+    part = _cfg(tmp_path, **{"train.log_every": 1, "train.out_dir": str(tmp_path / "part"),
+                             "model.memory.save_intermediates": True})
+    train(part, resume=True, progress=False)
+    assert _losses(full.train.out_dir) == _losses(part.train.out_dir)
+
+
+def test_same_run_check_names_the_field():
+    saved = {"model": {"d_model": 64, "memory": {"depth": 2, "impl": "chunk"}}, "train": {"seed": 1}}
+    ok = {"model": {"d_model": 64, "memory": {"depth": 2, "impl": "triton", "alpha_init": 1e-3}}, "train": {"seed": 1}}
+    check_same_run(saved, ok)  # another impl, and a field the saved config predates: the same run
+    bad = {"model": {"d_model": 64, "memory": {"depth": 3, "impl": "chunk"}}, "train": {"seed": 1}}
+    with pytest.raises(ValueError, match=r"model\.memory\.depth=2, not 3"):
+        check_same_run(saved, bad)
+
+
 def test_truncated_or_mismatched_checkpoint_is_rejected(tmp_path):
     cfg = _cfg(tmp_path, **{"train.stop_at": 10})
     train(cfg, progress=False)
@@ -72,7 +95,7 @@ def test_resume_rejects_another_model(tmp_path):
     cfg = _cfg(tmp_path, **{"train.stop_at": 10})
     train(cfg, progress=False)
     other = _cfg(tmp_path, **{"model.d_model": 32})
-    with pytest.raises(ValueError, match="another model config"):
+    with pytest.raises(ValueError, match=r"model\.d_model=\d+, not 32"):
         train(other, resume=True, progress=False)
     for key, value in (("train.seed", 7), ("data.seq_len", 32), ("train.batch_size", 2)):
         other = _cfg(tmp_path, **{key: value})  # the same model, another run: not continued as this one

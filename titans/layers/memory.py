@@ -82,6 +82,9 @@ class NeuralMemory(nn.Module):
         alpha_init (float): the forget gate's value at initialization, per token. Default: 0.001.
         impl (str): memory op implementation, naive | chunk | triton (falls back to chunk where the kernel
             cannot run). Default: chunk.
+        save_intermediates (bool): with ``impl="chunk"``, keep each chunk's intermediates for the backward instead
+            of recomputing them (``memory_update``'s ``save``): faster training, more activation memory, the same
+            numbers. Default: False.
     Shapes:
         ``x``: ``[B, T, d_model]`` -> ``y``: ``[B, T, d_model]``, plus the :class:`NeuralMemoryState` to continue from.
     """
@@ -90,7 +93,7 @@ class NeuralMemory(nn.Module):
                  activation: str = "gelu", residual: bool = True, layer_norm: bool = True, chunk_size: int = 16,
                  conv: bool = True, conv_kernel: int = 4, momentum: bool = True, forgetting: bool = True,
                  per_layer_gates: bool | None = None, chunk_gates: bool = False, theta_max: float = 0.1,
-                 alpha_init: float = ALPHA_INIT, impl: str = "chunk"):
+                 alpha_init: float = ALPHA_INIT, impl: str = "chunk", save_intermediates: bool = False):
         super().__init__()
         for name, val in (("d_model", d_model), ("n_heads", n_heads), ("depth", depth), ("expansion", expansion),
                           ("chunk_size", chunk_size), ("conv_kernel", conv_kernel)):
@@ -104,6 +107,9 @@ class NeuralMemory(nn.Module):
             raise ValueError(f"NeuralMemory: activation must be gelu|silu|relu, got {activation!r}")
         if impl not in ("naive", "chunk", "triton"):
             raise ValueError(f"NeuralMemory: impl must be naive|chunk|triton, got {impl!r}")
+        if not isinstance(save_intermediates, bool):
+            raise TypeError(f"NeuralMemory: save_intermediates must be a bool, got {save_intermediates!r}")
+        self.save_intermediates = save_intermediates
         if theta_max <= 0:
             raise ValueError(f"NeuralMemory: theta_max must be > 0, got {theta_max!r}")
         if not 0 < alpha_init < 1:
@@ -194,6 +200,7 @@ class NeuralMemory(nn.Module):
         mem = state.memory if state is not None else self.initial_state(B)
         norm = None if self.mem_norm_weight is None else (self.mem_norm_weight, self.mem_norm_bias)
         o, mem = memory_update(q, k, v, alpha, eta, theta, mem, chunk_size=self.chunk_size, activation=self.activation,
-                               norm=norm, residual=self.residual, impl=self.impl)
+                               norm=norm, residual=self.residual, impl=self.impl,
+                               save=self.save_intermediates)
         y = self.out_norm(o).reshape(B, T, H * D) * F.silu(self.gate_proj(x))
         return self.out_proj(y), NeuralMemoryState(mem, conv_cache, gate_cache)

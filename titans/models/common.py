@@ -23,7 +23,8 @@ def make_memory(cfg: ModelConfig) -> NeuralMemory:
     return NeuralMemory(cfg.d_model, m.heads or cfg.n_heads, depth=m.depth, expansion=m.expansion,
                         activation=m.activation, residual=m.residual, layer_norm=m.layer_norm, chunk_size=m.chunk_size,
                         conv=m.conv, momentum=m.momentum, forgetting=m.forgetting, per_layer_gates=m.per_layer_gates,
-                        chunk_gates=m.chunk_gates, theta_max=m.theta_max, alpha_init=m.alpha_init, impl=m.impl)
+                        chunk_gates=m.chunk_gates, theta_max=m.theta_max, alpha_init=m.alpha_init, impl=m.impl,
+                        save_intermediates=m.save_intermediates)
 
 
 def make_attention(cfg: ModelConfig, *, window: int | None, persistent: bool = True) -> Attention:

@@ -43,6 +43,7 @@ class MemoryConfig:
     chunk_gates: bool = False  # gates constant within a chunk (from its first token)
     theta_max: float = 0.1  # ceiling of the inner learning rate (hidden memory layers: divided by fan-in)
     impl: str = "chunk"  # memory op: "chunk" | "naive" | "triton" (GPU kernel; falls back to chunk)
+    save_intermediates: bool = False  # chunk: keep each chunk's intermediates for the backward (faster, more memory)
 
     def __post_init__(self):
         for name in ("depth", "expansion", "chunk_size"):
@@ -55,6 +56,8 @@ class MemoryConfig:
         _check(0 < self.alpha_init < 1, "memory.alpha_init", self.alpha_init, "must be in (0, 1)")
         _check(self.impl in ("chunk", "naive", "triton"), "memory.impl", self.impl,
                "must be 'chunk', 'naive' or 'triton'")
+        _check(isinstance(self.save_intermediates, bool), "memory.save_intermediates", self.save_intermediates,
+               "must be a bool")
 
 
 @dataclass(kw_only=True)

@@ -123,19 +123,35 @@ def load_checkpoint(path: str) -> tuple[dict, dict, dict]:
 # the device and the output folder may change between invocations.
 SAME_RUN = ("model", "train.seed", "train.batch_size", "train.grad_accum", "data.corpus", "data.tokenizer",
             "data.seq_len", "data.val_fraction", "data.test_fraction", "data.task", "data.task_loss")
+# Fields of the model that choose how it is computed, not what it computes (the implementations agree to the dtype's
+# tolerance): a run may resume under another one, e.g. trained with impl="chunk" on a CPU, resumed with "triton".
+HOW_NOT_WHAT = ("model.memory.impl", "model.memory.save_intermediates", "model.attn_impl")
+
+
+def _first_difference(a, b, key: str):
+    """The first dotted key under ``key`` where ``a`` (saved) differs from ``b``, or None; keys missing from ``a``
+    (an older checkpoint, before the field existed) and ``HOW_NOT_WHAT`` pass."""
+    if a is None or key in HOW_NOT_WHAT:
+        return None
+    if isinstance(a, dict) and isinstance(b, dict):
+        return next((d for k in a if (d := _first_difference(a[k], b.get(k), f"{key}.{k}"))), None)
+    return None if a == b else key
 
 
 def check_same_run(saved: dict, config: dict, path: str = "checkpoint"):
     """Raise ``ValueError`` naming the field when ``saved`` (a checkpoint's RunConfig dict) is another run than
-    ``config`` (``RunConfig.to_dict()``) in one of ``SAME_RUN``; a field missing from an older checkpoint passes."""
+    ``config`` (``RunConfig.to_dict()``) in one of ``SAME_RUN``; a field missing from an older checkpoint passes, and
+    so does one of ``HOW_NOT_WHAT``."""
     for key in SAME_RUN:
         a, b = saved, config
         for part in key.split("."):
             a, b = (a or {}).get(part), (b or {}).get(part)
-        if a is not None and a != b:
-            shown = "another model config" if key == "model" else f"{key}={a!r}, not {b!r}"
-            raise ValueError(f"{path} was trained with {shown}: resume it with its own config, or use another "
-                             f"output folder")
+        if (diff := _first_difference(a, b, key)) is not None:
+            x, y = saved, config
+            for part in diff.split("."):
+                x, y = (x or {}).get(part), (y or {}).get(part)
+            raise ValueError(f"{path} was trained with {diff}={x!r}, not {y!r}: resume it with its own config, or use "
+                             f"another output folder")
 
 
 def check_run_folder(out_dir: str, config: dict):

@@ -26,7 +26,8 @@ _IMPLS = {"naive": memory_update_naive, "chunk": memory_update_chunk, "triton": 
 
 
 def memory_update(q, k, v, alpha, eta, theta, params, momentum=None, *, chunk_size: int = 16,
-                  activation: str = "gelu", norm=None, residual: bool = False, impl: str = "chunk"):
+                  activation: str = "gelu", norm=None, residual: bool = False, impl: str = "chunk",
+                  save: bool = False):
     """Write tokens into the memory by gradient descent with momentum and forgetting, and read it after each write.
 
     Per token t of a chunk that starts at token s (SPEC §1.2)::
@@ -53,13 +54,21 @@ def memory_update(q, k, v, alpha, eta, theta, params, momentum=None, *, chunk_si
         residual (bool): ``M_W(x) = x + ...`` (needs Dk = Dv). Default: False.
         impl (str): ``"naive"`` (per-token reference), ``"chunk"`` (dual form) or ``"triton"`` (the chunk form with a
             fused Triton forward per piece; falls back to ``"chunk"`` with a logged warning). Default: chunk.
+        save (bool): with ``impl="chunk"`` and gradients, each chunk's forward keeps its intermediates (the memory
+            MLP's activations at the chunk-start weights and at the updated weights) for the backward instead of the
+            backward recomputing them: the same numbers, less time, more activation memory (``benchmarks/models.py
+            --sections save``). Ignored by ``naive`` (autograd keeps everything) and ``triton`` (its kernel
+            configuration decides). Default: False.
 
     Returns:
         ``(o, state)``: ``o`` ``[B, T, H, Dv]`` and the :class:`MemoryState` after the last token.
     """
     check_inputs(q, k, v, alpha, eta, theta, params, momentum, chunk_size, activation, norm, residual, impl)
+    if not isinstance(save, bool):
+        raise TypeError(f"save: expected a bool, got {save!r}")
+    extra = {"save": save} if impl == "chunk" else {}
     return _IMPLS[impl](q, k, v, alpha, eta, theta, params, momentum, chunk_size=chunk_size, activation=activation,
-                        norm=norm, residual=residual)
+                        norm=norm, residual=residual, **extra)
 
 
 def memory_retrieve(q, params, *, activation: str = "gelu", norm=None, residual: bool = False):
