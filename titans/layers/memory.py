@@ -83,8 +83,8 @@ class NeuralMemory(nn.Module):
         impl (str): memory op implementation, naive | chunk | triton (falls back to chunk where the kernel
             cannot run). Default: chunk.
         save_intermediates (bool): with ``impl="chunk"``, keep each chunk's intermediates for the backward instead
-            of recomputing them (``memory_update``'s ``save``): faster training, more activation memory, the same
-            numbers. Default: False.
+            of recomputing them (``memory_update``'s ``save``): the same numbers, more activation memory, and on
+            CPU no reliable speed-up (``docs/benchmarks.md``). Default: False.
     Shapes:
         ``x``: ``[B, T, d_model]`` -> ``y``: ``[B, T, d_model]``, plus the :class:`NeuralMemoryState` to continue from.
     """
@@ -109,12 +109,11 @@ class NeuralMemory(nn.Module):
             raise ValueError(f"NeuralMemory: impl must be naive|chunk|triton, got {impl!r}")
         if not isinstance(save_intermediates, bool):
             raise TypeError(f"NeuralMemory: save_intermediates must be a bool, got {save_intermediates!r}")
-        self.save_intermediates = save_intermediates
         if theta_max <= 0:
             raise ValueError(f"NeuralMemory: theta_max must be > 0, got {theta_max!r}")
         if not 0 < alpha_init < 1:
             raise ValueError(f"NeuralMemory: alpha_init must be in (0, 1), got {alpha_init!r}")
-        self.alpha_init = alpha_init
+        self.alpha_init, self.save_intermediates = alpha_init, save_intermediates
         self.n_heads, self.head_dim, self.depth = n_heads, head_dim, depth
         self.activation, self.residual, self.chunk_size, self.impl = activation, residual, chunk_size, impl
         self.momentum, self.forgetting, self.chunk_gates, self.theta_max = momentum, forgetting, chunk_gates, theta_max
@@ -200,7 +199,6 @@ class NeuralMemory(nn.Module):
         mem = state.memory if state is not None else self.initial_state(B)
         norm = None if self.mem_norm_weight is None else (self.mem_norm_weight, self.mem_norm_bias)
         o, mem = memory_update(q, k, v, alpha, eta, theta, mem, chunk_size=self.chunk_size, activation=self.activation,
-                               norm=norm, residual=self.residual, impl=self.impl,
-                               save=self.save_intermediates)
+                               norm=norm, residual=self.residual, impl=self.impl, save=self.save_intermediates)
         y = self.out_norm(o).reshape(B, T, H * D) * F.silu(self.gate_proj(x))
         return self.out_proj(y), NeuralMemoryState(mem, conv_cache, gate_cache)

@@ -43,7 +43,7 @@ class MemoryConfig:
     chunk_gates: bool = False  # gates constant within a chunk (from its first token)
     theta_max: float = 0.1  # ceiling of the inner learning rate (hidden memory layers: divided by fan-in)
     impl: str = "chunk"  # memory op: "chunk" | "naive" | "triton" (GPU kernel; falls back to chunk)
-    save_intermediates: bool = False  # chunk: keep each chunk's intermediates for the backward (faster, more memory)
+    save_intermediates: bool = False  # chunk: keep each chunk's intermediates for the backward (more memory)
 
     def __post_init__(self):
         for name in ("depth", "expansion", "chunk_size"):

@@ -128,6 +128,13 @@ SAME_RUN = ("model", "train.seed", "train.batch_size", "train.grad_accum", "data
 HOW_NOT_WHAT = ("model.memory.impl", "model.memory.save_intermediates", "model.attn_impl")
 
 
+def _at(d: dict, key: str):
+    """The value at a dotted ``key`` of nested dicts, or None where a level is missing."""
+    for part in key.split("."):
+        d = (d or {}).get(part)
+    return d
+
+
 def _first_difference(a, b, key: str):
     """The first dotted key under ``key`` where ``a`` (saved) differs from ``b``, or None; keys missing from ``a``
     (an older checkpoint, before the field existed) and ``HOW_NOT_WHAT`` pass."""
@@ -143,15 +150,9 @@ def check_same_run(saved: dict, config: dict, path: str = "checkpoint"):
     ``config`` (``RunConfig.to_dict()``) in one of ``SAME_RUN``; a field missing from an older checkpoint passes, and
     so does one of ``HOW_NOT_WHAT``."""
     for key in SAME_RUN:
-        a, b = saved, config
-        for part in key.split("."):
-            a, b = (a or {}).get(part), (b or {}).get(part)
-        if (diff := _first_difference(a, b, key)) is not None:
-            x, y = saved, config
-            for part in diff.split("."):
-                x, y = (x or {}).get(part), (y or {}).get(part)
-            raise ValueError(f"{path} was trained with {diff}={x!r}, not {y!r}: resume it with its own config, or use "
-                             f"another output folder")
+        if (diff := _first_difference(_at(saved, key), _at(config, key), key)) is not None:
+            raise ValueError(f"{path} was trained with {diff}={_at(saved, diff)!r}, not {_at(config, diff)!r}: resume "
+                             f"it with its own config, or use another output folder")
 
 
 def check_run_folder(out_dir: str, config: dict):

@@ -56,9 +56,9 @@ def memory_update(q, k, v, alpha, eta, theta, params, momentum=None, *, chunk_si
             fused Triton forward per piece; falls back to ``"chunk"`` with a logged warning). Default: chunk.
         save (bool): with ``impl="chunk"`` and gradients, each chunk's forward keeps its intermediates (the memory
             MLP's activations at the chunk-start weights and at the updated weights) for the backward instead of the
-            backward recomputing them: the same numbers, less time, more activation memory (``benchmarks/models.py
-            --sections save``). Ignored by ``naive`` (autograd keeps everything) and ``triton`` (its kernel
-            configuration decides). Default: False.
+            backward recomputing them: the same numbers, more activation memory, less work in the backward (on CPU
+            no reliable speed-up of a training step: ``benchmarks/models.py --sections save``). Ignored by
+            ``naive`` (autograd keeps everything) and ``triton`` (its kernel configuration decides). Default: False.
 
     Returns:
         ``(o, state)``: ``o`` ``[B, T, H, Dv]`` and the :class:`MemoryState` after the last token.
