@@ -5,6 +5,7 @@
     python benchmarks/models.py --sections decode              # decoding only
     python benchmarks/models.py --sections save --variants lmm,mac,mag,mal   # the memory's save_intermediates
     python benchmarks/models.py --out FILE.json
+    python benchmarks/models.py --threads 1 --sections save --variants lmm --out FILE.json   # one thread a process
 
 1. Training: one forward+backward+AdamW step on a batch of 1 x ``--context`` tokens at the ``small`` preset widened
    to d 256 / 4 layers (every variant at the same width and depth; attention window 512, MAC segment 512), tokens/s
@@ -18,7 +19,8 @@
    through each.
 4. ``save_intermediates``: the training step of section 1 for the memory variants with the memory's pieces
    recomputing their intermediates in the backward (the default) and keeping them from the forward, each in its own
-   process, the two alternating twice (best tokens/s of each, lowest peak).
+   process, the two alternating twice (best tokens/s of each, lowest peak); then one profiled step of each: the
+   share of the step spent in the memory op (forward and backward) and its backward's seconds.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def _train_step(spec: dict) -> dict:
 
     from titans.models import TitansLM, count_params
 
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(spec.get("threads", THREADS))
     torch.manual_seed(0)
     model = TitansLM(_config(spec["variant"], spec["context"], spec.get("save", False)))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -71,8 +73,35 @@ def _train_step(spec: dict) -> dict:
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
+    shares = _memory_share(step) if spec.get("profile") else {}
     return {**spec, "params_m": count_params(model) / 1e6, "tokens_per_s": spec["context"] / min(times),
-            "peak_mib": peak}
+            "peak_mib": peak, **shares}
+
+
+def _memory_share(step) -> dict:
+    """One more step under ``torch.profiler``: its wall time and the CPU time of the memory op inside it, forward
+    (every ``memory_update`` call of the layers) and backward (the ``ChunkPiece`` nodes), in seconds."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    import titans.layers.memory as layer
+
+    op = layer.memory_update
+
+    def timed(*args, **kw):
+        with record_function("memory_update"):
+            return op(*args, **kw)
+
+    layer.memory_update = timed
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
+            step()
+            wall = time.perf_counter() - t0
+    finally:
+        layer.memory_update = op
+    cpu = {e.key: e.cpu_time_total / 1e6 for e in prof.key_averages()}
+    return {"profiled_step_s": wall, "memory_fwd_s": cpu.get("memory_update", 0.0),
+            "memory_bwd_s": cpu.get("ChunkPieceBackward", 0.0)}
 
 
 def _stream(spec: dict) -> dict:
@@ -80,7 +109,7 @@ def _stream(spec: dict) -> dict:
 
     from titans.models import TitansLM, small, state_nbytes
 
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(spec.get("threads", THREADS))
     torch.manual_seed(0)
     model = TitansLM(small(spec["variant"])).eval()
     piece, total = 1024, spec["tokens"]
@@ -115,7 +144,7 @@ def _decode(spec: dict) -> dict:
     from titans.models import TitansLM, small
     from titans.ops.memory import chunk
 
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(spec.get("threads", THREADS))
     torch.manual_seed(0)
     model = TitansLM(small(spec["variant"])).eval()
     prompt = torch.randint(0, 256, (1, 256), generator=torch.Generator().manual_seed(0))
@@ -150,6 +179,7 @@ def main():
     ap.add_argument("--decode-tokens", type=int, default=256, help="tokens generated per decoding run")
     ap.add_argument("--variants", default="lmm,mac,mag,mal,swa,transformer")
     ap.add_argument("--sections", default="train,stream,decode", help="which sections to run")
+    ap.add_argument("--threads", type=int, default=THREADS, help="intra-op threads of each measured process")
     ap.add_argument("--out", default="benchmarks/results/models.json")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -158,26 +188,28 @@ def main():
         print(json.dumps({"train": _train_step, "stream": _stream, "decode": _decode}[spec["task"]](spec)))
         return
 
-    result = {"machine": {"platform": platform.platform(), "threads": THREADS, "cpus": os.cpu_count()}}
+    result = {"machine": {"platform": platform.platform(), "threads": args.threads, "cpus": os.cpu_count()}}
     if os.path.exists(args.out):  # keep the other section's results when running one section
         with open(args.out) as f:
             result = {**json.load(f), **result}
     sections = args.sections.split(",")
     train = result.get("train", []) if "train" not in sections else []
     for v in (args.variants.split(",") if "train" in sections else []):
-        r = run_isolated(__file__, {"task": "train", "variant": v, "context": args.context})
+        r = run_isolated(__file__, {"task": "train", "variant": v, "context": args.context, "threads": args.threads})
         print(r, flush=True)
         train.append(r)
     result["train"] = train
     streams = result.get("stream", []) if "stream" not in sections else []
     for v in (("lmm", "mac") if "stream" in sections else ()):
-        r = run_isolated(__file__, {"task": "stream", "variant": v, "tokens": args.stream_tokens})
+        r = run_isolated(__file__, {"task": "stream", "variant": v, "tokens": args.stream_tokens,
+                                    "threads": args.threads})
         print({k: val for k, val in r.items() if k != "trace"}, flush=True)
         streams.append(r)
     result["stream"] = streams
     decode = result.get("decode", []) if "decode" not in sections else []
     for v in (args.variants.split(",") if "decode" in sections else []):
-        r = run_isolated(__file__, {"task": "decode", "variant": v, "tokens": args.decode_tokens})
+        r = run_isolated(__file__, {"task": "decode", "variant": v, "tokens": args.decode_tokens,
+                                    "threads": args.threads})
         row = {k: val for k, val in r.items() if k != "task"}
         if r.get("step_tokens_per_s"):
             row["speedup"] = r["step_tokens_per_s"] / r["dual_form_tokens_per_s"]
@@ -190,18 +222,24 @@ def main():
         for _ in range(2):  # alternate the two modes: drift of the machine hits both
             for save in runs:
                 runs[save].append(run_isolated(__file__, {"task": "train", "variant": v, "context": args.context,
-                                                          "save": save}))
-        row = {"variant": v, "context": args.context}
+                                                          "save": save, "threads": args.threads}))
+        prof = {save: run_isolated(__file__, {"task": "train", "variant": v, "context": args.context, "save": save,
+                                              "threads": args.threads, "profile": True}) for save in runs}
+        row = {"variant": v, "context": args.context, "threads": args.threads}
         for save, name in ((False, "recompute"), (True, "save")):
             row[f"{name}_tokens_per_s"] = max(r["tokens_per_s"] for r in runs[save])
             row[f"{name}_peak_mib"] = min(r["peak_mib"] for r in runs[save])
         row["speedup"] = row["save_tokens_per_s"] / row["recompute_tokens_per_s"]
         row["peak_ratio"] = row["save_peak_mib"] / row["recompute_peak_mib"]
+        for save, name in ((False, "recompute"), (True, "save")):  # a profiled step of each, in a process of its own
+            p = prof[save]
+            row[f"{name}_memory_share"] = (p["memory_fwd_s"] + p["memory_bwd_s"]) / p["profiled_step_s"]
+            row[f"{name}_memory_bwd_s"] = p["memory_bwd_s"]
         print(row, flush=True)
         saves.append(row)
     result["save"] = saves
 
-    print(f"\n## Training step (d 256, 4 layers, 1 x {args.context} tokens, fp32, {THREADS} threads)\n")
+    print(f"\n## Training step (d 256, 4 layers, 1 x {args.context} tokens, fp32, {args.threads} threads)\n")
     print(table(train, ["variant", "params_m", "tokens_per_s", "peak_mib"]))
     print(f"\n## Streaming {args.stream_tokens:,} tokens (small preset, pieces of 1024, no gradients)\n")
     print(table(streams, ["variant", "tokens", "start_s_per_1k", "end_s_per_1k", "start_rss_mib", "end_rss_mib",
@@ -209,9 +247,13 @@ def main():
     print(f"\n## Decoding {args.decode_tokens} tokens after a prompt of 256 (small preset, batch 1, greedy)\n")
     print(table(decode, ["variant", "dual_form_tokens_per_s", "step_tokens_per_s", "speedup",
                          "dual_form_calls_per_token", "step_calls_per_token", "same_tokens"]))
-    print(f"\n## Training step with the memory's save_intermediates (as the training table, {THREADS} threads)\n")
+    print(f"\n## Training step with the memory's save_intermediates (as the training table, {args.threads} threads)\n")
     print(table(saves, ["variant", "recompute_tokens_per_s", "save_tokens_per_s", "speedup", "recompute_peak_mib",
                         "save_peak_mib", "peak_ratio"]))
+    print("\nA profiled step of each (another process each; the profiler slows small operators, so these are shares,"
+          " not speeds): the memory op's share of the step and its backward's seconds\n")
+    print(table(saves, ["variant", "recompute_memory_share", "save_memory_share", "recompute_memory_bwd_s",
+                        "save_memory_bwd_s"]))
     write_results(args.out, result)
 
 
