@@ -229,12 +229,11 @@ def main():
         for save, name in ((False, "recompute"), (True, "save")):
             row[f"{name}_tokens_per_s"] = max(r["tokens_per_s"] for r in runs[save])
             row[f"{name}_peak_mib"] = min(r["peak_mib"] for r in runs[save])
-        row["speedup"] = row["save_tokens_per_s"] / row["recompute_tokens_per_s"]
-        row["peak_ratio"] = row["save_peak_mib"] / row["recompute_peak_mib"]
-        for save, name in ((False, "recompute"), (True, "save")):  # a profiled step of each, in a process of its own
-            p = prof[save]
+            p = prof[save]  # a profiled step, in a process of its own
             row[f"{name}_memory_share"] = (p["memory_fwd_s"] + p["memory_bwd_s"]) / p["profiled_step_s"]
             row[f"{name}_memory_bwd_s"] = p["memory_bwd_s"]
+        row["speedup"] = row["save_tokens_per_s"] / row["recompute_tokens_per_s"]
+        row["peak_ratio"] = row["save_peak_mib"] / row["recompute_peak_mib"]
         print(row, flush=True)
         saves.append(row)
     result["save"] = saves
