@@ -8,7 +8,8 @@ from titans.cli import main
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["eval", "--help"], ["generate", "--help"],
                                   ["data", "prepare", "--help"], ["demo", "--help"], ["memorize", "--help"],
                                   ["forecast", "--help"], ["study", "lm", "--help"],
-                                  ["study", "niah", "--help"], ["study", "mqar", "--help"]])
+                                  ["study", "niah", "--help"], ["study", "mqar", "--help"],
+                                  ["study", "mad", "--help"]])
 def test_help_works(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
@@ -18,7 +19,8 @@ def test_help_works(argv, capsys):
 
 PASSTHROUGH = [(["demo", "--help"], "--steps"), (["forecast", "--help"], "--horizon"),
                (["memorize", "--help"], "--theta"), (["study", "lm", "--help"], "--variants"),
-               (["study", "niah", "--help"], "--long"), (["study", "mqar", "--help"], "--depths")]
+               (["study", "niah", "--help"], "--long"), (["study", "mqar", "--help"], "--depths"),
+               (["study", "mad", "--help"], "--tasks")]
 
 
 @pytest.mark.parametrize("argv,option", PASSTHROUGH)
@@ -44,6 +46,20 @@ def test_a_bad_device_fails_before_loading(argv, capsys):
         main(argv)
     msg = str(e.value.code) + capsys.readouterr().err
     assert "--device='gpu0'" in msg and "not a device" in msg
+
+
+def test_console_script_prints_input_errors_in_one_line(monkeypatch, capsys):
+    import sys
+
+    from titans.cli import run
+
+    monkeypatch.setattr(sys, "argv", ["titans", "train", "--set", "model.variant='xyz'", "--out-dir", "unused"])
+    assert run() == 2
+    err = capsys.readouterr().err
+    assert err.startswith("titans: error: variant='xyz': must be one of") and "Traceback" not in err
+    monkeypatch.setenv("TITANS_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="variant='xyz'"):
+        run()
 
 
 def test_memorize_runs(capsys):

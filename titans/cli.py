@@ -13,6 +13,7 @@
     titans genomics --model lmm      (genus of a DNA window, strains held out; --all: the whole table)
     titans study lm [--steps 1000]   (every variant, same size and tokens; resumable)
     titans study niah | mqar         (long context and ablations | memory depth on MQAR; resumable)
+    titans study mad                 (every variant on the MAD synthetic tasks, the paper's Table 10; resumable)
 """
 
 from __future__ import annotations
@@ -130,6 +131,10 @@ def cmd_study(args):
         from .studies.lm import main as study_main
 
         study_main(args.rest)
+    elif args.name == "mad":
+        from .studies.mad import main as mad_main
+
+        mad_main(args.rest)
     else:
         from .studies.longctx import main as longctx_main
 
@@ -206,8 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job: MAC vs Transformer++ on Shakespeare (make demo)", add_help=False)
     p.set_defaults(fn=cmd_demo, passthrough=True)
     p = sub.add_parser("study", help="resumable experiments: lm (every variant, same size and tokens), niah (long "
-                                     "context, ablations), mqar (memory depth)", add_help=False)
-    p.add_argument("name", choices=["lm", "niah", "mqar"])
+                                     "context, ablations), mqar (memory depth), mad (the MAD tasks)",
+                       add_help=False)
+    p.add_argument("name", choices=["lm", "niah", "mqar", "mad"])
     p.set_defaults(fn=cmd_study, passthrough=True)
     p = sub.add_parser("forecast", help="long-term time-series forecasting (--data, --horizon, --model, --all)",
                        add_help=False)
@@ -243,5 +249,20 @@ def main(argv=None) -> int:
     return 0
 
 
+def run() -> int:
+    """The ``titans`` console script (and ``python -m titans.cli``): :func:`main`, with an input error (a bad config
+    value, task, file or checkpoint: ``ValueError`` or ``CheckpointError``) printed as one line naming the field
+    and the value, exit status 2, instead of a traceback. ``TITANS_TRACEBACK=1`` keeps the traceback."""
+    try:
+        return main()
+    except Exception as e:
+        from .train.checkpoint import CheckpointError
+
+        if not isinstance(e, (ValueError, CheckpointError)) or os.environ.get("TITANS_TRACEBACK"):
+            raise
+        print(f"titans: error: {e}\n(set TITANS_TRACEBACK=1 to see where it was raised)", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

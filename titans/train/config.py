@@ -31,7 +31,7 @@ class DataConfig:
     seq_len: int = 256  # training context in tokens
     val_fraction: float = 0.05  # contiguous tail splits of the token stream
     test_fraction: float = 0.05
-    task: str | None = None  # a synthetic task instead of the corpus: "niah", "babilong:qa1", "mqar:32" (see below)
+    task: str | None = None  # a synthetic task instead of the corpus: "niah", "babilong:qa1", "mqar:32", "mad:recall"
     task_loss: str = "all"  # synthetic tasks: "all" next tokens of prompt and answer, or the "answer" tokens only
 
     def __post_init__(self):

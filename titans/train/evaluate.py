@@ -80,8 +80,8 @@ def evaluate_task(model, task: str, *, seq_len: int, batches: int, batch_size: i
                   vocab_size: int, device: torch.device | str = "cpu") -> dict:
     """``{"loss", "ppl", "acc"}`` on held-out instances of a synthetic task (seeds no training step draws): the mean
     NLL per answer token, and the fraction of instances whose every answer token is the argmax (which is exactly
-    whether greedy decoding reproduces the answer). For MQAR every recalled value counts as one instance."""
-    from ..data.synthetic.tasks import VAL_SEED_OFFSET, task_batch
+    whether greedy decoding reproduces the answer). For MQAR and MAD every scored token counts as one instance."""
+    from ..data.synthetic.tasks import VAL_SEED_OFFSET, scored_per_token, task_batch
 
     was_training = model.training
     model.eval()
@@ -95,7 +95,7 @@ def evaluate_task(model, task: str, *, seq_len: int, batches: int, batch_size: i
         nll += float(F.cross_entropy(logits.transpose(1, 2), y, reduction="none", ignore_index=-100).sum())
         count += int(mask.sum())
         right = (logits.argmax(-1) == y) | ~mask
-        if task.startswith("mqar"):
+        if scored_per_token(task):
             hits, n = hits + int((right & mask).sum()), n + int(mask.sum())
         else:
             hits, n = hits + int(right.all(1).sum()), n + x.shape[0]

@@ -114,7 +114,7 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> dic
     else:  # a synthetic task: an infinite seeded source, loss on the answers only
         tokenizer = get_tokenizer(cfg.data.tokenizer)
         vocab, bytes_per_token = tokenizer.vocab_size, 1.0
-    if vocab != cfg.model.vocab_size and not (cfg.data.task or "").startswith("mqar"):
+    if vocab != cfg.model.vocab_size and not (cfg.data.task or "").startswith(("mqar", "mad")):
         raise ValueError(f"model.vocab_size={cfg.model.vocab_size}: the {cfg.data.tokenizer!r} tokenizer has "
                          f"{vocab} ids")
 

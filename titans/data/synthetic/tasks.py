@@ -5,6 +5,8 @@ A task is named by a string:
 - ``"niah"`` (S-NIAH-1/2/3 mixed) or ``"niah:passkey"``, ``"niah:number"``, ``"niah:uuid"``
 - ``"babilong"`` (qa1-qa3 mixed) or ``"babilong:qa1"`` ...
 - ``"mqar"`` (key/value pairs filling the row) or ``"mqar:N"`` (N pairs)
+- ``"mad:recall"``, ``"mad:noisy_recall"``, ``"mad:fuzzy_recall"``, ``"mad:selective_copy"``, ``"mad:memorize"``
+  (one MAD task each, :mod:`.mad`; ids below the task's small vocabulary, any length)
 
 Each row of a batch is one instance drawn by its own seed ``(seed, step, micro, row)``: the kind and the needle depth
 are drawn uniformly, the prompt fills the row up to a reserve for the longest answer of the task, the answer follows
@@ -24,18 +26,20 @@ import torch
 
 from .babi import PLACES, make_babi
 from .babi import TASKS as BABI_TASKS
+from .mad import KINDS as MAD_KINDS
+from .mad import make_mad
 from .mqar import make_mqar
 from .niah import KINDS as NIAH_KINDS
 from .niah import make_niah
 
-FAMILIES = ("niah", "babilong", "mqar")
+FAMILIES = ("niah", "babilong", "mqar", "mad")
 VAL_SEED_OFFSET = 1_000_003  # validation instances use seeds no training step uses
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    family: str  # niah | babilong | mqar
-    kinds: tuple[str, ...]  # niah kinds or babi tasks; empty for mqar
+    family: str  # niah | babilong | mqar | mad
+    kinds: tuple[str, ...]  # niah kinds, babi tasks or the one MAD task; empty for mqar
     n_pairs: int | None = None  # mqar only (None: as many as fit)
 
     @property
@@ -52,12 +56,22 @@ def parse_task(task: str) -> TaskSpec:
         if rest and not (rest.isdigit() and int(rest) >= 1):
             raise ValueError(f"task={task!r}: mqar takes a number of pairs, e.g. 'mqar:32'")
         return TaskSpec("mqar", (), int(rest) if rest else None)
+    if family == "mad":
+        if rest not in MAD_KINDS:
+            raise ValueError(f"task={task!r}: name one MAD task, 'mad:KIND' with KIND one of {tuple(MAD_KINDS)}")
+        return TaskSpec("mad", (rest,))
     allowed = NIAH_KINDS if family == "niah" else BABI_TASKS
     kinds = tuple(rest.split(",")) if rest else allowed
     bad = [k for k in kinds if k not in allowed]
     if bad:
         raise ValueError(f"task={task!r}: unknown {family} kind(s) {bad}; choose from {allowed}")
     return TaskSpec(family, kinds)
+
+
+def scored_per_token(task: str) -> bool:
+    """Whether a task's accuracy counts every scored token (MQAR's recalls, MAD's targets) rather than whole
+    answers."""
+    return task.startswith(("mqar", "mad"))
 
 
 def answer_reserve(spec: TaskSpec) -> int:
@@ -79,11 +93,20 @@ def task_batch(task: str | TaskSpec, *, seq_len: int, batch_size: int, seed: int
     """Rows ``[rank * b/world, (rank+1) * b/world)`` of the global batch for ``(step, micro)``: ``(x, y)`` int64
     ``[b/world, seq_len]``. ``y`` is the next token of every prompt and answer position (``-100`` on the padding),
     or with ``answer_only`` only at the positions whose next token is part of the answer. MQAR targets are always
-    the recalled values only."""
+    the recalled values only; MAD's are as :func:`.mad.make_mad` gives them (``answer_only``: the scored ones)."""
     spec = parse_task(task) if isinstance(task, str) else task
     per = batch_size // world
     rows = range(rank * per, (rank + 1) * per)
     base = hash((seed, step, micro)) & 0x7FFF_FFFF_FFFF_FFFF
+    if spec.family == "mad":  # evaluation steps (VAL_SEED_OFFSET on) draw the evaluation form
+        if MAD_KINDS[spec.kinds[0]].vocab > vocab_size:
+            raise ValueError(f"model.vocab_size={vocab_size}: task {spec.name!r} uses "
+                             f"{MAD_KINDS[spec.kinds[0]].vocab} ids")
+        rows_xy = [make_mad(spec.kinds[0], seq_len=seq_len, seed=hash((base, r)) & 0xFFFF_FFFF_FFFF,
+                            train=step < VAL_SEED_OFFSET) for r in rows]
+        x = torch.tensor([r[0] for r in rows_xy], dtype=torch.long).reshape(per, seq_len)
+        y = torch.tensor([r[2] if answer_only else r[1] for r in rows_xy], dtype=torch.long).reshape(per, seq_len)
+        return x, y
     if spec.family == "mqar":
         n_pairs = spec.n_pairs or min(seq_len // 4, vocab_size // 2 - 1)
         idx, tgt = make_mqar(batch=batch_size, n_pairs=n_pairs, vocab_size=vocab_size, length=seq_len + 1, seed=base)

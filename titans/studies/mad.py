@@ -1,0 +1,178 @@
+"""MAD study: every variant trained on each MAD synthetic task (the paper's Table 10, [V2]) at the size and budget
+of the other studies.
+
+    titans study mad [--steps 600] [--tasks recall,noisy_recall,fuzzy_recall,selective_copy,memorize]
+                     [--variants lmm,mac,mag,mal,swa,transformer] [--out runs/study_mad]
+
+Every model is the LM study's size (MAC at d 128, 2 layers; the others matched to its parameter count; names of
+:mod:`titans.models.ablations` work too), trained on one task at MAD's baseline length (128 tokens; selective copy
+256, memorize 32) with 2,048 tokens a step (batch = 2,048 / length) at lr 3e-3, then scored on ``--test``
+held-out instances (MAD's test set is 1,280): the accuracy over every scored token (the recalled values, the
+copied tokens, the memorized values). MAD itself trains 200 epochs of 12,800 instances in batches of 128, about
+20,000 steps of 16K tokens: this budget is a small fraction of that, and the table says so.
+
+Each model trains into ``<out>/<task>/<variant>/`` with ``--resume`` semantics and writes its score to
+``result.json`` there, so the command can be stopped and run again at any time, and two processes may run disjoint
+``--tasks`` into the same ``--out``; ``<out>/results.json``, ``results.md`` and ``accuracy.png`` are rebuilt from
+every ``result.json`` after each model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from ..data.synthetic.mad import KINDS
+from ..models import count_params
+from ..pyplot import pyplot
+from ..train import RunConfig, TrainConfig
+from ..train.checkpoint import check_run_folder
+from ..train.config import DataConfig
+from ..train.evaluate import evaluate_task
+from .lm import STEP_TOKENS
+from .longctx import named_model, trained
+
+VARIANTS = "lmm,mac,mag,mal,swa,transformer"
+# A uniform guess among the task's possible answers: 8 values (recall tasks), 14 tokens, 128 values.
+CHANCE = {"recall": 1 / 8, "noisy_recall": 1 / 8, "fuzzy_recall": 1 / 8, "selective_copy": 1 / 14,
+          "memorize": 1 / 128}
+
+
+def run_config(task: str, name: str, steps: int, out: str, seed: int) -> RunConfig:
+    """The study's run of model ``name`` on MAD task ``task`` (a key of :data:`KINDS`)."""
+    seq_len = KINDS[task].seq_len
+    return RunConfig(model=named_model(name), data=DataConfig(seq_len=seq_len, task=f"mad:{task}"),
+                     train=TrainConfig(seed=seed, batch_size=STEP_TOKENS // seq_len, max_steps=steps, lr=3e-3,
+                                       warmup_steps=min(50, steps // 10), eval_every=max(1, steps // 5),
+                                       eval_batches=4, ckpt_every=max(1, steps // 5), keep_last=1,
+                                       log_every=max(1, steps // 50), out_dir=os.path.join(out, task, name)))
+
+
+def _write_json(path: str, obj) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"  # two processes may rebuild the summary at once: each renames its own file
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def collect(out: str) -> dict:
+    """``{task: {variant: result}}`` from every ``<out>/<task>/<variant>/result.json`` (with the validation
+    accuracy of its ``log.csv`` by step), tasks in :data:`KINDS` order."""
+    results: dict = {}
+    for path in sorted(glob.glob(os.path.join(out, "*", "*", "result.json"))):
+        r = json.loads(Path(path).read_text())
+        log = os.path.join(os.path.dirname(path), "log.csv")
+        if os.path.exists(log):  # the validation accuracy through training: still rising at the end, or flat?
+            with open(log) as f:
+                r["val_acc_by_step"] = {row["step"]: float(row["acc"]) for row in csv.DictReader(f)
+                                        if row["split"] == "val"}
+        results.setdefault(r["task"], {})[r["model"]] = r
+    return {t: results[t] for t in KINDS if t in results}
+
+
+def table(results: dict) -> str:
+    names = list(dict.fromkeys(n for rs in results.values() for n in rs))
+    tasks = list(results)
+    lines = ["| model | " + " | ".join(tasks) + " | mean |", "|---|" + "---|" * (len(tasks) + 1)]
+    for n in names:
+        accs = [results[t][n]["accuracy"] if n in results[t] else None for t in tasks]
+        mean = f"{sum(accs) / len(accs):.3f}" if None not in accs else "-"
+        lines.append(f"| {n} | " + " | ".join("-" if a is None else f"{a:.3f}" for a in accs) + f" | {mean} |")
+    lines.append("| chance | " + " | ".join(f"{CHANCE[t]:.3f}" for t in tasks) +
+                 f" | {sum(CHANCE[t] for t in tasks) / len(tasks):.3f} |")
+    steps = sorted({r["steps"] for rs in results.values() for r in rs.values()})
+    test = sorted({r["test_instances"] for rs in results.values() for r in rs.values()})
+    return "\n".join(lines) + (f"\n\nAccuracy over every scored token of {'/'.join(map(str, test))} held-out "
+                               f"instances per task, after {'/'.join(map(str, steps))} steps of 2,048 tokens.")
+
+
+def plot(results: dict, path: str) -> None:
+    plt = pyplot()
+    if plt is None:
+        return
+    names = list(dict.fromkeys(n for rs in results.values() for n in rs))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(results), 3.6))
+    width = 0.8 / max(1, len(names))
+    for i, n in enumerate(names):
+        xs = [j + (i - (len(names) - 1) / 2) * width for j, t in enumerate(results) if n in results[t]]
+        ys = [results[t][n]["accuracy"] for t in results if n in results[t]]
+        ax.bar(xs, ys, width, label=n)
+    ax.set_xticks(range(len(results)), list(results), fontsize=8)
+    ax.set(ylabel="accuracy (scored tokens)", ylim=(0, 1.02), title="MAD tasks")
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summarize(out: str) -> str:
+    results = collect(out)
+    _write_json(os.path.join(out, "results.json"), results)
+    md = table(results)
+    with open(os.path.join(out, f"results.md.{os.getpid()}.tmp"), "w") as f:
+        f.write(md + "\n")
+    os.replace(os.path.join(out, f"results.md.{os.getpid()}.tmp"), os.path.join(out, "results.md"))
+    plot(results, os.path.join(out, "accuracy.png"))
+    return md
+
+
+def run_one(task: str, name: str, args) -> dict:
+    """Train (or resume, or reuse) one model on one task and score it; its ``result.json`` is the record."""
+    cfg = run_config(task, name, args.steps, args.out, args.seed)
+    batch = cfg.train.batch_size
+    n_test = -(-args.test // batch) * batch  # whole batches
+    path = os.path.join(cfg.train.out_dir, "result.json")
+    if os.path.exists(path):
+        r = json.loads(Path(path).read_text())
+        if r.get("steps") == args.steps and r.get("test_instances") == n_test:
+            return r
+    t0 = time.time()
+    model, ckpt, summary = trained(cfg)
+    score = evaluate_task(model, cfg.data.task, seq_len=cfg.data.seq_len, batches=n_test // batch,
+                          batch_size=batch, seed=cfg.train.seed, tokenizer=None, vocab_size=cfg.model.vocab_size)
+    r = {"task": task, "model": name, "params": count_params(model), "steps": args.steps, "seq_len": cfg.data.seq_len,
+         "batch": batch, "seed": args.seed, "test_instances": n_test,
+         "accuracy": score["acc"], "test_loss": score["loss"], "checkpoint": os.path.relpath(ckpt, args.out)}
+    if summary is not None:
+        r.update(train_tokens_per_s=summary["tokens_per_s"], train_seconds=round(time.time() - t0, 1))
+    _write_json(path, r)
+    return r
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="titans study mad", description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=600, help="optimizer steps per model (2,048 tokens each)")
+    ap.add_argument("--tasks", default=",".join(KINDS), help=f"MAD tasks ({', '.join(KINDS)})")
+    ap.add_argument("--variants", default=VARIANTS, help="models (a variant or an ablation name)")
+    ap.add_argument("--test", type=int, default=1280, help="held-out instances per task (rounded up to batches)")
+    ap.add_argument("--seed", type=int, default=1337)
+    ap.add_argument("--out", default="runs/study_mad")
+    args = ap.parse_args(argv)
+    tasks, names = args.tasks.split(","), args.variants.split(",")
+    bad = [t for t in tasks if t not in KINDS]
+    if bad:
+        ap.error(f"--tasks: unknown {bad}; choose from {tuple(KINDS)}")
+    if args.steps < 1 or args.test < 1:
+        ap.error(f"--steps {args.steps} / --test {args.test}: must be >= 1")
+    for task in tasks:  # bad names, and folders holding another run (another --seed), fail before any training
+        for name in names:
+            try:
+                cfg = run_config(task, name, args.steps, args.out, args.seed)
+                check_run_folder(cfg.train.out_dir, cfg.to_dict())
+            except ValueError as e:
+                ap.error(str(e))
+    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    os.makedirs(args.out, exist_ok=True)
+    for task in tasks:
+        for name in names:
+            r = run_one(task, name, args)
+            print(f"{task} / {name}: accuracy {r['accuracy']:.3f}", flush=True)
+            md = summarize(args.out)
+    print(md)
