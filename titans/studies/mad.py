@@ -40,9 +40,6 @@ from .lm import STEP_TOKENS
 from .longctx import named_model, trained
 
 VARIANTS = "lmm,mac,mag,mal,swa,transformer"
-# A uniform guess among the task's possible answers: 8 values (recall tasks), 14 tokens, 128 values.
-CHANCE = {"recall": 1 / 8, "noisy_recall": 1 / 8, "fuzzy_recall": 1 / 8, "selective_copy": 1 / 14,
-          "memorize": 1 / 128}
 
 
 def run_config(task: str, name: str, steps: int, out: str, seed: int) -> RunConfig:
@@ -55,10 +52,10 @@ def run_config(task: str, name: str, steps: int, out: str, seed: int) -> RunConf
                                        log_every=max(1, steps // 50), out_dir=os.path.join(out, task, name)))
 
 
-def _write_json(path: str, obj) -> None:
+def _write(path: str, text: str) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"  # two processes may rebuild the summary at once: each renames its own file
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
+        f.write(text)
     os.replace(tmp, path)
 
 
@@ -85,12 +82,13 @@ def table(results: dict) -> str:
         accs = [results[t][n]["accuracy"] if n in results[t] else None for t in tasks]
         mean = f"{sum(accs) / len(accs):.3f}" if None not in accs else "-"
         lines.append(f"| {n} | " + " | ".join("-" if a is None else f"{a:.3f}" for a in accs) + f" | {mean} |")
-    lines.append("| chance | " + " | ".join(f"{CHANCE[t]:.3f}" for t in tasks) +
-                 f" | {sum(CHANCE[t] for t in tasks) / len(tasks):.3f} |")
+    chance = [1 / KINDS[t].answers for t in tasks]  # a uniform guess among the task's possible answers
+    lines.append("| chance | " + " | ".join(f"{c:.3f}" for c in chance) + f" | {sum(chance) / len(chance):.3f} |")
     steps = sorted({r["steps"] for rs in results.values() for r in rs.values()})
     test = sorted({r["test_instances"] for rs in results.values() for r in rs.values()})
     return "\n".join(lines) + (f"\n\nAccuracy over every scored token of {'/'.join(map(str, test))} held-out "
-                               f"instances per task, after {'/'.join(map(str, steps))} steps of 2,048 tokens.")
+                               f"instances per task, after {'/'.join(map(str, steps))} steps of "
+                               f"{STEP_TOKENS:,} tokens.")
 
 
 def plot(results: dict, path: str) -> None:
@@ -114,11 +112,9 @@ def plot(results: dict, path: str) -> None:
 
 def summarize(out: str) -> str:
     results = collect(out)
-    _write_json(os.path.join(out, "results.json"), results)
+    _write(os.path.join(out, "results.json"), json.dumps(results, indent=1))
     md = table(results)
-    with open(os.path.join(out, f"results.md.{os.getpid()}.tmp"), "w") as f:
-        f.write(md + "\n")
-    os.replace(os.path.join(out, f"results.md.{os.getpid()}.tmp"), os.path.join(out, "results.md"))
+    _write(os.path.join(out, "results.md"), md + "\n")
     plot(results, os.path.join(out, "accuracy.png"))
     return md
 
@@ -142,7 +138,7 @@ def run_one(task: str, name: str, args) -> dict:
          "accuracy": score["acc"], "test_loss": score["loss"], "checkpoint": os.path.relpath(ckpt, args.out)}
     if summary is not None:
         r.update(train_tokens_per_s=summary["tokens_per_s"], train_seconds=round(time.time() - t0, 1))
-    _write_json(path, r)
+    _write(path, json.dumps(r, indent=1))
     return r
 
 

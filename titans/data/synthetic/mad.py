@@ -44,14 +44,15 @@ class MadKind:
     vocab: int  # ids the task uses: [0, vocab)
     seq_len: int  # MAD's baseline length
     next_token_loss: bool  # train on every next token (recall tasks) or on the scored targets only
+    answers: int  # possible answers at a scored position: chance accuracy is 1 / answers
 
 
 KINDS = {
-    "recall": MadKind(16, 128, True),
-    "noisy_recall": MadKind(32, 128, True),
-    "fuzzy_recall": MadKind(16, 128, True),
-    "selective_copy": MadKind(16, 256, False),
-    "memorize": MadKind(256, 32, False),
+    "recall": MadKind(16, 128, True, 8),
+    "noisy_recall": MadKind(32, 128, True, 8),
+    "fuzzy_recall": MadKind(16, 128, True, 8),
+    "selective_copy": MadKind(16, 256, False, 14),
+    "memorize": MadKind(256, 32, False, 128),
 }
 N_COPY = 16  # tokens to copy
 NOISE_FRACTION = 0.2
@@ -83,8 +84,8 @@ def _fuzzy(rng, seq_len: int, train: bool):
     """Spans of 1-3 tokens; a probe pair at a random point, repeated at the end. Left-padded to ``seq_len + 1``."""
     pad = 15
 
-    def key(size=None):
-        m = _motifs(0, 7, size or (int(rng.integers(1, 4)) if train else 3))
+    def key():
+        m = _motifs(0, 7, int(rng.integers(1, 4)) if train else 3)
         return m[int(rng.integers(len(m)))]
 
     def value():
@@ -120,9 +121,8 @@ def _selective_copy(rng, seq_len: int):
     if seq_len < 2 * N_COPY + 2:
         raise ValueError(f"seq_len={seq_len}: selective_copy needs at least {2 * N_COPY + 2} tokens")
     tokens = rng.integers(0, 14, N_COPY).tolist()
-    body = [blank] * (seq_len - 1 - 2 * N_COPY) + tokens  # the tokens keep their order, at random positions
+    body = [blank] * (seq_len - 1 - N_COPY)  # the tokens keep their order, at random positions among blanks
     slots = np.sort(rng.choice(len(body), N_COPY, replace=False))
-    body = [blank] * len(body)
     for s, t in zip(slots, tokens):
         body[s] = t
     x = body + [copy] + [blank] * N_COPY
@@ -157,7 +157,7 @@ def make_mad(kind: str, *, seq_len: int | None = None, seed: int = 0, train: boo
     if seq_len < 16:
         raise ValueError(f"seq_len={seq_len}: the MAD tasks need at least 16 tokens")
     rng = np.random.default_rng(seed)
-    if kind in ("recall", "noisy_recall", "fuzzy_recall"):
+    if KINDS[kind].next_token_loss:  # the recall tasks
         raw, scored = (_fuzzy(rng, seq_len, train) if kind == "fuzzy_recall"
                        else _recall(rng, seq_len, kind == "noisy_recall"))
         nxt = [IGNORE if t == 15 and kind == "fuzzy_recall" else t for t in raw[1:]]  # no loss on padding
