@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from titans.data.synthetic.mad import IGNORE, KINDS, N_COPY, make_mad, memorize_map
+from titans.data.synthetic.mad import IGNORE, KINDS, N_COPY, counting_choices, frequency_guess, make_mad, memorize_map
 from titans.data.synthetic.tasks import VAL_SEED_OFFSET, parse_task, task_batch
 
 
@@ -104,3 +104,22 @@ def test_task_batch():
     # Evaluation steps draw the evaluation form: fuzzy keys are 3 tokens, so the probe's key ends 4+ from the end.
     xe, ye = task_batch("mad:fuzzy_recall", step=VAL_SEED_OFFSET, answer_only=True, **kw)
     assert xe.shape == (4, 128) and (ye != -100).any(1).all()
+
+
+def test_counting_guess():
+    # Row 0: values 8 (twice) and 9 seen when key 1's value is asked: counting names 8, the answer. Row 1: 8 and 9
+    # once each when key 0's is asked: a tie, half a hit. Answers are columns id - 8.
+    x = [[0, 8, 1, 8, 2, 9, 1], [0, 8, 1, 9, 0, 0, 0]]
+    scored = [[IGNORE] * 6 + [8], [IGNORE] * 4 + [8] + [IGNORE] * 2]
+    choices, target = counting_choices("recall", x, scored)
+    assert choices.tolist() == [[True] + [False] * 7, [True, True] + [False] * 6] and target.tolist() == [0, 0]
+    assert frequency_guess("recall", x, scored) == (1.5, 2)
+    assert frequency_guess("memorize", [[3, 255]], [[IGNORE, memorize_map()[3]]]) == (1 / 128, 1)  # never seen
+    # On real instances counting beats chance and stays far from recall.
+    rows = [make_mad("recall", seed=s) for s in range(100)]
+    hits, n = frequency_guess("recall", [r[0] for r in rows], [r[2] for r in rows])
+    assert 0.2 < hits / n < 0.45
+    with pytest.raises(ValueError, match="must be the same"):
+        frequency_guess("recall", x, scored[:1])
+    with pytest.raises(ValueError, match="outside the answers of 'recall'"):
+        frequency_guess("recall", [[0, 1]], [[IGNORE, 3]])

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
-from titans.studies.mad import main
+from titans.data.synthetic.mad import KINDS
+from titans.studies.mad import counting_agreement, counting_reference, main
+from titans.train.evaluate import evaluate_task
 
 
 def test_mad_study_tiny(tmp_path, capsys):
@@ -35,9 +39,42 @@ def test_mad_study_tiny(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,err", [(["--tasks", "copy"], "--tasks: unknown ['copy']"),
                                       (["--variants", "mac-bogus"], "mac-bogus"),
-                                      (["--steps", "0"], "--steps 0")])
+                                      (["--steps", "0"], "--steps 0"), (["--lr", "0"], "--lr 0.0")])
 def test_mad_study_bad_input(tmp_path, capsys, argv, err):
     with pytest.raises(SystemExit):
         main(argv + ["--out", str(tmp_path)])
     assert err in capsys.readouterr().err
     assert not os.listdir(tmp_path)  # nothing trained
+
+
+class _Guesser(torch.nn.Module):
+    """A stand-in model: ``count`` names the answer seen most often so far, else the value that followed the same
+    key last time (recall solved)."""
+
+    def __init__(self, task, count):
+        super().__init__()
+        self.kind, self.count = KINDS[task], count
+
+    def forward(self, x):
+        lo, n = self.kind.first_answer, self.kind.answers
+        is_answer = ((x >= lo) & (x < lo + n))[..., None]
+        counts = torch.cumsum(torch.nn.functional.one_hot(x.clamp(lo, lo + n - 1) - lo, n) * is_answer, 1)
+        pred = counts.argmax(-1) + lo  # the first of the most counted (torch's argmax: the first maximum)
+        if not self.count:
+            for b, row in enumerate(x.tolist()):
+                for t, key in enumerate(row):
+                    prev = [j for j in range(t) if row[j] == key and j + 1 < len(row)]
+                    if key < 8 and prev:
+                        pred[b, t] = row[prev[-1] + 1]
+        return SimpleNamespace(logits=torch.nn.functional.one_hot(pred, self.kind.vocab).float())
+
+
+def test_counting_agreement():
+    assert counting_agreement(_Guesser("recall", True), "recall", 1337, 32) == 1.0
+    oracle = _Guesser("recall", False)
+    assert evaluate_task(oracle, "mad:recall", seq_len=128, batches=2, batch_size=16, seed=1337, tokenizer=None,
+                         vocab_size=16)["acc"] == 1.0  # the stand-in does solve recall
+    agree = counting_agreement(oracle, "recall", 1337, 32)
+    floor, truth = counting_reference("recall", 1337, 32)
+    assert floor < agree == truth < 0.7  # it agrees exactly where the answer is also the most counted
+    assert counting_agreement(_Guesser("memorize", True), "memorize", 1337, 64) is None  # counting never decides

@@ -45,14 +45,15 @@ class MadKind:
     seq_len: int  # MAD's baseline length
     next_token_loss: bool  # train on every next token (recall tasks) or on the scored targets only
     answers: int  # possible answers at a scored position: chance accuracy is 1 / answers
+    first_answer: int  # the answers are the ids [first_answer, first_answer + answers)
 
 
 KINDS = {
-    "recall": MadKind(16, 128, True, 8),
-    "noisy_recall": MadKind(32, 128, True, 8),
-    "fuzzy_recall": MadKind(16, 128, True, 8),
-    "selective_copy": MadKind(16, 256, False, 14),
-    "memorize": MadKind(256, 32, False, 128),
+    "recall": MadKind(16, 128, True, 8, 8),
+    "noisy_recall": MadKind(32, 128, True, 8, 8),
+    "fuzzy_recall": MadKind(16, 128, True, 8, 7),
+    "selective_copy": MadKind(16, 256, False, 14, 0),
+    "memorize": MadKind(256, 32, False, 128, 127),
 }
 N_COPY = 16  # tokens to copy
 NOISE_FRACTION = 0.2
@@ -164,3 +165,32 @@ def make_mad(kind: str, *, seq_len: int | None = None, seed: int = 0, train: boo
         return raw[:-1], nxt, scored[1:]
     x, scored = _selective_copy(rng, seq_len) if kind == "selective_copy" else _memorize(rng, seq_len)
     return x, list(scored), scored
+
+
+
+def counting_choices(kind: str, x, scored):
+    """The guesses of a model that binds nothing: at each scored position, the answers seen most often in ``x``
+    so far (that position included; all of them while none is seen). Recall tasks have few values, so one value
+    often serves several keys, and counting alone beats chance. Returns ``(choices, target)``: bool
+    ``[M, answers]`` (answer ``a`` is column ``a - first_answer``) and int ``[M]``, over the ``M`` scored positions
+    in row-major order.
+
+    ``x``, ``scored``: int arrays ``[N, T]``, as :func:`make_mad` gives them (``-100`` where nothing is scored)."""
+    k = KINDS[kind]
+    x, scored = np.asarray(x), np.asarray(scored)
+    if x.shape != scored.shape or x.ndim != 2:
+        raise ValueError(f"x {x.shape}, scored {scored.shape}: must be the same [N, T]")
+    mask = scored != IGNORE
+    target = scored[mask] - k.first_answer
+    if ((target < 0) | (target >= k.answers)).any():
+        raise ValueError(f"scored: targets outside the answers of {kind!r}")
+    ids = np.arange(k.first_answer, k.first_answer + k.answers)
+    counts = np.cumsum(x[..., None] == ids, axis=1)[mask]  # [M, answers]: each answer's count so far
+    return counts == counts.max(-1, keepdims=True), target
+
+
+def frequency_guess(kind: str, x, scored) -> tuple[float, int]:
+    """The expected hits of :func:`counting_choices`'s guesser (a tie split evenly) and the number of scored
+    positions: the floor a model reaches by counting answers without tying them to keys."""
+    choices, target = counting_choices(kind, x, scored)
+    return float((choices[np.arange(len(target)), target] / choices.sum(-1)).sum()), len(target)
