@@ -64,6 +64,12 @@ def test_ablation_errors():
         ablate(lmm, "nopersist")
     with pytest.raises(ValueError, match=r"'mal-sumgate': mal has no gate .*mac, mag only"):
         ablate(dataclasses.replace(lmm, variant="mal"), "sumgate", name="mal-sumgate")
+    with pytest.raises(ValueError, match=r"'lmm-conv': lmm has its short convolution .*transformer, swa only"):
+        ablate(lmm, "conv", name="lmm-conv")
+    tfm = ModelConfig(variant="transformer", vocab_size=16, d_model=32, n_layers=1, n_heads=2)
+    assert ablate(tfm, "conv").attn_conv and not tfm.attn_conv
+    with pytest.raises(ValueError, match="attn_conv.*transformer and swa only"):
+        ModelConfig(variant="mag", attn_conv=True)
     with pytest.raises(ValueError, match="model 'tfm': transformer has no neural memory"):
         ablate(ModelConfig(variant="transformer", vocab_size=16, d_model=32, n_layers=1, n_heads=2), "noconv",
                name="tfm")

@@ -28,7 +28,8 @@ def _logits_in_pieces(model, idx, cuts):
 # every variant, and the gated variants with the other gates (ModelConfig.memory_gate)
 CASES = [pytest.param(v, {}, id=v) for v in VARIANTS] + \
     [pytest.param(v, {"memory_gate": g}, id=f"{v}-{g}") for v in ("mac", "mag") for g in ("sum", "gatesum")] + \
-    [pytest.param("mac", {"mac_write": "input"}, id="mac-inputwrite")]
+    [pytest.param("mac", {"mac_write": "input"}, id="mac-inputwrite")] + \
+    [pytest.param(v, {"attn_conv": True}, id=f"{v}-conv") for v in ("transformer", "swa")]
 
 
 @pytest.mark.parametrize("variant,kw", CASES)

@@ -13,7 +13,9 @@ from .config import ModelConfig
 MODEL_ABLATIONS = {"nopersist": ({"n_persistent": 0}, ("mac", "mag", "mal")),  # the paper's last Table-5 row
                    "sumgate": ({"memory_gate": "sum"}, ("mac", "mag")),  # ours: titans.models.common.MemoryGate
                    "gatesum": ({"memory_gate": "gatesum"}, ("mac", "mag")),  # ours: the gate plus the sum's path
-                   "inputwrite": ({"mac_write": "input"}, ("mac",))}  # ours: titans.models.mac
+                   "inputwrite": ({"mac_write": "input"}, ("mac",)),  # ours: titans.models.mac
+                   # ours: the memory's short convolution given to attention (titans.models.transformer)
+                   "conv": ({"attn_conv": True}, ("transformer", "swa"))}
 # every name -> MemoryConfig fields to change (None: a change of the ModelConfig, in MODEL_ABLATIONS)
 ABLATIONS = {"linear": {"depth": 1}, "noconv": {"conv": False}, "nomomentum": {"momentum": False},
              "noforget": {"forgetting": False}, "slowforget": {"alpha_init": 0.001},
@@ -52,7 +54,8 @@ def _ablate_one(cfg: ModelConfig, ablation: str, name: str) -> ModelConfig:
         changes, variants = MODEL_ABLATIONS[ablation]
         if cfg.variant not in variants:
             what = {"nopersist": "no attention, hence no persistent tokens",
-                    **dict.fromkeys(("sumgate", "gatesum"), "no gate between attention and memory")
+                    **dict.fromkeys(("sumgate", "gatesum"), "no gate between attention and memory"),
+                    "conv": "its short convolution in the memory already (-noconv removes it)"
                     }.get(ablation, "no such setting")
             raise ValueError(f"model {name!r}: {cfg.variant} has {what} (-{ablation}: {', '.join(variants)} only)")
         return dataclasses.replace(cfg, **changes)

@@ -80,6 +80,7 @@ class ModelConfig:
     init_std: float = 0.02
     memory_gate: str = "sigmoid"  # MAC / MAG: "sigmoid" (the paper's y ⊗ m, our reading) | "sum" | "gatesum" (ours)
     mac_write: str = "output"  # MAC's memory on the attention output (paper, Eq. 24) | "input" (ours, an ablation)
+    attn_conv: bool = False  # transformer / swa: the memory's short convolution on the attention's input (ours)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
 
     def __post_init__(self):
@@ -102,6 +103,9 @@ class ModelConfig:
         _check(self.memory_gate in MEMORY_GATES, "memory_gate", self.memory_gate, f"must be one of {MEMORY_GATES}")
         _check(self.mac_write in MAC_WRITES, "mac_write", self.mac_write, f"must be one of {MAC_WRITES}")
         _check(self.init_std > 0, "init_std", self.init_std, "must be > 0")
+        _check(isinstance(self.attn_conv, bool), "attn_conv", self.attn_conv, "must be a bool")
+        _check(not self.attn_conv or self.variant in ("transformer", "swa"), "attn_conv", self.attn_conv,
+               f"is for transformer and swa only (variant={self.variant!r}: memory.conv is its convolution)")
 
     @property
     def ffn_hidden(self) -> int:
