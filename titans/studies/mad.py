@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.synthetic.mad import KINDS, counting_choices, frequency_guess
+from ..data.synthetic.mad import IGNORE, KINDS, counting_choices, expected_hits
 from ..data.synthetic.tasks import VAL_SEED_OFFSET, task_batch
 from ..models import count_params
 from ..models.ablations import split_name
@@ -42,9 +42,10 @@ from .lm import STEP_TOKENS
 from .longctx import named_model, trained
 
 VARIANTS = "lmm,mac,mag,mal,swa,transformer"
+LR = 3e-3  # the study's peak learning rate (--lr), the LM study's
 
 
-def run_config(task: str, name: str, steps: int, out: str, seed: int, lr: float = 3e-3) -> RunConfig:
+def run_config(task: str, name: str, steps: int, out: str, seed: int, lr: float = LR) -> RunConfig:
     """The study's run of model ``name`` on MAD task ``task`` (a key of :data:`KINDS`)."""
     seq_len = KINDS[task].seq_len
     return RunConfig(model=named_model(name), data=DataConfig(seq_len=seq_len, task=f"mad:{task}"),
@@ -91,10 +92,9 @@ def counting_reference(task: str, seed: int, n_test: int) -> tuple[float, float 
     out (the agreement a perfect model has with counting; ``None`` where counting never decides)."""
     hits = n = truth = decided = 0.0
     for x, y in held_out_batches(task, seed, n_test):
-        h, c = frequency_guess(task, x.numpy(), y.numpy())
         choices, target = counting_choices(task, x.numpy(), y.numpy())
         d = ~choices.all(-1)
-        hits, n = hits + h, n + c
+        hits, n = hits + expected_hits(choices, target), n + len(target)
         truth, decided = truth + choices[d, target[d]].sum(), decided + d.sum()
     return hits / max(n, 1), (float(truth / decided) if decided else None)
 
@@ -107,11 +107,12 @@ def counting_agreement(model, task: str, seed: int, n_test: int) -> float | None
     whose answers never occur in the input)."""
     agree = n = 0
     for x, y in held_out_batches(task, seed, n_test):
-        pred = model(x).logits.argmax(-1)[y != -100].numpy() - KINDS[task].first_answer
+        pred = model(x).logits.argmax(-1)[y != IGNORE].numpy() - KINDS[task].first_answer
         choices, _ = counting_choices(task, x.numpy(), y.numpy())
-        decided = ~choices.all(-1) & (pred >= 0) & (pred < choices.shape[1])
-        agree += int(choices[decided, pred[decided]].sum())
-        n += int((~choices.all(-1)).sum())
+        decided = ~choices.all(-1)
+        ok = decided & (pred >= 0) & (pred < choices.shape[1])  # an answer outside the task's never agrees
+        agree += int(choices[ok, pred[ok]].sum())
+        n += int(decided.sum())
     return agree / n if n else None
 
 
@@ -154,7 +155,7 @@ def table(results: dict, refs: dict) -> str:
     agreement.append("| the true answers | " + " | ".join("-" if c is None else f"{c:.3f}" for c in truth) + " |")
     steps = sorted({r["steps"] for rs in results.values() for r in rs.values()})
     test = sorted({r["test_instances"] for rs in results.values() for r in rs.values()})
-    lrs = sorted({r.get("lr", 3e-3) for rs in results.values() for r in rs.values()})  # 3e-3 before --lr
+    lrs = sorted({r.get("lr", LR) for rs in results.values() for r in rs.values()})  # 3e-3 before --lr
     j = "/".join
     note = (f"Accuracy over every scored token of {j(map(str, test))} held-out instances per task, after "
             f"{j(map(str, steps))} steps of {STEP_TOKENS:,} tokens at lr {j(map(str, lrs))}. Chance: a uniform guess "
@@ -234,7 +235,7 @@ def main(argv=None):
     ap.add_argument("--variants", default=VARIANTS, help="models (a variant or an ablation name)")
     ap.add_argument("--test", type=int, default=1280, help="held-out instances per task (rounded up to batches)")
     ap.add_argument("--seed", type=int, default=1337)
-    ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (MAD sweeps it per model)")
+    ap.add_argument("--lr", type=float, default=LR, help="peak learning rate (MAD sweeps it per model)")
     ap.add_argument("--out", default="runs/study_mad")
     args = ap.parse_args(argv)
     tasks, names = args.tasks.split(","), args.variants.split(",")

@@ -167,7 +167,6 @@ def make_mad(kind: str, *, seq_len: int | None = None, seed: int = 0, train: boo
     return x, list(scored), scored
 
 
-
 def counting_choices(kind: str, x, scored):
     """The guesses of a model that binds nothing: at each scored position, the answers seen most often in ``x``
     so far (that position included; all of them while none is seen). Recall tasks have few values, so one value
@@ -189,8 +188,14 @@ def counting_choices(kind: str, x, scored):
     return counts == counts.max(-1, keepdims=True), target
 
 
+def expected_hits(choices, target) -> float:
+    """The expected hits of a guess uniform among ``choices`` (a tie split evenly), :func:`counting_choices`'s
+    output."""
+    return float((choices[np.arange(len(target)), target] / choices.sum(-1)).sum())
+
+
 def frequency_guess(kind: str, x, scored) -> tuple[float, int]:
     """The expected hits of :func:`counting_choices`'s guesser (a tie split evenly) and the number of scored
     positions: the floor a model reaches by counting answers without tying them to keys."""
     choices, target = counting_choices(kind, x, scored)
-    return float((choices[np.arange(len(target)), target] / choices.sum(-1)).sum()), len(target)
+    return expected_hits(choices, target), len(target)
