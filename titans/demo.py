@@ -14,12 +14,12 @@ what they are (a 0.8M-parameter model, about a million tokens): they say nothing
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
 import torch
 
+from .atomic import write_json, write_text
 from .data import get_tokenizer, prepare
 from .models import MemoryConfig, ModelConfig, TitansLM, count_params, match_params
 from .train import RunConfig, TrainConfig, evaluate_split, train
@@ -85,10 +85,9 @@ def main(argv=None):
     table = "\n".join(lines)
     png = plot_runs({n: os.path.join(c.train.out_dir, "log.csv") for n, c in runs.items()},
                     os.path.join(args.out, "loss.png"), "MAC vs Transformer++: same size, same tokens (Shakespeare)")
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(table + "\n\n" + "\n\n".join(f"**{n}** sample:\n\n```\n{r['sample']}\n```" for n, r in results.items()))
+    write_json(os.path.join(args.out, "results.json"), results)
+    write_text(os.path.join(args.out, "results.md"),
+               table + "\n\n" + "\n\n".join(f"**{n}** sample:\n\n```\n{r['sample']}\n```" for n, r in results.items()))
     print("\n" + table + "\n")
     for name, r in results.items():
         print(f"--- {name} sample ---\n{r['sample']}\n")

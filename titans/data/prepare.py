@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..atomic import write_bytes, write_json
 from .corpus import CORPORA, load_corpus
 from .tokenizer import get_tokenizer
 
@@ -53,15 +54,6 @@ class PreparedData:
         return np.memmap(os.path.join(self.path, f"{name}.bin"), dtype=np.dtype(self.meta["dtype"]), mode="r")
 
 
-def _atomic_write(path: str, data: bytes):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def prepare(corpus: str = "shakespeare", tokenizer: str = "byte", data_dir: str | None = None,
             val_fraction: float = 0.05, test_fraction: float = 0.05, force: bool = False) -> PreparedData:
     """Prepare (or reuse) the token files of ``corpus`` with ``tokenizer``; returns where they are and their meta."""
@@ -88,11 +80,11 @@ def prepare(corpus: str = "shakespeare", tokenizer: str = "byte", data_dir: str 
     for name in SPLITS:
         data = spans[name].astype(dtype).tobytes()
         sha.update(data)
-        _atomic_write(os.path.join(root, f"{name}.bin"), data)
+        write_bytes(os.path.join(root, f"{name}.bin"), data)
     n_bytes = len(text.encode("utf-8"))
     meta = {"corpus": corpus, "tokenizer": tokenizer, "vocab_size": tok.vocab_size, "dtype": np.dtype(dtype).name,
             "documents": len(docs), "tokens": {k: int(len(v)) for k, v in spans.items()},
             "bytes_per_token": n_bytes / n, "val_fraction": val_fraction, "test_fraction": test_fraction,
             "sha256": sha.hexdigest()}
-    _atomic_write(meta_path, json.dumps(meta, indent=1).encode())
+    write_json(meta_path, meta)
     return PreparedData(root, meta)

@@ -24,6 +24,7 @@ from collections import Counter
 import torch
 from tqdm.auto import tqdm
 
+from ..atomic import write_json, write_text
 from ..data import get_tokenizer
 from ..data.commonsense import TASKS, Doc, load_task
 from ..device import resolve_device
@@ -159,11 +160,8 @@ def plot(records: list[dict], tasks, path: str) -> str | None:
 
 def _write(out: str, records: list[dict], tasks) -> None:
     os.makedirs(out, exist_ok=True)
-    for name, text in (("results.json", json.dumps(records, indent=1)), ("results.md", table(records, tasks) + "\n")):
-        tmp = os.path.join(out, name + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, os.path.join(out, name))
+    write_json(os.path.join(out, "results.json"), records)
+    write_text(os.path.join(out, "results.md"), table(records, tasks) + "\n")
     plot(records, tasks, os.path.join(out, "results.png"))
 
 

@@ -25,6 +25,7 @@ import time
 import numpy as np
 import torch
 
+from ..atomic import write_json, write_text
 from ..device import resolve_device
 from ..pyplot import pyplot
 from .answers import answer_batch, recall_accuracy
@@ -138,10 +139,7 @@ def summarize(records: list[dict]) -> list[dict]:
 def write_report(out: str, task: str, meta: dict, records: list[dict]) -> str:
     """``results.json`` (meta, summary, records), ``results.md`` and the heatmaps; returns the markdown."""
     summary = summarize(records)
-    tmp = os.path.join(out, "results.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump({"meta": meta, "summary": summary, "records": records}, f, indent=1)
-    os.replace(tmp, os.path.join(out, "results.json"))
+    write_json(os.path.join(out, "results.json"), {"meta": meta, "summary": summary, "records": records})
     lengths = sorted({s["length"] for s in summary})
     kinds = sorted({s["kind"] for s in summary})
     by = {(s["kind"], s["length"]): s for s in summary}
@@ -156,8 +154,8 @@ def write_report(out: str, task: str, meta: dict, records: list[dict]) -> str:
             lines.append(f"| {k} | " + " | ".join(cells) + " |")
         lines.append("\nCells: exact-match accuracy (mean answer log-likelihood, nats).")
     md = "\n".join(lines)
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(f"{task}: {meta['checkpoint']} ({meta['variant']}, trained at {meta['train_len']} tokens)\n\n{md}\n")
+    write_text(os.path.join(out, "results.md"),
+               f"{task}: {meta['checkpoint']} ({meta['variant']}, trained at {meta['train_len']} tokens)\n\n{md}\n")
     plot_heatmaps(out, task, records)
     return md
 

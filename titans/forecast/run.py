@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 
+from ..atomic import write_json, write_text
 from ..device import resolve_device
 from ..models import count_params
 from ..pyplot import pyplot
@@ -152,10 +153,10 @@ def report(out: str) -> str:
         timing.append(f"| {d} | " + " | ".join(cells) + " |")
     threads = sorted({r.get("threads") for r in rows if r.get("threads")})
     skipped = [f"- {r['data']} H={r['horizon']} {r['model']}: {r['skipped']}" for r in rows if "skipped" in r]
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write("MSE / MAE on the standardized test split (lookback 96).\n\n" + table + "\n\n"
-                f"Training time per run, mean over horizons (mean epochs run), CPU threads {threads}:\n\n"
-                + "\n".join(timing) + "\n" + ("\nSkipped:\n" + "\n".join(skipped) + "\n" if skipped else ""))
+    write_text(os.path.join(out, "results.md"),
+               "MSE / MAE on the standardized test split (lookback 96).\n\n" + table + "\n\n"
+               f"Training time per run, mean over horizons (mean epochs run), CPU threads {threads}:\n\n"
+               + "\n".join(timing) + "\n" + ("\nSkipped:\n" + "\n".join(skipped) + "\n" if skipped else ""))
     _plot_examples(rows, out)
     return table
 
@@ -227,10 +228,7 @@ def main(argv=None):
             if not args.all:
                 raise
             res = {"data": d, "horizon": h, "model": m, "skipped": str(e)}  # e.g. a split shorter than the horizon
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(res, f)
-        os.replace(tmp, path)
+        write_json(path, res, indent=None)
         print(json.dumps({k: v for k, v in res.items() if k != "examples"}))
     print(report(args.out))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import io
 import json
 import math
 import os
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..atomic import write_bytes, write_json, write_text
 from ..device import resolve_device
 from ..models import count_params
 from ..models.ablations import split_name
@@ -60,9 +62,9 @@ def scores(pred: torch.Tensor, y: torch.Tensor) -> dict:
 
 
 def _save(obj, path: str):
-    tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()  # serialized whole first, so the file is written in one atomic step
+    torch.save(obj, buf)
+    write_bytes(path, buf.getvalue())
 
 
 def run(model_name: str, *, out: str, length: int = 200, steps: int = 1000, pretrain_steps: int = 0, batch: int = 32,
@@ -183,8 +185,7 @@ def report(out: str) -> str:
                  f"Test: {r0['test']['n']} windows, class-balanced; accuracy in % ± its standard error. "
                  f"{r0['steps']} steps of batch {r0['batch']}, model chosen by validation accuracy "
                  f"({r0['val_n']} windows); CPU threads {sorted({r['threads'] for r in rows})}.\n\n")
-        with open(os.path.join(out, "results.md"), "w") as f:
-            f.write(setup + table + "\n")
+        write_text(os.path.join(out, "results.md"), setup + table + "\n")
         _plot(rows, out)
     return table
 
@@ -278,10 +279,7 @@ def main(argv=None):
             res = run(m, out=args.out, length=args.length, steps=args.steps, pretrain_steps=args.pretrain_steps,
                       batch=args.batch, lr=args.lr, seed=seed, eval_every=args.eval_every,
                       test_per_class=args.test_per_class, task=task, progress=not args.quiet, device=device)
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(res, f)
-            os.replace(tmp, path)
+            write_json(path, res, indent=None)
             ckpt = os.path.join(args.out, tag + ".ckpt.pt")
             if os.path.exists(ckpt):
                 os.remove(ckpt)

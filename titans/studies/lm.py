@@ -30,6 +30,7 @@ import time
 
 import torch
 
+from ..atomic import write_json, write_text
 from ..data import prepare
 from ..models import STUDY_ALPHA_INIT, MemoryConfig, ModelConfig, TitansLM, count_params, match_params
 from ..models.ablations import ablate, split_name
@@ -154,8 +155,7 @@ def main(argv=None):
         if long_bpb:
             done["val_bpb_long"] = dict(sorted(long_bpb.items(), key=lambda kv: int(kv[0])))
         results[v] = done
-        with open(res_path, "w") as f:
-            json.dump(results, f, indent=1)
+        write_json(res_path, results)
         write_table(args.out, results)
         plot_runs({v: os.path.join(args.out, v, "log.csv") for v in variants}, os.path.join(args.out, "loss.png"),
                   "byte-level Shakespeare, same size and tokens", panels=True)
@@ -187,8 +187,7 @@ def write_table(out: str, results: dict) -> str:
                      f"{r['val_bpb_1x']:.3f} | {r['val_bpb_4x']:.3f} |"
                      + "".join(f" {at[n]:.3f} |" if n in at else " - |" for n in rest))
     table = "\n".join(lines)
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(table + "\n")
+    write_text(os.path.join(out, "results.md"), table + "\n")
     return table
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import write_json, write_text
 from ..eval.longctx import run as eval_run
 from ..models import TitansLM, count_params
 from ..models.ablations import ABLATIONS
@@ -95,12 +96,8 @@ def last_validation(run_dir: str) -> dict:
 
 
 def _save(out: str, results: dict, table: str):
-    tmp = os.path.join(out, "results.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=1)
-    os.replace(tmp, os.path.join(out, "results.json"))
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(table + "\n")
+    write_json(os.path.join(out, "results.json"), results)
+    write_text(os.path.join(out, "results.md"), table + "\n")
 
 
 def niah(args):

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import write_json, write_text
 from ..data.synthetic.mad import IGNORE, KINDS, counting_choices, expected_hits
 from ..data.synthetic.tasks import VAL_SEED_OFFSET, task_batch
 from ..models import count_params
@@ -53,13 +54,6 @@ def run_config(task: str, name: str, steps: int, out: str, seed: int, lr: float 
                                        warmup_steps=min(50, steps // 10), eval_every=max(1, steps // 5),
                                        eval_batches=4, ckpt_every=max(1, steps // 5), keep_last=1,
                                        log_every=max(1, steps // 50), out_dir=os.path.join(out, task, name)))
-
-
-def _write(path: str, text: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"  # two processes may rebuild the summary at once: each renames its own file
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def collect(out: str) -> dict:
@@ -193,10 +187,10 @@ def plot(results: dict, refs: dict, path: str) -> None:
 
 def summarize(out: str) -> str:
     results = collect(out)
-    _write(os.path.join(out, "results.json"), json.dumps(results, indent=1))
+    write_json(os.path.join(out, "results.json"), results)
     refs = references(results)
     md = table(results, refs)
-    _write(os.path.join(out, "results.md"), md + "\n")
+    write_text(os.path.join(out, "results.md"), md + "\n")
     plot(results, refs, os.path.join(out, "accuracy.png"))
     return md
 
@@ -212,7 +206,7 @@ def run_one(task: str, name: str, args) -> dict:
         if r.get("steps") == args.steps and r.get("test_instances") == n_test:
             if "counting_agreement" not in r:  # scored before the measure existed: loaded, not retrained
                 r["counting_agreement"] = counting_agreement(trained(cfg)[0], task, args.seed, n_test)
-                _write(path, json.dumps(r, indent=1))
+                write_json(path, r)
             return r
     t0 = time.time()
     model, ckpt, summary = trained(cfg)
@@ -224,7 +218,7 @@ def run_one(task: str, name: str, args) -> dict:
          "counting_agreement": counting_agreement(model, task, args.seed, n_test)}
     if summary is not None:
         r.update(train_tokens_per_s=summary["tokens_per_s"], train_seconds=round(time.time() - t0, 1))
-    _write(path, json.dumps(r, indent=1))
+    write_json(path, r)
     return r
 
 
