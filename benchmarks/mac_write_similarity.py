@@ -23,11 +23,11 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import table, write_results  # noqa: E402
 
-from titans.cli import _load as load_run  # noqa: E402
 from titans.data import get_tokenizer  # noqa: E402
 from titans.data.synthetic.tasks import task_batch  # noqa: E402
 from titans.models import TitansLM  # noqa: E402
 from titans.studies.longctx import named_model  # noqa: E402
+from titans.train import CheckpointError, load_model  # noqa: E402
 
 
 def mean_offdiag_cosine(z: torch.Tensor) -> float:
@@ -85,7 +85,10 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     models = [(f"{args.model} (initialization)", TitansLM(cfg))]
     for run in args.ckpt:
-        model = load_run(run)[0]  # the CLI's loader: a run folder's latest checkpoint, or a checkpoint folder
+        try:
+            model = load_model(run)[0]  # a run folder's latest checkpoint, or a checkpoint folder
+        except CheckpointError as e:
+            raise SystemExit(f"--ckpt {run!r}: {e}") from None
         if model.cfg.variant != "mac":
             raise SystemExit(f"--ckpt {run!r}: a {model.cfg.variant} model, not MAC")
         models.append((run.rstrip("/").split("/")[-1] + " (trained)", model))

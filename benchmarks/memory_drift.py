@@ -84,12 +84,15 @@ def main():
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from titans.cli import _load
     from titans.data import prepare
+    from titans.train import CheckpointError, load_model
 
     results = {}
     for ckpt in args.ckpt:
-        model, cfg, path = _load(ckpt)
+        try:
+            model, cfg, path = load_model(ckpt)
+        except CheckpointError as e:
+            raise SystemExit(f"--ckpt {ckpt!r}: {e}") from None
         data = prepare(cfg.data.corpus, cfg.data.tokenizer, cfg.data.data_dir, cfg.data.val_fraction,
                        cfg.data.test_fraction)
         val = data.split("val")

@@ -35,20 +35,15 @@ def _device(name: str):
 
 
 def _load(ckpt: str, device="cpu"):
-    """A trained model (on ``device``) and its run config from a run folder (its latest checkpoint) or a checkpoint
-    folder."""
-    from .models import ModelConfig, TitansLM
-    from .train import RunConfig, latest_checkpoint, load_checkpoint
-    from .train.checkpoint import load_model_weights
+    """``titans.train.load_model``: a trained model (on ``device``), its run config and the checkpoint folder; its
+    errors name the ``--ckpt`` flag."""
+    from .train import CheckpointError, load_model
 
-    path = ckpt if os.path.exists(os.path.join(ckpt, "meta.json")) else latest_checkpoint(ckpt)
-    if path is None:
-        raise SystemExit(f"--ckpt {ckpt}: no checkpoint found (expected a run folder or a checkpoint folder)")
-    weights, _, config = load_checkpoint(path)
-    cfg = RunConfig.from_dict(config)
-    model = TitansLM(ModelConfig.from_dict(config["model"]))
-    load_model_weights(model, weights, path)
-    return model.to(device).eval(), cfg, path
+    try:
+        return load_model(ckpt, device)
+    except CheckpointError as e:
+        msg = str(e)
+        raise CheckpointError(f"--ckpt {msg}" if msg.startswith(f"{ckpt}:") else f"--ckpt {ckpt}: {msg}") from None
 
 
 def cmd_data(args):

@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from titans.train import CheckpointError, apply_overrides, latest_checkpoint, load_checkpoint, train
+from titans.train import CheckpointError, apply_overrides, latest_checkpoint, load_checkpoint, load_model, train
 from titans.train.checkpoint import check_same_run
 from titans.train.config import preset_tiny
 
@@ -89,6 +89,20 @@ def test_truncated_or_mismatched_checkpoint_is_rejected(tmp_path):
         load_checkpoint(str(tmp_path))
     with pytest.raises(CheckpointError, match="truncated"):  # --resume never restarts silently from scratch
         train(cfg, resume=True, progress=False)
+
+
+def test_load_model_from_a_run_or_a_checkpoint_folder(tmp_path):
+    cfg = _cfg(tmp_path, **{"train.stop_at": 10})
+    train(cfg, progress=False)
+    ckpt = latest_checkpoint(cfg.train.out_dir)
+    weights = load_checkpoint(ckpt)[0]
+    for where in (cfg.train.out_dir, ckpt):
+        model, run_cfg, path = load_model(where)
+        assert path == ckpt and run_cfg.model == cfg.model and run_cfg.data.seq_len == cfg.data.seq_len
+        assert not model.training
+        assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    with pytest.raises(CheckpointError, match=r"empty: no checkpoint found"):
+        load_model(str(tmp_path / "empty"))
 
 
 def test_resume_rejects_another_model(tmp_path):

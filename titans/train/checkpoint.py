@@ -22,6 +22,9 @@ import shutil
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..models import ModelConfig, TitansLM
+from .config import RunConfig
+
 _STEP = re.compile(r"^step_(\d{6,})$")
 
 
@@ -171,3 +174,23 @@ def load_model_weights(model: torch.nn.Module, weights: dict, path: str = "check
         raise CheckpointError(f"{path}: does not match the model (missing {missing[:5]}, unexpected "
                               f"{unexpected[:5]}, shape mismatch {bad[:5]})")
     model.load_state_dict(weights)
+
+
+def load_model(ckpt: str, device: str | torch.device = "cpu"):
+    """A trained model from a run folder (its latest checkpoint) or a checkpoint folder.
+
+    Returns ``(model, config, path)``: the ``TitansLM`` in eval mode on ``device``, the run's ``RunConfig`` (its
+    data fields say how the model was trained: tokenizer, ``seq_len``, task) and the checkpoint folder read. Raises
+    ``CheckpointError`` naming ``ckpt`` when it holds no checkpoint, and on any file that fails its check.
+
+        model, cfg, _ = load_model("runs/mag")
+        out = model(idx)                      # idx [B, T] token ids -> out.logits [B, T, vocab]
+    """
+    path = ckpt if os.path.isfile(os.path.join(ckpt, "meta.json")) else latest_checkpoint(ckpt)
+    if path is None:
+        raise CheckpointError(f"{ckpt}: no checkpoint found (expected a run folder or a checkpoint folder)")
+    weights, _, config = load_checkpoint(path)
+    cfg = RunConfig.from_dict(config)
+    model = TitansLM(ModelConfig.from_dict(config["model"]))
+    load_model_weights(model, weights, path)
+    return model.to(device).eval(), cfg, path
