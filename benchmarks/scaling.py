@@ -3,17 +3,22 @@
     python benchmarks/scaling.py                                   # both sections (~10 min, 2 cores)
     python benchmarks/scaling.py --sections depth --lengths 512,2048,8192
     python benchmarks/scaling.py --tokens 4096 --out FILE.json     # a smaller step
+    python benchmarks/scaling.py --batch 1 --out FILE.json         # one sequence a step: the tokens grow with it
 
 1. ``depth`` (Fig. 8): the LMM with a memory of depth 1 to 4, tokens/s of a training step against the sequence length.
 2. ``variants`` (Fig. 9): every variant, the same.
 
-Every step holds the same number of tokens (``--tokens``, as batch x length: 16 x 512 ... 1 x 8192), so a model whose
-cost is linear in the length keeps its tokens/s and one whose cost grows faster loses it. A step is one forward,
-backward and AdamW update of a model at d 128, 2 layers, 4 heads, byte vocabulary (the ``small`` preset narrowed;
-memory chunk 16, depth-2 memory unless varied, 8 persistent tokens, attention window 512 for SWA / MAG / MAL and MAC
-segments of 512), float32; tokens/s is the best of ``--repeats`` steps after a warm-up, each (model, length) in its
-own process. The same width and depth for every variant, so the hybrids carry both mixers and are not matched in
-size. Writes the table, ``--out`` (JSON) and a plot beside it (``.png``).
+Every step holds the same number of tokens (``--tokens``, as batch x length: 16 x 512 ... 1 x 8192), so a model
+whose arithmetic is linear in the length does the same arithmetic at every length; but the memory walks its chunks
+in order, so a longer sequence is more, smaller chunk steps (each over fewer sequences), and where a step's cost is
+more its operations' than their arithmetic (a CPU at these sizes) tokens/s falls with the length all the same. With
+``--batch N`` every step holds N sequences instead: its tokens grow with the length, each chunk's work stays the same,
+and tokens/s stays flat where the cost per chunk does. A step is one forward, backward and AdamW update of a model at
+d 128, 2 layers, 4 heads, byte vocabulary (the ``small`` preset narrowed; memory chunk 16, depth-2 memory unless
+varied, 8 persistent tokens, attention window 512 for SWA / MAG / MAL and MAC segments of 512), float32; tokens/s is
+the best of ``--repeats`` steps after a warm-up, each (model, length) in its own process. The same width and depth
+for every variant, so the hybrids carry both mixers and are not matched in size. Writes the table, ``--out`` (JSON)
+and a plot beside it (``.png``).
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ def model_config(variant: str, depth: int = 2):
 
 
 def train_step(spec: dict) -> dict:
-    """Tokens/s of one training step on ``tokens // length`` sequences of ``length`` (best of ``repeats``)."""
+    """Tokens/s of one training step on ``batch`` (default ``tokens // length``) sequences of ``length`` (best of
+    ``repeats``)."""
     import torch
 
     from titans.models import TitansLM, count_params
@@ -52,7 +58,7 @@ def train_step(spec: dict) -> dict:
     torch.manual_seed(0)
     model = TitansLM(model_config(spec["variant"], spec.get("depth", 2)))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    batch = spec["tokens"] // spec["length"]
+    batch = spec.get("batch") or spec["tokens"] // spec["length"]
     idx = torch.randint(0, 256, (batch, spec["length"] + 1))
 
     def step():
@@ -89,7 +95,9 @@ def plot(result: dict, path: str) -> str | None:
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=f"depth {label}" if key == "depth" else label)
         ax.set_xscale("log", base=2)
-        ax.set(xlabel=f"sequence length (batch x length = {result['tokens']:,} tokens)", ylabel="training tokens/s",
+        per_step = (f"batch {result['batch']}" if result.get("batch")
+                    else f"batch x length = {result['tokens']:,} tokens")
+        ax.set(xlabel=f"sequence length ({per_step})", ylabel="training tokens/s",
                title=title, ylim=(0, None))
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -112,6 +120,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--sections", default="depth,variants", help="depth, variants, or both")
     ap.add_argument("--lengths", default="512,1024,2048,4096,8192", help="sequence lengths (each divides --tokens)")
     ap.add_argument("--tokens", type=int, default=8192, help="tokens per training step (batch x length)")
+    ap.add_argument("--batch", type=int, default=None, help="sequences per step at every length (instead of --tokens)")
     ap.add_argument("--depths", default="1,2,3,4", help="memory depths of the depth section")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--repeats", type=int, default=2, help="timed steps per measurement (the best is kept)")
@@ -130,7 +139,9 @@ def main(argv=None) -> dict:
         depths = [int(x) for x in args.depths.split(",")]
     except ValueError:
         raise SystemExit(f"--lengths {args.lengths!r} / --depths {args.depths!r}: comma-separated integers") from None
-    if bad := [n for n in lengths if n < 1 or args.tokens % n]:
+    if args.batch is not None and args.batch < 1:
+        raise SystemExit(f"--batch {args.batch}: must be >= 1")
+    if bad := [n for n in lengths if n < 1 or (args.batch is None and args.tokens % n)]:
         raise SystemExit(f"--lengths {bad}: each must divide --tokens {args.tokens}")
     if bad := [d for d in depths if d < 1]:
         raise SystemExit(f"--depths {bad}: each must be >= 1")
@@ -143,8 +154,8 @@ def main(argv=None) -> dict:
     import torch
 
     result = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-              "threads": args.threads, "tokens": args.tokens, "repeats": args.repeats}
-    base = {"tokens": args.tokens, "threads": args.threads, "repeats": args.repeats}
+              "threads": args.threads, "tokens": args.tokens, "batch": args.batch, "repeats": args.repeats}
+    base = {"tokens": args.tokens, "batch": args.batch, "threads": args.threads, "repeats": args.repeats}
     plans = {"depth": ("depth", [{"variant": "lmm", "depth": d} for d in depths]),
              "variants": ("variant", [{"variant": v} for v in variants])}
     for section in sections:

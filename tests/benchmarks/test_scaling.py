@@ -13,6 +13,8 @@ import scaling  # noqa: E402
 def test_one_step_counts_the_batch_it_ran():
     r = scaling.train_step({"variant": "mal", "depth": 1, "length": 32, "tokens": 64, "threads": 1, "repeats": 1})
     assert r["batch"] == 2 and r["tokens_per_s"] > 0 and r["params_m"] > 0
+    r = scaling.train_step({"variant": "lmm", "length": 48, "tokens": 64, "batch": 1, "threads": 1, "repeats": 1})
+    assert r["batch"] == 1  # a fixed batch: the length need not divide the tokens
 
 
 def test_model_config_varies_the_memory_depth_only():
@@ -35,7 +37,8 @@ def test_main_writes_json_with_ratios_and_a_plot(tmp_path):
                                          (["--sections", "speed"], "unknown"),
                                          (["--variants", "gpt"], "not among"),
                                          (["--depths", "0"], ">= 1"),
-                                         (["--lengths", "a"], "integers")])
+                                         (["--lengths", "a"], "integers"),
+                                         (["--batch", "0"], "--batch 0")])
 def test_bad_input_is_named(argv, match, tmp_path):
     with pytest.raises(SystemExit, match=match):
         scaling.main(argv + ["--out", str(tmp_path / "x.json")])

@@ -104,12 +104,13 @@ def test_trains_without_nan(variant):
     assert losses[-1] < losses[0]
 
 
-@pytest.mark.parametrize("variant", ["mac", "mag", "swa"])
+@pytest.mark.parametrize("variant", ["mac", "mag", "mal", "swa"])
 def test_sdpa_matches_naive_attention(variant):
     a = _model(variant, attn_impl="sdpa")
     b = _model(variant, attn_impl="naive")
-    idx = torch.randint(0, 256, (2, 50))
-    assert rel_err(a(idx).logits, b(idx).logits) <= 1e-9
+    for T in (50, 100):  # 100: past twice the window, where sdpa runs the window in blocks (attend_window)
+        idx = torch.randint(0, 256, (2, T))
+        assert rel_err(a(idx).logits, b(idx).logits) <= 1e-9
 
 
 def test_generate_reuses_the_state_and_matches_greedy_recompute():

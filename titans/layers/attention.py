@@ -5,7 +5,9 @@ Every key carries an absolute position; a query at position t sees key s when ``
 ``s > t - w`` (the window counts the token itself). Persistent keys have no position and are always visible
 (paper Eq. 19; SPEC's **Decision**: a learnable key/value prefix per attention layer, not tokens fed through the
 projections). ``attend`` has two implementations behind one signature: ``naive`` (masked softmax, the reference)
-and ``sdpa`` (PyTorch's fused ``scaled_dot_product_attention``).
+and ``sdpa`` (PyTorch's fused ``scaled_dot_product_attention``). With a window, ``sdpa`` over many more keys than the
+window runs in blocks of queries (``attend_window``): each block sees only the keys its window can reach, so the
+cost is linear in the length, where a dense ``[T, S]`` mask makes it quadratic.
 """
 
 from __future__ import annotations
@@ -55,6 +57,47 @@ def attend(q, k, v, mask, *, n_persistent: int = 0, impl: str = "sdpa"):
     return out.transpose(1, 2)
 
 
+def _block(window: int) -> int:
+    """Queries per block of ``attend_window``: each block reads ``block + window - 1`` keys, so half a window costs
+    1.5 keys a query against 2 for a whole one, in twice as many (batched) blocks."""
+    return max(1, window // 2)
+
+
+def attend_window(q, k, v, qpos, kpos, window: int, *, n_persistent: int = 0):
+    """``attend(q, k, v, attention_mask(qpos, kpos, window), n_persistent=...)`` in blocks of queries.
+
+    For the keys of a causal stream: ``kpos [S - n_persistent]`` consecutive positions whose last ``T`` are the
+    queries' ``qpos [T]`` (a cache, then the queries' own keys), so that the keys a block of queries can see are one
+    run of ``block + window - 1``. The mask is still taken from the positions (front and back padding get positions
+    no query sees). ``q [B, T, H, D]``, ``k, v [B, S, H, D]`` (the persistent keys first) -> ``[B, T, H, D]``.
+    """
+    B, T, H, D = q.shape
+    P = n_persistent
+    pk, pv, k, v = k[:, :P], v[:, :P], k[:, P:], v[:, P:]
+    b = _block(window)
+    nb = -(-T // b)
+    L = b + window - 1  # keys of one block: its own and the window - 1 before its first query
+    keep = min(k.shape[1], T + window - 1)  # older keys are out of every query's window
+    k, v, kpos = k[:, -keep:], v[:, -keep:], kpos[-keep:]
+    front, back = T + window - 1 - keep, nb * b - T  # query j's window ends at padded key j + window - 1
+    k, v = (F.pad(t, (0, 0, 0, 0, front, back)) for t in (k, v))
+    lo, hi = (torch.iinfo(kpos.dtype).min, torch.iinfo(kpos.dtype).max) if not kpos.is_floating_point() else (
+        -math.inf, math.inf)
+    kp = torch.cat([kpos.new_full((front,), lo), kpos, kpos.new_full((back,), hi)])
+    qp = torch.cat([qpos, qpos.new_full((back,), hi)]).view(nb, b, 1)
+    kp = kp.unfold(0, L, b).unsqueeze(1)  # [nb, 1, L]
+    mask = ((kp <= qp) & (kp > qp - window)) | (qp == hi)  # padded queries see everything: no empty row, discarded
+    kb, vb = (t.unfold(1, L, b).permute(0, 1, 4, 2, 3) for t in (k, v))  # [B, nb, L, H, D]
+    if P:
+        kb = torch.cat([pk.unsqueeze(1).expand(-1, nb, -1, -1, -1), kb], 2)
+        vb = torch.cat([pv.unsqueeze(1).expand(-1, nb, -1, -1, -1), vb], 2)
+        mask = torch.cat([mask.new_ones(nb, b, P), mask], 2)
+    qb = F.pad(q, (0, 0, 0, 0, 0, back)).view(B * nb, b, H, D).transpose(1, 2)
+    kb, vb = (t.reshape(B * nb, P + L, H, D).transpose(1, 2) for t in (kb, vb))
+    out = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask.unsqueeze(1).repeat(B, 1, 1, 1))
+    return out.transpose(1, 2).reshape(B, nb * b, H, D)[:, :T]
+
+
 class KVCache(NamedTuple):
     """Keys (after RoPE) and values ``[B, S, H, D]`` of earlier tokens, with their positions ``[S]``."""
 
@@ -100,14 +143,26 @@ class Attention(nn.Module):
         cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_base, x.dtype)
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
+    def _with_persistent(self, k, v):
+        if not self.n_persistent:
+            return k, v
+        B = k.shape[0]
+        pk = self.persistent_k.unsqueeze(0).expand(B, -1, -1, -1).to(k.dtype)
+        pv = self.persistent_v.unsqueeze(0).expand(B, -1, -1, -1).to(v.dtype)
+        return torch.cat([pk, k], 1), torch.cat([pv, v], 1)
+
     def attend(self, q, qpos, k, v, kpos):
         """Attention of queries at ``qpos`` over keys at ``kpos`` plus the persistent prefix -> ``[B, T, d_model]``."""
         B, T = q.shape[:2]
-        if self.n_persistent:
-            pk = self.persistent_k.unsqueeze(0).expand(B, -1, -1, -1).to(k.dtype)
-            pv = self.persistent_v.unsqueeze(0).expand(B, -1, -1, -1).to(v.dtype)
-            k, v = torch.cat([pk, k], 1), torch.cat([pv, v], 1)
+        k, v = self._with_persistent(k, v)
         y = attend(q, k, v, attention_mask(qpos, kpos, self.window), n_persistent=self.n_persistent, impl=self.impl)
+        return self.out(y.reshape(B, T, -1))
+
+    def attend_local(self, q, qpos, k, v, kpos):
+        """``attend`` for a window over keys at consecutive positions ending at ``qpos`` (``attend_window``)."""
+        B, T = q.shape[:2]
+        k, v = self._with_persistent(k, v)
+        y = attend_window(q, k, v, qpos, kpos, self.window, n_persistent=self.n_persistent)
         return self.out(y.reshape(B, T, -1))
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None):
@@ -117,7 +172,10 @@ class Attention(nn.Module):
             kpos = torch.cat([cache.pos, positions])
         else:
             kpos = positions
-        y = self.attend(q, positions, k, v, kpos)
+        if self.window is not None and self.impl == "sdpa" and k.shape[1] > 2 * self.window:
+            y = self.attend_local(q, positions, k, v, kpos)  # the keys are a cache, then these tokens: consecutive
+        else:
+            y = self.attend(q, positions, k, v, kpos)
         if self.window is not None:
             start = max(k.shape[1] - (self.window - 1), 0)
             k, v, kpos = k[:, start:], v[:, start:], kpos[start:]
