@@ -143,26 +143,22 @@ class Attention(nn.Module):
         cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_base, x.dtype)
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
-    def _with_persistent(self, k, v):
-        if not self.n_persistent:
-            return k, v
-        B = k.shape[0]
-        pk = self.persistent_k.unsqueeze(0).expand(B, -1, -1, -1).to(k.dtype)
-        pv = self.persistent_v.unsqueeze(0).expand(B, -1, -1, -1).to(v.dtype)
-        return torch.cat([pk, k], 1), torch.cat([pv, v], 1)
+    def attend(self, q, qpos, k, v, kpos, *, consecutive: bool = False):
+        """Attention of queries at ``qpos`` over keys at ``kpos`` plus the persistent prefix -> ``[B, T, d_model]``.
 
-    def attend(self, q, qpos, k, v, kpos):
-        """Attention of queries at ``qpos`` over keys at ``kpos`` plus the persistent prefix -> ``[B, T, d_model]``."""
+        ``consecutive``: the keys are at consecutive positions ending at ``qpos`` (a stream's cache, then these
+        tokens), so a window over more than twice its keys runs in blocks (:func:`attend_window`)."""
         B, T = q.shape[:2]
-        k, v = self._with_persistent(k, v)
-        y = attend(q, k, v, attention_mask(qpos, kpos, self.window), n_persistent=self.n_persistent, impl=self.impl)
-        return self.out(y.reshape(B, T, -1))
-
-    def attend_local(self, q, qpos, k, v, kpos):
-        """``attend`` for a window over keys at consecutive positions ending at ``qpos`` (``attend_window``)."""
-        B, T = q.shape[:2]
-        k, v = self._with_persistent(k, v)
-        y = attend_window(q, k, v, qpos, kpos, self.window, n_persistent=self.n_persistent)
+        blocks = consecutive and self.window is not None and self.impl == "sdpa" and kpos.shape[0] > 2 * self.window
+        if self.n_persistent:
+            pk = self.persistent_k.unsqueeze(0).expand(B, -1, -1, -1).to(k.dtype)
+            pv = self.persistent_v.unsqueeze(0).expand(B, -1, -1, -1).to(v.dtype)
+            k, v = torch.cat([pk, k], 1), torch.cat([pv, v], 1)
+        if blocks:
+            y = attend_window(q, k, v, qpos, kpos, self.window, n_persistent=self.n_persistent)
+        else:
+            y = attend(q, k, v, attention_mask(qpos, kpos, self.window), n_persistent=self.n_persistent,
+                       impl=self.impl)
         return self.out(y.reshape(B, T, -1))
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None):
@@ -172,10 +168,7 @@ class Attention(nn.Module):
             kpos = torch.cat([cache.pos, positions])
         else:
             kpos = positions
-        if self.window is not None and self.impl == "sdpa" and k.shape[1] > 2 * self.window:
-            y = self.attend_local(q, positions, k, v, kpos)  # the keys are a cache, then these tokens: consecutive
-        else:
-            y = self.attend(q, positions, k, v, kpos)
+        y = self.attend(q, positions, k, v, kpos, consecutive=True)  # the keys: a cache, then these tokens
         if self.window is not None:
             start = max(k.shape[1] - (self.window - 1), 0)
             k, v, kpos = k[:, start:], v[:, start:], kpos[start:]

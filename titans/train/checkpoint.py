@@ -22,7 +22,7 @@ import shutil
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..models import ModelConfig, TitansLM
+from ..models import TitansLM
 from .config import RunConfig
 
 _STEP = re.compile(r"^step_(\d{6,})$")
@@ -191,6 +191,6 @@ def load_model(ckpt: str, device: str | torch.device = "cpu"):
         raise CheckpointError(f"{ckpt}: no checkpoint found (expected a run folder or a checkpoint folder)")
     weights, _, config = load_checkpoint(path)
     cfg = RunConfig.from_dict(config)
-    model = TitansLM(ModelConfig.from_dict(config["model"]))
+    model = TitansLM(cfg.model)
     load_model_weights(model, weights, path)
     return model.to(device).eval(), cfg, path
