@@ -33,10 +33,12 @@ def run_isolated(script: str, spec: dict) -> dict:
 
 
 def write_results(path: str, result: dict) -> None:
-    """Write a benchmark's JSON (creating its folder) and say where."""
+    """Write a benchmark's JSON (creating its folder; atomically, so an interrupted run keeps the last whole file)
+    and say where."""
+    from titans.atomic import write_json
+
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(path, result)
     print(f"\nwrote {path}")
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from titans.data.synthetic.mad import KINDS
-from titans.studies.mad import counting_agreement, counting_reference, main
+from titans.studies.mad import CountingAgreement, counting_agreement, counting_reference, main
 from titans.train.evaluate import evaluate_task
 
 
@@ -78,3 +78,14 @@ def test_counting_agreement():
     floor, truth = counting_reference("recall", 1337, 32)
     assert floor < agree == truth < 0.7  # it agrees exactly where the answer is also the most counted
     assert counting_agreement(_Guesser("memorize", True), "memorize", 1337, 64) is None  # counting never decides
+
+
+def test_counting_agreement_shares_the_scoring_forward():
+    """``run_one`` takes the agreement from ``evaluate_task``'s own forward (``on_batch``): the same batches, so the
+    same number as a forward of its own, for a model that counts and for one that does not."""
+    for count in (True, False):
+        model = _Guesser("recall", count)
+        shared = CountingAgreement("recall")
+        evaluate_task(model, "mad:recall", seq_len=128, batches=2, batch_size=16, seed=1337, tokenizer=None,
+                      vocab_size=16, on_batch=shared)
+        assert shared.value == counting_agreement(model, "recall", 1337, 32)

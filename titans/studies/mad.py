@@ -93,21 +93,37 @@ def counting_reference(task: str, seed: int, n_test: int) -> tuple[float, float 
     return hits / max(n, 1), (float(truth / decided) if decided else None)
 
 
-@torch.no_grad()
-def counting_agreement(model, task: str, seed: int, n_test: int) -> float | None:
-    """The fraction of scored held-out positions where the model's greedy answer is one that counting would give
+class CountingAgreement:
+    """The fraction of scored held-out positions where a model's greedy answer is one that counting would give
     (:func:`.mad.counting_choices`), over the positions where counting rules some answer out: 1.0 for a model that
-    counts, well below for one that looks its answer up. ``None`` where counting never decides (``memorize``,
-    whose answers never occur in the input)."""
-    agree = n = 0
-    for x, y in held_out_batches(task, seed, n_test):
-        pred = model(x).logits.argmax(-1)[y != IGNORE].numpy() - KINDS[task].first_answer
-        choices, _ = counting_choices(task, x.numpy(), y.numpy())
+    counts, well below for one that looks its answer up; ``value`` is ``None`` where counting never decides
+    (``memorize``, whose answers never occur in the input). Called with each batch ``(x, y, logits)`` (the
+    ``on_batch`` of :func:`~titans.train.evaluate.evaluate_task`, so the score and this share one forward)."""
+
+    def __init__(self, task: str):
+        self.task, self.agree, self.n = task, 0, 0
+
+    def __call__(self, x, y, logits):
+        y = y.cpu()
+        pred = logits.argmax(-1).cpu()[y != IGNORE].numpy() - KINDS[self.task].first_answer
+        choices, _ = counting_choices(self.task, x.cpu().numpy(), y.numpy())
         decided = ~choices.all(-1)
         ok = decided & (pred >= 0) & (pred < choices.shape[1])  # an answer outside the task's never agrees
-        agree += int(choices[ok, pred[ok]].sum())
-        n += int(decided.sum())
-    return agree / n if n else None
+        self.agree += int(choices[ok, pred[ok]].sum())
+        self.n += int(decided.sum())
+
+    @property
+    def value(self) -> float | None:
+        return self.agree / self.n if self.n else None
+
+
+@torch.no_grad()
+def counting_agreement(model, task: str, seed: int, n_test: int) -> float | None:
+    """:class:`CountingAgreement` of ``model`` on the study's held-out instances (its own forward)."""
+    agreement = CountingAgreement(task)
+    for x, y in held_out_batches(task, seed, n_test):
+        agreement(x, y, model(x).logits)
+    return agreement.value
 
 
 def model_names(results: dict) -> list[str]:
@@ -210,12 +226,14 @@ def run_one(task: str, name: str, args) -> dict:
             return r
     t0 = time.time()
     model, ckpt, summary = trained(cfg)
+    agreement = CountingAgreement(task)  # scored from the same forward as the accuracy
     score = evaluate_task(model, cfg.data.task, seq_len=cfg.data.seq_len, batches=n_test // batch,
-                          batch_size=batch, seed=cfg.train.seed, tokenizer=None, vocab_size=cfg.model.vocab_size)
+                          batch_size=batch, seed=cfg.train.seed, tokenizer=None, vocab_size=cfg.model.vocab_size,
+                          on_batch=agreement)
     r = {"task": task, "model": name, "params": count_params(model), "steps": args.steps, "seq_len": cfg.data.seq_len,
          "batch": batch, "seed": args.seed, "lr": args.lr, "test_instances": n_test,
          "accuracy": score["acc"], "test_loss": score["loss"], "checkpoint": os.path.relpath(ckpt, args.out),
-         "counting_agreement": counting_agreement(model, task, args.seed, n_test)}
+         "counting_agreement": agreement.value}
     if summary is not None:
         r.update(train_tokens_per_s=summary["tokens_per_s"], train_seconds=round(time.time() - t0, 1))
     write_json(path, r)

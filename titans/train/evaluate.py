@@ -77,10 +77,12 @@ def evaluate_split(model, tokens: np.ndarray, *, length: int, max_windows: int |
 
 @torch.no_grad()
 def evaluate_task(model, task: str, *, seq_len: int, batches: int, batch_size: int, seed: int, tokenizer,
-                  vocab_size: int, device: torch.device | str = "cpu") -> dict:
+                  vocab_size: int, device: torch.device | str = "cpu", on_batch=None) -> dict:
     """``{"loss", "ppl", "acc"}`` on held-out instances of a synthetic task (seeds no training step draws): the mean
     NLL per answer token, and the fraction of instances whose every answer token is the argmax (which is exactly
-    whether greedy decoding reproduces the answer). For MQAR and MAD every scored token counts as one instance."""
+    whether greedy decoding reproduces the answer). For MQAR and MAD every scored token counts as one instance.
+    ``on_batch(x, y, logits)``, if given, sees each held-out batch (``x, y [batch_size, seq_len]``, ``logits
+    [batch_size, seq_len, V]``) so that a caller can score more from the same forward."""
     from ..data.synthetic.tasks import VAL_SEED_OFFSET, scored_per_token, task_batch
 
     was_training = model.training
@@ -91,6 +93,8 @@ def evaluate_task(model, task: str, *, seq_len: int, batches: int, batch_size: i
                           tokenizer=tokenizer, vocab_size=vocab_size, answer_only=True)
         x, y = x.to(device), y.to(device)
         logits = upcast_logits(model(x).logits)
+        if on_batch is not None:
+            on_batch(x, y, logits)
         mask = y != -100
         nll += float(F.cross_entropy(logits.transpose(1, 2), y, reduction="none", ignore_index=-100).sum())
         count += int(mask.sum())
