@@ -157,6 +157,14 @@ def test_a_bad_device_fails_before_reading_data(tmp_path):
         main(["--data", str(tmp_path / "missing.csv"), "--device", "gpu0", "--out", str(tmp_path / "o")])
 
 
+def test_unknown_data_names_the_flag_before_any_work(tmp_path, capsys):
+    from titans.forecast.run import main
+
+    with pytest.raises(SystemExit):
+        main(["--data", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o")])
+    assert "--data" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
 def test_all_refuses_finished_runs_of_other_settings(tmp_path, capsys):
     """--all skips finished runs: one made with other settings is an error before any work, not reused."""
     import json

@@ -205,6 +205,8 @@ def main(argv=None):
         device = resolve_device(args.device, "--device")
     except ValueError as e:
         ap.error(str(e))
+    if not args.all and args.data not in PRESETS and not os.path.isfile(args.data):
+        ap.error(f"--data {args.data!r}: neither a preset ({', '.join(PRESETS)}) nor a CSV file")
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     os.makedirs(args.out, exist_ok=True)
     jobs = ([(d, h, m) for d in PRESETS for h in HORIZONS for m in FORECASTERS] if args.all
