@@ -62,6 +62,27 @@ def test_console_script_prints_input_errors_in_one_line(monkeypatch, capsys):
         run()
 
 
+@pytest.mark.parametrize("argv, says", [
+    (["data", "prepare", "--corpus", "no-such-corpus"], "corpus='no-such-corpus': not a named corpus"),
+    (["study", "mqar", "--depths", "2,x"], "--depths '2,x': expected comma-separated ints"),
+    (["eval", "niah", "--ckpt", "no-such-run", "--depths", "0,1.5"], "--depths '0,1.5'"),
+    (["eval", "mqar", "--ckpt", "no-such-run", "--pairs", "8,y"], "--pairs '8,y'"),
+    (["study", "niah", "--long", "5q"], "--long: '5q' is not a length")])
+def test_input_errors_name_the_flag_in_one_line(monkeypatch, capsys, argv, says):
+    """Missing data (a FileNotFoundError) and bad comma lists end in one line naming what was wrong, before work."""
+    import sys
+
+    from titans.cli import run
+
+    monkeypatch.setattr(sys, "argv", ["titans", *argv])
+    try:
+        code = run()
+    except SystemExit as e:  # argparse's own error exit
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and says in err and "Traceback" not in err
+
+
 def test_memorize_runs(capsys):
     from titans.memorize import recall
 

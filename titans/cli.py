@@ -246,14 +246,15 @@ def main(argv=None) -> int:
 
 def run() -> int:
     """The ``titans`` console script (and ``python -m titans.cli``): :func:`main`, with an input error (a bad config
-    value, task, file or checkpoint: ``ValueError`` or ``CheckpointError``) printed as one line naming the field
-    and the value, exit status 2, instead of a traceback. ``TITANS_TRACEBACK=1`` keeps the traceback."""
+    value, task, file or checkpoint, or data that is not installed: ``ValueError``, ``CheckpointError`` or
+    ``FileNotFoundError``) printed as one line naming the field and the value, exit status 2, instead of a
+    traceback. ``TITANS_TRACEBACK=1`` keeps the traceback."""
     try:
         return main()
     except Exception as e:
         from .train.checkpoint import CheckpointError
 
-        if not isinstance(e, (ValueError, CheckpointError)) or os.environ.get("TITANS_TRACEBACK"):
+        if not isinstance(e, (ValueError, CheckpointError, FileNotFoundError)) or os.environ.get("TITANS_TRACEBACK"):
             raise
         print(f"titans: error: {e}\n(set TITANS_TRACEBACK=1 to see where it was raised)", file=sys.stderr)
         return 2

@@ -34,17 +34,32 @@ from .scoring import exact_match
 TASKS = ("niah", "babilong", "mqar")
 
 
-def parse_lengths(text: str) -> list[int]:
-    """``"256,1k,4K,1m"`` -> ``[256, 1024, 4096, 1048576]`` (k = 1024, m = 1024^2)."""
+def parse_lengths(text: str, flag: str = "--lengths") -> list[int]:
+    """``"256,1k,4K,1m"`` -> ``[256, 1024, 4096, 1048576]`` (k = 1024, m = 1024^2); a bad item is a ``ValueError``
+    naming ``flag``."""
     out = []
     for item in text.split(","):
         item = item.strip().lower()
         mult = {"k": 1024, "m": 1024 ** 2}.get(item[-1:], 1)
         num = item[:-1] if mult > 1 else item
         if not num.isdigit() or int(num) < 1:
-            raise ValueError(f"--lengths: {item!r} is not a length (use e.g. 512,2k,64k)")
+            raise ValueError(f"{flag}: {item!r} is not a length (use e.g. 512,2k,64k)")
         out.append(int(num) * mult)
     return sorted(set(out))
+
+
+def parse_numbers(text: str, flag: str, kind=int, low: float = 1, high: float | None = None,
+                  example: str = "1,2,4") -> list:
+    """``"1,2,4"`` -> ``[1, 2, 4]``: ``kind`` each, in ``[low, high]``; a bad item is a ``ValueError`` naming
+    ``flag``."""
+    try:
+        out = [kind(item) for item in text.split(",")]
+    except ValueError:
+        out = None
+    if not out or any(x < low or (high is not None and x > high) for x in out):
+        span = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{flag} {text!r}: expected comma-separated {kind.__name__}s {span}, e.g. {example}")
+    return out
 
 
 def peak_rss_mib() -> float:
@@ -265,8 +280,8 @@ def main(argv=None, load=None):
     args = ap.parse_args(argv)
     try:
         lengths = parse_lengths(args.lengths)
-        depths = [float(d) for d in args.depths.split(",")]
-        pairs = [int(p) for p in args.pairs.split(",")]
+        depths = parse_numbers(args.depths, "--depths", float, 0, 1, "0,0.5,1")
+        pairs = parse_numbers(args.pairs, "--pairs")
         device = resolve_device(args.device, "--device")
     except ValueError as e:
         ap.error(str(e))

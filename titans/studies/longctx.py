@@ -203,7 +203,7 @@ def mqar(args):
     res_path = os.path.join(args.out, "results.json")
     results = json.loads(Path(res_path).read_text()) if os.path.exists(res_path) else {}
     base = named_model("lmm" + (f"-{args.ablation}" if args.ablation else ""))
-    for depth in [int(d) for d in args.depths.split(",")]:
+    for depth in args.depths:
         name = f"lmm-depth{depth}" + (f"-{args.ablation}" if args.ablation else "")
         model_cfg = dataclasses.replace(base, memory=dataclasses.replace(base.memory, depth=depth))
         cfg = run_config(model_cfg, f"mqar:{args.pairs}", 4 * args.pairs, args.steps, os.path.join(args.out, name),
@@ -234,7 +234,7 @@ def mqar_table(results: dict, train_pairs: int) -> str:
 
 
 def main(argv=None, which: str = "niah"):
-    from ..eval.longctx import parse_lengths
+    from ..eval.longctx import parse_lengths, parse_numbers
 
     ap = argparse.ArgumentParser(prog=f"titans study {which}", description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=3000, help="optimizer steps per model")
@@ -273,7 +273,7 @@ def main(argv=None, which: str = "niah"):
         # One batch of the first step now: a training length too short for the task fails before any training.
         task_batch(spec, seq_len=args.seq_len, batch_size=8, seed=args.seed, step=0, tokenizer=get_tokenizer("byte"))
         args.lengths = parse_lengths(args.lengths) if args.lengths else [args.seq_len * m for m in SHORT_MULTIPLES]
-        args.long = parse_lengths(args.long) if args.long else []
+        args.long = parse_lengths(args.long, "--long") if args.long else []
         for name in args.variants.split(","):
             # A bad name fails before any training, and so does a run in the folder that is another run (another
             # --seed or --seq-len): it would be reused as this one.
@@ -284,5 +284,9 @@ def main(argv=None, which: str = "niah"):
                 ap.error(str(e))
         niah(args)
     else:
-        args.eval_pairs = [int(p) for p in args.eval_pairs.split(",")]
+        try:
+            args.depths = parse_numbers(args.depths, "--depths")
+            args.eval_pairs = parse_numbers(args.eval_pairs, "--eval-pairs")
+        except ValueError as e:
+            ap.error(str(e))
         mqar(args)
