@@ -1,5 +1,5 @@
-"""Training: loss falls, resume is bit-identical (also after SIGKILL), bad checkpoints are rejected, DDP matches
-one process."""
+"""Training: loss falls, resume is bit-identical (also after SIGKILL), bad checkpoints are rejected, DDP and FSDP2
+match one process."""
 
 from __future__ import annotations
 
@@ -144,33 +144,68 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank, world, port, cfg_dict, q):
+def _ddp_worker(rank, world, port, cfg_dict, q, resume=False):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from titans.train import RunConfig
 
-    res = train(RunConfig.from_dict(cfg_dict), progress=False)
+    res = train(RunConfig.from_dict(cfg_dict), resume=resume, progress=False)
     q.put((rank, res["train_loss"]))
 
 
-def test_ddp_two_processes_match_one(tmp_path):
+def _two_processes(cfg, resume=False):
     import torch.multiprocessing as mp
 
-    one = _cfg(tmp_path, **{"train.log_every": 1, "train.out_dir": str(tmp_path / "one"), "train.max_steps": 8})
-    train(one, progress=False)
-    two = _cfg(tmp_path, **{"train.log_every": 1, "train.out_dir": str(tmp_path / "two"), "train.max_steps": 8})
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, two.to_dict(), q)) for r in range(2)]
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, cfg.to_dict(), q, resume)) for r in range(2)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(180)
         assert p.exitcode == 0
+
+
+def test_ddp_two_processes_match_one(tmp_path):
+    one = _cfg(tmp_path, **{"train.log_every": 1, "train.out_dir": str(tmp_path / "one"), "train.max_steps": 8})
+    train(one, progress=False)
+    two = _cfg(tmp_path, **{"train.log_every": 1, "train.out_dir": str(tmp_path / "two"), "train.max_steps": 8})
+    _two_processes(two)
     a = [float(v) for _, v in _losses(one.train.out_dir)]
     b = [float(v) for _, v in _losses(two.train.out_dir)]
     assert len(a) == len(b) == 8
     for x, y in zip(a, b):
         assert abs(x - y) <= 1e-4 * abs(x)
+
+
+def test_fsdp_two_processes_match_one_and_resume(tmp_path):
+    """FSDP2 (``train.fsdp``) over two processes: the same losses as one process, a run stopped and resumed under
+    FSDP2 included, and checkpoints in one process's format (weights and AdamW state gathered from the shards,
+    keyed as ``Optimizer.state_dict`` keys them), so a run may resume with or without sharding."""
+    one = _cfg(tmp_path, **{"train.log_every": 1, "train.out_dir": str(tmp_path / "one"), "train.max_steps": 8})
+    train(one, progress=False)
+    two = _cfg(tmp_path, **{"train.log_every": 1, "train.out_dir": str(tmp_path / "two"), "train.max_steps": 8,
+                            "train.fsdp": True, "train.stop_at": 4})
+    _two_processes(two)
+    assert latest_checkpoint(two.train.out_dir).endswith("step_000004")
+    two.train.stop_at = None
+    _two_processes(two, resume=True)
+    a = [float(v) for _, v in _losses(one.train.out_dir)]
+    b = [float(v) for _, v in _losses(two.train.out_dir)]
+    assert len(a) == len(b) == 8
+    for x, y in zip(a, b):
+        assert abs(x - y) <= 1e-4 * abs(x)
+    (wa, sa, _), (wb, sb, _) = (load_checkpoint(latest_checkpoint(r.train.out_dir)) for r in (one, two))
+    assert wa.keys() == wb.keys() and sa["step"] == sb["step"] == 8
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5)
+    oa, ob = sa["optimizer"], sb["optimizer"]
+    assert [g["params"] for g in oa["param_groups"]] == [g["params"] for g in ob["param_groups"]]
+    assert oa["state"].keys() == ob["state"].keys()
+    for i, st in oa["state"].items():
+        assert st.keys() == ob["state"][i].keys()
+        for name, v in st.items():
+            torch.testing.assert_close(torch.as_tensor(ob["state"][i][name]).float(), torch.as_tensor(v).float(),
+                                       rtol=1e-3, atol=1e-6)

@@ -48,9 +48,10 @@ def _fsync_dir(path: str):
         os.close(fd)
 
 
-def save_checkpoint(out_dir: str, step: int, model: torch.nn.Module, state: dict, config: dict,
+def save_checkpoint(out_dir: str, step: int, model: torch.nn.Module | dict, state: dict, config: dict,
                     keep_last: int = 2) -> str:
-    """Write checkpoint ``step`` atomically; delete all but the newest ``keep_last``. Returns its folder."""
+    """Write checkpoint ``step`` atomically; delete all but the newest ``keep_last``. Returns its folder. ``model``:
+    the module, or its state dict (gathered from shards: ``parallel.full_states``)."""
     root = os.path.join(out_dir, "checkpoints")
     os.makedirs(root, exist_ok=True)
     final = os.path.join(root, f"step_{step:06d}")
@@ -58,7 +59,8 @@ def save_checkpoint(out_dir: str, step: int, model: torch.nn.Module, state: dict
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     # Tied weights share storage; safetensors refuses shared tensors, so store each name's own copy.
-    weights = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    sd = model if isinstance(model, dict) else model.state_dict()
+    weights = {k: v.detach().contiguous().clone() for k, v in sd.items()}
     save_file(weights, os.path.join(tmp, "model.safetensors"))
     torch.save(state, os.path.join(tmp, "state.pt"))
     with open(os.path.join(tmp, "config.json"), "w") as f:

@@ -21,7 +21,7 @@ from ..models import TitansLM, count_params
 from .checkpoint import check_same_run, latest_checkpoint, load_checkpoint, load_model_weights, save_checkpoint
 from .config import RunConfig
 from .evaluate import evaluate_split, evaluate_task
-from .parallel import all_reduce_mean, cleanup, init_distributed, wrap
+from .parallel import all_reduce_mean, cleanup, full_states, init_distributed, load_optimizer_state, wrap
 from .plots import plot_runs
 
 
@@ -136,18 +136,19 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> dic
                            vocab_size=cfg.model.vocab_size, device=device)
         return {**ev, "bpb": ev["loss"] / math.log(2) / bytes_per_token}
     model = TitansLM(cfg.model).to(device)
-    opt = make_optimizer(model, cfg)
-    start = 0
+    start, state = 0, None
     if resume:
         ckpt = latest_checkpoint(t.out_dir)
         if ckpt is not None:
             weights, state, saved_cfg = load_checkpoint(ckpt)
             check_same_run(saved_cfg, cfg.to_dict(), f"--resume: {ckpt}")
-            load_model_weights(model, weights, ckpt)
-            opt.load_state_dict(state["optimizer"])
+            load_model_weights(model, weights, ckpt)  # every rank, whole, before any sharding
             torch.set_rng_state(state["rng_cpu"])
             start = int(state["step"])
     net = wrap(torch.compile(model) if t.compile else model, info, device, t.fsdp)
+    opt = make_optimizer(model, cfg)  # after the wrap: FSDP2 replaces the parameters with their shards
+    if state is not None:
+        load_optimizer_state(model, opt, state["optimizer"], info, t.fsdp)
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
 
     def autocast():
@@ -187,9 +188,12 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> dic
                 last["val_acc"] = ev["acc"]
             log.write(step=done, split="val", loss=ev["loss"], ppl=ev["ppl"], bpb=ev["bpb"], acc=ev.get("acc", ""),
                       lr=lr, tokens=done * tokens_per_step, seconds=round(time.time() - t0, 3))
-        if info.is_main and (done % t.ckpt_every == 0 or done == end):
-            save_checkpoint(t.out_dir, done, model, {"optimizer": opt.state_dict(), "step": done,
-                                                     "rng_cpu": torch.get_rng_state()}, cfg.to_dict(), t.keep_last)
+        if done % t.ckpt_every == 0 or done == end:
+            weights, opt_state = full_states(model, opt, info, t.fsdp)  # sharded: a collective, every rank
+            if info.is_main:
+                save_checkpoint(t.out_dir, done, weights, {"optimizer": opt_state, "step": done,
+                                                           "rng_cpu": torch.get_rng_state()}, cfg.to_dict(),
+                                t.keep_last)
     if bar is not None:
         bar.close()
     log.close()
