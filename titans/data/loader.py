@@ -11,17 +11,31 @@ import numpy as np
 import torch
 
 
+def batch_rows(batch_size: int, micro: int, micros: int, rank: int, world: int) -> range:
+    """The rows of a step's global batch of ``batch_size`` that micro-batch ``micro`` of ``micros`` on process
+    ``rank`` of ``world`` takes: each micro-batch a contiguous block, split over the processes. So a step sees the
+    same sequences however it is accumulated or parallelized."""
+    per, rem = divmod(batch_size, micros * world)
+    if rem or per == 0:
+        raise ValueError(f"train.batch_size={batch_size}: must be a multiple of train.grad_accum x processes "
+                         f"= {micros} x {world}")
+    start = (micro * world + rank) * per
+    return range(start, start + per)
+
+
 def train_batch(tokens: np.ndarray, *, seq_len: int, batch_size: int, seed: int, step: int, micro: int = 0,
-                rank: int = 0, world: int = 1):
-    """Rows ``[rank * b/world, (rank+1) * b/world)`` of the global batch for ``(step, micro)``: ``(x, y)`` int64
-    ``[b/world, seq_len]``, ``y`` the next token of each position."""
+                micros: int = 1, rank: int = 0, world: int = 1):
+    """Rows :func:`batch_rows` of the global batch of ``batch_size`` for ``step``: ``(x, y)`` int64
+    ``[batch_size / (micros * world), seq_len]``, ``y`` the next token of each position."""
     n = len(tokens) - seq_len - 1
     if n <= 0:
         raise ValueError(f"seq_len={seq_len}: the split has only {len(tokens)} tokens")
-    g = torch.Generator().manual_seed(hash((seed, step, micro)) & 0x7FFF_FFFF_FFFF_FFFF)
+    rows = batch_rows(batch_size, micro, micros, rank, world)
+    # The 0 is where the micro-batch's index went before a step drew one global batch; kept, so that runs without
+    # accumulation draw the sequences they always drew.
+    g = torch.Generator().manual_seed(hash((seed, step, 0)) & 0x7FFF_FFFF_FFFF_FFFF)
     starts = torch.randint(0, n + 1, (batch_size,), generator=g)
-    per = batch_size // world
-    starts = starts[rank * per:(rank + 1) * per].tolist()
+    starts = starts[rows.start:rows.stop].tolist()
     rows = np.stack([np.asarray(tokens[s:s + seq_len + 1], dtype=np.int64) for s in starts])
     t = torch.from_numpy(rows)
     return t[:, :-1], t[:, 1:]

@@ -125,8 +125,9 @@ def load_checkpoint(path: str) -> tuple[dict, dict, dict]:
 
 # What makes two runs the same run: resuming (or reusing a finished run) under a config that differs in one of these
 # would continue, or report, another run's weights as this one's. max_steps, stop_at, eval and checkpoint cadence,
-# the device and the output folder may change between invocations.
-SAME_RUN = ("model", "train.seed", "train.batch_size", "train.grad_accum", "data.corpus", "data.tokenizer",
+# the device, the output folder, the accumulation (train.grad_accum: a step's global batch is the same sequences
+# however it is split) and the sharding (train.fsdp) may change between invocations.
+SAME_RUN = ("model", "train.seed", "train.batch_size", "data.corpus", "data.tokenizer",
             "data.seq_len", "data.val_fraction", "data.test_fraction", "data.task", "data.task_loss")
 # Fields of the model that choose how it is computed, not what it computes (the implementations agree to the dtype's
 # tolerance): a run may resume under another one, e.g. trained with impl="chunk" on a CPU, resumed with "triton".

@@ -15,6 +15,7 @@ import time
 import torch
 
 from ..data import get_tokenizer, prepare, train_batch
+from ..data.loader import batch_rows
 from ..data.synthetic.tasks import task_batch
 from ..device import resolve_device
 from ..models import TitansLM, count_params
@@ -105,6 +106,7 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> dic
     t = cfg.train
     device = resolve_device(t.device, "train.device")
     info = init_distributed(device)
+    batch_rows(t.batch_size, 0, t.grad_accum, info.rank, info.world)  # a batch that does not split: an error now
     torch.manual_seed(t.seed)
     if cfg.data.task is None:
         data = prepare(cfg.data.corpus, cfg.data.tokenizer, cfg.data.data_dir, cfg.data.val_fraction,
@@ -118,12 +120,12 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> dic
         raise ValueError(f"model.vocab_size={cfg.model.vocab_size}: the {cfg.data.tokenizer!r} tokenizer has "
                          f"{vocab} ids")
 
-    def get_batch(step, m):
+    def get_batch(step, m):  # micro-batch m of the step's global batch: the same sequences however it is split
         if cfg.data.task is None:
-            return train_batch(train_tokens, seq_len=cfg.data.seq_len, batch_size=micro, seed=t.seed, step=step,
-                               micro=m, rank=info.rank, world=info.world)
-        return task_batch(cfg.data.task, seq_len=cfg.data.seq_len, batch_size=micro, seed=t.seed, step=step,
-                          micro=m, rank=info.rank, world=info.world, tokenizer=tokenizer,
+            return train_batch(train_tokens, seq_len=cfg.data.seq_len, batch_size=t.batch_size, seed=t.seed,
+                               step=step, micro=m, micros=t.grad_accum, rank=info.rank, world=info.world)
+        return task_batch(cfg.data.task, seq_len=cfg.data.seq_len, batch_size=t.batch_size, seed=t.seed, step=step,
+                          micro=m, micros=t.grad_accum, rank=info.rank, world=info.world, tokenizer=tokenizer,
                           vocab_size=cfg.model.vocab_size, answer_only=cfg.data.task_loss == "answer")
 
     def validate():
@@ -156,7 +158,6 @@ def train(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> dic
 
     os.makedirs(t.out_dir, exist_ok=True)
     log = _Log(t.out_dir, start, info.is_main)
-    micro = t.batch_size // t.grad_accum
     bar = None
     if progress and info.is_main:
         from tqdm.auto import tqdm

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..loader import batch_rows
 from .babi import PLACES, make_babi
 from .babi import TASKS as BABI_TASKS
 from .mad import KINDS as MAD_KINDS
@@ -89,15 +90,17 @@ def make_instance(spec: TaskSpec, kind: str, *, length: int, seed: int, tokenize
 
 
 def task_batch(task: str | TaskSpec, *, seq_len: int, batch_size: int, seed: int, step: int, tokenizer,
-               micro: int = 0, rank: int = 0, world: int = 1, vocab_size: int = 256, answer_only: bool = False):
-    """Rows ``[rank * b/world, (rank+1) * b/world)`` of the global batch for ``(step, micro)``: ``(x, y)`` int64
-    ``[b/world, seq_len]``. ``y`` is the next token of every prompt and answer position (``-100`` on the padding),
-    or with ``answer_only`` only at the positions whose next token is part of the answer. MQAR targets are always
-    the recalled values only; MAD's are as :func:`.mad.make_mad` gives them (``answer_only``: the scored ones)."""
+               micro: int = 0, micros: int = 1, rank: int = 0, world: int = 1, vocab_size: int = 256,
+               answer_only: bool = False):
+    """Rows :func:`~titans.data.loader.batch_rows` of the global batch of ``batch_size`` for ``step``: ``(x, y)``
+    int64 ``[batch_size / (micros * world), seq_len]``. ``y`` is the next token of every prompt and answer position
+    (``-100`` on the padding), or with ``answer_only`` only at the positions whose next token is part of the answer.
+    MQAR targets are always the recalled values only; MAD's are as :func:`.mad.make_mad` gives them
+    (``answer_only``: the scored ones)."""
     spec = parse_task(task) if isinstance(task, str) else task
-    per = batch_size // world
-    rows = range(rank * per, (rank + 1) * per)
-    base = hash((seed, step, micro)) & 0x7FFF_FFFF_FFFF_FFFF
+    rows = batch_rows(batch_size, micro, micros, rank, world)
+    per = len(rows)
+    base = hash((seed, step, 0)) & 0x7FFF_FFFF_FFFF_FFFF  # 0: as train_batch's
     if spec.family == "mad":  # evaluation steps (VAL_SEED_OFFSET on) draw the evaluation form
         if MAD_KINDS[spec.kinds[0]].vocab > vocab_size:
             raise ValueError(f"model.vocab_size={vocab_size}: task {spec.name!r} uses "
