@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -233,3 +234,41 @@ def test_gradient_accumulation_matches_one_batch(tmp_path):
                                                                           range(6, 8)]
     with pytest.raises(ValueError, match="train.batch_size=8: must be a multiple of train.grad_accum x processes"):
         batch_rows(8, 0, 2, 0, 3)
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_and_resumes_either_way(tmp_path):
+    """``train.compile`` computes the same run (to float rounding: inductor fuses the float32 arithmetic
+    differently), and may change on resume: an eager run resumed compiled logs the losses of an eager run. The
+    smallest model with a memory (inductor compiles each of its chunks' code: minutes on 2 cores)."""
+    small = {"train.log_every": 1, "train.max_steps": 6, "model.variant": "lmm", "model.n_layers": 1,
+             "data.seq_len": 32}
+    eager = _cfg(tmp_path, **small, **{"train.out_dir": str(tmp_path / "eager")})
+    train(eager, progress=False)
+    mixed = _cfg(tmp_path, **small, **{"train.out_dir": str(tmp_path / "mixed"), "train.stop_at": 3})
+    train(mixed, progress=False)
+    mixed.train.compile, mixed.train.stop_at = True, None
+    train(mixed, resume=True, progress=False)
+    a, b = ([float(v) for _, v in _losses(c.train.out_dir)] for c in (eager, mixed))
+    assert len(a) == len(b) == 6
+    assert all(abs(x - y) <= 1e-5 * abs(x) for x, y in zip(a, b)), (a, b)
+
+
+def test_tensorboard_logs_each_step_once_across_a_resume(tmp_path):
+    """With the ``log`` extra installed, the losses also go to TensorBoard; a resume from a checkpoint older than the
+    last logged step purges the events past it, as the CSV log drops its rows."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = _cfg(tmp_path, **{"train.log_every": 1, "train.max_steps": 6, "train.ckpt_every": 3, "train.stop_at": 5})
+    train(cfg, progress=False)
+    shutil.rmtree(latest_checkpoint(cfg.train.out_dir))  # steps 4 and 5 are logged, the checkpoint is step 3
+    cfg.train.stop_at = None
+    train(cfg, resume=True, progress=False)
+    events = EventAccumulator(os.path.join(cfg.train.out_dir, "tb"))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("loss/train")]
+    csv_rows = [(s, float(v)) for s, v in _losses(cfg.train.out_dir)]
+    assert [s for s, _ in logged] == [s for s, _ in csv_rows] == [1, 2, 3, 4, 5, 6]
+    assert all(abs(a - b) <= 1e-5 * abs(b) for (_, a), (_, b) in zip(logged, csv_rows))
+    assert [e.step for e in events.Scalars("loss/val")] == [6]

@@ -48,10 +48,10 @@ def _fsync_dir(path: str):
         os.close(fd)
 
 
-def save_checkpoint(out_dir: str, step: int, model: torch.nn.Module | dict, state: dict, config: dict,
+def save_checkpoint(out_dir: str, step: int, weights: dict[str, torch.Tensor], state: dict, config: dict,
                     keep_last: int = 2) -> str:
-    """Write checkpoint ``step`` atomically; delete all but the newest ``keep_last``. Returns its folder. ``model``:
-    the module, or its state dict (gathered from shards: ``parallel.full_states``)."""
+    """Write checkpoint ``step`` atomically; delete all but the newest ``keep_last``. Returns its folder.
+    ``weights``: the model's full state dict (``parallel.full_states`` gathers it whatever the parallelism)."""
     root = os.path.join(out_dir, "checkpoints")
     os.makedirs(root, exist_ok=True)
     final = os.path.join(root, f"step_{step:06d}")
@@ -59,9 +59,8 @@ def save_checkpoint(out_dir: str, step: int, model: torch.nn.Module | dict, stat
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     # Tied weights share storage; safetensors refuses shared tensors, so store each name's own copy.
-    sd = model if isinstance(model, dict) else model.state_dict()
-    weights = {k: v.detach().contiguous().clone() for k, v in sd.items()}
-    save_file(weights, os.path.join(tmp, "model.safetensors"))
+    own = {k: v.detach().contiguous().clone() for k, v in weights.items()}
+    save_file(own, os.path.join(tmp, "model.safetensors"))
     torch.save(state, os.path.join(tmp, "state.pt"))
     with open(os.path.join(tmp, "config.json"), "w") as f:
         json.dump(config, f, indent=1)

@@ -78,9 +78,10 @@ def _names_from_ids(osd: dict, model: torch.nn.Module, opt: torch.optim.Optimize
 def full_states(model: torch.nn.Module, opt: torch.optim.Optimizer, info: DistInfo, fsdp: bool):
     """``(model state dict, optimizer state dict)`` as one process training the whole model holds them, the format a
     checkpoint stores whatever the run's parallelism. Sharded (:func:`is_sharded`): gathered from every rank's shards
-    (a collective: every rank must call it) onto rank 0's CPU; other ranks get empty dicts."""
+    (a collective: every rank must call it) onto rank 0's CPU. Only rank 0 writes checkpoints: other ranks get
+    empty dicts."""
     if not is_sharded(info, fsdp):
-        return model.state_dict(), opt.state_dict()
+        return (model.state_dict(), opt.state_dict()) if info.is_main else ({}, {})
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
 
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)

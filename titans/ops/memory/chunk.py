@@ -80,7 +80,9 @@ def _run_piece(G, W, S, q, k, v, coef, n, act, norm, residual, fused_backward, f
     tensors = [q, k, v, *c8, *G, *W, *S, *(norm or ())]
     if fused_backward and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         lnw, lnb = norm if norm is not None else (None, None)
-        outs = ChunkPiece.apply((len(W), act, residual, fwd, bwd, save), q, k, v, lnw, lnb, *c8, *G, *W, *S)
+        shared = all(g is w for g, w in zip(G, W))
+        outs = ChunkPiece.apply((len(W), act, residual, fwd, bwd, save, shared), q, k, v, lnw, lnb, *c8,
+                                *([] if shared else G), *W, *S)
         L = len(W)
         return outs[0], list(outs[1:1 + L]), list(outs[1 + L:])
     if fwd is not piece_forward and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
@@ -88,6 +90,11 @@ def _run_piece(G, W, S, q, k, v, coef, n, act, norm, residual, fused_backward, f
     return fwd(q, k, v, c8, G, W, S, norm, act, residual)
 
 
+# Under torch.compile the loop over chunks stays Python and what it calls (each piece, its coefficients) is compiled
+# once per shape and reused: traced, the loop would unroll into one graph of every chunk, whose compile time grows
+# with the sequence (415 s against 24 s for 16 chunks of a depth-2 layer on 2 cores, and slower to run:
+# benchmarks/compile_memory_op.py, docs/benchmarks.md).
+@torch.compiler.disable(recursive=False)
 def memory_update_chunk(q, k, v, alpha, eta, theta, params, momentum=None, *, chunk_size=16, activation="gelu",
                         norm=None, residual=False, fused_backward=True, piece=piece_forward,
                         piece_bwd=piece_backward, save=False):

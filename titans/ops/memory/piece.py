@@ -212,16 +212,16 @@ def piece_backward(do, dWp, dSp, q, k, v, coef, G, W, S, norm, act, residual, *,
 
 class ChunkPiece(torch.autograd.Function):
     """``piece_forward`` with the hand-written, recomputing backward (first order only). ``meta``: ``(L, act,
-    residual, fwd, bwd, save)``; with ``save`` the forward keeps the piece's intermediates for the backward
-    (``keep=True, state=True``) rather than the backward recomputing them: faster, at the memory of those
-    intermediates per piece (``6 B H n d_hidden + 4 B H n d_out + 2 B H n^2`` floats at depth 2). They are saved
-    tensors of the node (``save_for_backward``), so that checkpointing (``torch.utils.checkpoint``, which drops saved
-    tensors and recomputes them) bounds them as it bounds the rest."""
+    residual, fwd, bwd, save, shared)``; ``shared``: ``G`` is ``W``, given once (:func:`_split`). With ``save`` the
+    forward keeps the piece's intermediates for the backward (``keep=True, state=True``) rather than the backward
+    recomputing them: faster, at the memory of those intermediates per piece (``6 B H n d_hidden + 4 B H n d_out +
+    2 B H n^2`` floats at depth 2). They are saved tensors of the node (``save_for_backward``), so that checkpointing
+    (``torch.utils.checkpoint``, which drops saved tensors and recomputes them) bounds them as it bounds the rest."""
 
     @staticmethod
     def forward(ctx, meta, q, k, v, lnw, lnb, *rest):
-        L, act, residual, fwd, _, save = meta  # fwd/bwd: piece_forward/backward or kernels of the same signatures
-        coef, G, W, S = rest[:8], rest[8:8 + L], rest[8 + L:8 + 2 * L], rest[8 + 2 * L:]
+        L, act, residual, fwd, _, save, shared = meta  # fwd/bwd: piece_forward/backward or kernels alike
+        coef, G, W, S = _split(rest, L, shared)
         norm = None if lnw is None else (lnw, lnb)
         ctx.spec, kept = None, []
         if save:
@@ -236,14 +236,28 @@ class ChunkPiece(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, do, *dstate):
-        L, act, residual, _, bwd, _ = ctx.meta
+        L, act, residual, _, bwd, _, shared = ctx.meta
         q, k, v, lnw, lnb, *rest = ctx.saved_tensors
-        rest, kept = rest[:8 + 3 * L], rest[8 + 3 * L:]
-        coef, G, W, S = rest[:8], rest[8:8 + L], rest[8 + L:8 + 2 * L], rest[8 + 2 * L:]
+        n_in = 8 + (2 if shared else 3) * L
+        rest, kept = rest[:n_in], rest[n_in:]
+        coef, G, W, S = _split(rest, L, shared)
         norm = None if lnw is None else (lnw, lnb)
         low = q.dtype  # half-precision tokens with a float32 memory (impl="triton"): the backward runs in float32
         q, k, v, do = (x.to(W[0].dtype) for x in (q, k, v, do))
         extra = {} if ctx.spec is None else {"saved": tree_unflatten(kept, ctx.spec)}
         dq, dk, dv, dcoef, dG, dW, dS, (dlnw, dlnb) = bwd(
             do, dstate[:L], dstate[L:], q, k, v, coef, G, W, S, norm, act, residual, **extra)
+        if shared:  # one input was both G and W: its gradient is the sum
+            return (None, dq.to(low), dk.to(low), dv.to(low), dlnw, dlnb, *dcoef,
+                    *(a + b for a, b in zip(dG, dW)), *dS)
         return (None, dq.to(low), dk.to(low), dv.to(low), dlnw, dlnb, *dcoef, *dG, *dW, *dS)
+
+
+def _split(rest, L, shared):
+    """``ChunkPiece``'s tensor inputs after ``lnb`` -> ``(coef, G, W, S)``. ``shared``: the piece starts a chunk, so
+    its gradient point ``G`` is its starting ``W``, passed once (``torch.compile`` cannot trace a Function given the
+    same tensor twice)."""
+    coef, rest = rest[:8], rest[8:]
+    if shared:
+        return coef, rest[:L], rest[:L], rest[L:]
+    return coef, rest[:L], rest[L:2 * L], rest[2 * L:]
