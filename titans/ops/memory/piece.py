@@ -221,7 +221,7 @@ class ChunkPiece(torch.autograd.Function):
     @staticmethod
     def forward(ctx, meta, q, k, v, lnw, lnb, *rest):
         L, act, residual, fwd, _, save, shared = meta  # fwd/bwd: piece_forward/backward or kernels alike
-        coef, G, W, S = _split(rest, L, shared)
+        coef, G, W, S, _ = _split(rest, L, shared)
         norm = None if lnw is None else (lnw, lnb)
         ctx.spec, kept = None, []
         if save:
@@ -238,26 +238,24 @@ class ChunkPiece(torch.autograd.Function):
     def backward(ctx, do, *dstate):
         L, act, residual, _, bwd, _, shared = ctx.meta
         q, k, v, lnw, lnb, *rest = ctx.saved_tensors
-        n_in = 8 + (2 if shared else 3) * L
-        rest, kept = rest[:n_in], rest[n_in:]
-        coef, G, W, S = _split(rest, L, shared)
+        coef, G, W, S, kept = _split(rest, L, shared)
         norm = None if lnw is None else (lnw, lnb)
         low = q.dtype  # half-precision tokens with a float32 memory (impl="triton"): the backward runs in float32
         q, k, v, do = (x.to(W[0].dtype) for x in (q, k, v, do))
         extra = {} if ctx.spec is None else {"saved": tree_unflatten(kept, ctx.spec)}
         dq, dk, dv, dcoef, dG, dW, dS, (dlnw, dlnb) = bwd(
             do, dstate[:L], dstate[L:], q, k, v, coef, G, W, S, norm, act, residual, **extra)
-        if shared:  # one input was both G and W: its gradient is the sum
-            return (None, dq.to(low), dk.to(low), dv.to(low), dlnw, dlnb, *dcoef,
-                    *(a + b for a, b in zip(dG, dW)), *dS)
-        return (None, dq.to(low), dk.to(low), dv.to(low), dlnw, dlnb, *dcoef, *dG, *dW, *dS)
+        # One input was both G and W when shared: its gradient is the sum.
+        dweights = [g + w for g, w in zip(dG, dW)] if shared else [*dG, *dW]
+        return (None, dq.to(low), dk.to(low), dv.to(low), dlnw, dlnb, *dcoef, *dweights, *dS)
 
 
 def _split(rest, L, shared):
-    """``ChunkPiece``'s tensor inputs after ``lnb`` -> ``(coef, G, W, S)``. ``shared``: the piece starts a chunk, so
-    its gradient point ``G`` is its starting ``W``, passed once (``torch.compile`` cannot trace a Function given the
-    same tensor twice)."""
+    """``ChunkPiece``'s tensor inputs after ``lnb`` -> ``(coef, G, W, S, tail)``; ``tail``: what follows them (the
+    intermediates the forward saved, in the backward). ``shared``: the piece starts a chunk, so its gradient point
+    ``G`` is its starting ``W``, passed once (``torch.compile`` cannot trace a Function given the same tensor
+    twice)."""
     coef, rest = rest[:8], rest[8:]
     if shared:
-        return coef, rest[:L], rest[:L], rest[L:]
-    return coef, rest[:L], rest[L:2 * L], rest[2 * L:]
+        return coef, rest[:L], rest[:L], rest[L:2 * L], rest[2 * L:]
+    return coef, rest[:L], rest[L:2 * L], rest[2 * L:3 * L], rest[3 * L:]
