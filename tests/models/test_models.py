@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from titans.models import VARIANTS, ModelConfig, TitansLM, count_params, paper, state_nbytes, tiny
+from titans.models import VARIANTS, MemoryConfig, ModelConfig, TitansLM, count_params, paper, state_nbytes, tiny
 
 from ..conftest import rel_err
 
@@ -76,6 +76,30 @@ def test_state_is_bounded(variant):
     _, s2 = _logits_in_pieces(model, torch.randint(0, 256, (1, 2 * w)), [w])
     _, s10 = _logits_in_pieces(model, torch.randint(0, 256, (1, 10 * w)), [w, 5 * w])
     assert state_nbytes(s2) == state_nbytes(s10)
+
+
+def _tensors(state):
+    if isinstance(state, torch.Tensor):
+        return [state]
+    if isinstance(state, (tuple, list)):
+        return [t for s in state for t in _tensors(s)]
+    return []
+
+
+CHUNK_GATES = pytest.param("mag", {"memory": MemoryConfig(chunk_size=8, chunk_gates=True)}, id="mag-chunkgates")
+
+
+@pytest.mark.parametrize("variant,kw", CASES + [CHUNK_GATES])
+def test_state_holds_only_its_own_storage(variant, kw):
+    """After a prefill far longer than the window, no state tensor is a slice that keeps the prefill's activations
+    alive: each one's storage is at most twice its own size (a decoding step's slice may keep one more token)."""
+    model = _model(variant, torch.float32, **kw)
+    idx = torch.randint(0, 256, (2, 200))
+    for cuts in ([], list(range(150, 200))):  # one prefill; a prefill, then decoding token by token
+        _, state = _logits_in_pieces(model, idx, cuts)
+        for t in _tensors(state):
+            own = t.numel() * t.element_size()
+            assert t.untyped_storage().nbytes() <= 2 * own, (cuts[:1], tuple(t.shape), t.untyped_storage().nbytes())
 
 
 def test_transformer_cache_grows():

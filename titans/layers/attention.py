@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .state import keep_last
+
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, base: float = 10000.0, dtype=torch.float32):
     """cos, sin ``[T, head_dim/2]`` for integer positions ``[T]``."""
@@ -170,6 +172,8 @@ class Attention(nn.Module):
             kpos = positions
         y = self.attend(q, positions, k, v, kpos, consecutive=True)  # the keys: a cache, then these tokens
         if self.window is not None:
-            start = max(k.shape[1] - (self.window - 1), 0)
-            k, v, kpos = k[:, start:], v[:, start:], kpos[start:]
+            n = self.window - 1
+            k, v, kpos = keep_last(k, n), keep_last(v, n), keep_last(kpos, n, 0)
+        elif cache is None:
+            v = v.clone()  # a view of the q/k/v projection, which it would keep alive (k and q are rotated copies)
         return y, KVCache(k, v, kpos)

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .state import keep_last
+
 # Calls of at most this many tokens sum the taps directly instead of calling the convolution.
 SHORT = 16
 
@@ -44,4 +46,4 @@ class CausalDepthwiseConv1d(nn.Module):
                 y = torch.addcmul(y, xx[:, i:i + T], w[:, i])
         else:
             y = F.conv1d(xx.transpose(1, 2), self.weight, self.bias, groups=C).transpose(1, 2)
-        return y, xx[:, xx.shape[1] - (K - 1):]
+        return y, keep_last(xx, K - 1)

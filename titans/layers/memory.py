@@ -180,7 +180,10 @@ class NeuralMemory(nn.Module):
                 prev = torch.stack(state.gates, dim=1)[:, None]  # [B, 1, 3, H, Lg]
                 picked = torch.where((start < 0).view(1, T, 1, 1, 1), prev, picked)
             raw = picked
-            cache = tuple(raw[:, -1].unbind(1)) if T > 0 else (state.gates if state is not None else None)
+            if T > 0:  # copies: views of raw [B, T, ...] would keep every token's gates alive
+                cache = tuple(g.clone() for g in raw[:, -1].unbind(1))
+            elif state is not None:
+                cache = state.gates
         theta = self.theta_max * torch.sigmoid(raw[:, :, 0]) * self.theta_scale.to(raw.dtype)  # [B, T, H, L]
         eta = torch.sigmoid(raw[:, :, 1]) if self.momentum else torch.zeros_like(raw[:, :, 1])
         alpha = torch.sigmoid(raw[:, :, 2]) if self.forgetting else torch.zeros_like(raw[:, :, 2])
