@@ -13,7 +13,8 @@
 #    launches exactly those; FINAL_K: a pytest -k expression instead).
 # Optional environment: SIZES ('D,depth,chunk,T;...', default the grid at 8K then 2K), TUNE_EACH=1 (time the
 # candidates at every size, not only at each kernel shape's first: gpu_memory_op's --tune-every-size),
-# DEFAULT_TESTS=0 (skip the first gpu tests), FINAL_TESTS=0 (skip step 4), BASELINES (gpu_memory_op's --baselines; '' for none), BASELINES_AT
+# DEFAULT_TESTS=0 (skip the first gpu tests), EXTRA_TESTS (pytest paths whose gpu-marked tests run first, e.g.
+# tests/models/test_compile.py), FINAL_TESTS=0 (skip step 4), BASELINES (gpu_memory_op's --baselines; '' for none), BASELINES_AT
 # (its --baselines-at: only at these sizes),
 # TITANS_TRITON_CONFIGS (configurations from an earlier lease: their sizes are not re-tuned), CANDIDATES (tune
 # every size again, over only the candidates whose names start with these comma-separated prefixes),
@@ -65,6 +66,12 @@ for i in $(seq 0 9); do  # a kernel that crashes here ends only its shard
     "${COMPILE[@]}" --shard "$i/10" \
     > "$OUT/compile_$i.log" 2>&1 &
 done
+if [ -n "${EXTRA_TESTS:-}" ]; then  # beside the compile shards, before the default gpu tests
+  env -u TITANS_TRITON_CONFIGS timeout "$PHASE1" python3 -m pytest -v -m gpu -p no:cacheprovider $EXTRA_TESTS \
+    > "$OUT/gpu_tests_extra.log" 2>&1
+  stamp "gpu tests ($EXTRA_TESTS) rc=$?"
+  tail -3 "$OUT/gpu_tests_extra.log"
+fi
 if [ "${DEFAULT_TESTS:-1}" = 1 ]; then
   env -u TITANS_TRITON_CONFIGS timeout "$PHASE1" python3 -m pytest -v -m gpu -k "not tf32x3" -p no:cacheprovider \
     -n 5 tests/ops/test_memory_triton.py > "$OUT/gpu_tests.log" 2>&1
