@@ -22,23 +22,17 @@ import platform
 import sys
 
 import torch
+from torch.utils._pytree import tree_leaves
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import table, write_results  # noqa: E402
 
 
-def held_bytes(state, seen: set | None = None) -> int:
+def held_bytes(state) -> int:
     """Bytes of the distinct storages under a (nested) state."""
-    seen = set() if seen is None else seen
-    if isinstance(state, torch.Tensor):
-        storage = state.untyped_storage()
-        if storage.data_ptr() in seen:
-            return 0
-        seen.add(storage.data_ptr())
-        return storage.nbytes()
-    if isinstance(state, (tuple, list)):
-        return sum(held_bytes(s, seen) for s in state)
-    return 0
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tree_leaves(state)
+                if isinstance(t, torch.Tensor)}
+    return sum(storages.values())
 
 
 def measure(variant: str, length: int) -> dict:

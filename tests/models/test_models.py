@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._pytree import tree_leaves
 
 from titans.models import VARIANTS, MemoryConfig, ModelConfig, TitansLM, count_params, paper, state_nbytes, tiny
 
@@ -78,14 +79,6 @@ def test_state_is_bounded(variant):
     assert state_nbytes(s2) == state_nbytes(s10)
 
 
-def _tensors(state):
-    if isinstance(state, torch.Tensor):
-        return [state]
-    if isinstance(state, (tuple, list)):
-        return [t for s in state for t in _tensors(s)]
-    return []
-
-
 CHUNK_GATES = pytest.param("mag", {"memory": MemoryConfig(chunk_size=8, chunk_gates=True)}, id="mag-chunkgates")
 
 
@@ -97,7 +90,7 @@ def test_state_holds_only_its_own_storage(variant, kw):
     idx = torch.randint(0, 256, (2, 200))
     for cuts in ([], list(range(150, 200))):  # one prefill; a prefill, then decoding token by token
         _, state = _logits_in_pieces(model, idx, cuts)
-        for t in _tensors(state):
+        for t in (t for t in tree_leaves(state) if isinstance(t, torch.Tensor)):
             own = t.numel() * t.element_size()
             assert t.untyped_storage().nbytes() <= 2 * own, (cuts[:1], tuple(t.shape), t.untyped_storage().nbytes())
 
