@@ -30,9 +30,8 @@ from _common import table, write_results  # noqa: E402
 
 def held_bytes(state) -> int:
     """Bytes of the distinct storages under a (nested) state."""
-    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tree_leaves(state)
-                if isinstance(t, torch.Tensor)}
-    return sum(storages.values())
+    storages = [t.untyped_storage() for t in tree_leaves(state) if isinstance(t, torch.Tensor)]
+    return sum({s.data_ptr(): s.nbytes() for s in storages}.values())
 
 
 def measure(variant: str, length: int) -> dict:
