@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -188,11 +189,21 @@ def main():
         print(json.dumps({"train": _train_step, "stream": _stream, "decode": _decode}[spec["task"]](spec)))
         return
 
-    result = {"machine": {"platform": platform.platform(), "threads": args.threads, "cpus": os.cpu_count()}}
-    if os.path.exists(args.out):  # keep the other section's results when running one section
-        with open(args.out) as f:
-            result = {**json.load(f), **result}
     sections = args.sections.split(",")
+    unknown = sorted(set(sections) - {"train", "stream", "decode", "save"})
+    if unknown:
+        raise SystemExit(f"--sections: unknown {unknown}; choose from train, stream, decode, save")
+    result = {}
+    if os.path.exists(args.out):  # keep the other sections' results when running some of them
+        with open(args.out) as f:
+            result = json.load(f)
+    if "machine" in result:  # a file of the old layout: one record for all sections, not knowing which it fits
+        raise SystemExit(f"--out {args.out}: has one 'machine' for all its sections; give each section its own "
+                         "record under 'machines' (see git log of the file) or write to a new file")
+    # each section keeps the machine and day it ran on: a rerun of one section leaves the others' records
+    here = {"platform": platform.platform(), "threads": args.threads, "cpus": os.cpu_count(),
+            "date": datetime.date.today().isoformat()}
+    result["machines"] = {**result.get("machines", {}), **{s: here for s in sections}}
     train = result.get("train", []) if "train" not in sections else []
     for v in (args.variants.split(",") if "train" in sections else []):
         r = run_isolated(__file__, {"task": "train", "variant": v, "context": args.context, "threads": args.threads})
