@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml constraints-dev.txt
 demo: $(STAMP)
 	$(BIN)/python -m titans.demo
 
+# one pytest worker a core (pytest-xdist), each with its share of torch's threads (tests/conftest.py);
+# worksteal: a worker that runs out takes queued tests from the other, so one long test does not end the run alone
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check titans tests benchmarks

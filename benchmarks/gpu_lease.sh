@@ -13,7 +13,7 @@
 #    launches exactly those; FINAL_K: a pytest -k expression instead).
 # Optional environment: SIZES ('D,depth,chunk,T;...', default the grid at 8K then 2K), TUNE_EACH=1 (time the
 # candidates at every size, not only at each kernel shape's first: gpu_memory_op's --tune-every-size),
-# DEFAULT_TESTS=0 (skip the first gpu tests), EXTRA_TESTS (pytest paths whose gpu-marked tests run first, e.g.
+# SHARDS (compile processes of step 2, default 10), DEFAULT_TESTS=0 (skip the first gpu tests), EXTRA_TESTS (pytest paths whose gpu-marked tests run first, e.g.
 # tests/models/test_compile.py), FINAL_TESTS=0 (skip step 4), BASELINES (gpu_memory_op's --baselines; '' for none), BASELINES_AT
 # (its --baselines-at: only at these sizes),
 # TITANS_TRITON_CONFIGS (configurations from an earlier lease: their sizes are not re-tuned), CANDIDATES (tune
@@ -59,11 +59,12 @@ COMPILE=("${GRID[@]}")
 [ -n "${CANDIDATES:-}" ] && [ -n "${LAST_CANDIDATES:-}" ] \
   && COMPILE=("${SIZES_ARG[@]}" --retune --candidates "$CANDIDATES,$LAST_CANDIDATES")
 PHASE1=$(( TOTAL * 2 / 5 ))
-for i in $(seq 0 9); do  # a kernel that crashes here ends only its shard
-  # one Inductor compile thread a shard (the compiled piece backward, KernelConfig.compiled): ten shards would
+SHARDS=${SHARDS:-10}
+for i in $(seq 0 $(( SHARDS - 1 ))); do  # a kernel that crashes here ends only its shard
+  # one Inductor compile thread a shard (the compiled piece backward, KernelConfig.compiled): the shards would
   # otherwise each start a pool of as many workers as the machine has cores
   TORCHINDUCTOR_COMPILE_THREADS=1 timeout "$PHASE1" python3 benchmarks/gpu_memory_op.py --tune --compile-only \
-    "${COMPILE[@]}" --shard "$i/10" \
+    "${COMPILE[@]}" --shard "$i/$SHARDS" \
     > "$OUT/compile_$i.log" 2>&1 &
 done
 if [ -n "${EXTRA_TESTS:-}" ]; then  # beside the compile shards, before the default gpu tests

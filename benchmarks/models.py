@@ -173,7 +173,7 @@ def _decode(spec: dict) -> dict:
             "same_tokens": generated["dual_form"] == generated["step"]}
 
 
-def main():
+def main(argv: list[str] | None = None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--context", type=int, default=4096, help="training context (tokens)")
     ap.add_argument("--stream-tokens", type=int, default=1_000_000, help="tokens per streaming run")
@@ -183,7 +183,7 @@ def main():
     ap.add_argument("--threads", type=int, default=THREADS, help="intra-op threads of each measured process")
     ap.add_argument("--out", default="benchmarks/results/models.json")
     ap.add_argument("--one", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.one:
         spec = json.loads(args.one)
         print(json.dumps({"train": _train_step, "stream": _stream, "decode": _decode}[spec["task"]](spec)))

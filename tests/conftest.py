@@ -13,6 +13,11 @@ if not torch.cuda.is_available():
 # The tests of the saved-state budget set it themselves (triton_op.SAVE_BUDGET_BYTES); one from the shell would
 # change which calls run in checkpointed segments.
 os.environ.pop("TITANS_TRITON_SAVE_BUDGET", None)
+# Under pytest-xdist (`make test` runs `-n auto`) each worker takes its share of the cores: every worker at
+# torch's default (all cores) would oversubscribe them.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_the_lease_script_runs_its_steps_in_turn(tmp_path):
     env = {**os.environ, "OUT": str(tmp_path), "DEFAULT_TESTS": "0", "FINAL_TESTS": "0", "BASELINES": "",
            "CANDIDATES": "default", "LAST_CANDIDATES": "piece", "LAST_S": "30", "STALLS": "default", "STALLS_S": "20",
-           "PROFILE": "chunk", "PROFILE_S": "20", "SIZES": "64,2,16,64", "TUNE_EACH": "1",
+           "PROFILE": "chunk", "PROFILE_S": "20", "SIZES": "64,2,16,64", "TUNE_EACH": "1", "SHARDS": "2",
            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     env.pop("TRITON_INTERPRET", None)
     run = subprocess.run(["bash", "benchmarks/gpu_lease.sh", "150"], cwd=ROOT, env=env, capture_output=True,
