@@ -13,9 +13,9 @@
 #    launches exactly those; FINAL_K: a pytest -k expression instead).
 # Optional environment: SIZES ('D,depth,chunk,T;...', default the grid at 8K then 2K), TUNE_EACH=1 (time the
 # candidates at every size, not only at each kernel shape's first: gpu_memory_op's --tune-every-size),
-# SHARDS (compile processes of step 2, default 10), DEFAULT_TESTS=0 (skip the first gpu tests), EXTRA_TESTS (pytest paths whose gpu-marked tests run first, e.g.
-# tests/models/test_compile.py), FINAL_TESTS=0 (skip step 4), BASELINES (gpu_memory_op's --baselines; '' for none), BASELINES_AT
-# (its --baselines-at: only at these sizes),
+# SHARDS (compile processes of step 2, default 10), DEFAULT_TESTS=0 (skip the first gpu tests), EXTRA_TESTS
+# (pytest paths whose gpu-marked tests run first, e.g. tests/models/test_compile.py), FINAL_TESTS=0 (skip step 4),
+# BASELINES (gpu_memory_op's --baselines; '' for none), BASELINES_AT (its --baselines-at: only at these sizes),
 # TITANS_TRITON_CONFIGS (configurations from an earlier lease: their sizes are not re-tuned), CANDIDATES (tune
 # every size again, over only the candidates whose names start with these comma-separated prefixes),
 # LAST_CANDIDATES (after step 3, in the last LAST_S seconds (default 150) before step 4: every size tuned over each

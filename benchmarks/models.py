@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import reset_peak, rss_kib, run_isolated, table, write_results  # noqa: E402
 
 THREADS = 2
+SECTIONS = ("train", "stream", "decode", "save")
 
 
 def _config(variant: str, context: int, save: bool = False):
@@ -190,9 +191,9 @@ def main(argv: list[str] | None = None):
         return
 
     sections = args.sections.split(",")
-    unknown = sorted(set(sections) - {"train", "stream", "decode", "save"})
+    unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
-        raise SystemExit(f"--sections: unknown {unknown}; choose from train, stream, decode, save")
+        raise SystemExit(f"--sections: unknown {unknown}; choose from {', '.join(SECTIONS)}")
     result = {}
     if os.path.exists(args.out):  # keep the other sections' results when running some of them
         with open(args.out) as f:
