@@ -10,6 +10,10 @@ import torch
 # Without CUDA the Triton kernels run in Triton's interpreter (read when the kernel module is imported).
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+if os.environ.get("TRITON_INTERPRET") == "1":
+    from .triton_interp import skip_nested_language_patches
+
+    skip_nested_language_patches()
 # The tests of the saved-state budget set it themselves (triton_op.SAVE_BUDGET_BYTES); one from the shell would
 # change which calls run in checkpointed segments.
 os.environ.pop("TITANS_TRITON_SAVE_BUDGET", None)
