@@ -10,7 +10,7 @@ import torch
 # Without CUDA the Triton kernels run in Triton's interpreter (read when the kernel module is imported).
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
-if os.environ.get("TRITON_INTERPRET") == "1":
+if os.environ.get("TRITON_INTERPRET") == "1":  # without the interpreter's per-helper re-patching (same results)
     from .triton_interp import skip_nested_language_patches
 
     skip_nested_language_patches()

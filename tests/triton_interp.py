@@ -27,7 +27,7 @@ def skip_nested_language_patches() -> bool:
     if patch is None or scope_cls is None or executor is None or getattr(patch, "_titans_shortcut", False):
         return False
     langs = (it.tl, it.tl.core)
-    state = {"depth": 0, "patched": None}  # launches in progress; the language modules their own patching covered
+    state = {"depth": 0, "patched": None}  # launches in progress; the language modules patched so far in this one
 
     @functools.cache  # per function: its module's globals name the same modules call after call
     def modules(fn) -> frozenset[int]:
