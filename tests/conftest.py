@@ -18,10 +18,15 @@ if os.environ.get("TRITON_INTERPRET") == "1":  # without the interpreter's per-h
 # change which calls run in checkpointed segments.
 os.environ.pop("TITANS_TRITON_SAVE_BUDGET", None)
 # Under pytest-xdist (`make test` runs `-n auto`) each worker takes its share of the cores: every worker at
-# torch's default (all cores) would oversubscribe them.
+# torch's default (all cores) would oversubscribe them. The processes a test starts (the training CLI killed and
+# resumed, the benchmarks' measured processes, the lease script's steps) read the share from OMP_NUM_THREADS: at
+# torch's default beside a busy core, OpenMP's waiting threads cost 2-3x the time (the SIGKILL-and-resume test
+# beside a one-thread job on 2 cores: 96 s with two threads, 41 s with one).
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
+    _SHARE = max(1, (os.cpu_count() or 1) // _WORKERS)
+    torch.set_num_threads(_SHARE)
+    os.environ["OMP_NUM_THREADS"] = str(_SHARE)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
