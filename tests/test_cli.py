@@ -17,6 +17,17 @@ def test_help_works(argv, capsys):
     assert "usage" in capsys.readouterr().out
 
 
+def test_version_names_the_package_and_torch(capsys):
+    import torch
+
+    import titans
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"titans {titans.__version__} (torch {torch.__version__})"
+
+
 PASSTHROUGH = [(["demo", "--help"], "--steps"), (["forecast", "--help"], "--horizon"),
                (["memorize", "--help"], "--theta"), (["study", "lm", "--help"], "--variants"),
                (["study", "niah", "--help"], "--long"), (["study", "mqar", "--help"], "--depths"),

@@ -14,6 +14,7 @@
     titans study lm [--steps 1000]   (every variant, same size and tokens; resumable)
     titans study niah | mqar         (long context and ablations | memory depth on MQAR; resumable)
     titans study mad                 (every variant on the MAD synthetic tasks, the paper's Table 10; resumable)
+    titans --version                 (this package's and torch's versions)
 """
 
 from __future__ import annotations
@@ -155,7 +156,13 @@ def cmd_memorize(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import torch
+
+    from . import __version__
+
     ap = argparse.ArgumentParser(prog="titans", description="Titans: learning to memorize at test time.")
+    # the torch build with it: what a bug report needs to reproduce a number
+    ap.add_argument("--version", action="version", version=f"titans {__version__} (torch {torch.__version__})")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("data", help="prepare token files from an offline corpus")
